@@ -1,0 +1,57 @@
+"""The ``pss-bench`` command line: one click group, one module per subcommand.
+
+Exit codes are decided here only: 0 success, 1 a :class:`PssBenchError`
+(one line on stderr, no traceback unless ``--debug``), 2 usage errors.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from pss_bench.cli.options import console_err, is_debug, setup_logging
+from pss_bench.errors import PssBenchError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (repeatable).")
+@click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
+@click.version_option(package_name="pss-bench")
+def cli(verbose: int, quiet: bool) -> None:
+    """Panoptic quality and Context Error for any panoptic segmentation model."""
+    setup_logging(verbose, quiet)
+
+
+def _register() -> None:
+    from pss_bench.cli import demo, pq, validate
+
+    for mod in (pq, validate, demo):
+        cli.add_command(mod.command)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console-script entry point."""
+    try:
+        cli.main(args=argv, prog_name="pss-bench", standalone_mode=False)
+    except click.exceptions.Abort:
+        console_err().print("aborted")
+        return 1
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except PssBenchError as exc:
+        if is_debug():
+            raise
+        console_err().print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+        return 1
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

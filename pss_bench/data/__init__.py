@@ -1,0 +1,1 @@
+"""Dataset readers and preparation (Cityscapes, COCO panoptic, VOC)."""

@@ -1,0 +1,27 @@
+"""Typed exceptions raised on bad user input.
+
+The CLI turns every :class:`PssBenchError` into one line on stderr and exit
+code 1; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class PssBenchError(Exception):
+    """Base class for errors caused by the user's data or arguments."""
+
+
+class FormatError(PssBenchError):
+    """A file does not follow the format it claims to follow."""
+
+
+class GroundTruthFormatError(FormatError):
+    """The ground truth (JSON or PNG) is malformed or inconsistent."""
+
+
+class PredictionFormatError(FormatError):
+    """A prediction dump (JSON, PNG, embeddings) is malformed or inconsistent."""
+
+
+class UnsafePathError(PssBenchError):
+    """A file name from a JSON would resolve outside its folder."""

@@ -1,0 +1,238 @@
+"""PQ over folders of COCO panoptic PNGs: the engine behind ``pss-bench pq``.
+
+Images are decoded in threads (PNG decoding and the numpy passes release the
+GIL), each id map is turned into dense per-image indices with a lookup table,
+and pair counts come from one run-length histogram. Decoded GT can be cached
+on disk (:mod:`pss_bench.evaluation.gt_cache`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pss_bench.errors import FormatError, GroundTruthFormatError, PredictionFormatError
+from pss_bench.evaluation.gt_cache import GTCache
+from pss_bench.io.panoptic import (
+    PanopticAnnotation,
+    PanopticJson,
+    check_png_folder,
+    load_panoptic_json,
+    read_id_png,
+    resolve_panoptic_input,
+)
+from pss_bench.metrics.pq import (
+    ImageSegments,
+    PQResult,
+    PQStats,
+    UnknownSegmentError,
+    confusion_matrix,
+    match_image,
+    thread_indexer,
+)
+
+log = logging.getLogger(__name__)
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class _Pair:
+    gt: PanopticAnnotation
+    pred: PanopticAnnotation
+
+
+class _Evaluator:
+    def __init__(
+        self,
+        gt: PanopticJson,
+        pred: PanopticJson,
+        cache: GTCache | None,
+        trust_gt_area: bool,
+    ) -> None:
+        self.gt = gt
+        self.pred = pred
+        self.cache = cache
+        self.trust_gt_area = trust_gt_area
+        self.categories = tuple(gt.categories.values())
+        self.cat_index = {c.id: i for i, c in enumerate(self.categories)}
+
+    def _cat_index(self, cat_ids: np.ndarray) -> np.ndarray:
+        return np.fromiter((self.cat_index[c] for c in cat_ids.tolist()), dtype=np.int64, count=cat_ids.shape[0])
+
+    def _gt_dense(self, ann: PanopticAnnotation) -> np.ndarray:
+        path = self.gt.png_path(ann)
+        where = f"{path}: image {ann.image_id!r}"
+        key = None
+        if self.cache is not None and path.is_file():
+            key = self.cache.key(path, ann.segments.ids)
+            dense = self.cache.get(key, len(ann.segments))
+            if dense is not None:
+                return dense
+        try:
+            ids = read_id_png(path, where=where)
+        except FormatError as exc:
+            raise GroundTruthFormatError(str(exc)) from None
+        try:
+            dense = thread_indexer()(ids, ann.segments.ids, ids_below_2_24=True)
+        except UnknownSegmentError as exc:
+            raise GroundTruthFormatError(
+                f"{where}, segment {int(exc.unknown_ids[0])}: in the PNG but not in the JSON {self.gt.path}"
+            ) from None
+        if key is not None:
+            self.cache.put(key, dense)
+        return dense
+
+    def __call__(self, pair: _Pair) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        gseg, pseg = pair.gt.segments, pair.pred.segments
+        gdense = self._gt_dense(pair.gt)
+        ppath = self.pred.png_path(pair.pred)
+        pwhere = f"{ppath}: image {pair.pred.image_id!r}"
+        try:
+            pids = read_id_png(ppath, where=pwhere)
+        except FormatError as exc:
+            raise PredictionFormatError(str(exc)) from None
+        if pids.shape != gdense.shape:
+            raise PredictionFormatError(
+                f"{pwhere}: prediction is {pids.shape[1]}x{pids.shape[0]} (WxH) but the GT "
+                f"{self.gt.png_path(pair.gt)} is {gdense.shape[1]}x{gdense.shape[0]}"
+            )
+        try:
+            pdense = thread_indexer()(pids, pseg.ids, ids_below_2_24=True)
+        except UnknownSegmentError as exc:
+            raise PredictionFormatError(
+                f"{pwhere}, segment {int(exc.unknown_ids[0])}: in the PNG but not in the JSON {self.pred.path}"
+            ) from None
+        del pids
+        conf = confusion_matrix(gdense, pdense, len(gseg), len(pseg))
+
+        pred_area = conf[:, 1:].sum(axis=0)
+        missing = np.flatnonzero(pred_area == 0)
+        if missing.size:
+            raise PredictionFormatError(f"{pwhere}, segment {int(pseg.ids[missing[0]])}: in the JSON but not in the PNG")
+        gt_area = conf[1:, :].sum(axis=1)
+        gwhere = f"{self.gt.png_path(pair.gt)}: image {pair.gt.image_id!r}"
+        if self.trust_gt_area:
+            used_area = gseg.areas
+        else:
+            used_area = None
+            missing = np.flatnonzero(gt_area == 0)
+            if missing.size:
+                raise GroundTruthFormatError(f"{gwhere}, segment {int(gseg.ids[missing[0]])}: in the JSON but not in the PNG")
+            wrong = np.flatnonzero(gt_area != gseg.areas)
+            if wrong.size:
+                i = wrong[0]
+                raise GroundTruthFormatError(
+                    f"{gwhere}, segment {int(gseg.ids[i])}: JSON area {int(gseg.areas[i])} differs from its "
+                    f"{int(gt_area[i])} pixels in the PNG (--trust-gt-area uses the JSON's, as panopticapi does)"
+                )
+        gt = ImageSegments(self._cat_index(gseg.category_ids), gseg.iscrowd)
+        pred = ImageSegments(self._cat_index(pseg.category_ids), np.zeros(len(pseg), dtype=bool))
+        return match_image(conf, gt, pred, len(self.categories), gt_area=used_area)
+
+
+def load_pair(
+    pred_json: str | os.PathLike,
+    gt_json: str | os.PathLike,
+    pred_dir: str | os.PathLike | None = None,
+    gt_dir: str | os.PathLike | None = None,
+) -> tuple[PanopticJson, PanopticJson]:
+    """Loads and cross-checks a GT and a prediction JSON (no PNG decoded)."""
+    gt = load_panoptic_json(gt_json, gt_dir, role="gt")
+    check_png_folder(gt, GroundTruthFormatError)
+    pred_json_path, pred_png_dir = resolve_panoptic_input(pred_json, pred_dir)
+    pred = load_panoptic_json(pred_json_path, pred_png_dir, role="prediction", categories=gt.categories)
+    check_png_folder(pred, PredictionFormatError)
+    return gt, pred
+
+
+def match_annotations(gt: PanopticJson, pred: PanopticJson) -> list[_Pair]:
+    """Pairs every GT image with its prediction by ``image_id``, in GT order."""
+    by_id = {a.image_id: a for a in pred.annotations}
+    pairs = []
+    for g in gt.annotations:
+        p = by_id.pop(g.image_id, None)
+        if p is None:
+            raise PredictionFormatError(f"{pred.path}: no prediction for GT image {g.image_id!r} of {gt.path}")
+        pairs.append(_Pair(g, p))
+    if by_id:
+        extra = list(by_id)[:5]
+        log.warning("%s: %d predicted images are not in the GT and are ignored (e.g. %s)", pred.path, len(by_id), extra)
+    return pairs
+
+
+def evaluate_pq(
+    pred: str | os.PathLike,
+    gt_json: str | os.PathLike,
+    *,
+    pred_dir: str | os.PathLike | None = None,
+    gt_dir: str | os.PathLike | None = None,
+    workers: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    trust_gt_area: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+) -> PQResult:
+    """Panoptic quality of a COCO panoptic prediction against the ground truth.
+
+    Args:
+        pred: a prediction JSON, or a directory with ``panoptic.json`` and
+            ``panoptic/``.
+        gt_json: the ground-truth JSON.
+        pred_dir, gt_dir: PNG folders (default: the JSON path without ``.json``).
+        workers: decoding threads (default: the usable cores).
+        cache_dir: GT cache root (default :func:`~pss_bench.evaluation.gt_cache.default_cache_dir`).
+        use_cache: read and write the GT cache.
+        trust_gt_area: use the GT JSON's ``area`` in the IoU, as panopticapi
+            does, instead of refusing a GT whose areas differ from its PNGs.
+        progress: called as ``progress(done, total)`` after each image.
+
+    Returns:
+        The :class:`~pss_bench.metrics.pq.PQResult`.
+
+    Raises:
+        GroundTruthFormatError | PredictionFormatError: the first bad input.
+    """
+    gt, pr = load_pair(pred, gt_json, pred_dir, gt_dir)
+    pairs = match_annotations(gt, pr)
+    cache = None
+    if use_cache:
+        from pss_bench.evaluation.gt_cache import default_cache_dir
+
+        cache = GTCache(cache_dir if cache_dir is not None else default_cache_dir())
+    evaluator = _Evaluator(gt, pr, cache, trust_gt_area)
+    stats = PQStats(evaluator.categories)
+    workers = workers or default_workers()
+    total = len(pairs)
+    if workers == 1:
+        results = map(evaluator, pairs)
+        for done, r in enumerate(results, 1):
+            stats.add(*r)
+            if progress:
+                progress(done, total)
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pss-pq") as ex:
+            try:
+                for done, r in enumerate(ex.map(evaluator, pairs), 1):
+                    stats.add(*r)
+                    if progress:
+                        progress(done, total)
+            except BaseException:
+                ex.shutdown(wait=True, cancel_futures=True)
+                raise
+    result = stats.compute()
+    for name in ("All", "Things", "Stuff"):
+        if result.row(name) is None:
+            log.warning("no %s class has a GT or predicted segment: the %s row is null", name.lower(), name)
+    return result

@@ -1,0 +1,1 @@
+"""File formats: COCO panoptic JSON + PNG, prediction directories."""

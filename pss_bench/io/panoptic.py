@@ -1,0 +1,449 @@
+"""COCO panoptic format: JSON parsing with strict checks, and id PNG decoding.
+
+Every check raises (or, for ``pss-bench validate``, records) a message that
+names the file, the image id and the segment id at fault. Nothing here
+computes metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+import numpy as np
+
+from pss_bench.errors import FormatError, GroundTruthFormatError, PredictionFormatError, UnsafePathError
+from pss_bench.types import Category, ImageId, Segments
+
+VOID = 0
+MAX_SEGMENT_ID = 256**3 - 1
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_COLOR_TYPES = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale+alpha", 6: "RGBA"}
+
+
+# --------------------------------------------------------------------------- ids
+
+
+def rgb2id(rgb: np.ndarray) -> np.ndarray:
+    """``(H, W, 3)`` uint8 colours to ``(H, W)`` uint32 ids ``R + 256*G + 256**2*B``."""
+    rgb = np.asarray(rgb)
+    return (
+        rgb[..., 0].astype(np.uint32)
+        | (rgb[..., 1].astype(np.uint32) << 8)
+        | (rgb[..., 2].astype(np.uint32) << 16)
+    )
+
+
+def id2rgb(ids: np.ndarray) -> np.ndarray:
+    """``(H, W)`` integer ids below ``2**24`` to ``(H, W, 3)`` uint8 colours."""
+    ids = np.asarray(ids).astype(np.uint32, copy=False)
+    out = np.empty(ids.shape + (3,), dtype=np.uint8)
+    out[..., 0] = ids & 0xFF
+    out[..., 1] = (ids >> 8) & 0xFF
+    out[..., 2] = (ids >> 16) & 0xFF
+    return out
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def safe_join(folder: str | os.PathLike, name: str, *, where: str) -> Path:
+    """Joins ``name`` (from a JSON) onto ``folder``, refusing names that escape it.
+
+    Raises:
+        UnsafePathError: ``name`` is absolute, empty, or climbs out with ``..``.
+    """
+    if not isinstance(name, str) or not name:
+        raise UnsafePathError(f"{where}: file_name must be a non-empty string, found {name!r}")
+    pure = Path(name)
+    if pure.is_absolute() or name.startswith(("/", "\\")) or ".." in pure.parts or "\\" in name:
+        raise UnsafePathError(f"{where}: file_name {name!r} escapes its folder {str(folder)!r}")
+    return Path(folder) / pure
+
+
+# --------------------------------------------------------------------------- PNG
+
+
+def read_png_header(path: Path, where: str | None = None) -> tuple[int, int, int, int]:
+    """Returns ``(width, height, bit_depth, color_type)`` from a PNG's IHDR chunk.
+
+    Raises:
+        FormatError: the file is missing, not a PNG, or truncated.
+    """
+    where = where or str(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(33)
+    except FileNotFoundError:
+        raise FormatError(f"{where}: PNG file not found") from None
+    except IsADirectoryError:
+        raise FormatError(f"{where}: expected a PNG file, found a folder") from None
+    if len(head) < 33 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+        raise FormatError(f"{where}: not a PNG file (bad signature or truncated header)")
+    width, height, bit_depth, color_type = struct.unpack(">IIBB", head[16:26])
+    return width, height, bit_depth, color_type
+
+
+def read_id_png(path: str | os.PathLike, where: str | None = None) -> np.ndarray:
+    """Decodes an RGB panoptic PNG to ``(H, W)`` uint32 segment ids.
+
+    RGBA is accepted with its alpha ignored, as panopticapi does. Grayscale,
+    palette and 16-bit PNGs are refused: their values are not RGB ids.
+
+    Raises:
+        FormatError: missing, not a PNG, wrong mode or depth, or corrupt data.
+    """
+    path = Path(path)
+    where = where or str(path)
+    width, height, bit_depth, color_type = read_png_header(path, where)
+    if color_type not in (2, 6) or bit_depth != 8:
+        kind = _PNG_COLOR_TYPES.get(color_type, f"colour type {color_type}")
+        raise FormatError(
+            f"{where}: expected an 8-bit RGB panoptic PNG (id = R + 256*G + 256^2*B), "
+            f"found {bit_depth}-bit {kind}"
+        )
+    data = np.fromfile(path, dtype=np.uint8)
+    try:
+        chw = _decode_png(data)
+    except Exception as exc:  # the decoders raise several types for corrupt data
+        raise FormatError(f"{where}: corrupt PNG data ({exc})") from None
+    if chw.shape[1:] != (height, width):
+        raise FormatError(f"{where}: decoded size {chw.shape[1:]} differs from its header")
+    return _hwc_bytes_to_ids(chw)
+
+
+def _decode_png(data: np.ndarray) -> np.ndarray:
+    """``(C, H, W)`` uint8 view over a channels-last buffer (C = 3 or 4)."""
+    import torch
+    from torchvision.io import ImageReadMode, decode_png
+
+    out = decode_png(torch.from_numpy(data), mode=ImageReadMode.UNCHANGED)
+    return out.numpy()
+
+
+def _hwc_bytes_to_ids(chw: np.ndarray) -> np.ndarray:
+    """Packs the first three channels of a channels-last buffer into uint32 ids.
+
+    The decoder's ``(C, H, W)`` tensor is a permuted view of an ``(H, W, C)``
+    buffer. Reading four little-endian bytes at a stride of C bytes and masking
+    24 bits gives ``R | G << 8 | B << 16`` without an intermediate copy.
+    """
+    c, h, w = chw.shape
+    hwc = np.ascontiguousarray(chw.transpose(1, 2, 0))
+    flat = hwc.reshape(-1)
+    n = h * w
+    out = np.empty(n, dtype=np.uint32)
+    if c == 4:
+        np.bitwise_and(flat.view("<u4"), 0xFFFFFF, out=out)
+    elif n > 0:
+        # The last pixel would read one byte past the buffer: do it by hand.
+        strided = np.ndarray((n - 1,), dtype="<u4", buffer=flat, strides=(3,))
+        np.bitwise_and(strided, 0xFFFFFF, out=out[: n - 1])
+        r, g, b = (int(v) for v in flat[-3:])
+        out[n - 1] = r | (g << 8) | (b << 16)
+    return out.reshape(h, w)
+
+
+def write_id_png(path: str | os.PathLike, ids: np.ndarray) -> None:
+    """Writes ``(H, W)`` ids below ``2**24`` as an RGB panoptic PNG, atomically."""
+    from PIL import Image
+
+    from pss_bench.io.atomic import atomic_path
+
+    ids = np.asarray(ids)
+    if ids.size and (ids.min() < 0 or ids.max() > MAX_SEGMENT_ID):
+        raise ValueError(f"segment ids must lie in [0, {MAX_SEGMENT_ID}]")
+    with atomic_path(path) as tmp:
+        Image.fromarray(id2rgb(ids)).save(tmp, format="PNG")
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+@dataclass(frozen=True)
+class PanopticAnnotation:
+    """One entry of ``annotations``: the PNG of one image and its segments."""
+
+    image_id: ImageId
+    file_name: str
+    segments: Segments
+
+
+@dataclass
+class PanopticJson:
+    """A parsed COCO panoptic JSON with its PNG folder.
+
+    Attributes:
+        path: the JSON file.
+        png_dir: the folder that ``annotations[*].file_name`` are relative to.
+        categories: category id -> :class:`Category`, in the JSON's order
+            (empty for prediction JSONs, which take the ground truth's).
+        annotations: in the JSON's order.
+        image_sizes: image id -> ``(height, width)`` from ``images``, when given.
+    """
+
+    path: Path
+    png_dir: Path
+    categories: dict[int, Category]
+    annotations: list[PanopticAnnotation]
+    image_sizes: dict[ImageId, tuple[int, int]] = field(default_factory=dict)
+
+    def png_path(self, ann: PanopticAnnotation) -> Path:
+        return safe_join(self.png_dir, ann.file_name, where=f"{self.path}: image {ann.image_id!r}")
+
+
+class ProblemLog:
+    """Raises the first problem, or collects them all (``pss-bench validate``)."""
+
+    def __init__(self, error_cls: type[FormatError], collect: bool = False) -> None:
+        self.error_cls = error_cls
+        self.collect = collect
+        self.problems: list[str] = []
+
+    def add(self, message: str) -> None:
+        if not self.collect:
+            raise self.error_cls(message)
+        self.problems.append(message)
+
+
+def default_png_dir(json_path: str | os.PathLike) -> Path:
+    """panopticapi's convention: the PNG folder is the JSON path without ``.json``."""
+    p = Path(json_path)
+    return p.with_suffix("") if p.suffix == ".json" else p.parent / (p.name + "_png")
+
+
+def read_json_file(path: str | os.PathLike, error_cls: type[FormatError] = FormatError):
+    """Loads a JSON file, turning I/O and syntax errors into one-line messages."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise error_cls(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise error_cls(f"{path}: expected a JSON file, found a folder") from None
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise error_cls(f"{path}: malformed or truncated JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    except UnicodeDecodeError:
+        raise error_cls(f"{path}: not UTF-8 text") from None
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _parse_categories(obj, path: Path, log: ProblemLog) -> dict[int, Category]:
+    cats: dict[int, Category] = {}
+    raw = obj.get("categories")
+    if not isinstance(raw, list) or not raw:
+        log.add(f"{path}: 'categories' must be a non-empty list")
+        return cats
+    for i, c in enumerate(raw):
+        if not isinstance(c, dict) or not _is_int(c.get("id")):
+            log.add(f"{path}: categories[{i}] has no integer 'id'")
+            continue
+        cid = c["id"]
+        if cid in cats:
+            log.add(f"{path}: category id {cid} is listed twice")
+            continue
+        isthing = c.get("isthing")
+        if isthing not in (0, 1, True, False):
+            log.add(f"{path}: category {cid}: 'isthing' must be 0 or 1, found {isthing!r}")
+            isthing = 0
+        cats[cid] = Category(id=cid, name=str(c.get("name", cid)), isthing=bool(isthing))
+    return cats
+
+
+def _parse_segments(
+    seg_list,
+    where: str,
+    log: ProblemLog,
+    categories: dict[int, Category] | None,
+    need_area: bool,
+) -> Segments:
+    ids: list[int] = []
+    cats: list[int] = []
+    crowd: list[bool] = []
+    areas: list[int] = []
+    seen: set[int] = set()
+    if not isinstance(seg_list, list):
+        log.add(f"{where}: 'segments_info' must be a list")
+        seg_list = []
+    for i, s in enumerate(seg_list):
+        if not isinstance(s, dict):
+            log.add(f"{where}: segments_info[{i}] is not an object")
+            continue
+        sid = s.get("id")
+        if not _is_int(sid):
+            log.add(f"{where}: segments_info[{i}] has no integer 'id' (found {sid!r})")
+            continue
+        here = f"{where}, segment {sid}"
+        if sid == VOID:
+            log.add(f"{here}: id 0 is reserved for VOID pixels and cannot be a segment")
+            continue
+        if not 0 < sid <= MAX_SEGMENT_ID:
+            log.add(f"{here}: id out of the RGB range [1, {MAX_SEGMENT_ID}]")
+            continue
+        if sid in seen:
+            log.add(f"{here}: segment id listed twice")
+            continue
+        cid = s.get("category_id")
+        if not _is_int(cid):
+            log.add(f"{here}: no integer 'category_id' (found {cid!r})")
+            continue
+        if categories is not None and cid not in categories:
+            log.add(f"{here}: unknown category_id {cid}")
+            continue
+        isc = s.get("iscrowd", 0)
+        if isc not in (0, 1, True, False):
+            log.add(f"{here}: 'iscrowd' must be 0 or 1, found {isc!r}")
+            continue
+        if need_area:
+            area = s.get("area")
+            if not _is_int(area) and not (isinstance(area, float) and area.is_integer()):
+                log.add(f"{here}: no integer 'area' (found {area!r})")
+                continue
+            areas.append(int(area))
+        seen.add(sid)
+        ids.append(sid)
+        cats.append(cid)
+        crowd.append(bool(isc))
+    return Segments(
+        ids=np.array(ids, dtype=np.int64),
+        category_ids=np.array(cats, dtype=np.int64),
+        iscrowd=np.array(crowd, dtype=bool),
+        areas=np.array(areas, dtype=np.int64) if need_area else None,
+    )
+
+
+def load_panoptic_json(
+    path: str | os.PathLike,
+    png_dir: str | os.PathLike | None = None,
+    *,
+    role: str = "gt",
+    categories: dict[int, Category] | None = None,
+    log: ProblemLog | None = None,
+) -> PanopticJson:
+    """Parses and checks a COCO panoptic JSON.
+
+    Args:
+        path: the JSON file.
+        png_dir: its PNG folder; default :func:`default_png_dir`.
+        role: ``"gt"`` (categories and areas required) or ``"prediction"``
+            (categories taken from ``categories``, areas ignored).
+        categories: for predictions, the ground truth's categories, to check
+            each segment's ``category_id``.
+        log: where problems go; by default the first one is raised.
+
+    Raises:
+        GroundTruthFormatError | PredictionFormatError: the first problem found.
+    """
+    is_gt = role == "gt"
+    error_cls = GroundTruthFormatError if is_gt else PredictionFormatError
+    log = log or ProblemLog(error_cls)
+    path = Path(path)
+    png_dir = Path(png_dir) if png_dir is not None else default_png_dir(path)
+    obj = read_json_file(path, error_cls)
+    if not isinstance(obj, dict):
+        raise error_cls(f"{path}: expected a JSON object with 'annotations', found {type(obj).__name__}")
+    if is_gt:
+        categories = _parse_categories(obj, path, log)
+    raw_anns = obj.get("annotations")
+    if not isinstance(raw_anns, list):
+        raise error_cls(f"{path}: 'annotations' must be a list")
+
+    sizes: dict[ImageId, tuple[int, int]] = {}
+    for i, im in enumerate(obj.get("images") or []):
+        if isinstance(im, dict) and _is_int(im.get("height")) and _is_int(im.get("width")) and "id" in im:
+            sizes[im["id"]] = (im["height"], im["width"])
+
+    annotations: list[PanopticAnnotation] = []
+    seen_images: set[ImageId] = set()
+    for i, a in enumerate(raw_anns):
+        if not isinstance(a, dict):
+            log.add(f"{path}: annotations[{i}] is not an object")
+            continue
+        image_id = a.get("image_id")
+        if not (_is_int(image_id) or isinstance(image_id, str)):
+            log.add(f"{path}: annotations[{i}] has no 'image_id' (int or string)")
+            continue
+        where = f"{path}: image {image_id!r}"
+        if image_id in seen_images:
+            log.add(f"{where}: image id listed twice in 'annotations'")
+            continue
+        seen_images.add(image_id)
+        file_name = a.get("file_name")
+        try:
+            safe_join(png_dir, file_name, where=where)
+        except UnsafePathError as exc:
+            log.add(str(exc))
+            continue
+        segs = _parse_segments(a.get("segments_info"), where, log, categories, need_area=is_gt)
+        annotations.append(PanopticAnnotation(image_id=image_id, file_name=file_name, segments=segs))
+    return PanopticJson(
+        path=path,
+        png_dir=png_dir,
+        categories=categories or {},
+        annotations=annotations,
+        image_sizes=sizes,
+    )
+
+
+def check_png_folder(pj: PanopticJson, error_cls: type[FormatError]) -> None:
+    """Raises when the PNG folder is missing, before any decoding starts."""
+    if not pj.png_dir.is_dir():
+        raise error_cls(f"{pj.png_dir}: PNG folder of {pj.path} not found")
+
+
+def segment_problems_against_png(
+    ids_in_png: np.ndarray,
+    counts: np.ndarray,
+    segments: Segments,
+    where: str,
+    check_area: bool,
+) -> list[str]:
+    """Compares a decoded PNG's ids and pixel counts with ``segments_info``.
+
+    Args:
+        ids_in_png: ``(M,)`` ids present in the PNG (VOID included or not).
+        counts: ``(M,)`` their pixel counts.
+        segments: the JSON's segments.
+        where: ``"<png path>: image '<id>'"`` for the messages.
+        check_area: compare declared ``area`` with the pixel count.
+    """
+    problems: list[str] = []
+    declared = {int(s): i for i, s in enumerate(segments.ids)}
+    present = {int(s): int(c) for s, c in zip(ids_in_png, counts) if c > 0}
+    for sid in present:
+        if sid != VOID and sid not in declared:
+            problems.append(f"{where}, segment {sid}: in the PNG but not in the JSON")
+    for sid, i in declared.items():
+        if sid not in present:
+            problems.append(f"{where}, segment {sid}: in the JSON but not in the PNG")
+        elif check_area and segments.areas is not None and int(segments.areas[i]) != present[sid]:
+            problems.append(
+                f"{where}, segment {sid}: JSON area {int(segments.areas[i])} differs from "
+                f"its {present[sid]} pixels in the PNG (use --trust-gt-area to keep the JSON's)"
+            )
+    return problems
+
+
+
+def resolve_panoptic_input(path: str | os.PathLike, png_dir: str | os.PathLike | None = None) -> tuple[Path, Path]:
+    """``(json, png_dir)`` for a COCO panoptic JSON or a pss-bench prediction directory.
+
+    A directory must hold ``panoptic.json`` and ``panoptic/``; a JSON file's
+    PNG folder defaults to :func:`default_png_dir`. ``png_dir`` overrides both.
+    """
+    p = Path(path)
+    if p.is_dir():
+        json_path = p / "panoptic.json"
+        if not json_path.is_file():
+            raise FormatError(f"{p}: a prediction directory must hold panoptic.json and panoptic/")
+        return json_path, Path(png_dir) if png_dir is not None else p / "panoptic"
+    return p, Path(png_dir) if png_dir is not None else default_png_dir(p)

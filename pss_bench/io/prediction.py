@@ -1,0 +1,93 @@
+"""The pss-bench prediction directory, written atomically by every model.
+
+Layout (see ``docs/formats.md``)::
+
+    OUT/manifest.json      {"format": "pss-bench-predictions", "version": 1, "model": ..., ...}
+    OUT/panoptic.json      COCO panoptic prediction (annotations with segments_info)
+    OUT/panoptic/<file>    RGB id PNGs
+
+Everything is written into a hidden sibling folder that is renamed onto
+``OUT`` by :meth:`PredictionWriter.commit`: a failure leaves no partial output.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from pss_bench.io.atomic import write_json_atomic
+from pss_bench.io.panoptic import safe_join, write_id_png
+from pss_bench.types import ImageId
+
+FORMAT_NAME = "pss-bench-predictions"
+FORMAT_VERSION = 1
+
+
+class PredictionWriter:
+    """Collects per-image panoptic outputs, then publishes them in one rename.
+
+    Args:
+        out_dir: the directory to create; an existing one is replaced only on
+            :meth:`commit` and only with ``overwrite=True``.
+        model: a free-form model name for the manifest.
+        extra: more manifest keys.
+    """
+
+    def __init__(self, out_dir: str | os.PathLike, model: str, *, overwrite: bool = False, **extra: Any) -> None:
+        self.out_dir = Path(out_dir)
+        if self.out_dir.exists() and not overwrite:
+            raise FileExistsError(f"{self.out_dir}: already exists (pass overwrite to replace it)")
+        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
+        self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.", dir=self.out_dir.parent))
+        (self._tmp / "panoptic").mkdir()
+        self.manifest = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "model": model, **extra}
+        self.annotations: list[dict] = []
+        self.overwrite = overwrite
+
+    @property
+    def staging_dir(self) -> Path:
+        """Where files go before :meth:`commit` (for extra outputs such as embeddings)."""
+        return self._tmp
+
+    def add_panoptic(
+        self, image_id: ImageId, file_name: str, ids: np.ndarray, segments_info: Sequence[dict]
+    ) -> None:
+        """Writes one image's id PNG and records its ``segments_info``."""
+        path = safe_join(self._tmp / "panoptic", file_name, where=f"image {image_id!r}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_id_png(path, ids)
+        self.annotations.append(
+            {"image_id": image_id, "file_name": file_name, "segments_info": [dict(s) for s in segments_info]}
+        )
+
+    def commit(self, categories: Sequence[dict] | None = None) -> Path:
+        """Writes the JSONs and moves the directory into place."""
+        pan = {"annotations": self.annotations}
+        if categories is not None:
+            pan["categories"] = list(categories)
+        write_json_atomic(self._tmp / "panoptic.json", pan, indent=None)
+        write_json_atomic(self._tmp / "manifest.json", self.manifest)
+        if self.out_dir.exists():
+            old = self.out_dir.with_name(f".{self.out_dir.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(self.out_dir, old)
+            os.replace(self._tmp, self.out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(self._tmp, self.out_dir)
+        return self.out_dir
+
+    def abort(self) -> None:
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self) -> "PredictionWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None or self._tmp.exists():
+            self.abort()

@@ -1,0 +1,469 @@
+"""Panoptic quality as pure array computation, with panopticapi's exact rules.
+
+No files, no printing. The rules (panopticapi ``evaluation.py``, copied by
+cityscapesscripts' ``evalPanopticSemanticLabeling.py``):
+
+* a GT segment and a predicted segment can match only when they share the
+  category and the GT segment is not crowd;
+* ``IoU = |G ∩ P| / (|P| + |G| - |G ∩ P| - |P ∩ VOID_gt|)``: the union leaves
+  out only the prediction's pixels on GT VOID (id 0); a match needs IoU > 0.5;
+* predicted VOID pixels (id 0) are not a segment but count against nothing;
+  they lower the IoU of the GT segment they cover;
+* unmatched non-crowd GT segments are false negatives;
+* an unmatched prediction is a false positive unless strictly more than half
+  of its pixels lie on GT VOID plus the GT crowd segment of its category (the
+  last crowd segment of that category in ``segments_info`` order);
+* per class, ``PQ = ΣIoU / (TP + FP/2 + FN/2)``, ``SQ = ΣIoU / TP`` (0 if no
+  TP), ``RQ = TP / (TP + FP/2 + FN/2)``; a row is the plain mean over its
+  classes with ``TP + FP + FN > 0``.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from pss_bench.errors import PssBenchError
+from pss_bench.types import Category, Segments
+
+_LUT_SIZE = 1 << 24
+
+
+class UnknownSegmentError(PssBenchError):
+    """An id map holds ids that its segment list does not declare."""
+
+    def __init__(self, unknown_ids: np.ndarray) -> None:
+        self.unknown_ids = unknown_ids
+        super().__init__(f"ids {unknown_ids.tolist()[:10]} in the id map but not in the segment list")
+
+
+class IdIndexer:
+    """Maps segment ids to dense indices: 0 for VOID, ``i + 1`` for ``seg_ids[i]``.
+
+    For ids below ``2**24`` (every RGB PNG) a reusable lookup table turns the
+    map in one gather; other ids fall back to a binary search. One instance per
+    thread: the tables are scratch space.
+    """
+
+    def __init__(self) -> None:
+        self._luts: dict[type, np.ndarray] = {}
+
+    def _lut(self, dtype) -> np.ndarray:
+        lut = self._luts.get(dtype)
+        if lut is None:
+            lut = np.full(_LUT_SIZE, np.iinfo(dtype).max, dtype=dtype)
+            lut[0] = 0
+            self._luts[dtype] = lut
+        return lut
+
+    def __call__(self, ids: np.ndarray, seg_ids: np.ndarray, *, ids_below_2_24: bool = False) -> np.ndarray:
+        """Dense index map of ``ids``.
+
+        Args:
+            ids: ``(H, W)`` integer segment ids.
+            seg_ids: ``(N,)`` distinct non-zero declared ids.
+            ids_below_2_24: the caller guarantees ``0 <= ids < 2**24`` (decoded
+                PNGs), which skips a range check.
+
+        Returns:
+            ``(H, W)`` uint8 / uint16 / int32 map with values in ``[0, N]``.
+
+        Raises:
+            UnknownSegmentError: ``ids`` holds a non-zero id not in ``seg_ids``.
+        """
+        n = int(seg_ids.shape[0])
+        ids = np.asarray(ids)
+        if ids.dtype.kind not in "ui":
+            raise TypeError(f"id maps must be integer arrays, found {ids.dtype}")
+        small = ids_below_2_24 or ids.size == 0 or (int(ids.min()) >= 0 and int(ids.max()) < _LUT_SIZE)
+        small = small and (n == 0 or int(seg_ids.max()) < _LUT_SIZE)
+        if small and n + 2 <= 1 << 16:
+            dtype = np.uint8 if n + 2 <= 1 << 8 else np.uint16
+            sentinel = np.iinfo(dtype).max
+            lut = self._lut(dtype)
+            lut[seg_ids] = np.arange(1, n + 1, dtype=dtype)
+            try:
+                dense = np.take(lut, ids.astype(np.uint32, copy=False))
+            finally:
+                lut[seg_ids] = sentinel
+            bad = dense == sentinel
+            if bad.any():
+                raise UnknownSegmentError(np.unique(ids[bad]))
+            return dense
+        order = np.argsort(seg_ids)
+        sorted_ids = seg_ids[order]
+        flat = ids.reshape(-1).astype(np.int64)
+        pos = np.searchsorted(sorted_ids, flat)
+        pos_c = np.minimum(pos, max(n - 1, 0))
+        hit = (sorted_ids[pos_c] == flat) if n else np.zeros(flat.shape, bool)
+        bad = ~hit & (flat != 0)
+        if bad.any():
+            raise UnknownSegmentError(np.unique(flat[bad]))
+        dense = np.where(hit, order[pos_c] + 1, 0).astype(np.int32)
+        return dense.reshape(ids.shape)
+
+
+_local = threading.local()
+
+
+def thread_indexer() -> IdIndexer:
+    """The calling thread's :class:`IdIndexer`."""
+    idx = getattr(_local, "indexer", None)
+    if idx is None:
+        idx = _local.indexer = IdIndexer()
+    return idx
+
+
+def confusion_matrix(gt_dense: np.ndarray, pred_dense: np.ndarray, n_gt: int, n_pred: int) -> np.ndarray:
+    """Pixel counts of every (GT index, prediction index) pair.
+
+    Args:
+        gt_dense: ``(H, W)`` dense GT indices in ``[0, n_gt]`` (0 = VOID).
+        pred_dense: ``(H, W)`` dense prediction indices in ``[0, n_pred]``.
+
+    Returns:
+        ``(n_gt + 1, n_pred + 1)`` int64 matrix; row 0 is GT VOID, column 0
+        predicted VOID.
+    """
+    if gt_dense.shape != pred_dense.shape:
+        raise ValueError(f"shapes differ: {gt_dense.shape} vs {pred_dense.shape}")
+    cols = n_pred + 1
+    bins = (n_gt + 1) * cols
+    jdtype = np.uint16 if bins <= 1 << 16 else (np.uint32 if bins <= 1 << 32 else np.int64)
+    joint = gt_dense.reshape(-1).astype(jdtype) * jdtype(cols) + pred_dense.reshape(-1).astype(jdtype)
+    if joint.size == 0:
+        return np.zeros((n_gt + 1, cols), dtype=np.int64)
+    # Label maps are piecewise constant: counting runs is several times faster
+    # than a per-pixel histogram, whose increments hit a handful of bins.
+    change = np.flatnonzero(joint[1:] != joint[:-1])
+    if change.size < joint.size // 8:
+        starts = np.empty(change.size + 1, dtype=np.int64)
+        starts[0] = 0
+        starts[1:] = change + 1
+        lengths = np.diff(starts, append=joint.size)
+        counts = np.bincount(joint[starts], weights=lengths, minlength=bins)
+        counts = np.rint(counts).astype(np.int64)
+    else:
+        counts = np.bincount(joint, minlength=bins).astype(np.int64)
+    return counts.reshape(n_gt + 1, cols)
+
+
+@dataclass
+class ImageSegments:
+    """Per-image segment attributes as dense arrays aligned with the indices.
+
+    Attributes:
+        category_index: ``(N,)`` int64 position of each segment's category in
+            the accumulator's category list.
+        iscrowd: ``(N,)`` bool (always False for predictions).
+    """
+
+    category_index: np.ndarray
+    iscrowd: np.ndarray
+
+
+def match_image(
+    conf: np.ndarray,
+    gt: ImageSegments,
+    pred: ImageSegments,
+    n_categories: int,
+    gt_area: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """PQ statistics of one image from its confusion matrix.
+
+    Args:
+        conf: ``(N_gt + 1, N_pred + 1)`` from :func:`confusion_matrix`.
+        gt: GT segment attributes, ``N_gt`` long.
+        pred: prediction attributes, ``N_pred`` long.
+        n_categories: length of the returned arrays.
+        gt_area: ``(N_gt,)`` areas to use in the union instead of the pixel
+            counts (panopticapi reads them from the JSON).
+
+    Returns:
+        ``(iou, tp, fp, fn)``: ``(C,)`` float64 IoU sums and int64 counts.
+    """
+    inter = conf[1:, 1:]
+    pred_area = conf[:, 1:].sum(axis=0)
+    if gt_area is None:
+        gt_area = conf[1:, :].sum(axis=1)
+    pred_on_void = conf[0, 1:]
+    gcat, pcat = gt.category_index, pred.category_index
+
+    cand = (inter > 0) & (gcat[:, None] == pcat[None, :]) & ~gt.iscrowd[:, None]
+    gi, pj = np.nonzero(cand)
+    i_vals = inter[gi, pj]
+    union = pred_area[pj] + gt_area[gi] - i_vals - pred_on_void[pj]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ious = i_vals / union
+    ok = ious > 0.5
+    gi, pj, ious = gi[ok], pj[ok], ious[ok]
+
+    iou_sum = np.bincount(gcat[gi], weights=ious, minlength=n_categories)
+    tp = np.bincount(gcat[gi], minlength=n_categories)
+
+    gt_matched = np.zeros(gcat.shape[0], dtype=bool)
+    gt_matched[gi] = True
+    pred_matched = np.zeros(pcat.shape[0], dtype=bool)
+    pred_matched[pj] = True
+
+    fn = np.bincount(gcat[~gt_matched & ~gt.iscrowd], minlength=n_categories)
+
+    crowd_of_cat = np.full(n_categories, -1, dtype=np.int64)
+    for i in np.flatnonzero(gt.iscrowd):  # the last crowd segment of a category wins
+        crowd_of_cat[gcat[i]] = i
+    ignored_px = pred_on_void.astype(np.int64).copy()
+    crowd = crowd_of_cat[pcat]
+    has_crowd = crowd >= 0
+    cols = np.flatnonzero(has_crowd)
+    ignored_px[cols] += inter[crowd[cols], cols]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ignored = ignored_px / pred_area > 0.5
+    fp = np.bincount(pcat[~pred_matched & ~ignored], minlength=n_categories)
+    return iou_sum, tp.astype(np.int64), fp.astype(np.int64), fn.astype(np.int64)
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class PQRow:
+    """One of the All / Things / Stuff rows, as fractions."""
+
+    pq: float
+    sq: float
+    rq: float
+    n: int
+
+    def to_dict(self) -> dict:
+        return {"pq": self.pq, "sq": self.sq, "rq": self.rq, "n": self.n}
+
+
+@dataclass(frozen=True)
+class PQClassResult:
+    """Scores and summed statistics of one category (PQ = SQ = RQ = 0 when absent)."""
+
+    pq: float
+    sq: float
+    rq: float
+    tp: int
+    fp: int
+    fn: int
+    iou: float
+
+    @property
+    def present(self) -> bool:
+        """Whether the class counts in the means (``TP + FP + FN > 0``)."""
+        return self.tp + self.fp + self.fn > 0
+
+    def to_dict(self) -> dict:
+        return {
+            "pq": self.pq, "sq": self.sq, "rq": self.rq,
+            "tp": self.tp, "fp": self.fp, "fn": self.fn, "iou": self.iou,
+        }
+
+
+@dataclass(frozen=True)
+class PQResult:
+    """The result of a PQ evaluation; a row is ``None`` when it has no class."""
+
+    all: PQRow | None
+    things: PQRow | None
+    stuff: PQRow | None
+    per_class: Mapping[int, PQClassResult]
+    categories: Mapping[int, Category]
+
+    def row(self, name: str) -> PQRow | None:
+        return {"All": self.all, "Things": self.things, "Stuff": self.stuff}[name]
+
+    def to_dict(self) -> dict:
+        """panopticapi's result structure, plus per-class counts and IoU sums."""
+        out: dict = {}
+        for name in ("All", "Things", "Stuff"):
+            row = self.row(name)
+            out[name] = row.to_dict() if row is not None else None
+        out["per_class"] = {str(cid): r.to_dict() for cid, r in self.per_class.items()}
+        return out
+
+
+@dataclass
+class PQStats:
+    """Summable PQ statistics per category (the accumulator state).
+
+    ``a += b`` merges images, workers, shards or ranks; :meth:`compute` turns
+    the sums into scores.
+    """
+
+    categories: tuple[Category, ...]
+    iou: np.ndarray = field(default=None)  # type: ignore[assignment]
+    tp: np.ndarray = field(default=None)  # type: ignore[assignment]
+    fp: np.ndarray = field(default=None)  # type: ignore[assignment]
+    fn: np.ndarray = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        self.categories = tuple(self.categories)
+        c = len(self.categories)
+        if self.iou is None:
+            self.iou = np.zeros(c, dtype=np.float64)
+        for name in ("tp", "fp", "fn"):
+            if getattr(self, name) is None:
+                setattr(self, name, np.zeros(c, dtype=np.int64))
+
+    def add(self, iou: np.ndarray, tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> None:
+        """Adds one image's statistics (arrays from :func:`match_image`)."""
+        self.iou += iou
+        self.tp += tp
+        self.fp += fp
+        self.fn += fn
+
+    def __iadd__(self, other: "PQStats") -> "PQStats":
+        if other.categories != self.categories:
+            raise ValueError("cannot add PQ statistics over different category lists")
+        self.add(other.iou, other.tp, other.fp, other.fn)
+        return self
+
+    def __add__(self, other: "PQStats") -> "PQStats":
+        out = PQStats(self.categories, self.iou.copy(), self.tp.copy(), self.fp.copy(), self.fn.copy())
+        out += other
+        return out
+
+    def to_array(self) -> np.ndarray:
+        """``(4, C)`` float64 packing, exact for counts below 2**53 (for all-reduce)."""
+        return np.stack([self.iou, self.tp, self.fp, self.fn]).astype(np.float64)
+
+    @classmethod
+    def from_array(cls, categories: Sequence[Category], arr: np.ndarray) -> "PQStats":
+        arr = np.asarray(arr, dtype=np.float64)
+        counts = np.rint(arr[1:]).astype(np.int64)
+        return cls(tuple(categories), arr[0].copy(), counts[0], counts[1], counts[2])
+
+    def compute(self) -> PQResult:
+        """Per-class scores and the All / Things / Stuff means, as panopticapi."""
+        per_class: dict[int, PQClassResult] = {}
+        for k, cat in enumerate(self.categories):
+            iou, tp, fp, fn = float(self.iou[k]), int(self.tp[k]), int(self.fp[k]), int(self.fn[k])
+            if tp + fp + fn == 0:
+                per_class[cat.id] = PQClassResult(0.0, 0.0, 0.0, 0, 0, 0, 0.0)
+                continue
+            denom = tp + 0.5 * fp + 0.5 * fn
+            per_class[cat.id] = PQClassResult(
+                pq=iou / denom, sq=iou / tp if tp else 0.0, rq=tp / denom, tp=tp, fp=fp, fn=fn, iou=iou
+            )
+
+        def row(isthing: bool | None) -> PQRow | None:
+            pq = sq = rq = 0.0
+            n = 0
+            for cat in self.categories:
+                if isthing is not None and cat.isthing != isthing:
+                    continue
+                r = per_class[cat.id]
+                if not r.present:
+                    continue
+                n += 1
+                pq += r.pq
+                sq += r.sq
+                rq += r.rq
+            return PQRow(pq / n, sq / n, rq / n, n) if n else None
+
+        cats = {c.id: c for c in self.categories}
+        return PQResult(row(None), row(True), row(False), per_class, cats)
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+def _to_numpy(x) -> np.ndarray:
+    if hasattr(x, "detach"):  # torch.Tensor, without importing torch
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def _as_segments(segs) -> Segments:
+    if isinstance(segs, Segments):
+        return segs
+    return Segments.from_records(segs)
+
+
+class PanopticQuality:
+    """Streaming PQ over in-memory id maps, e.g. inside a training loop.
+
+    Example::
+
+        metric = PanopticQuality(categories)
+        for gt_ids, gt_segs, pred_ids, pred_segs in batches:
+            metric.update(gt_ids, gt_segs, pred_ids, pred_segs)
+        metric.all_reduce()           # under torch.distributed
+        result = metric.compute()
+
+    Id maps are ``(H, W)`` integer numpy arrays or torch tensors (any device);
+    segment lists are :class:`~pss_bench.types.Segments` or lists of
+    ``{"id", "category_id", "iscrowd"}`` dicts. GT areas are the pixel counts.
+    """
+
+    def __init__(self, categories: Iterable[Category] | Mapping[int, Category]) -> None:
+        if isinstance(categories, Mapping):
+            categories = categories.values()
+        self.categories = tuple(categories)
+        self._cat_index = {c.id: i for i, c in enumerate(self.categories)}
+        self.stats = PQStats(self.categories)
+
+    def reset(self) -> None:
+        self.stats = PQStats(self.categories)
+
+    def _category_index(self, segs: Segments, role: str, image_id) -> np.ndarray:
+        out = np.empty(len(segs), dtype=np.int64)
+        for i, (sid, cid) in enumerate(zip(segs.ids.tolist(), segs.category_ids.tolist())):
+            k = self._cat_index.get(cid)
+            if k is None:
+                raise PssBenchError(f"image {image_id!r}, {role} segment {sid}: unknown category_id {cid}")
+            out[i] = k
+        return out
+
+    def update(self, gt_ids, gt_segments, pred_ids, pred_segments, *, image_id=None) -> None:
+        """Adds one image.
+
+        Raises:
+            PssBenchError: sizes differ, an id is undeclared, or a category is unknown.
+        """
+        gt_map, pred_map = _to_numpy(gt_ids), _to_numpy(pred_ids)
+        gsegs, psegs = _as_segments(gt_segments), _as_segments(pred_segments)
+        if gt_map.shape != pred_map.shape:
+            raise PssBenchError(f"image {image_id!r}: prediction size {pred_map.shape} differs from GT size {gt_map.shape}")
+        for role, segs in (("gt", gsegs), ("prediction", psegs)):
+            if (segs.ids == 0).any():
+                raise PssBenchError(f"image {image_id!r}, {role} segment 0: id 0 is reserved for VOID")
+            if np.unique(segs.ids).size != len(segs):
+                raise PssBenchError(f"image {image_id!r}: duplicated {role} segment ids")
+        indexer = thread_indexer()
+        dense = []
+        for role, m, segs in (("gt", gt_map, gsegs), ("prediction", pred_map, psegs)):
+            try:
+                dense.append(indexer(m, segs.ids))
+            except UnknownSegmentError as exc:
+                raise PssBenchError(
+                    f"image {image_id!r}, {role} segment {int(exc.unknown_ids[0])}: in the id map but not in the segment list"
+                ) from None
+        conf = confusion_matrix(dense[0], dense[1], len(gsegs), len(psegs))
+        gt = ImageSegments(self._category_index(gsegs, "gt", image_id), gsegs.iscrowd.astype(bool))
+        pred = ImageSegments(self._category_index(psegs, "prediction", image_id), np.zeros(len(psegs), bool))
+        self.stats.add(*match_image(conf, gt, pred, len(self.categories)))
+
+    def __iadd__(self, other: "PanopticQuality") -> "PanopticQuality":
+        self.stats += other.stats
+        return self
+
+    def all_reduce(self, group=None) -> None:
+        """Sums the statistics over all ranks of a ``torch.distributed`` group."""
+        import torch
+        import torch.distributed as dist
+
+        t = torch.from_numpy(self.stats.to_array())
+        if dist.get_backend(group) == "nccl":
+            t = t.cuda()
+        dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
+        self.stats = PQStats.from_array(self.categories, t.cpu().numpy())
+
+    def compute(self) -> PQResult:
+        return self.stats.compute()
