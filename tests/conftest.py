@@ -1,0 +1,50 @@
+"""Shared fixtures: the real sample data (``$PSS_BENCH_SAMPLE_DATA``) and GT built from it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+def _sample_root() -> Path | None:
+    env = os.environ.get("PSS_BENCH_SAMPLE_DATA")
+    if not env:
+        return None
+    return Path(env).resolve()
+
+
+@pytest.fixture(scope="session")
+def sample_data() -> Path:
+    """The shared sample data folder; skipped when unset, an error under CI=true."""
+    root = _sample_root()
+    if root is None or not root.is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PSS_BENCH_SAMPLE_DATA must point at the sample data under CI (got {root})")
+        pytest.skip("PSS_BENCH_SAMPLE_DATA is not set: real-data tests need ../shared/data")
+    return root
+
+
+@pytest.fixture(scope="session")
+def cityscapes_train_gt(sample_data, tmp_path_factory) -> tuple[Path, Path]:
+    """``(json, png_dir)``: panoptic GT of the 8 real train frames, built by cityscapesscripts."""
+    from pss_bench.data.cityscapes import build_panoptic_gt
+
+    out = tmp_path_factory.mktemp("cs_gt")
+    return build_panoptic_gt(sample_data / "cityscapes" / "gtFine", "train", out)
+
+
+@pytest.fixture(scope="session")
+def cityscapes_val_gt(sample_data, tmp_path_factory) -> tuple[Path, Path]:
+    """``(json, png_dir)``: panoptic GT of the 256x128 real val frame."""
+    from pss_bench.data.cityscapes import build_panoptic_gt
+
+    out = tmp_path_factory.mktemp("cs_val_gt")
+    return build_panoptic_gt(sample_data / "cityscapes" / "gtFine", "val", out)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    """No test reads or writes the user's GT cache."""
+    monkeypatch.setenv("PSS_BENCH_CACHE_DIR", str(tmp_path / "pss-cache"))
