@@ -23,11 +23,25 @@ def cli(verbose: int, quiet: bool) -> None:
     setup_logging(verbose, quiet)
 
 
-def _register() -> None:
-    from pss_bench.cli import demo, pq, validate
+# One module per subcommand under pss_bench.cli, each defining `command`
+# (a click command). Listed here in help order; a module not written yet is
+# skipped, one that fails to import is a bug and raises.
+_COMMAND_MODULES = [
+    "pq", "validate", "context_error", "embed", "show_retrievals", "context_map",
+    "compare", "prepare", "make_synthetic", "train_reference", "train_baseline",
+    "predict", "import_upsnet", "demo",
+]
 
-    for mod in (pq, validate, demo):
-        cli.add_command(mod.command)
+
+def _register() -> None:
+    import importlib
+    import importlib.util
+
+    for name in _COMMAND_MODULES:
+        full = f"pss_bench.cli.{name}"
+        if importlib.util.find_spec(full) is None:
+            continue
+        cli.add_command(importlib.import_module(full).command)
 
 
 _register()
