@@ -105,35 +105,33 @@ def read_id_png(path: str | os.PathLike, where: str | None = None) -> np.ndarray
             f"{where}: expected an 8-bit RGB panoptic PNG (id = R + 256*G + 256^2*B), "
             f"found {bit_depth}-bit {kind}"
         )
-    data = np.fromfile(path, dtype=np.uint8)
     try:
-        chw = _decode_png(data)
-    except Exception as exc:  # the decoders raise several types for corrupt data
+        hwc = _decode_png(path)
+    except Exception as exc:  # PIL raises several types for corrupt data
         raise FormatError(f"{where}: corrupt PNG data ({exc})") from None
-    if chw.shape[1:] != (height, width):
-        raise FormatError(f"{where}: decoded size {chw.shape[1:]} differs from its header")
-    return _hwc_bytes_to_ids(chw)
+    if hwc.shape[:2] != (height, width) or hwc.ndim != 3 or hwc.shape[2] not in (3, 4):
+        raise FormatError(f"{where}: decoded shape {hwc.shape} does not match its header")
+    return _hwc_bytes_to_ids(hwc)
 
 
-def _decode_png(data: np.ndarray) -> np.ndarray:
-    """``(C, H, W)`` uint8 view over a channels-last buffer (C = 3 or 4)."""
-    import torch
-    from torchvision.io import ImageReadMode, decode_png
+def _decode_png(path: Path) -> np.ndarray:
+    """``(H, W, C)`` uint8, C = 3 or 4. PIL releases the GIL while inflating,
+    so decoding scales across threads."""
+    from PIL import Image
 
-    out = decode_png(torch.from_numpy(data), mode=ImageReadMode.UNCHANGED)
-    return out.numpy()
+    with Image.open(path) as im:
+        im.load()
+        return np.asarray(im)
 
 
-def _hwc_bytes_to_ids(chw: np.ndarray) -> np.ndarray:
-    """Packs the first three channels of a channels-last buffer into uint32 ids.
+def _hwc_bytes_to_ids(hwc: np.ndarray) -> np.ndarray:
+    """Packs the first three channels of an ``(H, W, C)`` uint8 array into uint32 ids.
 
-    The decoder's ``(C, H, W)`` tensor is a permuted view of an ``(H, W, C)``
-    buffer. Reading four little-endian bytes at a stride of C bytes and masking
-    24 bits gives ``R | G << 8 | B << 16`` without an intermediate copy.
+    Reading four little-endian bytes at a stride of C bytes and masking 24 bits
+    gives ``R | G << 8 | B << 16`` in one pass, without per-channel copies.
     """
-    c, h, w = chw.shape
-    hwc = np.ascontiguousarray(chw.transpose(1, 2, 0))
-    flat = hwc.reshape(-1)
+    h, w, c = hwc.shape
+    flat = np.ascontiguousarray(hwc).reshape(-1)
     n = h * w
     out = np.empty(n, dtype=np.uint32)
     if c == 4:

@@ -1,0 +1,112 @@
+"""``pss-bench pq``, ``validate`` and ``demo`` end to end: exit codes, output, JSON schema."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pq_oracle import assert_same_as_oracle, oracle_pq, write_dataset
+from pss_bench.cli import main
+from pss_bench.io.prediction import PredictionWriter
+
+CATS = [{"id": 1, "name": "person", "isthing": 1}, {"id": 10, "name": "road", "isthing": 0},
+        {"id": 11, "name": "sky", "isthing": 0}]
+
+
+@pytest.fixture()
+def ds(tmp_path):
+    ids = np.full((10, 12), 10, np.int64)
+    ids[:3] = 11
+    ids[4:8, 2:6] = 1001
+    segs = [{"id": 10, "category_id": 10}, {"id": 11, "category_id": 11}, {"id": 1001, "category_id": 1}]
+    gt_json, gt_dir = write_dataset(tmp_path, "gt", [("a", ids, segs), ("b", ids, segs)],
+                                    CATS, with_area=True)
+    pred = np.roll(ids, 1, axis=0)
+    pred_dir = tmp_path / "preddir"
+    with PredictionWriter(pred_dir, model="test", gt_json=str(gt_json)) as w:
+        for image_id in ("a", "b"):
+            w.add_panoptic(image_id, f"{image_id}.png", pred, segs)
+        w.commit()
+    return tmp_path, gt_json, gt_dir, pred_dir
+
+
+def test_table_on_stdout_and_json_schema(ds, capsys):
+    tmp, gt_json, gt_dir, pred_dir = ds
+    out = tmp / "r.json"
+    assert main(["pq", str(pred_dir), "--gt", str(gt_json), "--json", str(out), "--no-cache"]) == 0
+    cap = capsys.readouterr()
+    assert "All" in cap.out and "Things" in cap.out and "person" in cap.out
+    res = json.loads(out.read_text())
+    assert set(res) == {"All", "Things", "Stuff", "per_class"}
+    for row in ("All", "Things", "Stuff"):
+        assert set(res[row]) == {"pq", "sq", "rq", "n"}
+    assert set(res["per_class"]) == {"1", "10", "11"}
+    for v in res["per_class"].values():
+        assert set(v) == {"pq", "sq", "rq", "tp", "fp", "fn", "iou"}
+    assert_same_as_oracle(res, oracle_pq(gt_json, gt_dir, pred_dir / "panoptic.json", pred_dir / "panoptic"))
+    # the table shows percentages with one decimal
+    assert f"{100 * res['All']['pq']:.1f}" in cap.out
+
+
+def test_json_dash_prints_only_json(ds, capsys):
+    tmp, gt_json, gt_dir, pred_dir = ds
+    assert main(["pq", str(pred_dir / "panoptic.json"), "--gt", str(gt_json),
+                 "--pred-dir", str(pred_dir / "panoptic"), "--json", "-", "--no-cache"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["All"]["n"] == 3
+
+
+def test_gt_defaults_to_manifest(ds, capsys):
+    tmp, gt_json, gt_dir, pred_dir = ds
+    assert main(["pq", str(pred_dir), "--json", "-", "--cache-dir", str(tmp / "c")]) == 0
+    assert json.loads(capsys.readouterr().out)["All"]["n"] == 3
+    assert list((tmp / "c").rglob("*.npy"))
+
+
+def test_usage_errors_exit_2(ds, capsys):
+    tmp, gt_json, gt_dir, pred_dir = ds
+    (pred_dir / "manifest.json").unlink()
+    assert main(["pq", str(pred_dir)]) == 2
+    assert "--gt" in capsys.readouterr().err
+    assert main(["pq", str(pred_dir), "--gt", str(gt_json), "--no-cache", "--cache-dir", str(tmp)]) == 2
+    assert main(["pq", str(tmp / "nope.json"), "--gt", str(gt_json)]) == 2
+    assert main(["pq", str(pred_dir), "--gt", str(gt_json), "--workers", "0"]) == 2
+
+
+def test_empty_row_is_null_with_warning(tmp_path, capsys):
+    ids = np.full((4, 4), 10, np.int64)
+    segs = [{"id": 10, "category_id": 10}]
+    gt_json, _ = write_dataset(tmp_path, "gt", [("a", ids, segs)], CATS, with_area=True)
+    pred_json, _ = write_dataset(tmp_path, "pred", [("a", ids, segs)], None, with_area=False)
+    out = tmp_path / "r.json"
+    assert main(["pq", str(pred_json), "--gt", str(gt_json), "--json", str(out), "--no-cache"]) == 0
+    res = json.loads(out.read_text())
+    assert res["Things"] is None and res["Stuff"]["pq"] == 1.0
+    assert "Things row is null" in capsys.readouterr().err
+
+
+def test_validate_clean_and_broken(ds, capsys):
+    tmp, gt_json, gt_dir, pred_dir = ds
+    assert main(["validate", str(gt_json)]) == 0
+    assert "OK" in capsys.readouterr().out
+    obj = json.loads(gt_json.read_text())
+    obj["annotations"][0]["segments_info"][2]["area"] = 3  # wrong area
+    obj["annotations"][1]["segments_info"].append({"id": 0, "category_id": 10, "area": 1, "iscrowd": 0})
+    obj["annotations"][1]["segments_info"].append({"id": 4242, "category_id": 10, "area": 1, "iscrowd": 0})
+    gt_json.write_text(json.dumps(obj))
+    assert main(["validate", str(gt_json)]) == 1
+    cap = capsys.readouterr()
+    lines = cap.out.strip().splitlines()
+    assert len(lines) == 3, cap.out
+    assert any("segment 1001" in l and "area 3" in l for l in lines)
+    assert "segment 0" in cap.out and "segment 4242" in cap.out and "in the JSON but not in the PNG" in cap.out
+    assert "3 problem(s)" in cap.err
+
+
+def test_demo_runs_on_the_sample_frames(sample_data, tmp_path, capsys):
+    assert main(["demo", "--data", str(sample_data), "--out", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert "All" in out and "car" in out
+    assert (tmp_path / "demo" / "pred-shifted" / "panoptic.json").is_file()

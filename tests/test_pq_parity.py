@@ -1,0 +1,162 @@
+"""PQ parity with cityscapesscripts' evaluator (panopticapi's algorithm) on real data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pq_oracle import assert_same_as_oracle, oracle_pq, write_dataset
+from pss_bench.evaluation.pq import evaluate_pq
+from pss_bench.io.panoptic import load_panoptic_json, read_id_png
+
+
+def perturbed_prediction(gt_json: Path, gt_dir: Path, out: Path, seed: int, mode: str) -> tuple[Path, Path]:
+    """A realistic wrong prediction made from real GT.
+
+    Modes: ``shift`` (roll + VOID band), ``mix`` (shift, then relabel, merge,
+    split and drop segments, and scatter VOID), ``gt`` (the GT itself, crowd
+    segments included as predictions).
+    """
+    gt = load_panoptic_json(gt_json, gt_dir, role="gt")
+    cat_ids = list(gt.categories)
+    rng = np.random.default_rng(seed)
+    images = []
+    for ann in gt.annotations:
+        ids = read_id_png(gt.png_path(ann)).astype(np.int64)
+        segs = {int(s): int(c) for s, c in zip(ann.segments.ids, ann.segments.category_ids)}
+        if mode != "gt":
+            dy, dx = (int(v) for v in rng.integers(-15, 16, size=2))
+            ids = np.roll(ids, (dy, dx), axis=(0, 1))
+            ids[: max(1, ids.shape[0] // 30)] = 0
+        if mode == "mix":
+            keys = list(segs)
+            for s in keys:
+                r = rng.random()
+                if r < 0.15:  # wrong class
+                    segs[s] = int(rng.choice(cat_ids))
+                elif r < 0.25:  # split along a column
+                    ys, xs = np.nonzero(ids == s)
+                    if xs.size > 10:
+                        new = max(segs) + 1 + int(rng.integers(1, 1000))
+                        cut = int(np.median(xs))
+                        m = (ids == s) & (np.arange(ids.shape[1])[None, :] > cut)
+                        ids[m] = new
+                        segs[new] = segs[s]
+                elif r < 0.32:  # dropped: becomes VOID
+                    ids[ids == s] = 0
+            # merge two segments of the same class, when there are any
+            by_cat: dict[int, list[int]] = {}
+            for s, c in segs.items():
+                by_cat.setdefault(c, []).append(s)
+            for c, ss in by_cat.items():
+                if len(ss) >= 2 and rng.random() < 0.5:
+                    ids[ids == ss[1]] = ss[0]
+            # scattered VOID noise
+            noise = rng.random(ids.shape) < 0.01
+            ids[noise] = 0
+        present = set(np.unique(ids).tolist())
+        info = [{"id": s, "category_id": c} for s, c in segs.items() if s in present and s != 0]
+        images.append((ann.image_id, ids, info))
+    return write_dataset(out, "pred", images, categories=None, with_area=False)
+
+
+@pytest.mark.parametrize("mode,seed", [("gt", 0), ("shift", 1), ("mix", 2), ("mix", 3)])
+def test_cityscapes_train_frames_match_cityscapesscripts(cityscapes_train_gt, tmp_path, mode, seed):
+    gt_json, gt_dir = cityscapes_train_gt
+    pred_json, pred_dir = perturbed_prediction(gt_json, gt_dir, tmp_path, seed, mode)
+    ours = evaluate_pq(pred_json, gt_json, gt_dir=gt_dir, pred_dir=pred_dir, use_cache=False, workers=2)
+    assert_same_as_oracle(ours.to_dict(), oracle_pq(gt_json, gt_dir, pred_json, pred_dir))
+    if mode == "gt":
+        assert ours.all.pq == pytest.approx(1.0)
+
+
+def test_cityscapes_val_frame_matches(cityscapes_val_gt, tmp_path):
+    gt_json, gt_dir = cityscapes_val_gt
+    pred_json, pred_dir = perturbed_prediction(gt_json, gt_dir, tmp_path, 5, "mix")
+    ours = evaluate_pq(pred_json, gt_json, gt_dir=gt_dir, pred_dir=pred_dir, use_cache=False)
+    assert_same_as_oracle(ours.to_dict(), oracle_pq(gt_json, gt_dir, pred_json, pred_dir))
+
+
+def _coco_gt(sample_data: Path, tmp_path: Path) -> list[tuple[Path, Path]]:
+    """The panopticapi sample as is, and the mseg samples with the COCO category list."""
+    base = sample_data / "coco_panoptic"
+    out = [(base / "panopticapi_sample/sample_data/panoptic_examples.json",
+            base / "panopticapi_sample/sample_data/panoptic_examples")]
+    cats = json.loads((base / "panopticapi_sample/panoptic_coco_categories.json").read_text())
+    for split in ("train2017", "val2017"):
+        src = base / f"mseg_sample/tests/test_data/COCOPanoptic_test_data/annotations/panoptic_{split}.json"
+        obj = json.loads(src.read_text())
+        obj["categories"] = cats
+        dst = tmp_path / f"mseg_{split}.json"
+        dst.write_text(json.dumps(obj))
+        out.append((dst, src.with_suffix("")))
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_coco_samples_match_cityscapesscripts(sample_data, tmp_path, seed):
+    for k, (gt_json, gt_dir) in enumerate(_coco_gt(sample_data, tmp_path)):
+        pred_json, pred_dir = perturbed_prediction(gt_json, gt_dir, tmp_path / f"p{k}", seed, "mix")
+        ours = evaluate_pq(pred_json, gt_json, gt_dir=gt_dir, pred_dir=pred_dir, use_cache=False)
+        assert_same_as_oracle(ours.to_dict(), oracle_pq(gt_json, gt_dir, pred_json, pred_dir))
+
+
+def test_deeplab2_sample_with_crowd_matches(sample_data, tmp_path):
+    """deeplab2's Cityscapes-format sample: train-id categories and a crowd segment."""
+    from cityscapesscripts.helpers.labels import labels
+
+    src = sample_data / "deeplab2/data/testdata/gtFine/cityscapes_panoptic_dummy_trainId.json"
+    obj = json.loads(src.read_text())
+    assert any(s["iscrowd"] for a in obj["annotations"] for s in a["segments_info"])
+    obj["categories"] = [
+        {"id": l.trainId, "name": l.name, "isthing": int(l.hasInstances)} for l in labels if not l.ignoreInEval
+    ]
+    gt_json = tmp_path / "dummy.json"
+    gt_json.write_text(json.dumps(obj))
+    gt_dir = src.with_suffix("")
+    for seed in range(3):
+        pred_json, pred_dir = perturbed_prediction(gt_json, gt_dir, tmp_path / f"p{seed}", seed, "mix")
+        ours = evaluate_pq(pred_json, gt_json, gt_dir=gt_dir, pred_dir=pred_dir, use_cache=False)
+        assert_same_as_oracle(ours.to_dict(), oracle_pq(gt_json, gt_dir, pred_json, pred_dir))
+
+
+def test_gt_cache_gives_identical_numbers_and_is_used(cityscapes_train_gt, tmp_path):
+    gt_json, gt_dir = cityscapes_train_gt
+    pred_json, pred_dir = perturbed_prediction(gt_json, gt_dir, tmp_path, 7, "mix")
+    cache = tmp_path / "cache"
+    a = evaluate_pq(pred_json, gt_json, gt_dir=gt_dir, pred_dir=pred_dir, cache_dir=cache)
+    entries = sorted(cache.rglob("*.npy"))
+    assert len(entries) == 8
+    b = evaluate_pq(pred_json, gt_json, gt_dir=gt_dir, pred_dir=pred_dir, cache_dir=cache)
+    c = evaluate_pq(pred_json, gt_json, gt_dir=gt_dir, pred_dir=pred_dir, use_cache=False)
+    assert a.to_dict() == b.to_dict() == c.to_dict()
+    # A corrupt entry is ignored and rewritten, not trusted.
+    entries[0].write_bytes(b"garbage")
+    d = evaluate_pq(pred_json, gt_json, gt_dir=gt_dir, pred_dir=pred_dir, cache_dir=cache)
+    assert d.to_dict() == a.to_dict()
+    assert np.load(entries[0]).ndim == 2
+
+
+def test_gt_cache_invalidated_when_png_changes(tmp_path):
+    cats = [{"id": 1, "name": "a", "isthing": 1}, {"id": 2, "name": "b", "isthing": 0}]
+    ids = np.zeros((8, 8), np.int64)
+    ids[:4] = 5
+    ids[4:] = 9
+    segs = [{"id": 5, "category_id": 1}, {"id": 9, "category_id": 2}]
+    gt_json, gt_dir = write_dataset(tmp_path, "gt", [("im", ids, segs)], cats, with_area=True)
+    pred_json, pred_dir = write_dataset(tmp_path, "pred", [("im", ids, segs)], None, with_area=False)
+    cache = tmp_path / "cache"
+    assert evaluate_pq(pred_json, gt_json, cache_dir=cache).all.pq == 1.0
+    # Swap the two segments' pixels in the GT PNG (same JSON, same areas).
+    swapped = np.where(ids == 5, 9, 5)
+    import os
+    png = gt_dir / "im.png"
+    st = png.stat()
+    from pss_bench.io.panoptic import id2rgb
+    Image.fromarray(id2rgb(swapped)).save(png)
+    os.utime(png, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert evaluate_pq(pred_json, gt_json, cache_dir=cache).all.pq == 0.0
