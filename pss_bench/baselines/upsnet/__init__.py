@@ -1,0 +1,1 @@
+"""UPSNet: an adapter for the official outputs, and a runnable UPSNet-style baseline."""
