@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from pss_bench.cli.options import console_err, is_debug, setup_logging
+from pss_bench.cli.options import console_err, is_debug, reset_debug, setup_logging
 from pss_bench.errors import PssBenchError
 
 
@@ -49,6 +49,7 @@ _register()
 
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point."""
+    reset_debug()
     try:
         cli.main(args=argv, prog_name="pss-bench", standalone_mode=False)
     except click.exceptions.Abort:

@@ -26,6 +26,11 @@ def is_debug() -> bool:
     return _state["debug"]
 
 
+def reset_debug() -> None:
+    """Called at the start of every command-line run (tests run several in one process)."""
+    _state["debug"] = False
+
+
 def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     root = logging.getLogger("pss_bench")

@@ -5,6 +5,7 @@ Layout (see ``docs/formats.md``)::
     OUT/manifest.json      {"format": "pss-bench-predictions", "version": 1, "model": ..., ...}
     OUT/panoptic.json      COCO panoptic prediction (annotations with segments_info)
     OUT/panoptic/<file>    RGB id PNGs
+    OUT/embeddings/<image_id>.npz   segment_ids int64 (N,), embeddings float16/float32 (N, D)
 
 Everything is written into a hidden sibling folder that is renamed onto
 ``OUT`` by :meth:`PredictionWriter.commit`: a failure leaves no partial output.
@@ -64,6 +65,42 @@ class PredictionWriter:
         self.annotations.append(
             {"image_id": image_id, "file_name": file_name, "segments_info": [dict(s) for s in segments_info]}
         )
+
+    def add_embeddings(self, image_id: ImageId, segment_ids: np.ndarray, embeddings: np.ndarray) -> None:
+        """Writes ``embeddings/<image_id>.npz`` (``segment_ids`` int64, ``embeddings`` float16/float32).
+
+        Args:
+            image_id: the image id; it names the file, so it must not escape
+                the folder (``..``, absolute paths).
+            segment_ids: ``(N,)`` distinct segment ids: GT segment ids when
+                the manifest says ``"embeddings": "gt-segments"`` (the
+                default set here), ids in ``panoptic/`` for ``"pred-segments"``.
+            embeddings: ``(N, D)`` float array, stored as float16 when given
+                float16 and float32 otherwise.
+
+        Raises:
+            UnsafePathError: the image id escapes the folder.
+            ValueError: shapes that disagree, repeated ids, or NaN/inf values.
+        """
+        from pss_bench.io.atomic import atomic_path
+
+        seg = np.asarray(segment_ids)
+        emb = np.asarray(embeddings)
+        if seg.ndim != 1 or emb.ndim != 2 or emb.shape[0] != seg.shape[0]:
+            raise ValueError(f"image {image_id!r}: expected segment_ids (N,) and embeddings (N, D), got {seg.shape} and {emb.shape}")
+        if seg.size and seg.dtype.kind not in "iu":
+            raise ValueError(f"image {image_id!r}: segment_ids must be integers, found {seg.dtype}")
+        if np.unique(seg).shape[0] != seg.shape[0]:
+            raise ValueError(f"image {image_id!r}: repeated segment ids")
+        if not np.isfinite(emb).all():
+            raise ValueError(f"image {image_id!r}: embeddings hold NaN or infinite values")
+        emb = emb.astype(np.float16 if emb.dtype == np.float16 else np.float32, copy=False)
+        path = safe_join(self._tmp / "embeddings", f"{image_id}.npz", where=f"image {image_id!r}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, segment_ids=seg.astype(np.int64), embeddings=emb)
+        self.manifest.setdefault("embeddings", "gt-segments")
 
     def commit(self, categories: Sequence[dict] | None = None) -> Path:
         """Writes the JSONs and moves the directory into place."""

@@ -1,0 +1,124 @@
+"""``pss-bench context-error``: the paper's Context Error of a model's embeddings."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from pss_bench.cli.options import console_err, console_out, debug_option, json_option, workers_option
+from pss_bench.cli.progress import progress_bar
+from pss_bench.io.atomic import write_json_atomic
+
+
+def gt_from_manifest(pred: Path) -> Path | None:
+    """The ``gt_json`` a prediction directory's manifest names, if any."""
+    manifest = pred / "manifest.json"
+    if pred.is_dir() and manifest.is_file():
+        try:
+            gt = json.loads(manifest.read_text()).get("gt_json")
+        except (ValueError, OSError, AttributeError):
+            return None
+        return Path(gt) if isinstance(gt, str) else None
+    return None
+
+
+def resolve_gt(pred: Path, gt_json: Path | None, option: str = "--gt") -> Path:
+    if gt_json is not None:
+        return gt_json
+    found = gt_from_manifest(pred)
+    if found is None:
+        raise click.UsageError(f"missing {option} GT_JSON ({pred} has no manifest.json naming its ground truth)")
+    return found
+
+
+def _fmt(v: float | None, pct: bool = False) -> str:
+    if v is None:
+        return "-"
+    return f"{100 * v:.1f}" if pct else f"{v:.3f}"
+
+
+def ce_table(result, title: str = "Context Error"):
+    """A rich table like the paper's Table 1: one column per category, then the mean."""
+    from rich.table import Table
+
+    table = Table(title=f"{title} (K={result.k}, lower is better)")
+    table.add_column("", style="bold", no_wrap=True, min_width=10)
+    cols = [(c.name, result.per_class[c.id]) for c in result.categories]
+    for name, _ in cols:
+        table.add_column(name, justify="right", no_wrap=True, min_width=max(len(name), 6))
+    table.add_column("mean", justify="right", style="bold", no_wrap=True, min_width=6)
+    rows = [("CE", "ce", False), ("random", "random", False), ("oracle", "oracle", False),
+            ("score", "score", False)]
+    has_precision = result.mean.precision is not None
+    if has_precision:
+        rows.append((f"context P@{result.k} %", "precision", True))
+    for label, attr, pct in rows:
+        table.add_row(label, *(_fmt(getattr(r, attr), pct) for _, r in cols), _fmt(getattr(result.mean, attr), pct))
+    table.add_row("queries", *(str(r.queries) for _, r in cols), str(result.mean.queries))
+    return table
+
+
+@click.command("context-error")
+@click.argument("pred", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--gt", "gt_json", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Ground-truth COCO panoptic JSON (default: 'gt_json' in PRED/manifest.json).")
+@click.option("--gt-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Ground-truth PNG folder (default: the GT JSON path without .json).")
+@click.option("--k", "k", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Neighbours retrieved per query.")
+@click.option("--gallery", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Retrieve from this other prediction directory (e.g. the train set) instead of PRED itself.")
+@click.option("--gallery-gt", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Ground-truth JSON of --gallery (default: 'gt_json' in its manifest).")
+@click.option("--gallery-gt-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Ground-truth PNG folder of --gallery (default: its GT JSON path without .json).")
+@click.option("--min-area", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Leave out instances with fewer pixels (queries and gallery).")
+@workers_option
+@json_option
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where GT context descriptors are cached (default: $PSS_BENCH_CACHE_DIR or the user cache folder).")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the descriptor cache.")
+@debug_option
+def command(pred, gt_json, gt_dir, k, gallery, gallery_gt, gallery_gt_dir, min_area, workers, json_out,
+            cache_dir, no_cache):
+    """Context Error (Hwang et al., MULL '21) of the embeddings in PRED.
+
+    PRED is a prediction directory with manifest.json and
+    embeddings/<image_id>.npz (one vector per GT segment; `pss-bench embed`
+    makes one from dense feature maps). Each GT instance retrieves its K most
+    similar instances of the same category; the CE is the mean divergence of
+    their 8-region semantic contexts. Also reports the random and oracle
+    bounds, the normalised score (random - CE) / (random - oracle), and, when
+    the GT folder has SynthStreets' context.json, context precision@K.
+    """
+    from pss_bench.evaluation.context_error import evaluate_context_error
+
+    if cache_dir is not None and no_cache:
+        raise click.UsageError("--cache-dir and --no-cache exclude each other")
+    gt_json = resolve_gt(pred, gt_json)
+    if gallery is None and (gallery_gt is not None or gallery_gt_dir is not None):
+        raise click.UsageError("--gallery-gt and --gallery-gt-dir need --gallery")
+    if gallery is not None:
+        gallery_gt = resolve_gt(gallery, gallery_gt, "--gallery-gt")
+    with progress_bar("context") as progress:
+        result = evaluate_context_error(
+            pred, gt_json, gt_dir=gt_dir, k=k, gallery=gallery, gallery_gt=gallery_gt,
+            gallery_gt_dir=gallery_gt_dir, min_area=min_area, workers=workers, cache_dir=cache_dir,
+            use_cache=not no_cache, progress=progress,
+        )
+    payload = result.to_dict()
+    if json_out == "-":
+        json.dump(payload, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return
+    if json_out is not None:
+        write_json_atomic(json_out, payload)
+        console_err().print(f"wrote {json_out}")
+    out = console_out()
+    # One column per category, as in the paper: widen past 80 columns rather than truncate names.
+    needed = 20 + sum(max(len(c.name), 6) + 3 for c in result.categories) + 9
+    out.print(ce_table(result), width=max(out.width, needed))

@@ -1,0 +1,51 @@
+"""``pss-bench context-map``: a t-SNE of one category's embeddings with their context masks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from pss_bench.cli.context_error import resolve_gt
+from pss_bench.cli.options import console_err, debug_option, workers_option
+
+
+@click.command("context-map")
+@click.argument("pred", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--gt", "gt_json", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Ground-truth COCO panoptic JSON (default: 'gt_json' in PRED/manifest.json).")
+@click.option("--gt-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Ground-truth PNG folder (default: the GT JSON path without .json).")
+@click.option("--category", required=True, help="Thing category, by name (person) or id.")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Figure to write (.png, .pdf or .svg).")
+@click.option("--max-thumbnails", type=click.IntRange(min=0), default=150, show_default=True,
+              help="Context masks drawn on the map (a random sample of the instances).")
+@click.option("--perplexity", type=click.FloatRange(min=1.0), default=30.0, show_default=True,
+              help="t-SNE perplexity (capped at (n - 1) / 3).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of t-SNE and of the thumbnail sample.")
+@click.option("--min-area", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Leave out instances with fewer pixels.")
+@workers_option
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where GT context descriptors are cached.")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the descriptor cache.")
+@debug_option
+def command(pred, gt_json, gt_dir, category, out, max_thumbnails, perplexity, seed, min_area, workers, cache_dir,
+            no_cache):
+    """Draw a t-SNE of a category's embeddings with each instance's context mask (the paper's Figure 5).
+
+    Left: the instances at their t-SNE positions, a sample drawn as their 3x3
+    semantic context masks; embeddings that encode context put similar masks
+    together. Right: the density of the points.
+    """
+    from pss_bench.evaluation.context_error import load_instances
+    from pss_bench.figures.context_map import plot_context_map
+
+    if cache_dir is not None and no_cache:
+        raise click.UsageError("--cache-dir and --no-cache exclude each other")
+    gt_json = resolve_gt(pred, gt_json)
+    inst = load_instances(pred, gt_json, gt_dir, min_area=min_area, workers=workers, cache_dir=cache_dir,
+                          use_cache=not no_cache)
+    plot_context_map(inst, category, out, max_thumbnails=max_thumbnails, seed=seed, perplexity=perplexity)
+    console_err().print(f"wrote {out}")

@@ -1,0 +1,41 @@
+"""``pss-bench embed``: pool any model's dense feature maps over the GT segments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from pss_bench.cli.options import console_err, debug_option, workers_option
+from pss_bench.cli.progress import progress_bar
+
+
+@click.command("embed")
+@click.argument("features_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--gt", "gt_json", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="Ground-truth COCO panoptic JSON whose segments are pooled.")
+@click.option("--gt-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Ground-truth PNG folder (default: the GT JSON path without .json).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Prediction directory to write (manifest.json, embeddings/).")
+@click.option("--model", default=None, help="Model name for the manifest (default: features:<FEATURES_DIR name>).")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@workers_option
+@debug_option
+def command(features_dir, gt_json, gt_dir, out_dir, model, overwrite, workers):
+    """Pool dense feature maps over the GT segments into a prediction directory.
+
+    FEATURES_DIR holds <image_id>.npy, a D x h x w float array per GT image at
+    any stride. Each is resized bilinearly to the GT size (as
+    torch.nn.functional.interpolate with align_corners=False) and averaged over
+    every GT segment, giving embeddings/<image_id>.npz for `pss-bench
+    context-error`.
+    """
+    from pss_bench.evaluation.context_error import embed_features
+
+    if out_dir.exists() and not overwrite:
+        raise click.UsageError(f"{out_dir} already exists (pass --overwrite to replace it)")
+    with progress_bar("embed") as progress:
+        out = embed_features(features_dir, gt_json, out_dir, gt_dir=gt_dir, model=model, overwrite=overwrite,
+                             workers=workers, progress=progress)
+    console_err().print(f"wrote {out}")

@@ -1,0 +1,80 @@
+"""``pss-bench show-retrievals``: a query instance and its top-k retrievals, with their contexts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from pss_bench.cli.context_error import resolve_gt
+from pss_bench.cli.options import console_err, debug_option, workers_option
+
+
+def _parse_query(ctx, param, value: str) -> tuple[str, int]:
+    image_id, sep, seg = value.rpartition(":")
+    if not sep or not image_id:
+        raise click.BadParameter("expected IMAGE_ID:SEGMENT_ID, e.g. frankfurt_000000_000294:26001")
+    try:
+        return image_id, int(seg)
+    except ValueError:
+        raise click.BadParameter(f"segment id {seg!r} is not an integer") from None
+
+
+@click.command("show-retrievals")
+@click.argument("pred", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--gt", "gt_json", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Ground-truth COCO panoptic JSON (default: 'gt_json' in PRED/manifest.json).")
+@click.option("--gt-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Ground-truth PNG folder (default: the GT JSON path without .json).")
+@click.option("--images", "images_root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Folder searched (recursively) for <image_id>*.png/jpg RGB images; without it the semantic map is drawn.")
+@click.option("--query", "query", required=True, callback=_parse_query,
+              help="The query instance as IMAGE_ID:SEGMENT_ID (a non-crowd thing segment of the GT).")
+@click.option("--k", "k", type=click.IntRange(min=1), default=5, show_default=True, help="Retrievals shown.")
+@click.option("--gallery", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Retrieve from this other prediction directory instead of PRED itself.")
+@click.option("--gallery-gt", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Ground-truth JSON of --gallery (default: 'gt_json' in its manifest).")
+@click.option("--gallery-gt-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Ground-truth PNG folder of --gallery.")
+@click.option("--gallery-images", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="RGB image folder of --gallery (default: --images).")
+@click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Figure to write (.png, .pdf or .svg).")
+@workers_option
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where GT context descriptors are cached.")
+@click.option("--no-cache", is_flag=True, help="Neither read nor write the descriptor cache.")
+@debug_option
+def command(pred, gt_json, gt_dir, images_root, query, k, gallery, gallery_gt, gallery_gt_dir, gallery_images,
+            out, workers, cache_dir, no_cache):
+    """Draw a query instance and its top-k retrievals (the paper's Figures 1 and 4).
+
+    Top row: each instance in its 3w x 3h context window, outlined, titled
+    with its pair Context Error to the query. Bottom row: the 3x3 semantic
+    context masks the Context Error compares.
+    """
+    from pss_bench.errors import PssBenchError
+    from pss_bench.evaluation.context_error import load_instances
+    from pss_bench.figures.retrievals import plot_retrievals, retrieval_panels
+
+    if cache_dir is not None and no_cache:
+        raise click.UsageError("--cache-dir and --no-cache exclude each other")
+    gt_json = resolve_gt(pred, gt_json)
+    opts = dict(workers=workers, cache_dir=cache_dir, use_cache=not no_cache)
+    inst = load_instances(pred, gt_json, gt_dir, **opts)
+    gal = None
+    if gallery is not None:
+        gal = load_instances(gallery, resolve_gt(gallery, gallery_gt, "--gallery-gt"), gallery_gt_dir, **opts)
+    image_id, seg_id = query
+    row = inst.find(image_id, seg_id)
+    if row is None:
+        raise PssBenchError(
+            f"{gt_json}: image {image_id!r}, segment {seg_id}: not an instance with an embedding "
+            f"(it must be a non-crowd thing segment of the GT, embedded in {pred})"
+        )
+    panels = retrieval_panels(inst, row, gal, k, images_root, gallery_images)
+    if len(panels) == 1:
+        console_err().print("warning: no other instance of this category to retrieve")
+    plot_retrievals(panels, out)
+    console_err().print(f"wrote {out}")

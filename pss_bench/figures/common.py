@@ -1,0 +1,126 @@
+"""Shared pieces of the Context Error figures: crops, colours, image lookup, saving."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from pss_bench.errors import FormatError, GroundTruthFormatError, PssBenchError
+from pss_bench.io.atomic import atomic_path
+from pss_bench.io.panoptic import PanopticJson, read_id_png
+from pss_bench.types import ImageId
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+VOID_COLOUR = (0, 0, 0)
+OUTSIDE_COLOUR = (128, 128, 128)
+DPI = 100
+
+
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def palette(n: int) -> np.ndarray:
+    """``(n, 3)`` uint8 distinct colours (matplotlib's tab20, then hsv)."""
+    from matplotlib import colormaps
+
+    if n <= 20:
+        cols = colormaps["tab20"](np.arange(n))[:, :3]
+    else:
+        cols = colormaps["hsv"](np.linspace(0, 1, n, endpoint=False))[:, :3]
+    return (cols * 255).round().astype(np.uint8)
+
+
+def colourise(sem: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """``(H, W)`` class indices (-1: none, -2: outside the image) to ``(H, W, 3)`` uint8."""
+    lut = np.concatenate([np.array([OUTSIDE_COLOUR, VOID_COLOUR], np.uint8), colours])
+    return lut[sem + 2]
+
+
+def context_window(box: Sequence[int]) -> tuple[int, int, int, int]:
+    """The ``3w x 3h`` window ``x0, y0, x1, y1`` centred on a box ``x0, y0, w, h``."""
+    x0, y0, w, h = (int(v) for v in box)
+    return x0 - w, y0 - h, x0 + 2 * w, y0 + 2 * h
+
+
+def crop_padded(arr: np.ndarray, window: tuple[int, int, int, int], fill) -> np.ndarray:
+    """``arr[y0:y1, x0:x1]`` with the parts outside the array set to ``fill``."""
+    x0, y0, x1, y1 = window
+    height, width = arr.shape[:2]
+    out = np.empty((y1 - y0, x1 - x0) + arr.shape[2:], dtype=arr.dtype)
+    out[...] = fill
+    sx0, sy0, sx1, sy1 = max(x0, 0), max(y0, 0), min(x1, width), min(y1, height)
+    if sx1 > sx0 and sy1 > sy0:
+        out[sy0 - y0 : sy1 - y0, sx0 - x0 : sx1 - x0] = arr[sy0:sy1, sx0:sx1]
+    return out
+
+
+class ImageFinder:
+    """Finds an image id's RGB file under a root: the shortest file name starting with the id."""
+
+    def __init__(self, root: str | os.PathLike | None) -> None:
+        self.root = Path(root) if root is not None else None
+        self._files: list[Path] | None = None
+
+    def find(self, image_id: ImageId) -> Path | None:
+        if self.root is None:
+            return None
+        if self._files is None:
+            self._files = [p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+        key = str(image_id)
+        hits = [p for p in self._files if p.name.startswith(key)]
+        # "<id>.png" and "<id>_leftImg8bit.png" match; "<id>0.png" (another id) must not.
+        hits = [p for p in hits if len(p.stem) == len(key) or not p.stem[len(key)].isalnum()]
+        return min(hits, key=lambda p: len(p.name)) if hits else None
+
+    def load(self, image_id: ImageId, shape: tuple[int, int]) -> np.ndarray | None:
+        """``(H, W, 3)`` uint8, or ``None`` when not found or of another size."""
+        path = self.find(image_id)
+        if path is None:
+            return None
+        from PIL import Image
+
+        try:
+            with Image.open(path) as im:
+                rgb = np.asarray(im.convert("RGB"))
+        except OSError as exc:
+            raise FormatError(f"{path}: image {image_id!r}: unreadable image ({exc})") from None
+        if rgb.shape[:2] != tuple(shape):
+            raise FormatError(
+                f"{path}: image {image_id!r}: {rgb.shape[1]}x{rgb.shape[0]} but its GT is {shape[1]}x{shape[0]}"
+            )
+        return rgb
+
+
+def gt_ids(gt: PanopticJson, image_index: int) -> np.ndarray:
+    """The decoded ``(H, W)`` GT id map of ``gt.annotations[image_index]``."""
+    ann = gt.annotations[image_index]
+    path = gt.png_path(ann)
+    try:
+        return read_id_png(path, where=f"{path}: image {ann.image_id!r}")
+    except FormatError as exc:
+        raise GroundTruthFormatError(str(exc)) from None
+
+
+def save_figure(fig, out: str | os.PathLike) -> Path:
+    """Saves at :data:`DPI` (exact figure size, no tight bbox) atomically; closes the figure."""
+    plt = pyplot()
+    out = Path(out)
+    fmt = out.suffix.lstrip(".").lower() or "png"
+    try:
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=DPI, format=fmt)
+    except ValueError as exc:  # unknown format
+        raise PssBenchError(f"{out}: cannot write this figure format ({exc})") from None
+    finally:
+        plt.close(fig)
+    return out

@@ -1,0 +1,97 @@
+"""``pss-bench embed``: pooling dense feature maps over GT segments."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from context_error_helpers import reset_cli_debug, write_tiny_gt
+from pss_bench.cli import main
+from pss_bench.io.embeddings import load_embeddings, read_manifest
+from pss_bench.io.panoptic import load_panoptic_json, read_id_png
+from pss_bench.metrics.context_error import pool_features
+
+
+@pytest.fixture(autouse=True)
+def _no_debug(monkeypatch):
+    reset_cli_debug(monkeypatch)
+
+
+def _brute(features, seg, n):
+    up = torch.nn.functional.interpolate(torch.from_numpy(features)[None].double(), size=seg.shape,
+                                         mode="bilinear", align_corners=False)[0].numpy()
+    return np.stack([up[:, seg == i + 1].mean(axis=1) if (seg == i + 1).any() else np.zeros(features.shape[0])
+                     for i in range(n)])
+
+
+@pytest.mark.parametrize("h, w, H, W", [(4, 5, 16, 20), (7, 3, 13, 29), (10, 12, 5, 7), (6, 6, 6, 6), (1, 1, 3, 4)])
+def test_pool_features_equals_upsample_then_mean(h, w, H, W):
+    rng = np.random.default_rng(h * 100 + W)
+    feats = rng.normal(size=(5, h, w)).astype(np.float32)
+    seg = rng.integers(0, 5, size=(H, W))
+    seg[seg == 3] = 0  # segment 3 absent: a zero row, area 0
+    means, area = pool_features(feats, seg, 4)
+    assert means.shape == (4, 5) and means.dtype == np.float32
+    assert area.tolist() == [int((seg == i + 1).sum()) for i in range(4)]
+    assert np.allclose(means, _brute(feats, seg, 4), atol=1e-5)
+    assert not means[2].any()
+
+
+def test_embed_real_frames_then_context_error(cityscapes_train_gt, tmp_path, capsys):
+    gt_json, png_dir = cityscapes_train_gt
+    gt = load_panoptic_json(gt_json, png_dir)
+    feats_dir = tmp_path / "feats"
+    feats_dir.mkdir()
+    rng = np.random.default_rng(0)
+    feats = {}
+    for ann in gt.annotations:
+        feats[ann.image_id] = rng.normal(size=(4, 32, 64)).astype(np.float16)
+        np.save(feats_dir / f"{ann.image_id}.npy", feats[ann.image_id])
+    out = tmp_path / "pred"
+    assert main(["embed", str(feats_dir), "--gt", str(gt_json), "--gt-dir", str(png_dir), "--out", str(out),
+                 "--model", "toy"]) == 0
+    manifest = read_manifest(out)
+    assert manifest["model"] == "toy" and manifest["embeddings"] == "gt-segments"
+    _, emb = load_embeddings(out, [a.image_id for a in gt.annotations])
+    ann = gt.annotations[0]
+    e = emb[ann.image_id]
+    assert sorted(e.segment_ids.tolist()) == sorted(ann.segments.ids.tolist())
+    ids = read_id_png(gt.png_path(ann)).astype(np.int64)
+    seg = np.zeros(ids.shape, np.int64)
+    for i, s in enumerate(e.segment_ids):
+        seg[ids == s] = i + 1
+    ref = _brute(feats[ann.image_id].astype(np.float32), seg, len(e.segment_ids))
+    assert np.allclose(e.embeddings, ref, atol=1e-5)
+    # The manifest names the GT: context-error needs no --gt.
+    assert main(["context-error", str(out), "--json", "-", "--no-cache", "--k", "3"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["mean"]["queries"] > 50
+
+
+def test_embed_missing_feature_map_writes_nothing(tmp_path, capsys):
+    ids = np.ones((8, 8), np.uint32)
+    ids[2:5, 2:5] = 2
+    segs = [{"id": 1, "category_id": 1, "iscrowd": 0}, {"id": 2, "category_id": 2, "iscrowd": 0}]
+    cats = [{"id": 1, "name": "road", "isthing": 0}, {"id": 2, "name": "car", "isthing": 1}]
+    gt_json, _ = write_tiny_gt(tmp_path, {"a": (ids, segs), "b": (ids, segs)}, cats)
+    feats = tmp_path / "feats"
+    feats.mkdir()
+    np.save(feats / "a.npy", np.ones((3, 2, 2), np.float32))
+    out = tmp_path / "pred"
+    assert main(["embed", str(feats), "--gt", str(gt_json), "--out", str(out)]) == 1
+    assert "b.npy: image 'b': feature map not found" in capsys.readouterr().err
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".pred")]
+    np.save(feats / "b.npy", np.full((3, 2, 2), np.nan, np.float32))
+    assert main(["embed", str(feats), "--gt", str(gt_json), "--out", str(out)]) == 1
+    assert "b.npy: image 'b': feature map holds NaN" in capsys.readouterr().err
+    np.save(feats / "b.npy", np.ones((2, 2), np.float32))
+    assert main(["embed", str(feats), "--gt", str(gt_json), "--out", str(out)]) == 1
+    assert "expected a D x h x w float array" in capsys.readouterr().err
+    np.save(feats / "b.npy", np.ones((3, 4, 4), np.float32))
+    assert main(["embed", str(feats), "--gt", str(gt_json), "--out", str(out)]) == 0
+    assert main(["embed", str(feats), "--gt", str(gt_json), "--out", str(out)]) == 2  # exists, no --overwrite
+    assert main(["embed", str(feats), "--gt", str(gt_json), "--out", str(out), "--overwrite"]) == 0
