@@ -1,0 +1,103 @@
+"""``pss-bench compare``: PQ and Context Error of several models side by side, with a report."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from pss_bench.cli.options import console_err, debug_option, json_option, workers_option
+from pss_bench.cli.progress import progress_bar
+
+
+def _parse_names(ctx, param, value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    names = [n.strip() for n in value.split(",")]
+    if any(not n for n in names):
+        raise click.BadParameter(f"empty name in {value!r}; expected e.g. --names pss,upsnet")
+    return names
+
+
+def _print_table(table) -> None:
+    """stdout at the table's natural width: a squeezed table would cut the numbers to "0.…"."""
+    from rich.console import Console
+
+    console = Console(soft_wrap=True)
+    width = table.__rich_measure__(console, console.options.update_width(100_000)).maximum
+    if width > console.width:
+        console = Console(soft_wrap=True, width=width)
+    console.print(table)
+
+
+@click.command("compare")
+@click.argument("pred_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--gt", "gt_json", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="Ground-truth COCO panoptic JSON shared by every model.")
+@click.option("--gt-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Ground-truth PNG folder (default: the GT JSON path without .json).")
+@click.option("--names", callback=_parse_names, default=None,
+              help="Comma-separated model names, one per PRED_DIR (default: the directory names).")
+@click.option("--k", "k", type=click.IntRange(min=1), default=20, show_default=True,
+              help="Neighbours retrieved per Context Error query.")
+@json_option
+@click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None,
+              help="Write report.md, report.html, results.json and the charts to this folder (replaced atomically).")
+@click.option("--images", "images_root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Folder searched (recursively) for <image_id>*.png/jpg RGB images, "
+                   "for the report's retrieval strips.")
+@click.option("--queries", "n_queries", type=click.IntRange(min=0), default=3, show_default=True,
+              help="Query instances with retrieval strips in the report.")
+@workers_option
+@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where decoded GT is cached (default: $PSS_BENCH_CACHE_DIR or the user cache folder).")
+@click.option("--no-cache", is_flag=True,
+              help="Neither read nor write the user's GT cache (a temporary one still shares the GT between models).")
+@debug_option
+def command(pred_dirs, gt_json, gt_dir, names, k, json_out, report_dir, images_root, n_queries, workers,
+            cache_dir, no_cache):
+    """Compare models: PQ and Context Error of each PRED_DIR against one ground truth.
+
+    Each PRED_DIR is a prediction directory (manifest.json, panoptic.json +
+    panoptic/, embeddings/). Prints one table: PQ, PQ-Th, PQ-St, SQ, RQ, the
+    Context Error per thing category, the mean CE and its relative difference
+    to the first model, and the random / oracle bounds. A directory without
+    embeddings gets its PQ only; one without panoptic predictions its CE only.
+    The GT is decoded once and shared by all models.
+    """
+    from pss_bench.evaluation.compare import compare_models
+    from pss_bench.io.atomic import write_json_atomic
+    from pss_bench.report_compare import check_report_target, compare_table, write_report
+
+    if cache_dir is not None and no_cache:
+        raise click.UsageError("--cache-dir and --no-cache exclude each other")
+    if names is not None and len(names) != len(pred_dirs):
+        raise click.UsageError(f"--names gives {len(names)} names for {len(pred_dirs)} prediction directories")
+    if names is not None and len(set(names)) != len(names):
+        raise click.UsageError(f"--names must be distinct, got {','.join(names)}")
+    if images_root is not None and report_dir is None:
+        raise click.UsageError("--images is used by --report only")
+    if report_dir is not None:
+        check_report_target(report_dir)
+
+    with progress_bar("compare") as update:
+        result = compare_models(
+            pred_dirs, gt_json, gt_dir=gt_dir, names=names, k=k, workers=workers, cache_dir=cache_dir,
+            use_cache=not no_cache, keep_instances=report_dir is not None and images_root is not None,
+            progress=lambda stage, done, total: update(done, total),
+        )
+    if report_dir is not None:
+        write_report(result, report_dir, images_root=images_root, n_queries=n_queries)
+    payload = result.to_dict()
+    if json_out == "-":
+        json.dump(payload, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif json_out is not None:
+        write_json_atomic(json_out, payload)
+        console_err().print(f"wrote {json_out}")
+    if report_dir is not None:
+        console_err().print(f"wrote the report to {report_dir}/report.md (and report.html)")
+    if json_out != "-":
+        _print_table(compare_table(result))

@@ -1,0 +1,435 @@
+"""PQ and Context Error of several prediction directories against one ground truth.
+
+The engine behind ``pss-bench compare`` (the paper's Tables 1 and 2 for any
+set of models). It only calls the existing evaluators:
+:func:`~pss_bench.evaluation.pq.evaluate_pq` for PQ, and
+:func:`~pss_bench.evaluation.context_error.load_instances` +
+:func:`~pss_bench.evaluation.context_error.score_instances` (what
+``evaluate_context_error`` does, keeping the instance set for the report's
+retrieval strips) for the Context Error.
+
+GT work is shared through the evaluators' on-disk caches: the first model
+decodes every GT PNG once for PQ (``GTCache``) and once for its context
+descriptors (``DescriptorCache``); every later model reads both caches. With
+``use_cache=False`` a temporary cache folder lives for the duration of
+:func:`compare_models`, so the GT is still decoded only once per metric.
+
+What it must not do: print, write anything but cache entries, or compute a
+metric itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from pss_bench.errors import PredictionFormatError
+from pss_bench.evaluation.context_error import InstanceSet, load_instances, retrieve, score_instances
+from pss_bench.io.embeddings import read_manifest
+from pss_bench.io.panoptic import read_json_file
+from pss_bench.metrics.context_error import ContextErrorResult, PairTerms, pair_ce_rows
+from pss_bench.metrics.pq import PQResult
+from pss_bench.types import Category
+
+log = logging.getLogger(__name__)
+
+#: Bounds of two models agree when they differ by less than this (they are
+#: functions of the instance set only, computed in float64).
+BOUNDS_ATOL = 1e-9
+
+
+@dataclass(frozen=True)
+class ModelComparison:
+    """One model's results.
+
+    Attributes:
+        name: the display name.
+        pred_dir: the prediction directory.
+        pq: its PQ, or ``None`` when the directory holds no panoptic prediction.
+        context_error: its Context Error, or ``None`` when it holds no
+            embeddings pooled over GT segments.
+        notes: why a metric is missing (one line each).
+    """
+
+    name: str
+    pred_dir: Path
+    pq: PQResult | None
+    context_error: ContextErrorResult | None
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "pred_dir": str(self.pred_dir),
+            "pq": self.pq.to_dict() if self.pq is not None else None,
+            "context_error": self.context_error.to_dict() if self.context_error is not None else None,
+            "notes": list(self.notes),
+        }
+
+
+@dataclass(frozen=True)
+class CEBounds:
+    """The random and oracle Context Error bounds, shown once.
+
+    They depend on the instance set and K only, not on the embeddings, so
+    they are the same for every model that embeds the same GT instances.
+
+    Attributes:
+        source: the name of the model they were taken from (the first with a CE).
+        per_class: category id -> ``(random, oracle)`` (``None`` without queries).
+        mean: ``(random, oracle)`` means over classes with queries.
+        consistent: whether every model with a CE has the same bounds (within
+            :data:`BOUNDS_ATOL`); ``False`` when they embed different instances.
+    """
+
+    source: str
+    per_class: dict[int, tuple[float | None, float | None]]
+    mean: tuple[float | None, float | None]
+    consistent: bool
+
+    def to_dict(self) -> dict:
+        return {
+            "source": self.source,
+            "consistent": self.consistent,
+            "per_class": {str(c): {"random": r, "oracle": o} for c, (r, o) in self.per_class.items()},
+            "mean": {"random": self.mean[0], "oracle": self.mean[1]},
+        }
+
+
+@dataclass(frozen=True)
+class CompareResult:
+    """Every model's PQ and Context Error against one GT.
+
+    Attributes:
+        gt_json: the ground-truth JSON.
+        k: the Context Error's K.
+        categories: every GT category, in the JSON's order.
+        models: one entry per prediction directory, in the order given.
+        bounds: the CE bounds, or ``None`` when no model has a CE.
+        reference: index of the model the relative mean CE refers to (the
+            first model with a mean CE), or ``None``.
+        instances: model name -> its :class:`InstanceSet` (only with
+            ``keep_instances=True``; not part of :meth:`to_dict`).
+    """
+
+    gt_json: Path
+    k: int
+    categories: tuple[Category, ...]
+    models: tuple[ModelComparison, ...]
+    bounds: CEBounds | None
+    reference: int | None
+    instances: dict[str, InstanceSet] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def thing_categories(self) -> tuple[Category, ...]:
+        return tuple(c for c in self.categories if c.isthing)
+
+    def relative_mean_ce(self, i: int) -> float | None:
+        """``(CE_i - CE_ref) / CE_ref`` of the mean CE (``-0.137`` is the paper's "-13.7%")."""
+        if self.reference is None:
+            return None
+        ce = self.models[i].context_error
+        ref = self.models[self.reference].context_error
+        if ce is None or ce.mean.ce is None or ref is None or not ref.mean.ce:
+            return None
+        return (ce.mean.ce - ref.mean.ce) / ref.mean.ce
+
+    def to_dict(self) -> dict:
+        models = []
+        for i, m in enumerate(self.models):
+            d = m.to_dict()
+            d["relative_mean_ce"] = self.relative_mean_ce(i)
+            models.append(d)
+        return {
+            "gt_json": str(self.gt_json),
+            "k": self.k,
+            "reference": self.models[self.reference].name if self.reference is not None else None,
+            "models": models,
+            "bounds": self.bounds.to_dict() if self.bounds is not None else None,
+        }
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class _Input:
+    name: str
+    pred_dir: Path
+    has_panoptic: bool
+    embeddings: str | None
+
+
+def default_names(pred_dirs: Sequence[str | os.PathLike]) -> list[str]:
+    """The directories' names, made unique with ``#2``, ``#3``... where they repeat."""
+    out: list[str] = []
+    for p in pred_dirs:
+        base = Path(p).resolve().name or str(p)
+        name, n = base, 1
+        while name in out:
+            n += 1
+            name = f"{base}#{n}"
+        out.append(name)
+    return out
+
+
+def _has_panoptic(pred_dir: Path) -> bool:
+    """Whether ``panoptic.json`` exists and lists at least one image (``embed`` writes an empty one)."""
+    path = pred_dir / "panoptic.json"
+    if not path.is_file():
+        return False
+    obj = read_json_file(path, PredictionFormatError)
+    if not isinstance(obj, dict) or not isinstance(obj.get("annotations"), list):
+        raise PredictionFormatError(f"{path}: expected a COCO panoptic object with an 'annotations' list")
+    return bool(obj["annotations"])
+
+
+def check_inputs(pred_dirs: Sequence[str | os.PathLike], names: Sequence[str] | None = None) -> list[_Input]:
+    """Reads every manifest before any evaluation, so a bad directory fails fast.
+
+    Raises:
+        PredictionFormatError: a bad manifest, or a directory with neither a
+            panoptic prediction nor embeddings.
+        ValueError: names that do not match the directories or repeat.
+    """
+    if not pred_dirs:
+        raise ValueError("need at least one prediction directory")
+    names = list(names) if names is not None else default_names(pred_dirs)
+    if len(names) != len(pred_dirs):
+        raise ValueError(f"{len(names)} names for {len(pred_dirs)} prediction directories")
+    if len(set(names)) != len(names):
+        raise ValueError(f"names must be distinct, got {names}")
+    out = []
+    for name, p in zip(names, pred_dirs):
+        p = Path(p)
+        manifest = read_manifest(p)
+        has_pan = _has_panoptic(p)
+        kind = manifest.get("embeddings")
+        if not has_pan and kind is None:
+            raise PredictionFormatError(
+                f"{p / 'manifest.json'}: neither a panoptic prediction (panoptic.json lists no image) "
+                f"nor embeddings (no 'embeddings' in the manifest): nothing to compare"
+            )
+        out.append(_Input(name, p, has_pan, kind))
+    return out
+
+
+@contextlib.contextmanager
+def _shared_cache(cache_dir: str | os.PathLike | None, use_cache: bool) -> Iterator[Path | None]:
+    if use_cache:
+        yield Path(cache_dir) if cache_dir is not None else None
+        return
+    with tempfile.TemporaryDirectory(prefix="pss-bench-compare-") as tmp:
+        yield Path(tmp)
+
+
+# --------------------------------------------------------------------------- bounds
+
+
+def _bounds_of(ce: ContextErrorResult) -> tuple[dict[int, tuple[float | None, float | None]], tuple]:
+    return {cid: (r.random, r.oracle) for cid, r in ce.per_class.items()}, (ce.mean.random, ce.mean.oracle)
+
+
+def _same(a: tuple, b: tuple) -> bool:
+    for x, y in zip(a, b):
+        if (x is None) != (y is None):
+            return False
+        if x is not None and abs(x - y) > BOUNDS_ATOL:
+            return False
+    return True
+
+
+def ce_bounds(models: Sequence[ModelComparison]) -> CEBounds | None:
+    """The bounds of the first model with a CE, and whether all models agree on them."""
+    with_ce = [m for m in models if m.context_error is not None]
+    if not with_ce:
+        return None
+    per_class, mean = _bounds_of(with_ce[0].context_error)
+    consistent = True
+    for m in with_ce[1:]:
+        pc, mn = _bounds_of(m.context_error)
+        if set(pc) != set(per_class) or not _same(mn, mean) or not all(_same(pc[c], per_class[c]) for c in pc):
+            consistent = False
+    return CEBounds(with_ce[0].name, per_class, mean, consistent)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def compare_models(
+    pred_dirs: Sequence[str | os.PathLike],
+    gt_json: str | os.PathLike,
+    *,
+    gt_dir: str | os.PathLike | None = None,
+    names: Sequence[str] | None = None,
+    k: int = 20,
+    workers: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    keep_instances: bool = False,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> CompareResult:
+    """PQ and Context Error of each prediction directory.
+
+    Args:
+        pred_dirs: prediction directories (``manifest.json``, ``panoptic.json``
+            + ``panoptic/`` and/or ``embeddings/``).
+        gt_json, gt_dir: the ground truth (PNG folder default: the JSON path without ``.json``).
+        names: display names (default: the directories' names).
+        k: neighbours per Context Error query.
+        workers: decoding threads.
+        cache_dir: GT cache root (default: the user cache folder).
+        use_cache: read and write the user's cache; when ``False`` a temporary
+            cache still shares the GT decoding between models.
+        keep_instances: keep each model's :class:`InstanceSet` in the result
+            (for retrieval figures).
+        progress: ``progress(stage, done, total)``; ``stage`` is e.g. ``"PQ model_a"``.
+
+    Returns:
+        A :class:`CompareResult`.
+
+    Raises:
+        GroundTruthFormatError | PredictionFormatError: the first bad input
+            (manifests are all checked before any evaluation).
+        ValueError: bad ``names`` or ``k``.
+    """
+    from pss_bench.evaluation.pq import evaluate_pq
+    from pss_bench.io.panoptic import load_panoptic_json
+
+    if k < 1:
+        raise ValueError("k must be at least 1")
+    inputs = check_inputs(pred_dirs, names)
+    gt = load_panoptic_json(gt_json, gt_dir, role="gt")
+    models: list[ModelComparison] = []
+    instances: dict[str, InstanceSet] = {}
+
+    def stage_progress(stage: str):
+        if progress is None:
+            return None
+        return lambda done, total: progress(stage, done, total)
+
+    with _shared_cache(cache_dir, use_cache) as cache:
+        for inp in inputs:
+            notes: list[str] = []
+            pq = None
+            if inp.has_panoptic:
+                log.info("PQ of %s (%s)", inp.name, inp.pred_dir)
+                pq = evaluate_pq(inp.pred_dir, gt_json, gt_dir=gt_dir, workers=workers, cache_dir=cache,
+                                 use_cache=True, progress=stage_progress(f"PQ {inp.name}"))
+            else:
+                notes.append("no panoptic prediction (panoptic.json lists no image): no PQ")
+            ce = None
+            if inp.embeddings == "gt-segments":
+                log.info("Context Error of %s (%s)", inp.name, inp.pred_dir)
+                inst = load_instances(inp.pred_dir, gt_json, gt_dir, workers=workers, cache_dir=cache,
+                                      use_cache=True, progress=stage_progress(f"context {inp.name}"))
+                ce = score_instances(inst, None, k=k)
+                if keep_instances:
+                    instances[inp.name] = inst
+            elif inp.embeddings is None:
+                notes.append("no embeddings in the manifest: no Context Error")
+            else:
+                notes.append(f"embeddings are {inp.embeddings!r}; the Context Error needs 'gt-segments' "
+                             f"(`pss-bench embed` pools dense features over the GT)")
+            for n in notes:
+                log.warning("%s: %s", inp.name, n)
+            models.append(ModelComparison(inp.name, inp.pred_dir, pq, ce, tuple(notes)))
+
+    bounds = ce_bounds(models)
+    if bounds is not None and not bounds.consistent:
+        log.warning("the models embed different GT instances: their random/oracle bounds differ; "
+                    "the bounds shown are %s's", bounds.source)
+    reference = next((i for i, m in enumerate(models)
+                      if m.context_error is not None and m.context_error.mean.ce is not None), None)
+    return CompareResult(
+        gt_json=Path(gt_json), k=k, categories=tuple(gt.categories.values()), models=tuple(models),
+        bounds=bounds, reference=reference, instances=instances,
+    )
+
+
+# --------------------------------------------------------------------------- per-instance CE, query choice
+
+
+def instance_context_errors(inst: InstanceSet, k: int) -> np.ndarray:
+    """``(n,)`` float64 CE of each instance as a query (mean pair CE over its K retrievals).
+
+    The same retrieval (:func:`~pss_bench.evaluation.context_error.retrieve`)
+    and pair CE as :func:`~pss_bench.evaluation.context_error.score_instances`;
+    NaN where the instance's category has no other instance.
+    """
+    out = np.full(len(inst), np.nan)
+    for cid in np.unique(inst.category_ids).tolist():
+        r = retrieve(inst, None, k, int(cid))
+        if r.query_rows.shape[0] == 0 or r.neighbours.shape[1] == 0:
+            continue
+        terms = PairTerms.from_distributions(inst.distributions[r.query_rows])
+        out[r.query_rows] = pair_ce_rows(terms, terms, r.neighbours).mean(axis=1)
+    return out
+
+
+@dataclass(frozen=True)
+class Query:
+    """A query instance picked for the report's retrieval strips.
+
+    Attributes:
+        image_index: index into the GT's annotations.
+        image_id: its image id.
+        segment_id: its GT segment id.
+        category_id: its category.
+        ce: model name -> the instance's CE with that model's retrievals.
+    """
+
+    image_index: int
+    image_id: object
+    segment_id: int
+    category_id: int
+    ce: dict[str, float]
+
+
+def _instance_ce_table(inst: InstanceSet, k: int) -> dict[tuple[int, int], tuple[float, int]]:
+    """``{(image index, segment id): (CE, category id)}`` of the instances with a CE."""
+    ce = instance_context_errors(inst, k)
+    return {
+        (int(j), int(s)): (float(v), int(c))
+        for j, s, c, v in zip(inst.image_index, inst.segment_ids, inst.category_ids, ce)
+        if np.isfinite(v)
+    }
+
+
+def pick_queries(result: CompareResult, n: int = 3) -> list[Query]:
+    """The ``n`` instances whose CE differs most between the first two models with embeddings.
+
+    Deterministic: ties go to the earlier image, then the smaller segment id.
+    With a single such model, its ``n`` worst (largest-CE) instances. Needs
+    ``result.instances`` (``keep_instances=True``); empty without them.
+    """
+    names = [m.name for m in result.models if m.name in result.instances]
+    if not names or n < 1:
+        return []
+    per: dict[str, dict[tuple[int, int], tuple[float, int]]] = {}
+    for name in names[:2]:
+        per[name] = _instance_ce_table(result.instances[name], result.k)
+    first = per[names[0]]
+    if len(names) >= 2:
+        second = per[names[1]]
+        keys = sorted(set(first) & set(second))
+        score = {key: abs(first[key][0] - second[key][0]) for key in keys}
+    else:
+        keys = sorted(first)
+        score = {key: first[key][0] for key in keys}
+    chosen = sorted(keys, key=lambda key: (-score[key], key))[:n]
+    gt_anns = next(iter(result.instances.values())).gt.annotations
+    for name in names[2:]:
+        per[name] = _instance_ce_table(result.instances[name], result.k)
+    out = []
+    for j, s in chosen:
+        ces = {name: per[name][(j, s)][0] for name in names if (j, s) in per[name]}
+        out.append(Query(j, gt_anns[j].image_id, s, first[(j, s)][1], ces))
+    return out

@@ -1,0 +1,295 @@
+"""``pss-bench compare``: one table, --json, --report, shared GT decoding, no output on failure.
+
+The data: a tiny SynthStreets val set (4 frames, 128x256) and prediction
+directories written with PredictionWriter: ``ctx`` (panoptic = GT, each
+instance embedded by its own context descriptor: a near-oracle retrieval),
+``rand`` (GT shifted by 3 px, random embeddings), ``pqonly`` (no embeddings)
+and ``embonly`` (embeddings, no panoptic prediction).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pss_bench.cli import main
+from pss_bench.data.synthstreets import generate
+from pss_bench.evaluation.compare import compare_models, instance_context_errors, pick_queries
+from pss_bench.evaluation.context_error import evaluate_context_error
+from pss_bench.evaluation.pq import evaluate_pq
+from pss_bench.io.panoptic import load_panoptic_json, read_id_png
+from pss_bench.io.prediction import PredictionWriter
+from pss_bench.metrics.context_error import image_context_descriptors
+
+K = 5
+
+
+def _write_pred(out: Path, gt_json: Path, *, shift: int | None, emb: str | None, seed: int = 0) -> Path:
+    gt = load_panoptic_json(gt_json, role="gt")
+    raw = json.loads(gt_json.read_text())
+    cats = list(gt.categories.values())
+    rng = np.random.default_rng(seed)
+    with PredictionWriter(out, out.name, gt_json=str(gt_json)) as w:
+        for ann, rann in zip(gt.annotations, raw["annotations"]):
+            ids = read_id_png(gt.png_path(ann))
+            if shift is not None:
+                p = np.roll(ids, shift, axis=1)
+                segs = [{"id": s["id"], "category_id": s["category_id"]}
+                        for s in rann["segments_info"] if (p == s["id"]).any()]
+                w.add_panoptic(ann.image_id, rann["file_name"], p, segs)
+            if emb is not None:
+                d = image_context_descriptors(ids, ann.segments, cats)
+                if emb == "context":
+                    e = np.sqrt(d.distributions().reshape(len(d.segment_ids), -1)) + 1e-3
+                else:
+                    e = rng.normal(size=(len(d.segment_ids), 8))
+                w.add_embeddings(ann.image_id, d.segment_ids, e)
+        w.commit(categories=raw["categories"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cmp")
+    data = root / "synth"
+    generate(data, train=0, val=4, seed=1, height=128, width=256)
+    gt_json = data / "gtFine" / "cityscapes_panoptic_val.json"
+    preds = {
+        "ctx": _write_pred(root / "ctx", gt_json, shift=0, emb="context"),
+        "rand": _write_pred(root / "rand", gt_json, shift=3, emb="random"),
+        "pqonly": _write_pred(root / "pqonly", gt_json, shift=1, emb=None),
+        "embonly": _write_pred(root / "embonly", gt_json, shift=None, emb="random", seed=1),
+    }
+    return {"root": root, "gt": gt_json, "images": data / "leftImg8bit", "preds": preds}
+
+
+def _args(synth, *names):
+    return [str(synth["preds"][n]) for n in names] + ["--gt", str(synth["gt"]), "--k", str(K)]
+
+
+def _row(out: str, name: str) -> list[str]:
+    line = next(line for line in out.splitlines() if re.match(rf"^\W*{re.escape(name)}\s", line))
+    return [c.strip() for c in re.split(r"[│|]", line) if c.strip()]
+
+
+def test_table_and_json_rank_models(synth, tmp_path, capsys):
+    out = tmp_path / "res.json"
+    assert main(["compare", *_args(synth, "ctx", "rand", "pqonly"), "--json", str(out), "--no-cache"]) == 0
+    cap = capsys.readouterr()
+    res = json.loads(out.read_text())
+    assert [m["name"] for m in res["models"]] == ["ctx", "rand", "pqonly"]
+    assert set(res["models"][0]) >= {"name", "pred_dir", "pq", "context_error"}
+    ctx, rand, pqonly = res["models"]
+    # PQ: the exact GT copy scores 1, the shifted ones less.
+    assert ctx["pq"]["All"]["pq"] == pytest.approx(1.0)
+    assert rand["pq"]["All"]["pq"] < pqonly["pq"]["All"]["pq"] < 1.0
+    # CE: context-descriptor embeddings beat random ones and sit between the bounds.
+    ce_c, ce_r = ctx["context_error"]["mean"]["ce"], rand["context_error"]["mean"]["ce"]
+    b = res["bounds"]
+    assert b["mean"]["oracle"] <= ce_c < ce_r
+    assert ce_c < b["mean"]["random"]
+    assert b["consistent"] is True and b["source"] == "ctx"
+    assert pqonly["context_error"] is None and pqonly["notes"]
+    assert res["reference"] == "ctx"
+    assert rand["relative_mean_ce"] == pytest.approx((ce_r - ce_c) / ce_c)
+    assert ctx["relative_mean_ce"] == pytest.approx(0.0)
+    # One table on stdout; the relative difference as the paper prints it.
+    assert cap.out.count("Model") == 1
+    r_ctx, r_rand, r_pq = _row(cap.out, "ctx"), _row(cap.out, "rand"), _row(cap.out, "pqonly")
+    assert r_ctx[1] == "100.0" and r_ctx[-1] == "ref"
+    assert r_rand[-1] == f"{100 * (ce_r - ce_c) / ce_c:+.1f}%"
+    assert r_rand[-2] == f"{ce_r:.3f}" and r_ctx[-2] == f"{ce_c:.3f}"
+    assert r_pq[1] == f"{100 * pqonly['pq']['All']['pq']:.1f}"
+    assert r_pq[6:] == ["—"] * (len(r_pq) - 6)
+    assert _row(cap.out, "(random)")[-1] == f"{b['mean']['random']:.3f}"
+    assert _row(cap.out, "(oracle)")[-1] == f"{b['mean']['oracle']:.3f}"
+    assert "wrote" in cap.err and "pqonly" in cap.err  # the missing-CE note is a warning on stderr
+
+
+def test_matches_the_single_model_evaluators(synth, tmp_path):
+    preds, gt = synth["preds"], synth["gt"]
+    res = compare_models([preds["ctx"], preds["rand"]], gt, k=K, use_cache=False)
+    for m, p in zip(res.models, (preds["ctx"], preds["rand"])):
+        assert m.pq.to_dict() == evaluate_pq(p, gt, use_cache=False).to_dict()
+        assert m.context_error.to_dict() == evaluate_context_error(p, gt, k=K, use_cache=False).to_dict()
+
+
+def test_gt_decoded_once_without_cache(synth, monkeypatch):
+    """--no-cache: the second model reuses the first one's GT decoding (per metric)."""
+    import pss_bench.evaluation.context_error as ce_mod
+    import pss_bench.evaluation.pq as pq_mod
+
+    reads: dict[str, list[str]] = {"pq": [], "ce": []}
+
+    def counting(kind, real):
+        def read(path, *a, **kw):
+            reads[kind].append(str(Path(path).resolve()))
+            return real(path, *a, **kw)
+        return read
+
+    monkeypatch.setattr(pq_mod, "read_id_png", counting("pq", pq_mod.read_id_png))
+    monkeypatch.setattr(ce_mod, "read_id_png", counting("ce", ce_mod.read_id_png))
+    assert main(["compare", *_args(synth, "ctx", "rand"), "--no-cache", "--workers", "1"]) == 0
+    gt_pngs = [str(p.resolve()) for p in (synth["gt"].parent / "cityscapes_panoptic_val").glob("*.png")]
+    assert len(gt_pngs) == 4
+    for name in gt_pngs:
+        assert reads["pq"].count(name) == 1
+        assert reads["ce"].count(name) == 1
+    assert len(reads["pq"]) == 4 + 2 * 4  # GT once + each model's predictions
+
+
+def test_embeddings_only_and_reference_is_first_with_ce(synth, capsys):
+    assert main(["compare", *_args(synth, "pqonly", "embonly", "ctx"), "--json", "-", "--cache-dir",
+                 str(synth["root"] / "cache")]) == 0
+    res = json.loads(capsys.readouterr().out)
+    pqonly, embonly, ctx = res["models"]
+    assert embonly["pq"] is None and embonly["context_error"] is not None
+    assert res["reference"] == "embonly"
+    assert ctx["relative_mean_ce"] < 0  # better than the random embeddings
+    assert list((synth["root"] / "cache").rglob("*.npz")) and list((synth["root"] / "cache").rglob("*.npy"))
+
+
+def test_instance_ce_agrees_with_the_evaluator(synth):
+    res = compare_models([synth["preds"]["ctx"], synth["preds"]["rand"]], synth["gt"], k=K, keep_instances=True)
+    for m in res.models:
+        inst = res.instances[m.name]
+        ce = instance_context_errors(inst, K)
+        for cid, row in m.context_error.per_class.items():
+            sel = (inst.category_ids == cid) & np.isfinite(ce)
+            assert int(sel.sum()) == row.queries
+            if row.queries:
+                assert ce[sel].mean() == pytest.approx(row.ce, rel=1e-9)
+    queries = pick_queries(res, 3)
+    assert len(queries) == 3
+    diffs = [abs(q.ce["ctx"] - q.ce["rand"]) for q in queries]
+    assert diffs == sorted(diffs, reverse=True)
+    a, b = (instance_context_errors(res.instances[n], K) for n in ("ctx", "rand"))
+    both = np.isfinite(a) & np.isfinite(b)  # same instance sets here: rows correspond
+    assert diffs[0] == pytest.approx(np.max(np.abs(a - b)[both]))
+    assert pick_queries(res, 3) == queries  # deterministic
+
+
+def _written(folder: Path) -> list[str]:
+    """What is in ``folder``, hidden staging folders included, but not the test's GT cache."""
+    return sorted(p.name for p in folder.iterdir() if p.name != "pss-cache")
+
+
+def _links(text: str, pattern: str) -> list[str]:
+    return re.findall(pattern, text)
+
+
+def test_report_writes_every_file(synth, tmp_path, capsys):
+    rep, js = tmp_path / "rep", tmp_path / "res.json"
+    args = ["compare", *_args(synth, "ctx", "rand", "pqonly"), "--names", "A,B,C", "--report", str(rep),
+            "--images", str(synth["images"]), "--json", str(js)]
+    assert main(args) == 0
+    capsys.readouterr()
+    for name in ("report.md", "report.html", "results.json", "ce_per_category.png", "pq_per_class.png"):
+        assert (rep / name).is_file() and (rep / name).stat().st_size > 0, name
+    assert json.loads((rep / "results.json").read_text()) == json.loads(js.read_text())
+    md = (rep / "report.md").read_text()
+    md_links = _links(md, r"!\[[^\]]*\]\(([^)]+)\)")
+    html = (rep / "report.html").read_text()
+    html_links = _links(html, r'<img src="([^"]+)"')
+    strips = sorted(p.relative_to(rep).as_posix() for p in (rep / "retrievals").glob("*.png"))
+    assert len(strips) == 3 * 2  # 3 queries x the 2 models with embeddings
+    for links in (md_links, html_links):
+        assert sorted(set(links)) == sorted(["ce_per_category.png", "pq_per_class.png", *strips])
+    all_md = _links(md, r"\]\(([^)]+)\)")
+    all_html = _links(html, r'(?:src|href)="([^"]+)"')
+    assert "results.json" in all_md and "results.json" in all_html
+    for link in all_md + all_html:
+        assert (rep / link).is_file(), link
+    for link in md_links:
+        f = rep / link
+        assert f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f.stat().st_size > 1000
+    assert "http" not in html and "<script" not in html  # self-contained
+    for name in ("A", "B", "C"):
+        assert f"| {name} |" in md
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+    # A second run replaces the earlier report.
+    (rep / "stale.txt").write_text("x")
+    assert main(args) == 0
+    assert not (rep / "stale.txt").exists() and (rep / "report.md").is_file()
+
+
+def test_report_without_images_skips_strips(synth, tmp_path):
+    rep = tmp_path / "rep"
+    assert main(["compare", *_args(synth, "pqonly"), "--report", str(rep)]) == 0
+    md = (rep / "report.md").read_text()
+    assert "--images" in md and not (rep / "retrievals").exists()
+    assert not (rep / "ce_per_category.png").exists() and (rep / "pq_per_class.png").is_file()
+    assert "no Context Error" in md
+
+
+def test_bad_manifest_fails_and_writes_nothing(synth, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "manifest.json").write_text(json.dumps({"format": "something-else", "version": 1}))
+    rep, js = tmp_path / "rep", tmp_path / "res.json"
+    code = main(["compare", str(synth["preds"]["ctx"]), str(bad), "--gt", str(synth["gt"]), "--report", str(rep),
+                 "--images", str(synth["images"]), "--json", str(js)])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "manifest.json" in err and "format" in err
+    assert _written(tmp_path) == ["bad"]
+
+
+def test_failure_after_evaluation_started_writes_nothing(synth, tmp_path, capsys):
+    """A prediction PNG that does not match its JSON: exit 1, no report, no JSON."""
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(synth["preds"]["rand"], broken)
+    pan = json.loads((broken / "panoptic.json").read_text())
+    pan["annotations"][-1]["segments_info"].append({"id": 999999, "category_id": 26})
+    (broken / "panoptic.json").write_text(json.dumps(pan))
+    rep, js = tmp_path / "rep", tmp_path / "res.json"
+    assert main(["compare", str(synth["preds"]["ctx"]), str(broken), "--gt", str(synth["gt"]),
+                 "--report", str(rep), "--json", str(js)]) == 1
+    assert "999999" in capsys.readouterr().err
+    assert _written(tmp_path) == ["broken"]
+
+
+@pytest.mark.parametrize("extra", [
+    ["--names", "a"],
+    ["--names", "a,a"],
+    ["--cache-dir", "x", "--no-cache"],
+    ["--images", "."],
+])
+def test_usage_errors(synth, extra, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["compare", *_args(synth, "ctx", "rand"), *extra]) == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_refuses_to_replace_a_foreign_folder(synth, tmp_path, capsys):
+    target = tmp_path / "mine"
+    target.mkdir()
+    (target / "notes.txt").write_text("keep me")
+    assert main(["compare", *_args(synth, "pqonly"), "--report", str(target)]) == 1
+    assert "not a pss-bench report" in capsys.readouterr().err
+    assert [p.name for p in target.iterdir()] == ["notes.txt"]
+
+
+def test_report_failure_keeps_the_earlier_report(synth, tmp_path, capsys):
+    """Images of the wrong size fail while drawing the strips: the earlier report stays as it was."""
+    from PIL import Image
+
+    rep, js = tmp_path / "rep", tmp_path / "res.json"
+    assert main(["compare", *_args(synth, "pqonly"), "--report", str(rep)]) == 0
+    before = {p.name: p.read_bytes() for p in rep.iterdir()}
+    small = tmp_path / "small"
+    small.mkdir()
+    for f in synth["images"].rglob("*.png"):
+        Image.open(f).resize((64, 32)).save(small / f.name)
+    code = main(["compare", *_args(synth, "ctx", "rand"), "--report", str(rep), "--images", str(small),
+                 "--json", str(js)])
+    assert code == 1
+    assert "64x32" in capsys.readouterr().err
+    assert _written(tmp_path) == ["rep", "small"]
+    assert {p.name: p.read_bytes() for p in rep.iterdir()} == before
