@@ -89,7 +89,13 @@ def _write_official(results: Path, gt_json: Path, preds, with_2ch=True, with_pan
 
 @pytest.fixture()
 def official(cityscapes_train_gt, tmp_path):
-    gt_json, gt_dir = cityscapes_train_gt
+    full_json, gt_dir = cityscapes_train_gt
+    obj = json.loads(full_json.read_text())  # 3 of the 8 real frames keep the tests quick
+    obj["images"], obj["annotations"] = obj["images"][:3], obj["annotations"][:3]
+    gt_json = tmp_path / "cityscapes_panoptic_sub.json"
+    gt_json.write_text(json.dumps(obj))
+    (tmp_path / "cityscapes_panoptic_sub").symlink_to(gt_dir, target_is_directory=True)
+    gt_dir = tmp_path / "cityscapes_panoptic_sub"
     gt = load_panoptic_json(gt_json, gt_dir, role="gt")
     preds = _perturbed(gt, 0)
     expected_json, _ = write_dataset(tmp_path / "expected", "pred", preds, None, with_area=False)
@@ -157,7 +163,7 @@ def test_wrong_order_or_count_is_caught(official):
 def test_missing_result_png_names_the_file(official):
     gt_json, gt_dir, preds, expected, tmp = official
     _write_official(tmp / "results", gt_json, preds, with_pan=False, with_pkl=False)
-    victim = sorted((tmp / "results" / "pans_unified" / "pan_2ch").iterdir())[3]
+    victim = sorted((tmp / "results" / "pans_unified" / "pan_2ch").iterdir())[1]
     victim.unlink()
     with pytest.raises(FormatError, match=victim.name):
         convert_upsnet_results(tmp / "results", gt_json, "cityscapes", tmp / "out")
@@ -176,3 +182,34 @@ def test_category_maps_come_from_the_label_tables(sample_data):
     assert all(not gt.categories[coco[i]].isthing for i in range(53))
     assert all(gt.categories[coco[i]].isthing for i in range(53, 133))
     assert coco[53] == 1  # the first thing: person
+
+
+def test_features_are_pooled_into_gt_segment_embeddings(official):
+    from pss_bench.io.embeddings import load_embeddings
+
+    gt_json, gt_dir, preds, expected, tmp = official
+    _write_official(tmp / "results", gt_json, preds, with_pkl=False)
+    feats_dir = tmp / "feats"
+    feats_dir.mkdir()
+    gt = load_panoptic_json(gt_json, gt_dir, role="gt")
+    rng = np.random.default_rng(0)
+    images = json.loads(gt_json.read_text())["images"]
+    for im in images:
+        stem = upsnet_png_name(im["file_name"])[:-4]
+        np.save(feats_dir / f"{stem}.npy", rng.normal(size=(8, 256, 512)).astype(np.float32))  # stride 4
+    out = convert_upsnet_results(tmp / "results", gt_json, "cityscapes", tmp / "out", features_dir=feats_dir)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["embeddings"] == "gt-segments"
+    _, embs = load_embeddings(out, [a.image_id for a in gt.annotations])
+    first = gt.annotations[0]
+    e = embs[first.image_id]
+    assert set(e.segment_ids.tolist()) == set(first.segments.ids.tolist())
+    # the pooled mean of a constant-per-channel map is that constant: check linearity on one segment
+    f0 = np.load(feats_dir / f"{upsnet_png_name(images[0]['file_name'])[:-4]}.npy")
+    import torch
+    up = torch.nn.functional.interpolate(torch.from_numpy(f0)[None], size=(1024, 2048), mode="bilinear",
+                                         align_corners=False)[0].numpy()
+    ids = read_id_png(gt.png_path(first))
+    sid = int(first.segments.ids[0])
+    k = list(e.segment_ids).index(sid)
+    np.testing.assert_allclose(e.embeddings[k], up[:, ids == sid].mean(axis=1), rtol=1e-4, atol=1e-5)

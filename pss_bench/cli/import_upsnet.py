@@ -21,9 +21,11 @@ from pss_bench.cli.options import console_err, debug_option
               help="The prediction directory to write.")
 @click.option("--category-map", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="JSON {internal id: category id or name} overriding the built-in mapping.")
+@click.option("--features", "features_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Per-image dense features saved from UPSNet (<result PNG stem>.npy, D x h x w) to pool over the GT segments into embeddings/.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @debug_option
-def command(results_dir, gt_json, gt_dir, dataset, out_dir, category_map, overwrite):
+def command(results_dir, gt_json, gt_dir, dataset, out_dir, category_map, features_dir, overwrite):
     """Convert official UPSNet test outputs (pans_unified/, results_list.pkl) in RESULTS_DIR
     into a pss-bench prediction directory with real image ids and GT category ids."""
     from pss_bench.baselines.upsnet.adapter import convert_upsnet_results, load_category_map
@@ -35,5 +37,5 @@ def command(results_dir, gt_json, gt_dir, dataset, out_dir, category_map, overwr
     if category_map is not None:
         cmap = load_category_map(category_map, load_panoptic_json(gt_json, gt_dir, role="gt"))
     out = convert_upsnet_results(results_dir, gt_json, dataset, out_dir, gt_dir=gt_dir, category_map=cmap,
-                                 overwrite=overwrite)
+                                 overwrite=overwrite, features_dir=features_dir)
     console_err().print(f"wrote {out}; score it with: pss-bench pq {out} --gt {gt_json}")

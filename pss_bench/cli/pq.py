@@ -13,21 +13,25 @@ from pss_bench.cli.progress import progress_bar
 from pss_bench.io.atomic import write_json_atomic
 
 
-def _gt_from_manifest(pred: Path) -> str | None:
+def gt_from_manifest(pred: Path) -> tuple[Path, Path | None] | None:
+    """``(gt_json, gt_dir or None)`` recorded in a prediction directory's manifest, if any."""
     manifest = pred / "manifest.json"
-    if pred.is_dir() and manifest.is_file():
-        try:
-            gt = json.loads(manifest.read_text()).get("gt_json")
-        except (ValueError, OSError):
-            return None
-        return gt if isinstance(gt, str) else None
-    return None
+    if not (pred.is_dir() and manifest.is_file()):
+        return None
+    try:
+        obj = json.loads(manifest.read_text())
+    except (ValueError, OSError):
+        return None
+    gt, gt_dir = obj.get("gt_json"), obj.get("gt_dir")
+    if not isinstance(gt, str):
+        return None
+    return Path(gt), Path(gt_dir) if isinstance(gt_dir, str) else None
 
 
 @click.command("pq")
 @click.argument("pred", type=click.Path(exists=True, path_type=Path))
 @click.option("--gt", "gt_json", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Ground-truth COCO panoptic JSON (default: 'gt_json' in PRED/manifest.json).")
+              help="Ground-truth COCO panoptic JSON (default: 'gt_json' in PRED/manifest.json, with its 'gt_dir').")
 @click.option("--pred-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Prediction PNG folder (default: PRED without .json, or PRED/panoptic).")
 @click.option("--gt-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -53,10 +57,11 @@ def command(pred, gt_json, pred_dir, gt_dir, workers, json_out, cache_dir, no_ca
     if cache_dir is not None and no_cache:
         raise click.UsageError("--cache-dir and --no-cache exclude each other")
     if gt_json is None:
-        found = _gt_from_manifest(pred)
+        found = gt_from_manifest(pred)
         if found is None:
             raise click.UsageError("missing --gt GT_JSON (PRED has no manifest.json naming its ground truth)")
-        gt_json = Path(found)
+        gt_json = found[0]
+        gt_dir = gt_dir or found[1]
     with progress_bar("PQ") as progress:
         result = evaluate_pq(
             pred, gt_json, pred_dir=pred_dir, gt_dir=gt_dir, workers=workers,

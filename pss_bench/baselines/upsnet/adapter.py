@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from pss_bench.errors import FormatError, PredictionFormatError
-from pss_bench.io.panoptic import PanopticJson, load_panoptic_json, read_id_png, read_json_file, safe_join
+from pss_bench.io.panoptic import PanopticAnnotation, PanopticJson, load_panoptic_json, read_id_png, read_json_file, safe_join
 from pss_bench.io.prediction import PredictionWriter
 from pss_bench.io.safe_pickle import load_restricted_pickle
 
@@ -82,7 +82,7 @@ def upsnet_png_name(image_file_name: str) -> str:
 @dataclass
 class _Image:
     image_id: object
-    out_name: str  # the GT annotation's PNG file name, reused for the prediction
+    ann: PanopticAnnotation  # the GT annotation; its PNG file name is reused for the prediction
     upsnet_name: str
     size: tuple[int, int] | None
 
@@ -100,7 +100,7 @@ def _gt_images(gt: PanopticJson, gt_json: Path) -> list[_Image]:
         if ann is None:
             raise FormatError(f"{gt_json}: image {image_id!r} is in 'images' but has no annotation")
         size = (im["height"], im["width"]) if "height" in im and "width" in im else None
-        out.append(_Image(image_id, ann.file_name, upsnet_png_name(im.get("file_name", ann.file_name)), size))
+        out.append(_Image(image_id, ann, upsnet_png_name(im.get("file_name", ann.file_name)), size))
     return out
 
 
@@ -134,6 +134,7 @@ def convert_upsnet_results(
     gt_dir: str | os.PathLike | None = None,
     category_map: dict[int, int] | None = None,
     overwrite: bool = False,
+    features_dir: str | os.PathLike | None = None,
 ) -> Path:
     """Writes a pss-bench prediction directory from official UPSNet outputs.
 
@@ -143,6 +144,11 @@ def convert_upsnet_results(
         dataset: ``"cityscapes"`` or ``"coco"`` (selects the category mapping).
         out_dir: the prediction directory to create.
         category_map: overrides the internal id -> category id mapping.
+        features_dir: optional folder of dense features saved from UPSNet's
+            forward pass, ``<name>.npy`` (``D x h x w``, e.g. the 512-channel
+            stride-4 ``fcn_feat``) with ``<name>`` the result PNG's stem; they
+            are pooled over the GT segments into ``embeddings/`` as
+            ``pss-bench embed`` does.
 
     Raises:
         FormatError: missing folders, an image count or order that does not
@@ -183,8 +189,8 @@ def convert_upsnet_results(
     if pkl.is_file():
         _check_pickle(pkl, images)
 
-    with PredictionWriter(out_dir, model="upsnet-official", overwrite=overwrite, gt_json=str(gt_json),
-                          source=str(results_dir)) as writer:
+    with PredictionWriter(out_dir, model="upsnet-official", overwrite=overwrite, gt_json=str(gt_json.resolve()),
+                          gt_dir=str(gt.png_dir.resolve()), source=str(results_dir)) as writer:
         for k, im in enumerate(images):
             if entries is not None:
                 png = safe_join(pan_dir, im.upsnet_name, where=f"image {im.image_id!r}")
@@ -203,9 +209,31 @@ def convert_upsnet_results(
                 raise PredictionFormatError(
                     f"{where}: result is {ids.shape[1]}x{ids.shape[0]} but the GT image is {im.size[1]}x{im.size[0]}"
                 )
-            writer.add_panoptic(im.image_id, im.out_name, ids, segs)
+            writer.add_panoptic(im.image_id, im.ann.file_name, ids, segs)
+            if features_dir is not None:
+                seg_ids, means = _pooled_features(Path(features_dir), im, gt)
+                writer.add_embeddings(im.image_id, seg_ids, means)
         writer.commit()
     return Path(out_dir)
+
+
+def _pooled_features(features_dir: Path, im: _Image, gt: PanopticJson) -> tuple[np.ndarray, np.ndarray]:
+    """Mean of the image's feature map over each GT segment present in its PNG."""
+    from pss_bench.errors import GroundTruthFormatError
+    from pss_bench.evaluation.context_error import read_feature_map
+    from pss_bench.metrics.context_error import pool_features, segment_index_map
+
+    stem = os.path.splitext(im.upsnet_name)[0]
+    feats = read_feature_map(safe_join(features_dir, stem + ".npy", where=f"image {im.image_id!r}"), im.image_id)
+    ann = im.ann
+    png = gt.png_path(ann)
+    try:
+        gt_ids = read_id_png(png, where=f"{png}: image {im.image_id!r}")
+    except FormatError as exc:
+        raise GroundTruthFormatError(str(exc)) from None
+    means, area = pool_features(feats, segment_index_map(gt_ids, ann.segments.ids), len(ann.segments))
+    keep = area > 0
+    return ann.segments.ids[keep], means[keep]
 
 
 def _read_rgb(png: Path, where: str) -> np.ndarray:
