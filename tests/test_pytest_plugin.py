@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
 from pq_oracle import write_dataset
 from pss_bench.testing import RegressionError, compare_metrics

@@ -2,36 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import console_err, console_out, debug_option, json_option, workers_option
+from pss_bench.cli.options import console_out, debug_option, emit_json, json_option, resolve_gt, workers_option
 from pss_bench.cli.progress import progress_bar
-from pss_bench.io.atomic import write_json_atomic
-
-
-def gt_from_manifest(pred: Path) -> Path | None:
-    """The ``gt_json`` a prediction directory's manifest names, if any."""
-    manifest = pred / "manifest.json"
-    if pred.is_dir() and manifest.is_file():
-        try:
-            gt = json.loads(manifest.read_text()).get("gt_json")
-        except (ValueError, OSError, AttributeError):
-            return None
-        return Path(gt) if isinstance(gt, str) else None
-    return None
-
-
-def resolve_gt(pred: Path, gt_json: Path | None, option: str = "--gt") -> Path:
-    if gt_json is not None:
-        return gt_json
-    found = gt_from_manifest(pred)
-    if found is None:
-        raise click.UsageError(f"missing {option} GT_JSON ({pred} has no manifest.json naming its ground truth)")
-    return found
 
 
 def _fmt(v: float | None, pct: bool = False) -> str:
@@ -99,25 +75,19 @@ def command(pred, gt_json, gt_dir, k, gallery, gallery_gt, gallery_gt_dir, min_a
 
     if cache_dir is not None and no_cache:
         raise click.UsageError("--cache-dir and --no-cache exclude each other")
-    gt_json = resolve_gt(pred, gt_json)
+    gt_json, gt_dir = resolve_gt(pred, gt_json, gt_dir)
     if gallery is None and (gallery_gt is not None or gallery_gt_dir is not None):
         raise click.UsageError("--gallery-gt and --gallery-gt-dir need --gallery")
     if gallery is not None:
-        gallery_gt = resolve_gt(gallery, gallery_gt, "--gallery-gt")
+        gallery_gt, gallery_gt_dir = resolve_gt(gallery, gallery_gt, gallery_gt_dir, "--gallery-gt")
     with progress_bar("context") as progress:
         result = evaluate_context_error(
             pred, gt_json, gt_dir=gt_dir, k=k, gallery=gallery, gallery_gt=gallery_gt,
             gallery_gt_dir=gallery_gt_dir, min_area=min_area, workers=workers, cache_dir=cache_dir,
             use_cache=not no_cache, progress=progress,
         )
-    payload = result.to_dict()
-    if json_out == "-":
-        json.dump(payload, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+    if not emit_json(result.to_dict(), json_out):
         return
-    if json_out is not None:
-        write_json_atomic(json_out, payload)
-        console_err().print(f"wrote {json_out}")
     out = console_out()
     # One column per category, as in the paper: widen past 80 columns rather than truncate names.
     needed = 20 + sum(max(len(c.name), 6) + 3 for c in result.categories) + 9

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.context_error import resolve_gt
-from pss_bench.cli.options import console_err, debug_option, workers_option
+from pss_bench.cli.options import console_err, debug_option, resolve_gt, workers_option
 
 
 @click.command("context-map")
@@ -44,7 +43,7 @@ def command(pred, gt_json, gt_dir, category, out, max_thumbnails, perplexity, se
 
     if cache_dir is not None and no_cache:
         raise click.UsageError("--cache-dir and --no-cache exclude each other")
-    gt_json = resolve_gt(pred, gt_json)
+    gt_json, gt_dir = resolve_gt(pred, gt_json, gt_dir)
     inst = load_instances(pred, gt_json, gt_dir, min_area=min_area, workers=workers, cache_dir=cache_dir,
                           use_cache=not no_cache)
     plot_context_map(inst, category, out, max_thumbnails=max_thumbnails, seed=seed, perplexity=perplexity)

@@ -32,7 +32,7 @@ def command(out, train, val, seed, height, width, workers, json_out):
     """
     from pss_bench.cli.progress import progress_bar
     from pss_bench.data.synthstreets import generate
-    from pss_bench.evaluation.pq import default_workers
+    from pss_bench.parallel import default_workers
     from pss_bench.io.atomic import write_json_atomic
 
     with progress_bar("SynthStreets") as progress:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
 from functools import lru_cache
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -64,3 +67,47 @@ def json_option(f):
         "--json", "json_out", type=click.Path(dir_okay=False, allow_dash=True), default=None,
         help="Also write the result as JSON to this file ('-': stdout instead of the table).",
     )(f)
+
+
+def gt_from_manifest(pred: Path) -> tuple[Path, Path | None] | None:
+    """``(gt_json, gt_dir or None)`` recorded in a prediction directory's manifest, if any."""
+    manifest = Path(pred) / "manifest.json"
+    if not manifest.is_file():
+        return None
+    try:
+        obj = json.loads(manifest.read_text())
+        gt, gt_dir = obj.get("gt_json"), obj.get("gt_dir")
+    except (ValueError, OSError, AttributeError):
+        return None
+    if not isinstance(gt, str):
+        return None
+    return Path(gt), Path(gt_dir) if isinstance(gt_dir, str) else None
+
+
+def resolve_gt(pred: Path, gt_json: Path | None, gt_dir: Path | None = None,
+               option: str = "--gt") -> tuple[Path, Path | None]:
+    """The GT JSON and PNG folder: as given, else from PRED's manifest (a usage error if neither)."""
+    if gt_json is not None:
+        return gt_json, gt_dir
+    found = gt_from_manifest(pred)
+    if found is None:
+        raise click.UsageError(f"missing {option} GT_JSON ({pred} has no manifest.json naming its ground truth)")
+    return found[0], gt_dir if gt_dir is not None else found[1]
+
+
+def emit_json(payload: dict, json_out: str | None) -> bool:
+    """Writes ``payload`` for ``--json``; returns whether the table still goes to stdout.
+
+    ``-`` prints the JSON on stdout instead of the table; a path is written
+    atomically and the table follows.
+    """
+    if json_out == "-":
+        json.dump(payload, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return False
+    if json_out is not None:
+        from pss_bench.io.atomic import write_json_atomic
+
+        write_json_atomic(json_out, payload)
+        console_err().print(f"wrote {json_out}")
+    return True

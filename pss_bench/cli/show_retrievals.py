@@ -6,8 +6,7 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.context_error import resolve_gt
-from pss_bench.cli.options import console_err, debug_option, workers_option
+from pss_bench.cli.options import console_err, debug_option, resolve_gt, workers_option
 
 
 def _parse_query(ctx, param, value: str) -> tuple[str, int]:
@@ -60,12 +59,12 @@ def command(pred, gt_json, gt_dir, images_root, query, k, gallery, gallery_gt, g
 
     if cache_dir is not None and no_cache:
         raise click.UsageError("--cache-dir and --no-cache exclude each other")
-    gt_json = resolve_gt(pred, gt_json)
+    gt_json, gt_dir = resolve_gt(pred, gt_json, gt_dir)
     opts = dict(workers=workers, cache_dir=cache_dir, use_cache=not no_cache)
     inst = load_instances(pred, gt_json, gt_dir, **opts)
     gal = None
     if gallery is not None:
-        gal = load_instances(gallery, resolve_gt(gallery, gallery_gt, "--gallery-gt"), gallery_gt_dir, **opts)
+        gal = load_instances(gallery, *resolve_gt(gallery, gallery_gt, gallery_gt_dir, "--gallery-gt"), **opts)
     image_id, seg_id = query
     row = inst.find(image_id, seg_id)
     if row is None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import console_err, console_out, debug_option, workers_option
+from pss_bench.cli.options import console_out, debug_option, workers_option
 from pss_bench.cli.progress import progress_bar
 from pss_bench.errors import GroundTruthFormatError
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from pss_bench.errors import PssBenchError
+from pss_bench.types import Category
 
 log = logging.getLogger(__name__)
 
@@ -53,11 +54,9 @@ _IMAGE_SUFFIX = "_leftImg8bit.png"
 _INSTANCE_SUFFIX = "_gtFine_instanceIds.png"
 
 
-def cityscapes_categories() -> dict[int, "Category"]:
+def cityscapes_categories() -> dict[int, Category]:
     """The evaluated Cityscapes classes (label ids, not train ids), as cityscapesscripts' converter lists them."""
     from cityscapesscripts.helpers.labels import labels
-
-    from pss_bench.types import Category
 
     return {int(l.id): Category(id=int(l.id), name=l.name, isthing=bool(l.hasInstances))
             for l in labels if not l.ignoreInEval}
@@ -142,7 +141,7 @@ def check_split(root: str | os.PathLike, split: str, workers: int | None = None)
 
     from PIL import Image
 
-    from pss_bench.evaluation.pq import default_workers
+    from pss_bench.parallel import default_workers
 
     pairs = match_images(root, split)
 

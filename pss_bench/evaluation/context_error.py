@@ -43,18 +43,12 @@ from pss_bench.metrics.context_error import (
     score_category,
 )
 from pss_bench.types import Category, ImageId
+from pss_bench.parallel import default_workers
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = "ce-v1"
 CONTEXT_FILE = "context.json"
-
-
-def default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 # --------------------------------------------------------------------------- descriptor cache

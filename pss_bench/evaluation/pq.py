@@ -12,7 +12,6 @@ import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -36,15 +35,9 @@ from pss_bench.metrics.pq import (
     match_image,
     thread_indexer,
 )
+from pss_bench.parallel import default_workers
 
 log = logging.getLogger(__name__)
-
-
-def default_workers() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,7 @@ def validate_panoptic(
     Returns:
         A report listing every problem, in file order.
     """
-    from pss_bench.evaluation.pq import default_workers
+    from pss_bench.parallel import default_workers
 
     log = ProblemLog(GroundTruthFormatError, collect=True)
     try:
