@@ -10,8 +10,8 @@ UPSNet's test script writes, under ``results/``:
 * ``results_list.pkl`` (pickle protocol 2) with ``all_boxes``, ``all_masks``,
   ``all_ssegs``, ``all_panos``, ``all_pano_cls_inds``.
 
-``<name>`` is the GT image's ``file_name`` with ``_leftImg8bit`` removed (and
-``.jpg`` -> ``.png`` for COCO). Category ids are UPSNet-internal: Cityscapes
+``<name>`` is the GT image's ``file_name`` with ``_leftImg8bit`` removed and
+``jpg``/``jpeg`` replaced by ``png`` (as UPSNet's ``save_image`` does). Category ids are UPSNet-internal: Cityscapes
 train ids (mapped to label ids with cityscapesscripts' table), or for COCO
 0-52 the stuff and 53-132 the thing categories, each in the GT JSON's order.
 
@@ -73,10 +73,12 @@ def load_category_map(path: str | os.PathLike, gt: PanopticJson) -> dict[int, in
 
 
 def upsnet_png_name(image_file_name: str) -> str:
-    """The official name of an image's result PNG."""
-    base = os.path.basename(image_file_name).replace("_leftImg8bit", "")
-    stem, _ = os.path.splitext(base)
-    return stem + ".png"
+    """The official name of an image's result PNG (relative to ``pan_2ch/`` or ``pan/``).
+
+    UPSNet names it after the GT ``images[*].file_name`` with ``_leftImg8bit``
+    removed and ``jpg``/``jpeg`` replaced by ``png``.
+    """
+    return image_file_name.replace("_leftImg8bit", "").replace("jpg", "png").replace("jpeg", "png")
 
 
 @dataclass
@@ -223,7 +225,7 @@ def _pooled_features(features_dir: Path, im: _Image, gt: PanopticJson) -> tuple[
     from pss_bench.evaluation.context_error import read_feature_map
     from pss_bench.metrics.context_error import pool_features, segment_index_map
 
-    stem = os.path.splitext(im.upsnet_name)[0]
+    stem = os.path.splitext(os.path.basename(im.upsnet_name))[0]
     feats = read_feature_map(safe_join(features_dir, stem + ".npy", where=f"image {im.image_id!r}"), im.image_id)
     ann = im.ann
     png = gt.png_path(ann)
