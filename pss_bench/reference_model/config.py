@@ -1,0 +1,300 @@
+"""Configuration of the PSS reference model: dataclasses loaded from YAML.
+
+A config is a :class:`PSSConfig` tree. Shipped configs live in
+``pss_bench/reference_model/configs/<name>.yaml``; :func:`load_config` takes a
+shipped name or a YAML path plus ``section.key=value`` overrides. Unknown keys
+and wrongly typed values raise :class:`ConfigError` naming the key.
+
+No training logic here, no files other than the YAML being read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from pss_bench.errors import PssBenchError
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+
+
+class ConfigError(PssBenchError):
+    """A config file or override is malformed."""
+
+
+@dataclass
+class ModelConfig:
+    """The network.
+
+    Attributes:
+        backbone: ``resnet18`` | ``resnet34`` | ``resnet50`` | ``resnet101``.
+        norm: backbone normalisation: ``frozen_bn`` (detection style, for
+            pretrained weights), ``bn`` or ``gn`` (GroupNorm, 32 groups).
+        fpn_channels: FPN output channels (P2-P5).
+        head_channels: channels of the three 3x3 convs of the embedding and
+            seeding heads (UPSNet: 128).
+        deformable: deformable 3x3 convs in the heads (UPSNet); plain convs if false.
+        embed_dim: embedding dimension (paper: 32).
+        classifier_hidden: hidden width of the two-layer segment classifier.
+        num_classes: number of classes; 0 means "take it from the dataset".
+    """
+
+    backbone: str = "resnet50"
+    norm: str = "frozen_bn"
+    fpn_channels: int = 256
+    head_channels: int = 128
+    deformable: bool = True
+    embed_dim: int = 32
+    classifier_hidden: int = 256
+    num_classes: int = 0
+
+
+@dataclass
+class KMeansConfig:
+    """Spherical k-means over-segmentation.
+
+    Attributes:
+        grid: ``[rows, cols]`` of the regular initialisation grid (number of
+            clusters = rows * cols).
+        iterations: EM iterations.
+        coord_weight: weight of the ``[0, 1]``-normalised pixel coordinates
+            concatenated to the embeddings before re-normalising; 0 disables.
+    """
+
+    grid: list[int] = field(default_factory=lambda: [8, 16])
+    iterations: int = 10
+    coord_weight: float = 1.0
+
+
+@dataclass
+class LossConfig:
+    """Training losses.
+
+    Attributes:
+        kappa: concentration of the von Mises-Fisher pixel-segment likelihood.
+        memory_iterations: keep the prototypes of this many past iterations as
+            extra (stuff of the same class: positive, else negative) segments.
+        segsort_weight, classifier_weight, seed_weight: loss weights.
+        seed_sigma: standard deviation of the Gaussian centre targets, in input pixels.
+        small_instance_area: instances with fewer input pixels than this get
+            hybrid-scale prototypes (2x upscaled embeddings); 0 disables.
+    """
+
+    kappa: float = 10.0
+    memory_iterations: int = 0
+    segsort_weight: float = 1.0
+    classifier_weight: float = 1.0
+    seed_weight: float = 1.0
+    seed_sigma: float = 8.0
+    small_instance_area: int = 0
+
+
+@dataclass
+class InferenceConfig:
+    """Post-processing (all thresholds chosen on validation data).
+
+    Attributes:
+        grid: k-means grid at inference (``[rows, cols]``).
+        concentration_threshold: T_S; segments with ``||sum v|| / |R|`` below it are re-split.
+        split_k: clusters of the re-split (paper: 4).
+        merge_threshold: T_P; minimum cosine similarity for thing merging.
+        seeded: use the seeded merging variant.
+        seed_threshold: minimum centre-heatmap peak value of a seed.
+        seed_nms_kernel: max-pool window of the seed peak detection (stride-4 pixels).
+        min_area: segments (after merging) smaller than this many stride-4
+            pixels are dropped to VOID.
+    """
+
+    grid: list[int] = field(default_factory=lambda: [8, 16])
+    concentration_threshold: float = 0.9
+    split_k: int = 4
+    merge_threshold: float = 0.8
+    seeded: bool = True
+    seed_threshold: float = 0.3
+    seed_nms_kernel: int = 7
+    min_area: int = 4
+
+
+@dataclass
+class DataConfig:
+    """Data and augmentation.
+
+    Attributes:
+        dataset: reader name (``cityscapes``, ``synthstreets``, ``voc``).
+        train_split, val_split: split names.
+        crop_size: ``[H, W]`` training crop.
+        scale_range: ``[min, max]`` random rescale factor before cropping.
+        flip: random horizontal flip.
+        batch_size: images per process (per GPU).
+        num_workers: DataLoader workers.
+        val_max_images: validate on at most this many images (0: all).
+    """
+
+    dataset: str = "cityscapes"
+    train_split: str = "train"
+    val_split: str = "val"
+    crop_size: list[int] = field(default_factory=lambda: [512, 1024])
+    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    flip: bool = True
+    batch_size: int = 1
+    num_workers: int = 4
+    val_max_images: int = 0
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and bookkeeping.
+
+    Attributes:
+        iterations: total optimiser steps.
+        lr: base learning rate (for the global batch the config was written for).
+        momentum, weight_decay: SGD.
+        poly_power: ``lr = base * (1 - it / iterations) ** poly_power``.
+        warmup_iterations: linear warm-up from ``lr * warmup_factor``.
+        warmup_factor: starting fraction of the warm-up.
+        seed: random seed (data order, augmentation, initialisation).
+        amp: bf16 autocast on CUDA (ignored on CPU).
+        log_every, checkpoint_every, val_every: periods in iterations (0: never).
+    """
+
+    iterations: int = 90000
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9
+    warmup_iterations: int = 0
+    warmup_factor: float = 0.1
+    seed: int = 0
+    amp: bool = True
+    log_every: int = 20
+    checkpoint_every: int = 1000
+    val_every: int = 0
+
+
+@dataclass
+class PSSConfig:
+    """The whole configuration."""
+
+    name: str = "custom"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    kmeans: KMeansConfig = field(default_factory=KMeansConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, found {value!r}")
+        return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, found {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, found {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, found {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, found {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp}")  # pragma: no cover
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, found {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where or 'config'}: unknown key(s) {unknown} (known: {sorted(names)})")
+    kwargs = {}
+    for key, value in data.items():
+        tp = hints[key]
+        sub = f"{where}.{key}" if where else key
+        if dataclasses.is_dataclass(tp):
+            kwargs[key] = _build(tp, value, sub)
+        else:
+            kwargs[key] = _coerce(value, tp, sub)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict) -> PSSConfig:
+    """Builds a :class:`PSSConfig` from a nested dict (missing keys: defaults)."""
+    return _build(PSSConfig, data, "")
+
+
+def shipped_configs() -> list[str]:
+    """Names of the configs shipped with the package."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def _set_override(data: dict, item: str) -> None:
+    import yaml
+
+    if "=" not in item:
+        raise ConfigError(f"override {item!r}: expected section.key=value")
+    key, raw = item.split("=", 1)
+    parts = key.strip().split(".")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
+    node = data
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {p} is not a section")
+    node[parts[-1]] = value
+
+
+def load_config(name_or_path: str | os.PathLike, overrides: Sequence[str] = ()) -> PSSConfig:
+    """Loads a shipped config by name or a YAML file, then applies overrides.
+
+    Args:
+        name_or_path: a shipped name (``synthstreets_tiny``) or a ``.yaml`` path.
+        overrides: ``section.key=value`` strings; values parsed as YAML
+            (``train.lr=0.02``, ``kmeans.grid=[4,8]``).
+
+    Raises:
+        ConfigError: unknown name, unreadable YAML, unknown key or bad type.
+    """
+    import yaml
+
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = CONFIG_DIR / f"{name_or_path}.yaml"
+        if not path.is_file():
+            raise ConfigError(f"unknown config {str(name_or_path)!r} (shipped: {', '.join(shipped_configs())})")
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    data.setdefault("name", path.stem)
+    for item in overrides:
+        _set_override(data, item)
+    try:
+        return config_from_dict(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None

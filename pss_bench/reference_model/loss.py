@@ -1,0 +1,314 @@
+"""Training losses of PSS: SegSort with panoptic labels, segment classifier, seeds.
+
+The core, :func:`segsort_loss`, is a function of a flat pixel table (one row
+per labelled pixel) so that the stride-4 pixels and the hybrid-scale stride-2
+pixels of small instances can be mixed freely. :func:`pss_losses` builds the
+table from a network output and a training batch (see
+``pss_bench/data/sample.py`` for the batch contract).
+
+The rules (paper sec. 3.1-3.3; SegSort, Hwang et al. ICCV 2019):
+
+* a *segment* is a k-means cluster intersected with one GT panoptic segment of
+  one image; its prototype is the normalised mean of its pixel embeddings
+  (with gradient); k-means assignments carry no gradient;
+* pixel ``i`` with embedding ``e_i`` in segment ``s(i)``: the *positives* are
+  the other segments of the same GT instance (thing) or of the same stuff class
+  anywhere in the batch (stuff); when ``s(i)`` is the only batch segment of its
+  instance / stuff class, ``s(i)`` itself is the positive; the *denominator*
+  holds all batch segments except ``s(i)`` (``s(i)`` included when it is the
+  positive), plus the memory prototypes; memory prototypes of the pixel's stuff
+  class are positives, all other memory prototypes negatives;
+* ``L = mean_i -log( sum_{s in pos} exp(k m_s.e_i) / sum_{s in den} exp(k m_s.e_i) )``
+  with concentration ``k`` (kappa);
+* VOID, padding and crowd pixels carry no loss.
+
+Everything is batched (``unique``, ``index_add``, one-hot sums): no Python
+loop over pixels, clusters or segments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from pss_bench.reference_model.config import KMeansConfig, LossConfig
+from pss_bench.reference_model.kmeans import kmeans_features, spherical_kmeans
+
+IGNORE_INDEX = 255
+
+
+def downsample_labels(labels: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """Nearest-neighbour resampling of ``(B, H, W)`` label maps to ``(B, h, w)``.
+
+    Takes the input pixel under each output pixel's centre, so ids are never mixed.
+    """
+    hh, ww = labels.shape[-2:]
+    rows = ((torch.arange(h, device=labels.device) + 0.5) * hh / h).long().clamp_(max=hh - 1)
+    cols = ((torch.arange(w, device=labels.device) + 0.5) * ww / w).long().clamp_(max=ww - 1)
+    return labels[..., rows[:, None], cols[None, :]]
+
+
+@dataclass
+class SegmentTable:
+    """Segments of a batch built by :func:`segsort_loss`.
+
+    Attributes:
+        prototypes: ``(S, D)`` normalised mean embeddings (with gradient).
+        classes: ``(S,)`` int64 GT class index.
+        isthing: ``(S,)`` bool.
+        pixel_segment: ``(P,)`` int64 segment of every pixel row.
+    """
+
+    prototypes: torch.Tensor
+    classes: torch.Tensor
+    isthing: torch.Tensor
+    pixel_segment: torch.Tensor
+
+
+def _dense(key: torch.Tensor) -> tuple[torch.Tensor, int]:
+    uniq, inv = torch.unique(key, return_inverse=True)
+    return inv, int(uniq.numel())
+
+
+def segsort_loss(
+    emb: torch.Tensor,
+    image: torch.Tensor,
+    cluster: torch.Tensor,
+    instance: torch.Tensor,
+    classes: torch.Tensor,
+    isthing: torch.Tensor,
+    kappa: float,
+    memory: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, SegmentTable]:
+    """The SegSort pixel-to-segment loss with panoptic labels.
+
+    Args:
+        emb: ``(P, D)`` float32 unit-norm pixel embeddings (with gradient).
+        image: ``(P,)`` int64 image index in the batch.
+        cluster: ``(P,)`` int64 k-means cluster (within the image).
+        instance: ``(P,)`` int64 GT panoptic segment id (within the image, non-zero).
+        classes: ``(P,)`` int64 GT class index.
+        isthing: ``(P,)`` bool, the class is a thing class.
+        kappa: concentration.
+        memory: optional ``(prototypes (M, D), classes (M,), isthing (M,))`` of past iterations.
+
+    Returns:
+        ``(loss, segments)``: the scalar mean over pixels (0 with gradient when
+        ``P == 0``) and the :class:`SegmentTable`.
+    """
+    p = emb.shape[0]
+    dev = emb.device
+    if p == 0:
+        empty = torch.zeros(0, dtype=torch.long, device=dev)
+        return emb.sum() * 0.0, SegmentTable(emb[:0], empty, empty.bool(), empty)
+    # GT segment per (image, id), then segment per (GT segment, cluster).
+    inst_key = torch.stack([image, instance], 1)
+    _, gt_seg = torch.unique(inst_key, dim=0, return_inverse=True)
+    n_gt = int(gt_seg.max()) + 1
+    k = int(cluster.max()) + 1
+    seg, s = _dense(gt_seg * k + cluster)
+    # Positive group: the GT segment for things, the class (offset past all GT segments) for stuff.
+    group_key = torch.where(isthing, gt_seg, n_gt + classes)
+    group_of_pixel, n_groups = _dense(group_key)
+    seg_group = torch.zeros(s, dtype=torch.long, device=dev).scatter_(0, seg, group_of_pixel)
+    seg_class = torch.zeros(s, dtype=torch.long, device=dev).scatter_(0, seg, classes)
+    seg_thing = torch.zeros(s, dtype=torch.bool, device=dev).scatter_(0, seg, isthing)
+    segs_in_group = torch.zeros(n_groups, dtype=torch.long, device=dev).index_add_(
+        0, seg_group, torch.ones_like(seg_group)
+    )
+
+    sums = torch.zeros(s, emb.shape[1], dtype=emb.dtype, device=dev).index_add(0, seg, emb)
+    proto = F.normalize(sums, dim=1)
+
+    # exp(kappa * (cos - 1)) lies in (exp(-2 kappa), 1]: no overflow, same ratios.
+    e = torch.exp(kappa * (emb @ proto.t() - 1.0))  # (P, S)
+    own = e.gather(1, seg[:, None])[:, 0]
+    e_others = e.scatter(1, seg[:, None], 0.0)
+    by_group = torch.zeros(p, n_groups, dtype=e.dtype, device=dev).index_add(1, seg_group, e_others)
+    alone = segs_in_group[group_of_pixel] == 1
+    num = torch.where(alone, own, by_group.gather(1, group_of_pixel[:, None])[:, 0])
+    den = e_others.sum(1) + torch.where(alone, own, torch.zeros_like(own))
+    if memory is not None and memory[0].shape[0] > 0:
+        m_proto, m_class, m_thing = memory
+        e_mem = torch.exp(kappa * (emb @ m_proto.t().to(emb.dtype) - 1.0))  # (P, M)
+        pos_mem = (~isthing)[:, None] & (~m_thing)[None, :] & (classes[:, None] == m_class[None, :])
+        num = num + (e_mem * pos_mem).sum(1)
+        den = den + e_mem.sum(1)
+    loss = (torch.log(den) - torch.log(num)).mean()
+    return loss, SegmentTable(proto, seg_class, seg_thing, seg)
+
+
+def center_heatmap(
+    panoptic: torch.Tensor, instance_mask: torch.Tensor, out_size: tuple[int, int], sigma: float, input_size: tuple[int, int]
+) -> torch.Tensor:
+    """Gaussian centre-heatmap targets at the instances' mass centres.
+
+    The paper takes centres from the boxes of a detection branch; without one
+    we use each instance's mass centre (as Panoptic-DeepLab), which for
+    non-convex instances may fall outside the instance.
+
+    Args:
+        panoptic: ``(B, h2, w2)`` int64 GT ids on some grid covering the input.
+        instance_mask: ``(B, h2, w2)`` bool, pixels of non-crowd thing instances.
+        out_size: ``(h, w)`` of the heatmap.
+        sigma: Gaussian standard deviation, in input pixels.
+        input_size: ``(H, W)`` of the input image, to convert grids to input pixels.
+
+    Returns:
+        ``(B, h, w)`` float32 in ``[0, 1]``: max over the image's instances of
+        ``exp(-d^2 / (2 sigma^2))``.
+    """
+    b, h2, w2 = panoptic.shape
+    h, w = out_size
+    hh, ww = input_size
+    dev = panoptic.device
+    heat = torch.zeros(b, h * w, device=dev)
+    if not bool(instance_mask.any()):
+        return heat.reshape(b, h, w)
+    bidx, ys, xs = torch.nonzero(instance_mask, as_tuple=True)
+    ids = panoptic[bidx, ys, xs]
+    _, inst = torch.unique(torch.stack([bidx, ids], 1), dim=0, return_inverse=True)
+    n = int(inst.max()) + 1
+    coords = torch.stack([(ys.float() + 0.5) * hh / h2, (xs.float() + 0.5) * ww / w2], 1)
+    cnt = torch.zeros(n, device=dev).index_add_(0, inst, torch.ones_like(ys, dtype=torch.float32))
+    centres = torch.zeros(n, 2, device=dev).index_add_(0, inst, coords) / cnt[:, None]
+    inst_img = torch.zeros(n, dtype=torch.long, device=dev).scatter_(0, inst, bidx)
+    gy = (torch.arange(h, device=dev, dtype=torch.float32) + 0.5) * hh / h
+    gx = (torch.arange(w, device=dev, dtype=torch.float32) + 0.5) * ww / w
+    grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij"), -1).reshape(1, h * w, 2)
+    d2 = ((grid - centres[:, None, :]) ** 2).sum(-1)  # (n, h*w)
+    g = torch.exp(-d2 / (2 * sigma**2))
+    heat.scatter_reduce_(0, inst_img[:, None].expand(-1, h * w), g, reduce="amax", include_self=True)
+    return heat.reshape(b, h, w)
+
+
+class PrototypeMemory:
+    """Detached prototypes of the last ``length`` iterations (a FIFO of batches)."""
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+        self.items: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def get(self, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        if not self.items:
+            return None
+        return tuple(torch.cat([it[j] for it in self.items]).to(device) for j in range(3))  # type: ignore[return-value]
+
+    def push(self, segments: SegmentTable) -> None:
+        if self.length <= 0:
+            return
+        self.items.append((segments.prototypes.detach().float(), segments.classes.detach(), segments.isthing.detach()))
+        self.items = self.items[-self.length :]
+
+    def state_dict(self) -> dict:
+        return {"length": self.length, "items": [[t.cpu() for t in it] for it in self.items]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.length = int(state["length"])
+        self.items = [tuple(it) for it in state["items"]]  # type: ignore[misc]
+
+
+def pss_losses(
+    out: dict[str, torch.Tensor],
+    batch: dict,
+    classifier,
+    thing_classes: torch.Tensor,
+    loss_cfg: LossConfig,
+    kmeans_cfg: KMeansConfig,
+    memory: PrototypeMemory | None = None,
+) -> tuple[dict[str, torch.Tensor], SegmentTable]:
+    """All training losses of one batch.
+
+    Args:
+        out: the network output (``embedding (B, D, h, w)``, ``seed (B, 1, h, w)``).
+        batch: a collated training batch: ``image (B, 3, H, W)``, ``panoptic``,
+            ``semantic`` (255 ignore) and ``crowd`` ``(B, H, W)``.
+        classifier: the segment classifier, ``(S, D) -> (S, C)``.
+        thing_classes: ``(C,)`` bool, whether each class index is a thing.
+        loss_cfg, kmeans_cfg: configuration.
+        memory: prototype memory (read here, not updated).
+
+    Returns:
+        ``(losses, segments)``: a dict with ``segsort``, ``classifier``,
+        ``seed`` and the weighted ``total``; and the batch's segments.
+    """
+    emb = out["embedding"].float()
+    b, d, h, w = emb.shape
+    hh, ww = batch["panoptic"].shape[-2:]
+    dev = emb.device
+    thing_classes = thing_classes.to(dev)
+
+    pan4 = downsample_labels(batch["panoptic"], h, w)
+    sem4 = downsample_labels(batch["semantic"], h, w)
+    crowd4 = downsample_labels(batch["crowd"], h, w)
+    kvalid = sem4 != IGNORE_INDEX
+    feats = kmeans_features(emb.detach(), kmeans_cfg.coord_weight)
+    assign, _ = spherical_kmeans(feats, kvalid, tuple(kmeans_cfg.grid), kmeans_cfg.iterations)
+
+    def table(pan, sem, crowd, emb_map, assign_map, select):
+        keep = select & (sem != IGNORE_INDEX) & ~crowd & (pan != 0) & (assign_map >= 0)
+        bi, yi, xi = torch.nonzero(keep, as_tuple=True)
+        cls = sem[bi, yi, xi]
+        return (
+            emb_map[bi, :, yi, xi],
+            bi,
+            assign_map[bi, yi, xi],
+            pan[bi, yi, xi],
+            cls,
+            thing_classes[cls.clamp(max=thing_classes.numel() - 1)],
+        )
+
+    # Stride-2 labels: areas for the hybrid scale and the seed targets.
+    pan2 = downsample_labels(batch["panoptic"], 2 * h, 2 * w)
+    sem2 = downsample_labels(batch["semantic"], 2 * h, 2 * w)
+    crowd2 = downsample_labels(batch["crowd"], 2 * h, 2 * w)
+    thing2 = (sem2 != IGNORE_INDEX) & thing_classes[sem2.clamp(max=thing_classes.numel() - 1)] & ~crowd2 & (pan2 != 0)
+
+    rows4 = table(pan4, sem4, crowd4, emb, assign, torch.ones_like(kvalid))
+    if loss_cfg.small_instance_area > 0 and bool(thing2.any()):
+        bi, yi, xi = torch.nonzero(thing2, as_tuple=True)
+        key = torch.stack([bi, pan2[bi, yi, xi]], 1)
+        _, inv, counts = torch.unique(key, dim=0, return_inverse=True, return_counts=True)
+        px_area = (hh * ww) / (4 * h * w)
+        small_px = (counts[inv].float() * px_area) < loss_cfg.small_instance_area
+        small2 = torch.zeros_like(thing2)
+        small2[bi[small_px], yi[small_px], xi[small_px]] = True
+    else:
+        small2 = torch.zeros_like(thing2)
+    if bool(small2.any()):
+        # Hybrid scale: small instances' pixels come from 2x bilinearly upscaled embeddings.
+        small_ids = torch.unique(torch.stack([torch.nonzero(small2)[:, 0], pan2[small2]], 1), dim=0)
+        is_small4 = _isin_pairs(pan4, small_ids)
+        rows4 = table(pan4, sem4, crowd4, emb, assign, ~is_small4)
+        emb2 = F.normalize(F.interpolate(emb, scale_factor=2, mode="bilinear", align_corners=False), dim=1)
+        assign2 = assign.repeat_interleave(2, 1).repeat_interleave(2, 2)
+        rows2 = table(pan2, sem2, crowd2, emb2, assign2, small2)
+        rows = [torch.cat([a, c]) for a, c in zip(rows4, rows2)]
+    else:
+        rows = list(rows4)
+    mem = memory.get(dev) if memory is not None else None
+    seg_loss, segments = segsort_loss(*rows, kappa=loss_cfg.kappa, memory=mem)
+
+    # Always call the classifier so every parameter gets a gradient (DDP needs it).
+    logits = classifier(segments.prototypes)
+    if segments.prototypes.shape[0] > 0:
+        cls_loss = F.cross_entropy(logits.float(), segments.classes)
+    else:
+        cls_loss = logits.sum() * 0.0
+
+    target = center_heatmap(pan2, thing2, (h, w), loss_cfg.seed_sigma, (hh, ww))
+    seed = out["seed"][:, 0].float()
+    seed_valid = kvalid.float()
+    seed_loss = (((seed - target) ** 2) * seed_valid).sum() / seed_valid.sum().clamp(min=1.0)
+
+    total = loss_cfg.segsort_weight * seg_loss + loss_cfg.classifier_weight * cls_loss + loss_cfg.seed_weight * seed_loss
+    return {"total": total, "segsort": seg_loss, "classifier": cls_loss, "seed": seed_loss}, segments
+
+
+def _isin_pairs(pan: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
+    """``(B, h, w)`` bool: whether ``(image, pan[b, y, x])`` is one of ``pairs (n, 2)``."""
+    base = int(pan.max()) + 1
+    img_idx = torch.arange(pan.shape[0], device=pan.device)[:, None, None]
+    return torch.isin(img_idx * base + pan, pairs[:, 0] * base + pairs[:, 1])

@@ -1,0 +1,164 @@
+"""The PSS network: ResNet-FPN, embedding and seeding heads, segment classifier.
+
+``forward`` maps images to per-pixel embeddings and a centre heatmap at stride
+4; the segment classifier is applied to prototypes by the loss and by the
+post-processing (``pss_bench.reference_model.postprocess``), never here.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pss_bench.reference_model.config import ModelConfig
+
+_BACKBONES = {
+    "resnet18": (64, 512),
+    "resnet34": (64, 512),
+    "resnet50": (256, 2048),
+    "resnet101": (256, 2048),
+}
+
+
+def _norm_layer(kind: str):
+    from torchvision.ops import FrozenBatchNorm2d
+
+    if kind == "frozen_bn":
+        return FrozenBatchNorm2d
+    if kind == "bn":
+        return nn.BatchNorm2d
+    if kind == "gn":
+        return lambda c: nn.GroupNorm(32, c)
+    raise ValueError(f"unknown norm {kind!r} (frozen_bn, bn, gn)")
+
+
+class ResNetFPN(nn.Module):
+    """torchvision ResNet with a torchvision FPN on C2-C5, returning P2-P5.
+
+    Output: list of 4 tensors ``(B, fpn_channels, H/s, W/s)`` for s = 4, 8, 16, 32.
+    """
+
+    def __init__(self, backbone: str, norm: str, fpn_channels: int) -> None:
+        super().__init__()
+        import torchvision
+        from torchvision.models._utils import IntermediateLayerGetter
+        from torchvision.ops import FeaturePyramidNetwork
+
+        if backbone not in _BACKBONES:
+            raise ValueError(f"unknown backbone {backbone!r} (known: {sorted(_BACKBONES)})")
+        resnet = getattr(torchvision.models, backbone)(weights=None, norm_layer=_norm_layer(norm))
+        self.body = IntermediateLayerGetter(
+            resnet, return_layers={"layer1": "c2", "layer2": "c3", "layer3": "c4", "layer4": "c5"}
+        )
+        c2, c5 = _BACKBONES[backbone]
+        in_channels = [c2, c2 * 2, c2 * 4, c5] if c2 == 256 else [64, 128, 256, 512]
+        self.fpn = FeaturePyramidNetwork(in_channels, fpn_channels)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        feats = self.body(x)
+        out = self.fpn(OrderedDict((k, feats[k]) for k in ("c2", "c3", "c4", "c5")))
+        return [out[k] for k in ("c2", "c3", "c4", "c5")]
+
+
+class DeformBlock(nn.Module):
+    """3x3 deformable conv (offsets from a plain 3x3 conv, zero-initialised) + GroupNorm + ReLU."""
+
+    def __init__(self, cin: int, cout: int, deformable: bool) -> None:
+        super().__init__()
+        from torchvision.ops import DeformConv2d
+
+        self.deformable = deformable
+        if deformable:
+            self.offset = nn.Conv2d(cin, 18, 3, padding=1)
+            nn.init.zeros_(self.offset.weight)
+            nn.init.zeros_(self.offset.bias)
+            self.conv = DeformConv2d(cin, cout, 3, padding=1, bias=False)
+        else:
+            self.conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+        self.norm = nn.GroupNorm(min(32, cout), cout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.deformable:
+            offset = self.offset(x)
+            # torchvision's deform_conv2d has no bf16 kernel; run it in fp32.
+            with torch.autocast(x.device.type, enabled=False):
+                y = self.conv(x.float(), offset.float())
+        else:
+            y = self.conv(x)
+        return F.relu(self.norm(y))
+
+
+class PyramidHead(nn.Module):
+    """UPSNet's semantic-head shape: shared deformable convs on every FPN level,
+    upsampled to stride 4, concatenated, fused by a 1x1 conv.
+
+    Output: ``(B, out_channels, H/4, W/4)``.
+    """
+
+    def __init__(self, fpn_channels: int, head_channels: int, out_channels: int, deformable: bool) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(
+            DeformBlock(fpn_channels, head_channels, deformable),
+            DeformBlock(head_channels, head_channels, deformable),
+            DeformBlock(head_channels, head_channels, deformable),
+        )
+        self.fuse = nn.Conv2d(4 * head_channels, out_channels, 1)
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        size = feats[0].shape[-2:]
+        ups = []
+        for f in feats:
+            y = self.convs(f)
+            if y.shape[-2:] != size:
+                y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+            ups.append(y)
+        return self.fuse(torch.cat(ups, dim=1))
+
+
+class SegmentClassifier(nn.Module):
+    """Two 1x1 convs (= linear layers) on prototypes: ``(N, D) -> (N, C)`` logits."""
+
+    def __init__(self, embed_dim: int, hidden: int, num_classes: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(embed_dim, hidden)
+        self.fc2 = nn.Linear(hidden, num_classes)
+
+    def forward(self, prototypes: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.relu(self.fc1(prototypes)))
+
+
+class PSSNet(nn.Module):
+    """Panoptic Segment Sorting network.
+
+    ``forward(images)`` with images ``(B, 3, H, W)`` float32 (H, W multiples of
+    32 are best; others are padded internally by the convs' rounding) returns::
+
+        {"embedding": (B, D, H/4, W/4) float32, L2-normalised over D,
+         "seed":      (B, 1, H/4, W/4) float32 centre-heatmap prediction}
+
+    ``self.classifier`` maps prototypes ``(N, D)`` to class logits ``(N, C)``.
+    """
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        if cfg.num_classes <= 0:
+            raise ValueError("ModelConfig.num_classes must be set (the dataset's class count)")
+        self.cfg = cfg
+        self.backbone = ResNetFPN(cfg.backbone, cfg.norm, cfg.fpn_channels)
+        self.embed_head = PyramidHead(cfg.fpn_channels, cfg.head_channels, cfg.embed_dim, cfg.deformable)
+        self.seed_head = PyramidHead(cfg.fpn_channels, cfg.head_channels, 1, cfg.deformable)
+        self.classifier = SegmentClassifier(cfg.embed_dim, cfg.classifier_hidden, cfg.num_classes)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        h, w = images.shape[-2:]
+        feats = self.backbone(images)
+        emb = self.embed_head(feats).float()
+        seed = self.seed_head(feats).float()
+        size = ((h + 3) // 4, (w + 3) // 4)
+        if emb.shape[-2:] != size:
+            emb = F.interpolate(emb, size=size, mode="bilinear", align_corners=False)
+            seed = F.interpolate(seed, size=size, mode="bilinear", align_corners=False)
+        return {"embedding": F.normalize(emb, dim=1), "seed": seed}

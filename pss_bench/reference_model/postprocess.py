@@ -1,0 +1,382 @@
+"""Inference post-processing of PSS as pure tensor functions (outside ``forward``).
+
+Pipeline for one image (paper sec. 3.4), see :func:`panoptic_inference`:
+
+1. :func:`oversegment`: spherical k-means on the stride-4 embeddings (+ coordinates);
+2. :func:`dynamic_partition`: a segment whose approximate concentration
+   ``||sum_i v_i|| / |R|`` is below ``T_S`` is re-split with ``k = 4``;
+3. classify every segment prototype with the segment classifier;
+4. :func:`merge_stuff`: the segments of one stuff class become one segment;
+5. :func:`merge_things`: greedy merging of thing segments of the same class in
+   order of prototype similarity; a pair merges only if one is the other's
+   nearest neighbour and their cosine similarity is at least ``T_P``; the merged
+   prototype is the normalised sum of both segments' embeddings (eq. 3). The
+   *seeded* variant (:func:`find_seeds`) merges only a seed segment (covering
+   a predicted centre) with a non-seed segment.
+
+No files; every function takes and returns tensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from pss_bench.reference_model.config import InferenceConfig
+from pss_bench.reference_model.kmeans import grouped_kmeans, kmeans_features, spherical_kmeans
+
+
+def _compact(labels: torch.Tensor) -> torch.Tensor:
+    """Renumbers the non-negative labels to ``0..N-1`` (order kept); -1 stays -1."""
+    out = torch.full_like(labels, -1)
+    keep = labels >= 0
+    if bool(keep.any()):
+        _, inv = torch.unique(labels[keep], return_inverse=True)
+        out[keep] = inv
+    return out
+
+
+def oversegment(
+    embedding: torch.Tensor, valid: torch.Tensor | None, grid: Sequence[int], iterations: int = 10, coord_weight: float = 1.0
+) -> torch.Tensor:
+    """k-means over-segmentation of one image.
+
+    Args:
+        embedding: ``(D, h, w)`` unit-norm embeddings.
+        valid: ``(h, w)`` bool pixels to segment, or None for all.
+
+    Returns:
+        ``(h, w)`` int64 segment labels ``0..N-1`` (compact), -1 where not valid.
+    """
+    feats = kmeans_features(embedding[None], coord_weight)
+    assign, _ = spherical_kmeans(feats, None if valid is None else valid[None], tuple(grid), iterations)
+    return _compact(assign[0])
+
+
+def segment_sums(embedding: torch.Tensor, labels: torch.Tensor, n: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-segment embedding sums and pixel counts.
+
+    Args:
+        embedding: ``(D, h, w)``.
+        labels: ``(h, w)`` int64 in ``[-1, n)``.
+
+    Returns:
+        ``sums (n, D)`` float32 and ``counts (n,)`` int64.
+    """
+    d = embedding.shape[0]
+    if n is None:
+        n = int(labels.max()) + 1 if labels.numel() else 0
+    flat = labels.reshape(-1)
+    keep = flat >= 0
+    x = embedding.reshape(d, -1).t().float()[keep]
+    idx = flat[keep]
+    sums = torch.zeros(n, d, device=embedding.device).index_add_(0, idx, x)
+    counts = torch.zeros(n, dtype=torch.long, device=embedding.device).index_add_(0, idx, torch.ones_like(idx))
+    return sums, counts
+
+
+def concentration(sums: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Approximate concentration ``||sum v|| / |R|`` in ``[0, 1]`` per segment, ``(N,)``."""
+    return sums.norm(dim=1) / counts.clamp(min=1).float()
+
+
+def dynamic_partition(
+    embedding: torch.Tensor,
+    labels: torch.Tensor,
+    threshold: float,
+    k: int = 4,
+    iterations: int = 10,
+    coord_weight: float = 1.0,
+) -> torch.Tensor:
+    """Re-splits every segment whose concentration is below ``threshold`` into ``k``.
+
+    The sub-clusters start from a ``rows x cols`` grid over each segment's
+    bounding box and run spherical k-means on the segment's own pixels (all
+    low-concentration segments at once, :func:`grouped_kmeans`).
+
+    Args:
+        embedding: ``(D, h, w)`` unit-norm embeddings.
+        labels: ``(h, w)`` int64 segments ``0..N-1``, -1 invalid.
+        threshold: T_S.
+        k: clusters per re-split segment.
+
+    Returns:
+        ``(h, w)`` int64 compact labels, -1 invalid.
+    """
+    if labels.numel() == 0 or int(labels.max()) < 0:
+        return labels.clone()
+    n = int(labels.max()) + 1
+    sums, counts = segment_sums(embedding, labels, n)
+    low = (concentration(sums, counts) < threshold) & (counts >= k)
+    if not bool(low.any()):
+        return _compact(labels)
+    h, w = labels.shape
+    flat = labels.reshape(-1)
+    sel = (flat >= 0) & low[flat.clamp(min=0)]
+    pix = torch.nonzero(sel)[:, 0]
+    seg = flat[pix]
+    group, g_inv = torch.unique(seg, return_inverse=True)
+    ys = torch.div(pix, w, rounding_mode="floor").float()
+    xs = (pix % w).float()
+    ng = group.numel()
+    big = torch.full((ng,), float("inf"), device=labels.device)
+    y0 = big.scatter_reduce(0, g_inv, ys, "amin")
+    x0 = big.scatter_reduce(0, g_inv, xs, "amin")
+    y1 = (-big).scatter_reduce(0, g_inv, ys, "amax")
+    x1 = (-big).scatter_reduce(0, g_inv, xs, "amax")
+    rows = max(1, int(k**0.5))
+    cols = -(-k // rows)
+    ry = ((ys - y0[g_inv]) / (y1 - y0 + 1)[g_inv] * rows).floor().long()
+    rx = ((xs - x0[g_inv]) / (x1 - x0 + 1)[g_inv] * cols).floor().long()
+    init = (ry * cols + rx).clamp(max=k - 1)
+    feats = kmeans_features(embedding[None], coord_weight)[0].reshape(embedding.shape[0] + (2 if coord_weight else 0), -1)
+    sub = grouped_kmeans(feats[:, pix].t(), g_inv, init, k, iterations)
+    new = flat * (k + 1)
+    new[pix] = seg * (k + 1) + 1 + sub
+    new = torch.where(flat >= 0, new, torch.full_like(new, -1))
+    return _compact(new.reshape(h, w))
+
+
+def merge_stuff(classes: torch.Tensor, isthing: torch.Tensor) -> torch.Tensor:
+    """Parent of each segment after merging all stuff segments of one class.
+
+    Args:
+        classes: ``(N,)`` int64 predicted class index.
+        isthing: ``(N,)`` bool.
+
+    Returns:
+        ``(N,)`` int64 index of the merged segment in ``0..M-1`` (order of first appearance kept by class).
+    """
+    n = classes.numel()
+    key = torch.where(isthing, classes.new_tensor(10**9) + torch.arange(n, device=classes.device), classes)
+    _, inv = torch.unique(key, return_inverse=True)
+    return inv
+
+
+def merge_things(
+    sums: torch.Tensor,
+    classes: torch.Tensor,
+    isthing: torch.Tensor,
+    threshold: float,
+    seeds: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Greedy nearest-neighbour merging of thing segments.
+
+    Repeatedly, among active thing segments of the same class, the pair of
+    highest cosine similarity that satisfies the rule is merged: ``j`` is
+    ``i``'s nearest neighbour or ``i`` is ``j``'s (over all active thing
+    segments of that class), the similarity is at least ``threshold``, and,
+    when ``seeds`` is given, exactly one of the two is a seed segment (the
+    merged segment is a seed). The merged prototype is the normalised sum of
+    both sums (eq. 3). Stuff segments are left alone.
+
+    Args:
+        sums: ``(N, D)`` per-segment embedding sums.
+        classes: ``(N,)`` int64.
+        isthing: ``(N,)`` bool.
+        threshold: T_P.
+        seeds: ``(N,)`` bool seed segments, or None for the unseeded rule.
+
+    Returns:
+        ``(N,)`` int64 parent: the index of the segment each one was merged into
+        (its own index when not merged).
+    """
+    n = sums.shape[0]
+    dev = sums.device
+    parent = torch.arange(n, device=dev)
+    if n < 2:
+        return parent
+    sums = sums.clone().float()
+    active = isthing.clone()
+    seeds = None if seeds is None else seeds.clone()
+    same = classes[:, None] == classes[None, :]
+    eye = torch.eye(n, dtype=torch.bool, device=dev)
+    while True:
+        proto = F.normalize(sums, dim=1)
+        sim = proto @ proto.t()
+        pair_ok = same & active[:, None] & active[None, :] & ~eye
+        masked = sim.masked_fill(~pair_ok, float("-inf"))
+        nn = masked.argmax(dim=1)
+        has_nn = pair_ok.any(dim=1)
+        is_nn = (nn[:, None] == torch.arange(n, device=dev)[None, :]) & has_nn[:, None]
+        allowed = pair_ok & (sim >= threshold) & (is_nn | is_nn.t())
+        if seeds is not None:
+            allowed &= seeds[:, None] ^ seeds[None, :]
+        if not bool(allowed.any()):
+            break
+        best = sim.masked_fill(~allowed, float("-inf")).argmax()
+        i, j = int(best // n), int(best % n)
+        keep, drop = (i, j) if i < j else (j, i)
+        sums[keep] += sums[drop]
+        active[drop] = False
+        parent[parent == drop] = keep
+        if seeds is not None:
+            seeds[keep] |= seeds[drop]
+    return parent
+
+
+def find_seeds(seed_map: torch.Tensor, threshold: float, kernel: int) -> torch.Tensor:
+    """Peaks of the centre heatmap.
+
+    Args:
+        seed_map: ``(h, w)`` float heatmap.
+        threshold: minimum peak value.
+        kernel: odd max-pool window.
+
+    Returns:
+        ``(h, w)`` bool, True at local maxima above ``threshold``.
+    """
+    pooled = F.max_pool2d(seed_map[None, None], kernel, stride=1, padding=kernel // 2)[0, 0]
+    return (seed_map == pooled) & (seed_map > threshold)
+
+
+@dataclass
+class PanopticOutput:
+    """The panoptic result of one image at embedding resolution.
+
+    Attributes:
+        labels: ``(h, w)`` int64 segment index ``0..N-1``, -1 VOID.
+        classes: ``(N,)`` int64 class index.
+        scores: ``(N,)`` float32 class probability of the merged prototype.
+        isthing: ``(N,)`` bool.
+        embeddings: ``(N, D)`` float32 normalised mean embedding of each segment.
+        areas: ``(N,)`` int64 pixel counts at embedding resolution.
+    """
+
+    labels: torch.Tensor
+    classes: torch.Tensor
+    scores: torch.Tensor
+    isthing: torch.Tensor
+    embeddings: torch.Tensor
+    areas: torch.Tensor
+
+
+def _apply_parent(labels: torch.Tensor, parent: torch.Tensor) -> torch.Tensor:
+    out = torch.where(labels >= 0, parent[labels.clamp(min=0)], torch.full_like(labels, -1))
+    return _compact(out)
+
+
+@torch.no_grad()
+def panoptic_inference(
+    embedding: torch.Tensor,
+    classifier: Callable[[torch.Tensor], torch.Tensor],
+    thing_classes: torch.Tensor,
+    cfg: InferenceConfig,
+    *,
+    seed_map: torch.Tensor | None = None,
+    valid: torch.Tensor | None = None,
+    iterations: int = 10,
+    coord_weight: float = 1.0,
+) -> PanopticOutput:
+    """The whole post-processing of one image.
+
+    Args:
+        embedding: ``(D, h, w)`` unit-norm embeddings.
+        classifier: prototypes ``(N, D)`` -> logits ``(N, C)``.
+        thing_classes: ``(C,)`` bool.
+        cfg: thresholds and cluster counts.
+        seed_map: ``(h, w)`` centre heatmap (needed when ``cfg.seeded``).
+        valid: ``(h, w)`` bool, pixels to label (False: padding).
+        iterations, coord_weight: k-means settings.
+    """
+    emb = embedding.float()
+    labels = oversegment(emb, valid, cfg.grid, iterations, coord_weight)
+    labels = dynamic_partition(emb, labels, cfg.concentration_threshold, cfg.split_k, iterations, coord_weight)
+    n = int(labels.max()) + 1 if labels.numel() else 0
+    thing_classes = thing_classes.to(emb.device)
+
+    def classify(sums):
+        probs = torch.softmax(classifier(F.normalize(sums, dim=1)).float(), dim=1)
+        return probs.max(dim=1)
+
+    sums, counts = segment_sums(emb, labels, n)
+    _, classes = classify(sums)
+    isthing = thing_classes[classes]
+    # Stuff: one segment per class.
+    parent = merge_stuff(classes, isthing)
+    m = int(parent.max()) + 1 if n else 0
+    cls_m = torch.zeros(m, dtype=torch.long, device=emb.device).scatter_(0, parent, classes)
+    labels = _apply_parent(labels, parent)
+    sums, counts = segment_sums(emb, labels, m)
+    isthing = thing_classes[cls_m]
+    seeds = None
+    if cfg.seeded and seed_map is not None:
+        peaks = find_seeds(seed_map.float(), cfg.seed_threshold, cfg.seed_nms_kernel) & (labels >= 0)
+        seeds = torch.zeros(m, dtype=torch.bool, device=emb.device)
+        seeds[labels[peaks]] = True
+        seeds &= isthing
+    parent = merge_things(sums, cls_m, isthing, cfg.merge_threshold, seeds)
+    labels = _apply_parent(labels, parent)
+    _, first = torch.unique(parent, return_inverse=True)
+    k = int(first.max()) + 1 if m else 0
+    cls_k = torch.zeros(k, dtype=torch.long, device=emb.device).scatter_(0, first, cls_m)
+    sums, counts = segment_sums(emb, labels, k)
+    # Drop tiny segments to VOID.
+    small = counts < cfg.min_area
+    if bool(small.any()):
+        keep_idx = torch.where(small, torch.full_like(counts, -1), torch.arange(k, device=emb.device))
+        labels = _compact(torch.where(labels >= 0, keep_idx[labels.clamp(min=0)], labels))
+        cls_k, sums, counts = cls_k[~small], sums[~small], counts[~small]
+    proto = F.normalize(sums, dim=1)
+    probs = torch.softmax(classifier(proto).float(), dim=1) if proto.shape[0] else proto.new_zeros(0, 1)
+    scores = probs.gather(1, cls_k[:, None])[:, 0] if proto.shape[0] else proto.new_zeros(0)
+    return PanopticOutput(labels, cls_k, scores, thing_classes[cls_k], proto, counts)
+
+
+def upsample_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest-neighbour ``(h, w) -> (H, W)`` of an integer map (pixel-centre sampling)."""
+    h, w = labels.shape
+    hh, ww = size
+    rows = ((torch.arange(hh, device=labels.device) + 0.5) * h / hh).long().clamp_(max=h - 1)
+    cols = ((torch.arange(ww, device=labels.device) + 0.5) * w / ww).long().clamp_(max=w - 1)
+    return labels[rows[:, None], cols[None, :]]
+
+
+def to_panoptic(
+    out: PanopticOutput, category_ids: Sequence[int], size: tuple[int, int]
+) -> tuple[torch.Tensor, list[dict]]:
+    """Panoptic id map and ``segments_info`` at input resolution.
+
+    Args:
+        out: the post-processed image.
+        category_ids: dataset category id of every class index.
+        size: ``(H, W)`` of the input image.
+
+    Returns:
+        ``(ids, segments_info)``: ``(H, W)`` int64 with segment ``i`` written as
+        id ``i + 1`` (0 VOID), and one ``{"id", "category_id", "iscrowd",
+        "area", "score"}`` dict per segment with a non-empty footprint.
+    """
+    full = upsample_labels(out.labels, size)
+    ids = full + 1
+    n = out.classes.numel()
+    areas = torch.bincount(full[full >= 0].reshape(-1), minlength=n) if n else torch.zeros(0, dtype=torch.long)
+    info = []
+    for i, (c, s, a) in enumerate(zip(out.classes.tolist(), out.scores.tolist(), areas.tolist())):
+        if a > 0:
+            info.append({"id": i + 1, "category_id": int(category_ids[c]), "iscrowd": 0, "area": int(a), "score": float(s)})
+    return ids, info
+
+
+def region_embeddings(embedding: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised mean embedding of every non-zero id of a full-resolution id map.
+
+    The embeddings are bilinearly upsampled to the map's size first, so small
+    GT segments get an embedding too.
+
+    Args:
+        embedding: ``(D, h, w)``.
+        ids: ``(H, W)`` int64 segment ids, 0 = VOID.
+
+    Returns:
+        ``(segment_ids (N,) int64 sorted, embeddings (N, D) float32)``.
+    """
+    hh, ww = ids.shape
+    up = F.interpolate(embedding[None].float(), size=(hh, ww), mode="bilinear", align_corners=False)[0]
+    seg_ids, inv = torch.unique(ids, return_inverse=True)
+    sums, _ = segment_sums(up, inv, seg_ids.numel())
+    keep = seg_ids != 0
+    return seg_ids[keep], F.normalize(sums[keep], dim=1)

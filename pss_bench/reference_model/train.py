@@ -1,0 +1,374 @@
+"""Training and in-memory validation of the PSS reference model.
+
+:func:`train` runs single-process or under ``torchrun`` (DistributedDataParallel,
+NCCL on CUDA, gloo on CPU). It writes into the run folder::
+
+    RUN/config.yaml           the resolved config
+    RUN/log.jsonl             one JSON line per logged iteration / validation
+    RUN/checkpoint_last.pt    written atomically every ``train.checkpoint_every``
+    RUN/model_final.pt        the last checkpoint, when training finishes
+
+``resume=True`` restores the model, optimizer, iteration (the learning rate is
+a pure function of it), RNG states and prototype memory; data order and
+augmentation are functions of ``(seed, epoch, index)``, so the resumed run sees
+the same batches as an uninterrupted one. Nothing is printed: progress goes to
+the ``progress`` callback, messages to ``logging``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+from pss_bench.errors import PssBenchError
+from pss_bench.reference_model.config import PSSConfig
+from pss_bench.reference_model.data import (
+    AugmentedItems,
+    ResumableBatchSampler,
+    TrainTransform,
+    build_dataset,
+    collate,
+    segments_from_item,
+)
+from pss_bench.reference_model.loss import PrototypeMemory, pss_losses
+from pss_bench.reference_model.postprocess import panoptic_inference, to_panoptic
+from pss_bench.reference_model.registry import create_model, load_pretrained_backbone, save_checkpoint_payload
+from pss_bench.types import Category
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_NAME = "checkpoint_last.pt"
+FINAL_NAME = "model_final.pt"
+
+
+class PSSTrainingModule(nn.Module):
+    """Network + losses in one ``forward``, so DDP sees every parameter used there."""
+
+    def __init__(self, net: nn.Module, cfg: PSSConfig, thing_classes: torch.Tensor) -> None:
+        super().__init__()
+        self.net = net
+        self.cfg = cfg
+        self.register_buffer("thing_classes", thing_classes, persistent=False)
+
+    def forward(self, batch: dict, memory: PrototypeMemory | None = None):
+        amp = self.cfg.train.amp and batch["image"].device.type == "cuda"
+        with torch.autocast(batch["image"].device.type, dtype=torch.bfloat16, enabled=amp):
+            out = self.net(batch["image"])
+        return pss_losses(out, batch, self.net.classifier, self.thing_classes, self.cfg.loss, self.cfg.kmeans, memory)
+
+
+def learning_rate(cfg: PSSConfig, it: int) -> float:
+    """Poly schedule with linear warm-up: a pure function of the iteration."""
+    t = cfg.train
+    lr = t.lr * (1.0 - min(it, t.iterations) / t.iterations) ** t.poly_power
+    if it < t.warmup_iterations:
+        alpha = it / t.warmup_iterations
+        lr *= t.warmup_factor * (1 - alpha) + alpha
+    return lr
+
+
+def build_optimizer(model: nn.Module, cfg: PSSConfig) -> torch.optim.SGD:
+    """SGD with momentum; no weight decay on norm parameters and biases."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    return torch.optim.SGD(
+        [{"params": decay, "weight_decay": cfg.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.train.lr, momentum=cfg.train.momentum,
+    )
+
+
+def _dist_info() -> tuple[int, int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0))
+    return 0, 1, 0
+
+
+def init_distributed(device: str) -> bool:
+    """Joins the ``torchrun`` process group when ``WORLD_SIZE > 1``; returns whether distributed."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    return True
+
+
+def _move(batch: dict, device: torch.device) -> dict:
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def predict_image(net, item_image: torch.Tensor, thing_classes: torch.Tensor, cfg: PSSConfig, amp: bool = False):
+    """Network + post-processing of one ``(3, H, W)`` image.
+
+    Returns:
+        ``(out, embedding)``: the :class:`~pss_bench.reference_model.postprocess.PanopticOutput`
+        and the ``(D, h, w)`` embeddings.
+    """
+    dev = item_image.device
+    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp and dev.type == "cuda"):
+        o = net(item_image[None])
+    emb = o["embedding"][0].float()
+    res = panoptic_inference(
+        emb, net.classifier, thing_classes, cfg.inference, seed_map=o["seed"][0, 0].float(),
+        iterations=cfg.kmeans.iterations, coord_weight=cfg.kmeans.coord_weight,
+    )
+    return res, emb
+
+
+@torch.no_grad()
+def evaluate(net, dataset, categories: Sequence[Category], cfg: PSSConfig, device, max_images: int = 0):
+    """In-memory PQ of ``net`` on ``dataset`` (sharded over ranks, statistics summed).
+
+    Returns:
+        :class:`~pss_bench.metrics.pq.PQResult`.
+    """
+    from pss_bench.metrics.pq import PanopticQuality
+
+    rank, world, _ = _dist_info()
+    was_training = net.training
+    net.eval()
+    metric = PanopticQuality(categories)
+    thing = torch.tensor([c.isthing for c in categories], device=device)
+    cat_ids = [c.id for c in categories]
+    n = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
+    for i in range(rank, n, world):
+        item = dataset[i]
+        res, _ = predict_image(net, item["image"].to(device), thing, cfg, amp=cfg.train.amp)
+        ids, info = to_panoptic(res, cat_ids, tuple(item["panoptic"].shape))
+        gt = segments_from_item(item["panoptic"], item["semantic"], item["crowd"], categories)
+        metric.update(item["panoptic"].numpy(), gt, ids.cpu().numpy(), info, image_id=item["image_id"])
+    if world > 1:
+        metric.all_reduce()
+    net.train(was_training)
+    return metric.compute()
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _save_atomic(payload: dict, path: Path) -> None:
+    from pss_bench.io.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def _rewrite_log(path: Path, upto: int) -> None:
+    """Drops log lines past iteration ``upto`` (written after the checkpoint we resume from)."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if int(rec.get("iteration", 0)) <= upto:
+            kept.append(line)
+    from pss_bench.io.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(k + "\n" for k in kept))
+
+
+def train(
+    cfg: PSSConfig,
+    out_dir: str | os.PathLike,
+    *,
+    data_root: str | os.PathLike | None = None,
+    device: str = "cpu",
+    resume: bool = False,
+    pretrained: str | os.PathLike | None = None,
+    train_dataset=None,
+    val_dataset=None,
+    categories: Sequence[Category] | None = None,
+    stop_at: int | None = None,
+    progress: Callable[[int, int, dict], None] | None = None,
+) -> dict:
+    """Trains PSS.
+
+    Args:
+        cfg: the config (``cfg.model.num_classes`` is set from the categories).
+        out_dir: the run folder (created).
+        data_root: dataset root for :func:`~pss_bench.reference_model.data.build_dataset`
+            (unless ``train_dataset`` / ``categories`` are given).
+        device: ``cpu``, ``cuda`` or ``cuda:N`` (under torchrun: ``cuda:LOCAL_RANK``).
+        resume: continue from ``out_dir/checkpoint_last.pt``.
+        pretrained: local torchvision ImageNet weights of the backbone.
+        train_dataset, val_dataset, categories: in-memory datasets of
+            un-augmented training items (tests), instead of ``data_root``.
+        stop_at: stop after this iteration as if killed (tests, time limits).
+        progress: called as ``progress(iteration, total, record)`` after each step.
+
+    Returns:
+        The last log record (``iteration``, losses, ``lr``, ...).
+
+    Raises:
+        PssBenchError: missing data, checkpoint or pretrained weights.
+    """
+    import torch.distributed as dist
+
+    distributed = init_distributed(device)
+    rank, world, local_rank = _dist_info()
+    if distributed and device.startswith("cuda"):
+        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(local_rank)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise PssBenchError("--device cuda: CUDA is not available on this machine")
+    dev = torch.device(device)
+    out = Path(out_dir)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+
+    if train_dataset is None:
+        if data_root is None:
+            raise PssBenchError("no training data: give --data ROOT")
+        train_dataset, categories = build_dataset(cfg.data.dataset, data_root, cfg.data.train_split)
+        if cfg.train.val_every > 0 and val_dataset is None:
+            try:
+                val_dataset, _ = build_dataset(cfg.data.dataset, data_root, cfg.data.val_split)
+            except PssBenchError as exc:
+                log.warning("no validation data, validation disabled: %s", exc)
+    if categories is None:
+        raise PssBenchError("no category list for the training data")
+    categories = list(categories)
+    cfg.model.num_classes = len(categories)
+    thing = torch.tensor([c.isthing for c in categories], dtype=torch.bool)
+
+    torch.manual_seed(cfg.train.seed)  # same initial weights on every rank
+    net = create_model("pss", cfg.model)
+    if pretrained is not None:
+        load_pretrained_backbone(net, pretrained, cfg.model.backbone)
+    module = PSSTrainingModule(net, cfg, thing).to(dev)
+    optimizer = build_optimizer(module, cfg)
+    memory = PrototypeMemory(cfg.loss.memory_iterations)
+    start = 0
+    ckpt_path = out / CHECKPOINT_NAME
+    if resume:
+        if not ckpt_path.is_file():
+            raise PssBenchError(f"{ckpt_path}: --resume given but there is no checkpoint to resume from")
+        from pss_bench.reference_model.registry import _torch_load
+
+        payload = _torch_load(ckpt_path)
+        net.load_state_dict(payload["state_dict"])
+        optimizer.load_state_dict(payload["optimizer"])
+        memory.load_state_dict(payload["memory"])
+        start = int(payload["iteration"])
+        _set_rng_state(payload["rng"][rank] if rank < len(payload["rng"]) else payload["rng"][0], dev)
+        log.info("resumed from %s at iteration %d", ckpt_path, start)
+    else:
+        torch.manual_seed(cfg.train.seed + 1 + rank)
+    if rank == 0:
+        import yaml
+
+        from pss_bench.io.atomic import atomic_path
+
+        with atomic_path(out / "config.yaml") as tmp:
+            tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        if resume:
+            _rewrite_log(out / "log.jsonl", start)
+        elif (out / "log.jsonl").exists():
+            (out / "log.jsonl").unlink()
+
+    ddp = module
+    if distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ddp = DistributedDataParallel(module, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+    transform = TrainTransform(cfg.data.crop_size, cfg.data.scale_range, cfg.data.flip)
+    items = AugmentedItems(train_dataset, transform, cfg.train.seed)
+    sampler = ResumableBatchSampler(len(items), cfg.data.batch_size, cfg.train.seed, rank, world, start)
+    loader = torch.utils.data.DataLoader(
+        items, batch_sampler=sampler, collate_fn=collate, num_workers=cfg.data.num_workers,
+        pin_memory=dev.type == "cuda", persistent_workers=cfg.data.num_workers > 0,
+    )
+    total = cfg.train.iterations
+    end = total if stop_at is None else min(total, stop_at)
+    record: dict = {"iteration": start}
+    t_last, it_last = time.perf_counter(), start
+    module.train()
+    data_iter = iter(loader)
+    for it in range(start, end):
+        batch = _move(next(data_iter), dev)
+        lr = learning_rate(cfg, it)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        losses, segments = ddp(batch, memory if memory.length > 0 else None)
+        optimizer.zero_grad(set_to_none=True)
+        losses["total"].backward()
+        optimizer.step()
+        memory.push(segments)
+        step = it + 1
+        loss_vals = {k: float(v.detach()) for k, v in losses.items()}
+        if not all(math.isfinite(v) for v in loss_vals.values()):
+            raise PssBenchError(f"iteration {step}: non-finite loss {loss_vals} (lower train.lr?)")
+        record = {"iteration": step, "lr": lr, **{f"loss_{k}": v for k, v in loss_vals.items()}}
+        if cfg.train.log_every > 0 and (step % cfg.train.log_every == 0 or step == end):
+            if distributed:  # log the mean over ranks
+                keys = sorted(loss_vals)
+                t = torch.tensor([loss_vals[k] for k in keys], dtype=torch.float64,
+                                 device=dev if dev.type == "cuda" else "cpu")
+                dist.all_reduce(t)
+                record.update({f"loss_{k}": float(v) / world for k, v in zip(keys, t.tolist())})
+            now = time.perf_counter()
+            record["images_per_s"] = (step - it_last) * cfg.data.batch_size * world / max(now - t_last, 1e-9)
+            t_last, it_last = now, step
+            if rank == 0:
+                with open(out / "log.jsonl", "a") as f:
+                    f.write(json.dumps(record) + "\n")
+        if cfg.train.checkpoint_every > 0 and (step % cfg.train.checkpoint_every == 0 or step == total):
+            rngs = [_rng_state(dev)]
+            if distributed:
+                gathered: list = [None] * world
+                dist.all_gather_object(gathered, {"torch": rngs[0]["torch"].clone()})
+                rngs = gathered
+            if rank == 0:
+                payload = save_checkpoint_payload(
+                    net, cfg, categories, iteration=step, optimizer=optimizer.state_dict(),
+                    memory=memory.state_dict(), rng=rngs,
+                )
+                _save_atomic(payload, ckpt_path)
+        if val_dataset is not None and cfg.train.val_every > 0 and (step % cfg.train.val_every == 0 or step == total):
+            res = evaluate(net, val_dataset, categories, cfg, dev, cfg.data.val_max_images)
+            rec = {"iteration": step, "val": {k: (v.to_dict() if v is not None else None) for k, v in
+                                               (("all", res.all), ("things", res.things), ("stuff", res.stuff))}}
+            record["val_pq"] = res.all.pq if res.all is not None else None
+            if rank == 0:
+                with open(out / "log.jsonl", "a") as f:
+                    f.write(json.dumps(rec) + "\n")
+        if progress is not None:
+            progress(step, total, record)
+    if rank == 0 and end == total and ckpt_path.exists():
+        import shutil
+
+        from pss_bench.io.atomic import atomic_path
+
+        with atomic_path(out / FINAL_NAME) as tmp:
+            shutil.copyfile(ckpt_path, tmp)
+    return record

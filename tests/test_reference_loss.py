@@ -1,0 +1,199 @@
+"""The SegSort loss with panoptic labels against a plain-loops implementation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pss_bench.reference_model.config import KMeansConfig, LossConfig
+from pss_bench.reference_model.loss import (
+    PrototypeMemory,
+    center_heatmap,
+    downsample_labels,
+    pss_losses,
+    segsort_loss,
+)
+
+
+def loops_segsort(emb, image, cluster, instance, classes, isthing, kappa, memory=None):
+    """The issue's rules written pixel by pixel, segment by segment."""
+    p = len(emb)
+    keys = []
+    for i in range(p):
+        k = (image[i], cluster[i], instance[i])
+        if k not in keys:
+            keys.append(k)
+    seg_of = [keys.index((image[i], cluster[i], instance[i])) for i in range(p)]
+    protos = []
+    info = []
+    for s, key in enumerate(keys):
+        members = [i for i in range(p) if seg_of[i] == s]
+        v = [sum(emb[i][d] for i in members) for d in range(len(emb[0]))]
+        n = math.sqrt(sum(x * x for x in v))
+        protos.append([x / n for x in v])
+        i0 = members[0]
+        info.append((image[i0], instance[i0], classes[i0], isthing[i0]))
+
+    def same_group(a, b):
+        (ia, ga, ca, ta), (ib, gb, cb, tb) = a, b
+        if ta != tb:
+            return False
+        return (ia == ib and ga == gb) if ta else ca == cb
+
+    total = 0.0
+    for i in range(p):
+        s_own = seg_of[i]
+        sim = [math.exp(kappa * sum(a * b for a, b in zip(emb[i], pr))) for pr in protos]
+        others_same = [s for s in range(len(keys)) if s != s_own and same_group(info[s], info[s_own])]
+        pos = others_same if others_same else [s_own]
+        den_set = [s for s in range(len(keys)) if s != s_own] + ([] if others_same else [s_own])
+        num = sum(sim[s] for s in pos)
+        den = sum(sim[s] for s in den_set)
+        if memory is not None:
+            for mp, mc, mt in zip(*memory):
+                e = math.exp(kappa * sum(a * b for a, b in zip(emb[i], mp)))
+                den += e
+                if not isthing[i] and not mt and mc == classes[i]:
+                    num += e
+        total += -math.log(num / den)
+    return total / p, len(keys)
+
+
+def _tiny_table(seed=0, p=60):
+    g = torch.Generator().manual_seed(seed)
+    emb = F.normalize(torch.randn(p, 4, generator=g), dim=1)
+    image = torch.randint(0, 2, (p,), generator=g)
+    cluster = torch.randint(0, 3, (p,), generator=g)
+    # instances: 1, 2 stuff (class 0, 1); 11, 12 things (class 2); 13 thing (class 3)
+    inst_choices = torch.tensor([1, 2, 11, 12, 13])
+    cls_of = {1: 0, 2: 1, 11: 2, 12: 2, 13: 3}
+    instance = inst_choices[torch.randint(0, 5, (p,), generator=g)]
+    classes = torch.tensor([cls_of[int(i)] for i in instance])
+    isthing = classes >= 2
+    # A lone segment: a thing instance present in a single cluster of image 0.
+    emb = torch.cat([emb, F.normalize(torch.randn(3, 4, generator=g), dim=1)])
+    image = torch.cat([image, torch.zeros(3, dtype=torch.long)])
+    cluster = torch.cat([cluster, torch.full((3,), 1)])
+    instance = torch.cat([instance, torch.full((3,), 99)])
+    classes = torch.cat([classes, torch.full((3,), 3)])
+    isthing = torch.cat([isthing, torch.ones(3, dtype=torch.bool)])
+    return emb, image, cluster, instance, classes, isthing
+
+
+@pytest.mark.parametrize("kappa", [1.0, 10.0])
+@pytest.mark.parametrize("with_memory", [False, True])
+def test_segsort_loss_matches_loops(kappa, with_memory):
+    emb, image, cluster, instance, classes, isthing = _tiny_table()
+    memory = None
+    if with_memory:
+        g = torch.Generator().manual_seed(7)
+        memory = (F.normalize(torch.randn(5, 4, generator=g), dim=1), torch.tensor([0, 1, 2, 0, 3]),
+                  torch.tensor([False, False, True, False, True]))
+    loss, segs = segsort_loss(emb, image, cluster, instance, classes, isthing, kappa, memory)
+    ref, n_segs = loops_segsort(
+        emb.tolist(), image.tolist(), cluster.tolist(), instance.tolist(), classes.tolist(), isthing.tolist(), kappa,
+        None if memory is None else (memory[0].tolist(), memory[1].tolist(), memory[2].tolist()),
+    )
+    assert segs.prototypes.shape == (n_segs, 4)
+    assert loss.item() == pytest.approx(ref, rel=1e-5, abs=1e-6)
+
+
+def test_segsort_loss_gradient_reaches_embeddings_and_prototypes():
+    emb, image, cluster, instance, classes, isthing = _tiny_table(1)
+    emb = emb.clone().requires_grad_()
+    loss, segs = segsort_loss(emb, image, cluster, instance, classes, isthing, 10.0)
+    assert segs.prototypes.requires_grad
+    loss.backward()
+    assert emb.grad is not None and emb.grad.abs().sum() > 0
+    # Gradient check in double precision.
+    e64 = emb.detach().double().requires_grad_()
+    torch.autograd.gradcheck(lambda e: segsort_loss(e, image, cluster, instance, classes, isthing, 2.0)[0], (e64,))
+
+
+def test_segsort_loss_lower_when_embeddings_follow_instances():
+    emb, image, cluster, instance, classes, isthing = _tiny_table(2)
+    g = torch.Generator().manual_seed(0)
+    table = {int(i): F.normalize(torch.randn(4, generator=g), dim=0) for i in instance.unique()}
+    good = torch.stack([table[int(i)] for i in instance]) + 0.01 * torch.randn(len(instance), 4, generator=g)
+    good = F.normalize(good, dim=1)
+    lo, _ = segsort_loss(good, image, cluster, instance, classes, isthing, 10.0)
+    hi, _ = segsort_loss(emb, image, cluster, instance, classes, isthing, 10.0)
+    assert lo < hi
+
+
+def test_center_heatmap_matches_loops():
+    pan = torch.zeros(1, 8, 12, dtype=torch.long)
+    pan[0, 1:4, 1:5] = 5
+    pan[0, 5:8, 6:12] = 6
+    mask = pan > 0
+    heat = center_heatmap(pan, mask, (4, 6), sigma=3.0, input_size=(16, 24))
+    assert heat.shape == (1, 4, 6)
+    # Mass centres in input pixels (grid scale 2).
+    cents = []
+    for pid in (5, 6):
+        ys, xs = (pan[0] == pid).nonzero(as_tuple=True)
+        cents.append((((ys.float() + 0.5) * 2).mean().item(), ((xs.float() + 0.5) * 2).mean().item()))
+    for i in range(4):
+        for j in range(6):
+            y, x = (i + 0.5) * 4, (j + 0.5) * 4
+            ref = max(math.exp(-((y - cy) ** 2 + (x - cx) ** 2) / 18.0) for cy, cx in cents)
+            assert heat[0, i, j].item() == pytest.approx(ref, rel=1e-5, abs=1e-7)
+
+
+def test_downsample_labels_takes_centre_pixels():
+    lab = torch.arange(64).reshape(1, 8, 8)
+    out = downsample_labels(lab, 2, 2)
+    assert out.tolist() == [[[lab[0, 2, 2].item(), lab[0, 2, 6].item()], [lab[0, 6, 2].item(), lab[0, 6, 6].item()]]]
+
+
+def _batch(b=2, h=32, w=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    pan = torch.zeros(b, h, w, dtype=torch.long)
+    sem = torch.full((b, h, w), 255)
+    pan[:, : h // 2], sem[:, : h // 2] = 1, 0
+    pan[:, h // 2 :], sem[:, h // 2 :] = 2, 1
+    pan[:, 4:12, 8:24], sem[:, 4:12, 8:24] = 1001, 2  # large thing
+    pan[:, 20:24, 40:44], sem[:, 20:24, 40:44] = 1002, 2  # small thing
+    pan[:, 24:28, 50:60], sem[:, 24:28, 50:60] = 1003, 2  # crowd
+    crowd = pan == 1003
+    pan[:, :2], sem[:, :2] = 0, 255  # VOID
+    return {"image": torch.randn(b, 3, h, w, generator=g), "panoptic": pan, "semantic": sem, "crowd": crowd}
+
+
+def test_pss_losses_finite_with_gradients_and_hybrid_scale():
+    batch = _batch()
+    b, h, w = batch["panoptic"].shape
+    emb = F.normalize(torch.randn(b, 8, h // 4, w // 4), dim=1).requires_grad_()
+    seed = torch.zeros(b, 1, h // 4, w // 4, requires_grad=True)
+    classifier = torch.nn.Linear(8, 3)
+    things = torch.tensor([False, False, True])
+    kcfg = KMeansConfig(grid=[2, 4], iterations=3, coord_weight=1.0)
+    losses, segs = pss_losses({"embedding": emb, "seed": seed}, batch, classifier, things, LossConfig(), kcfg)
+    assert set(losses) == {"total", "segsort", "classifier", "seed"}
+    assert all(torch.isfinite(v) for v in losses.values())
+    losses["total"].backward()
+    assert emb.grad.abs().sum() > 0 and seed.grad.abs().sum() > 0 and classifier.weight.grad.abs().sum() > 0
+    # Crowd and VOID carry no segment; every segment has a valid class.
+    assert segs.classes.max() <= 2 and segs.prototypes.shape[1] == 8
+    hybrid, segs2 = pss_losses({"embedding": emb, "seed": seed}, batch, classifier, things,
+                               LossConfig(small_instance_area=64), kcfg)
+    assert hybrid["segsort"].item() != pytest.approx(losses["segsort"].item())
+    # Hybrid scale adds stride-2 pixels of the small instance: more pixel rows.
+    assert segs2.pixel_segment.numel() > segs.pixel_segment.numel()
+
+
+def test_prototype_memory_fifo_and_state():
+    mem = PrototypeMemory(2)
+    emb, image, cluster, instance, classes, isthing = _tiny_table()
+    for _ in range(3):
+        _, segs = segsort_loss(emb, image, cluster, instance, classes, isthing, 10.0)
+        mem.push(segs)
+    assert len(mem.items) == 2
+    got = mem.get("cpu")
+    assert got[0].shape[0] == 2 * segs.prototypes.shape[0] and not got[0].requires_grad
+    other = PrototypeMemory(0)
+    other.load_state_dict(mem.state_dict())
+    assert torch.equal(other.get("cpu")[0], got[0])

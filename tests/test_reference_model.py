@@ -1,0 +1,125 @@
+"""Configs, registry, network shapes and gradients, checkpoints of the reference model."""
+
+from __future__ import annotations
+
+
+import pytest
+import torch
+
+from pss_bench.errors import PssBenchError
+from pss_bench.reference_model.config import ConfigError, load_config, shipped_configs
+from pss_bench.reference_model.network import PyramidHead, ResNetFPN, SegmentClassifier
+from pss_bench.reference_model.registry import (
+    CheckpointError,
+    create_model,
+    list_models,
+    load_checkpoint,
+    load_pretrained_backbone,
+    save_checkpoint_payload,
+)
+from pss_bench.types import Category
+
+
+def test_shipped_configs_load():
+    assert {"cityscapes_r50", "voc_r50", "synthstreets_tiny"} <= set(shipped_configs())
+    for name in shipped_configs():
+        cfg = load_config(name)
+        assert cfg.name == name
+        assert cfg.kmeans.iterations == 10 and cfg.loss.kappa == 10.0
+    cs = load_config("cityscapes_r50")
+    assert cs.model.backbone == "resnet50" and cs.data.crop_size == [512, 1024] and cs.model.deformable
+
+
+def test_overrides_and_errors(tmp_path):
+    cfg = load_config("synthstreets_tiny", ["train.lr=0.5", "kmeans.grid=[2,3]", "model.deformable=false"])
+    assert cfg.train.lr == 0.5 and cfg.kmeans.grid == [2, 3] and cfg.model.deformable is False
+    with pytest.raises(ConfigError, match="unknown key.*'lrr'"):
+        load_config("synthstreets_tiny", ["train.lrr=1"])
+    with pytest.raises(ConfigError, match="train.iterations: expected an integer"):
+        load_config("synthstreets_tiny", ["train.iterations=abc"])
+    with pytest.raises(ConfigError, match="unknown config 'nope'"):
+        load_config("nope")
+    p = tmp_path / "mine.yaml"
+    p.write_text("model: {backbone: resnet34}\ntrain: {iterations: 5}\n")
+    cfg = load_config(p)
+    assert cfg.name == "mine" and cfg.model.backbone == "resnet34" and cfg.train.iterations == 5
+    assert cfg.model.embed_dim == 32  # default kept
+
+
+def _tiny_cfg():
+    cfg = load_config("synthstreets_tiny", ["model.fpn_channels=32", "model.head_channels=32", "model.embed_dim=8"])
+    cfg.model.num_classes = 3
+    return cfg
+
+
+@pytest.mark.parametrize("deformable", [True, False])
+def test_model_shapes_and_gradients_of_every_part(deformable):
+    cfg = _tiny_cfg()
+    cfg.model.deformable = deformable
+    assert "pss" in list_models()
+    net = create_model("pss", cfg.model)
+    x = torch.randn(2, 3, 64, 96)
+    out = net(x)
+    assert out["embedding"].shape == (2, 8, 16, 24)
+    assert out["seed"].shape == (2, 1, 16, 24)
+    assert torch.allclose(out["embedding"].norm(dim=1), torch.ones(2, 16, 24), atol=1e-5)
+    logits = net.classifier(out["embedding"][:, :, 0, :5].permute(0, 2, 1).reshape(-1, 8))
+    assert logits.shape == (10, 3)
+    (out["embedding"][:, 0].sum() + out["seed"].sum() + logits.sum()).backward()
+    parts = {"backbone.body": net.backbone.body, "backbone.fpn": net.backbone.fpn, "embed_head": net.embed_head,
+             "seed_head": net.seed_head, "classifier": net.classifier}
+    for name, mod in parts.items():
+        grads = [p.grad for p in mod.parameters() if p.requires_grad]
+        assert grads and all(g is not None for g in grads), name
+        assert sum(float(g.abs().sum()) for g in grads) > 0, name
+
+
+def test_parts_standalone_shapes():
+    fpn = ResNetFPN("resnet18", "gn", 16)
+    feats = fpn(torch.randn(1, 3, 64, 64))
+    assert [tuple(f.shape) for f in feats] == [(1, 16, 16, 16), (1, 16, 8, 8), (1, 16, 4, 4), (1, 16, 2, 2)]
+    head = PyramidHead(16, 8, 5, deformable=True)
+    assert head(feats).shape == (1, 5, 16, 16)
+    assert SegmentClassifier(5, 7, 3)(torch.randn(4, 5)).shape == (4, 3)
+
+
+def test_odd_input_size():
+    net = create_model("pss", _tiny_cfg().model)
+    out = net(torch.randn(1, 3, 50, 70))
+    assert out["embedding"].shape[-2:] == (13, 18)
+
+
+def test_unknown_model():
+    with pytest.raises(PssBenchError, match="unknown model 'foo'"):
+        create_model("foo", _tiny_cfg().model)
+
+
+def test_checkpoint_roundtrip(tmp_path):
+    cfg = _tiny_cfg()
+    cats = [Category(1, "a", False), Category(2, "b", True), Category(3, "c", True)]
+    net = create_model("pss", cfg.model)
+    path = tmp_path / "ck.pt"
+    torch.save(save_checkpoint_payload(net, cfg, cats, iteration=3), path)
+    net2, cfg2, cats2, payload = load_checkpoint(path)
+    assert cats2 == cats and cfg2.model == cfg.model and payload["iteration"] == 3
+    for (k, a), (_, b) in zip(net.state_dict().items(), net2.state_dict().items()):
+        assert torch.equal(a, b), k
+    with pytest.raises(CheckpointError, match="file not found"):
+        load_checkpoint(tmp_path / "missing.pt")
+    # Pickled arbitrary objects are refused (weights_only).
+    torch.save({"state_dict": {}, "config": {}, "evil": Category(9, "x", False)}, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="weights-only"):
+        load_checkpoint(tmp_path / "bad.pt")
+
+
+def test_pretrained_backbone_missing_and_loaded(tmp_path):
+    cfg = _tiny_cfg()
+    net = create_model("pss", cfg.model)
+    with pytest.raises(CheckpointError, match=r"download https://download.pytorch.org/models/resnet18-.*--pretrained"):
+        load_pretrained_backbone(net, tmp_path / "nope.pth", "resnet18")
+    import torchvision
+
+    ref = torchvision.models.resnet18(weights=None, norm_layer=lambda c: torch.nn.GroupNorm(32, c))
+    torch.save(ref.state_dict(), tmp_path / "r18.pth")
+    load_pretrained_backbone(net, tmp_path / "r18.pth", "resnet18")
+    assert torch.equal(net.backbone.body.conv1.weight, ref.conv1.weight)

@@ -1,0 +1,175 @@
+"""Inference post-processing of the reference model on constructed tensors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pss_bench.reference_model.config import InferenceConfig
+from pss_bench.reference_model.postprocess import (
+    concentration,
+    dynamic_partition,
+    find_seeds,
+    merge_stuff,
+    merge_things,
+    panoptic_inference,
+    region_embeddings,
+    segment_sums,
+    to_panoptic,
+    upsample_labels,
+)
+
+
+def _unit(*v):
+    return F.normalize(torch.tensor(v, dtype=torch.float32), dim=0)
+
+
+def test_merge_things_nearest_neighbour_rule_and_threshold():
+    # a, b very close; c close to b but b prefers a; d far away.
+    protos = torch.stack([_unit(1, 0, 0), _unit(0.98, 0.2, 0), _unit(0.8, 0.6, 0), _unit(0, 0, 1)])
+    sums = protos * torch.tensor([10.0, 10.0, 10.0, 10.0])[:, None]
+    classes = torch.zeros(4, dtype=torch.long)
+    things = torch.ones(4, dtype=torch.bool)
+    parent = merge_things(sums, classes, things, threshold=0.9)
+    # a+b merge first (highest cosine); then c's NN is the merged ab with cosine >= 0.9?
+    ab = F.normalize(sums[0] + sums[1], dim=0)
+    cos_c = float(ab @ protos[2])
+    assert parent[0] == parent[1]
+    assert (parent[2] == parent[0]) == (cos_c >= 0.9)
+    assert parent[3] == 3
+    # A threshold above every similarity merges nothing.
+    assert merge_things(sums, classes, things, threshold=0.999).tolist() == [0, 1, 2, 3]
+
+
+def test_merge_things_respects_class_and_stuff():
+    protos = torch.stack([_unit(1, 0), _unit(1, 0.01), _unit(1, 0.02)])
+    classes = torch.tensor([0, 1, 1])
+    things = torch.tensor([True, True, False])
+    # Same direction but different class / stuff: nothing merges.
+    assert merge_things(protos, classes, things, 0.5).tolist() == [0, 1, 2]
+
+
+def test_merge_things_requires_mutual_or_one_sided_nn_in_seeded_mode():
+    # Seeded: a is a seed; b (non-seed) has c (non-seed) as nearest neighbour and a is not b's NN.
+    a, b, c = _unit(1, 0.3, 0), _unit(1, 0, 0), _unit(0.999, -0.02, 0)
+    sums = torch.stack([a, b, c])
+    classes = torch.zeros(3, dtype=torch.long)
+    things = torch.ones(3, dtype=torch.bool)
+    seeds = torch.tensor([True, False, False])
+    # a's NN is b (b is closer to a than c is), so a-b may merge: one is the other's NN.
+    assert float(a @ b) > float(a @ c)
+    parent = merge_things(sums, classes, things, 0.9, seeds)
+    assert parent[1] == 0
+    # Unseeded: b and c (closest pair) merge first.
+    parent_u = merge_things(sums, classes, things, 0.99)
+    assert parent_u[1] == parent_u[2]
+
+
+def test_seeded_merge_never_joins_two_seeds_or_two_non_seeds():
+    protos = torch.stack([_unit(1, 0), _unit(1, 0.01), _unit(0, 1), _unit(0.01, 1)])
+    classes = torch.zeros(4, dtype=torch.long)
+    things = torch.ones(4, dtype=torch.bool)
+    # Two seeds that are near-identical stay apart; non-seeds join them.
+    parent = merge_things(protos, classes, things, 0.5, seeds=torch.tensor([True, True, False, False]))
+    assert parent[0] != parent[1]
+    parent = merge_things(protos, classes, things, 0.5, seeds=torch.tensor([True, False, True, False]))
+    assert parent.tolist() == [0, 0, 2, 2]
+    parent = merge_things(protos, classes, things, 0.5, seeds=torch.tensor([False, False, False, False]))
+    assert parent.tolist() == [0, 1, 2, 3]
+
+
+def test_merge_stuff_one_segment_per_class():
+    classes = torch.tensor([0, 1, 0, 2, 2, 1])
+    things = torch.tensor([False, False, False, True, True, False])
+    p = merge_stuff(classes, things)
+    assert p[0] == p[2] and p[1] == p[5] and p[3] != p[4]
+    assert len(set(p.tolist())) == 4
+
+
+def test_dynamic_partition_splits_low_concentration_segment():
+    # One segment whose four quadrants point in four different directions:
+    # concentration ~0.5 -> split into 4; a coherent segment next to it stays.
+    h, w = 8, 16
+    emb = torch.zeros(3, h, w)
+    dirs = [_unit(1, 0, 0.2), _unit(0, 1, 0.2), _unit(-1, 0, 0.2), _unit(0, -1, 0.2)]
+    emb[:, :4, :4] = dirs[0][:, None, None]
+    emb[:, :4, 4:8] = dirs[1][:, None, None]
+    emb[:, 4:, :4] = dirs[2][:, None, None]
+    emb[:, 4:, 4:8] = dirs[3][:, None, None]
+    emb[:, :, 8:] = _unit(0, 0, 1)[:, None, None]
+    labels = torch.zeros(h, w, dtype=torch.long)
+    labels[:, 8:] = 1
+    labels[0, 15] = -1
+    sums, counts = segment_sums(emb, labels)
+    conc = concentration(sums, counts)
+    assert conc[0] < 0.5 and conc[1] > 0.99
+    out = dynamic_partition(emb, labels, threshold=0.9, k=4, iterations=5, coord_weight=0.0)
+    assert out[0, 15] == -1
+    left = out[:, :8]
+    assert len(left.unique()) == 4
+    for (ys, xs) in [((0, 4), (0, 4)), ((0, 4), (4, 8)), ((4, 8), (0, 4)), ((4, 8), (4, 8))]:
+        assert len(out[ys[0]:ys[1], xs[0]:xs[1]].unique()) == 1
+    assert len(out[:, 8:][out[:, 8:] >= 0].unique()) == 1
+    # Above the threshold nothing splits.
+    same = dynamic_partition(emb, labels, threshold=float(conc[0]) - 0.01, k=4, iterations=5, coord_weight=0.0)
+    assert len(same[same >= 0].unique()) == 2
+
+
+def test_find_seeds_local_maxima():
+    m = torch.zeros(9, 9)
+    m[2, 2], m[2, 3], m[6, 6], m[0, 8] = 0.9, 0.8, 0.5, 0.1
+    peaks = find_seeds(m, 0.3, 3)
+    assert peaks.nonzero().tolist() == [[2, 2], [6, 6]]
+
+
+def _two_object_scene():
+    """Stuff class 0 background, two thing instances of class 1 with distinct embeddings."""
+    h, w = 16, 32
+    emb = torch.zeros(4, h, w)
+    emb[0] = 1.0
+    emb[:, 2:8, 2:12] = _unit(0, 1, 0, 0)[:, None, None]
+    emb[:, 9:15, 18:30] = _unit(0, 0, 1, 0)[:, None, None]
+    classifier = torch.nn.Linear(4, 2, bias=False)
+    with torch.no_grad():
+        classifier.weight.copy_(torch.tensor([[5.0, 0, 0, 0], [0, 5.0, 5.0, 0]]))
+    seed = torch.zeros(h, w)
+    seed[5, 7] = 1.0
+    seed[12, 24] = 1.0
+    return emb, classifier, seed
+
+
+@pytest.mark.parametrize("seeded", [False, True])
+def test_panoptic_inference_on_constructed_embeddings(seeded):
+    emb, classifier, seed = _two_object_scene()
+    cfg = InferenceConfig(grid=[2, 4], concentration_threshold=0.5, merge_threshold=0.9, seeded=seeded,
+                          seed_threshold=0.5, seed_nms_kernel=3, min_area=1)
+    out = panoptic_inference(emb, classifier, torch.tensor([False, True]), cfg, seed_map=seed, iterations=5, coord_weight=0.3)
+    # Expect exactly: one stuff segment, two thing instances matching the constructed regions.
+    assert sorted(out.classes.tolist()) == [0, 1, 1]
+    a = out.labels[2:8, 2:12].unique()
+    b = out.labels[9:15, 18:30].unique()
+    assert a.numel() == 1 and b.numel() == 1 and a != b
+    assert out.embeddings.shape == (3, 4)
+    assert torch.allclose(out.embeddings.norm(dim=1), torch.ones(3))
+    assert ((out.scores > 0) & (out.scores <= 1)).all()
+    ids, info = to_panoptic(out, [7, 24], (64, 128))
+    assert ids.shape == (64, 128)
+    assert sorted(s["category_id"] for s in info) == [7, 24, 24]
+    assert sum(s["area"] for s in info) == 64 * 128
+
+
+def test_upsample_and_region_embeddings():
+    lab = torch.tensor([[0, 1], [2, 3]])
+    up = upsample_labels(lab, (4, 4))
+    assert up.tolist() == [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]]
+    emb = torch.zeros(2, 2, 2)
+    emb[0, :, 0] = 1.0
+    emb[1, :, 1] = 1.0
+    ids = torch.zeros(8, 8, dtype=torch.long)
+    ids[:, :2] = 5
+    ids[:, 6:] = 9
+    seg_ids, e = region_embeddings(emb, ids)
+    assert seg_ids.tolist() == [5, 9]
+    assert torch.allclose(e[0], torch.tensor([1.0, 0.0]), atol=1e-6)
+    assert torch.allclose(e[1], torch.tensor([0.0, 1.0]), atol=1e-6)

@@ -1,0 +1,160 @@
+"""Training of the reference model: exact resume, DDP equivalence, one run end to end."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+
+from pss_bench.reference_model.config import load_config
+from pss_bench.reference_model.registry import load_checkpoint
+from pss_bench.reference_model.train import FINAL_NAME, learning_rate, train
+from pss_bench.types import Category
+
+CATS = [Category(7, "road", False), Category(21, "vegetation", False), Category(24, "person", True), Category(26, "car", True)]
+
+
+def toy_items(n, h=48, w=96, seed=0):
+    """Hand-made training items: two stuff bands and three boxes of thing classes."""
+    g = torch.Generator().manual_seed(seed)
+    items = []
+    for i in range(n):
+        pan = torch.zeros(h, w, dtype=torch.long)
+        sem = torch.full((h, w), 255)
+        pan[: h // 2], sem[: h // 2] = 21000, 1
+        pan[h // 2 :], sem[h // 2 :] = 7000, 0
+        img = torch.zeros(3, h, w)
+        img[1, : h // 2] = 1.0
+        img[0, h // 2 :] = -1.0
+        for k in range(3):
+            y = int(torch.randint(0, h - 12, (1,), generator=g))
+            x = int(torch.randint(0, w - 16, (1,), generator=g))
+            c = 2 + k % 2
+            pan[y : y + 12, x : x + 16] = (24 if c == 2 else 26) * 1000 + k + 1
+            sem[y : y + 12, x : x + 16] = c
+            img[:, y : y + 12, x : x + 16] = torch.randn(3, 1, 1, generator=g)
+        pan[:2], sem[:2] = 0, 255
+        crowd = torch.zeros(h, w, dtype=torch.bool)
+        items.append({"image": img + 0.1 * torch.randn(3, h, w, generator=g), "panoptic": pan, "semantic": sem,
+                      "crowd": crowd, "image_id": f"toy_{i}"})
+    return items
+
+
+def tiny_cfg(*extra):
+    return load_config("synthstreets_tiny", [
+        "model.fpn_channels=16", "model.head_channels=16", "model.embed_dim=8", "model.classifier_hidden=16",
+        "data.crop_size=[32,64]", "data.batch_size=2", "kmeans.grid=[2,4]", "inference.grid=[2,4]",
+        "train.iterations=6", "train.checkpoint_every=3", "train.log_every=1", "train.val_every=0",
+        "train.warmup_iterations=2", "loss.memory_iterations=1", "loss.small_instance_area=300", *extra,
+    ])
+
+
+def _weights(path):
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    return payload["state_dict"]
+
+
+def test_learning_rate_poly_with_warmup():
+    cfg = tiny_cfg("train.iterations=100", "train.warmup_iterations=10", "train.lr=1.0")
+    assert learning_rate(cfg, 0) == pytest.approx(0.1)
+    assert learning_rate(cfg, 10) == pytest.approx((1 - 0.1) ** 0.9)
+    assert learning_rate(cfg, 100) == 0.0
+
+
+def test_kill_and_resume_gives_same_weights(tmp_path):
+    items = toy_items(5)
+    full = tmp_path / "full"
+    train(tiny_cfg(), full, train_dataset=items, categories=CATS)
+    cut = tmp_path / "cut"
+    train(tiny_cfg(), cut, train_dataset=items, categories=CATS, stop_at=4)  # "killed" after step 4
+    assert not (cut / FINAL_NAME).exists()
+    assert torch.load(cut / "checkpoint_last.pt", weights_only=True)["iteration"] == 3
+    train(tiny_cfg(), cut, train_dataset=items, categories=CATS, resume=True)
+    a, b = _weights(full / FINAL_NAME), _weights(cut / FINAL_NAME)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # The log holds each iteration once, in order.
+    import json
+
+    iters = [json.loads(line)["iteration"] for line in (cut / "log.jsonl").read_text().splitlines()]
+    assert iters == [1, 2, 3, 4, 5, 6]
+    # The final checkpoint loads as a model.
+    model, cfg, cats, _ = load_checkpoint(cut / FINAL_NAME)
+    assert cats == CATS and not model.training
+
+
+def test_resume_without_checkpoint_is_an_error(tmp_path):
+    from pss_bench.errors import PssBenchError
+
+    with pytest.raises(PssBenchError, match="no checkpoint to resume from"):
+        train(tiny_cfg(), tmp_path / "r", train_dataset=toy_items(2), categories=CATS, resume=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, out, items, threads):
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+                       "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank)})
+    # k-means assignments are discrete: the same float rounding (thread count) as the reference matters.
+    torch.set_num_threads(threads)
+    import torch.distributed as dist
+
+    try:
+        train(tiny_cfg("data.batch_size=1", "train.iterations=1", "train.checkpoint_every=1", "loss.memory_iterations=0"),
+              out, train_dataset=items, categories=CATS)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def test_two_process_gloo_ddp_step_equals_single_process(tmp_path):
+    """Two gloo ranks with one image each == one process averaging the two per-rank gradients."""
+    import torch.multiprocessing as mp
+
+    from pss_bench.reference_model.data import AugmentedItems, ResumableBatchSampler, TrainTransform, collate
+    from pss_bench.reference_model.registry import create_model
+    from pss_bench.reference_model.train import PSSTrainingModule, build_optimizer
+
+    items = toy_items(4)
+    out = tmp_path / "ddp"
+    mp.spawn(_ddp_worker, args=(2, _free_port(), out, items, torch.get_num_threads()), nprocs=2, join=True)
+    ddp_w = _weights(out / FINAL_NAME)
+
+    cfg = tiny_cfg("data.batch_size=1", "train.iterations=1", "train.checkpoint_every=1", "loss.memory_iterations=0")
+    cfg.model.num_classes = len(CATS)
+    torch.manual_seed(cfg.train.seed)
+    net = create_model("pss", cfg.model)
+    module = PSSTrainingModule(net, cfg, torch.tensor([c.isthing for c in CATS]))
+    opt = build_optimizer(module, cfg)
+    data = AugmentedItems(items, TrainTransform(cfg.data.crop_size, cfg.data.scale_range, cfg.data.flip), cfg.train.seed)
+    samplers = [ResumableBatchSampler(len(items), 1, cfg.train.seed, r, 2) for r in range(2)]
+    for it in range(cfg.train.iterations):
+        for g in opt.param_groups:
+            g["lr"] = learning_rate(cfg, it)
+        opt.zero_grad()
+        for s in samplers:
+            losses, _ = module(collate([data[k] for k in s.batch_at(it)]))
+            (losses["total"] / 2).backward()
+        opt.step()
+    ref = net.state_dict()
+    for k in ref:
+        assert torch.allclose(ref[k], ddp_w[k], atol=1e-5, rtol=1e-4), k
+    # And the step did something.
+    torch.manual_seed(cfg.train.seed)
+    init = create_model("pss", cfg.model).state_dict()
+    assert any(not torch.allclose(init[k], ddp_w[k]) for k in init if init[k].is_floating_point())
+
+
+def test_train_with_validation_logs_pq(tmp_path):
+    items = toy_items(4)
+    rec = train(tiny_cfg("train.iterations=2", "train.val_every=2"), tmp_path / "v", train_dataset=items,
+                val_dataset=toy_items(2, seed=9), categories=CATS)
+    assert 0.0 <= rec["val_pq"] <= 1.0
+    assert "val" in (tmp_path / "v" / "log.jsonl").read_text()
