@@ -80,5 +80,5 @@ def test_cli_errors(synth, tmp_path, capsys):
                  "train.nokey=1"]) == 1
     assert "nokey" in capsys.readouterr().err
     assert main(["train-reference", "--config", "synthstreets_tiny", "--data", str(synth), "--out", str(tmp_path / "r"),
-                 "--pretrained", str(tmp_path / "missing.pth"), *TINY]) == 1
+                 "--pretrained", str(tmp_path / "missing.pth"), *TINY, "model.backbone=resnet18"]) == 1
     assert "download https://download.pytorch.org/models/resnet18" in capsys.readouterr().err

@@ -114,6 +114,9 @@ def test_checkpoint_roundtrip(tmp_path):
 
 def test_pretrained_backbone_missing_and_loaded(tmp_path):
     cfg = _tiny_cfg()
+    with pytest.raises(CheckpointError, match="no ImageNet weights"):
+        load_pretrained_backbone(create_model("pss", cfg.model), tmp_path / "nope.pth", "resnet_tiny")
+    cfg.model.backbone = "resnet18"
     net = create_model("pss", cfg.model)
     with pytest.raises(CheckpointError, match=r"download https://download.pytorch.org/models/resnet18-.*--pretrained"):
         load_pretrained_backbone(net, tmp_path / "nope.pth", "resnet18")

@@ -31,7 +31,8 @@ class ModelConfig:
     """The network.
 
     Attributes:
-        backbone: ``resnet18`` | ``resnet34`` | ``resnet50`` | ``resnet101``.
+        backbone: ``resnet18`` | ``resnet34`` | ``resnet50`` | ``resnet101``, or
+            ``resnet_tiny`` (ResNet-10 layout at half width, for CPU runs).
         norm: backbone normalisation: ``frozen_bn`` (detection style, for
             pretrained weights), ``bn`` or ``gn`` (GroupNorm, 32 groups).
         fpn_channels: FPN output channels (P2-P5).

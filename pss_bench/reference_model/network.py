@@ -20,7 +20,34 @@ _BACKBONES = {
     "resnet34": (64, 512),
     "resnet50": (256, 2048),
     "resnet101": (256, 2048),
+    "resnet_tiny": (32, 256),
 }
+
+# resnet_tiny: the ResNet-10 layout (one torchvision BasicBlock per stage) at
+# half width (32-256 channels): 1.2M parameters, so that a CPU-trained model
+# ships in a few MB. Not an ImageNet architecture: no pretrained weights.
+_TINY_WIDTHS = (32, 64, 128, 256)
+
+
+def _tiny_resnet(norm_layer):
+    import torchvision
+    from torchvision.models.resnet import BasicBlock
+
+    class TinyResNet(torchvision.models.resnet.ResNet):
+        def __init__(self) -> None:
+            nn.Module.__init__(self)
+            # The attributes torchvision's ResNet._make_layer reads.
+            self._norm_layer, self.inplanes, self.dilation, self.groups, self.base_width = norm_layer, _TINY_WIDTHS[0], 1, 1, 64
+            self.conv1 = nn.Conv2d(3, _TINY_WIDTHS[0], kernel_size=7, stride=2, padding=3, bias=False)
+            self.bn1 = norm_layer(_TINY_WIDTHS[0])
+            self.relu = nn.ReLU(inplace=True)
+            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+            self.layer1 = self._make_layer(BasicBlock, _TINY_WIDTHS[0], 1)
+            self.layer2 = self._make_layer(BasicBlock, _TINY_WIDTHS[1], 1, stride=2)
+            self.layer3 = self._make_layer(BasicBlock, _TINY_WIDTHS[2], 1, stride=2)
+            self.layer4 = self._make_layer(BasicBlock, _TINY_WIDTHS[3], 1, stride=2)
+
+    return TinyResNet()
 
 
 def _norm_layer(kind: str):
@@ -49,12 +76,15 @@ class ResNetFPN(nn.Module):
 
         if backbone not in _BACKBONES:
             raise ValueError(f"unknown backbone {backbone!r} (known: {sorted(_BACKBONES)})")
-        resnet = getattr(torchvision.models, backbone)(weights=None, norm_layer=_norm_layer(norm))
+        if backbone == "resnet_tiny":
+            resnet = _tiny_resnet(_norm_layer(norm))
+        else:
+            resnet = getattr(torchvision.models, backbone)(weights=None, norm_layer=_norm_layer(norm))
         self.body = IntermediateLayerGetter(
             resnet, return_layers={"layer1": "c2", "layer2": "c3", "layer3": "c4", "layer4": "c5"}
         )
         c2, c5 = _BACKBONES[backbone]
-        in_channels = [c2, c2 * 2, c2 * 4, c5] if c2 == 256 else [64, 128, 256, 512]
+        in_channels = [c2, c2 * 2, c2 * 4, c5] if c2 == 256 else [c2, c2 * 2, c2 * 4, c2 * 8]
         self.fpn = FeaturePyramidNetwork(in_channels, fpn_channels)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -84,7 +84,9 @@ def load_pretrained_backbone(model, path: str | os.PathLike | None, backbone: st
         CheckpointError: the file is missing (the message says what to
             download where) or its tensors do not fit.
     """
-    url = PRETRAINED_HINT.get(backbone, "torchvision's ImageNet weights for " + backbone)
+    if backbone not in PRETRAINED_HINT:
+        raise CheckpointError(f"{path}: backbone {backbone!r} has no ImageNet weights; train it from scratch (no --pretrained)")
+    url = PRETRAINED_HINT[backbone]
     if path is None or not Path(path).is_file():
         raise CheckpointError(
             f"{path}: pretrained {backbone} weights not found; download {url} "
@@ -94,7 +96,10 @@ def load_pretrained_backbone(model, path: str | os.PathLike | None, backbone: st
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    missing, unexpected = model.backbone.body.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.backbone.body.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: does not fit the {backbone} backbone ({str(exc).splitlines()[1].strip()})") from None
     # FrozenBatchNorm2d has no num_batches_tracked; GroupNorm has no running stats.
     bad = [k for k in unexpected if not k.endswith(("num_batches_tracked", "running_mean", "running_var"))]
     if bad or len(missing) == len(list(model.backbone.body.state_dict())):

@@ -6,7 +6,7 @@ NCCL on CUDA, gloo on CPU). It writes into the run folder::
     RUN/config.yaml           the resolved config
     RUN/log.jsonl             one JSON line per logged iteration / validation
     RUN/checkpoint_last.pt    written atomically every ``train.checkpoint_every``
-    RUN/model_final.pt        the last checkpoint, when training finishes
+    RUN/model_final.pt        the final weights, config and categories (no optimizer state)
 
 ``resume=True`` restores the model, optimizer, iteration (the learning rate is
 a pure function of it), RNG states and prototype memory; data order and
@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint_last.pt"
 FINAL_NAME = "model_final.pt"
+RESUME_ONLY_KEYS = ("optimizer", "memory", "rng")
 
 
 class PSSTrainingModule(nn.Module):
@@ -365,10 +366,10 @@ def train(
         if progress is not None:
             progress(step, total, record)
     if rank == 0 and end == total and ckpt_path.exists():
-        import shutil
+        from pss_bench.reference_model.registry import _torch_load
 
-        from pss_bench.io.atomic import atomic_path
-
-        with atomic_path(out / FINAL_NAME) as tmp:
-            shutil.copyfile(ckpt_path, tmp)
+        # The shipped model: weights, config and categories, without the
+        # optimizer state and RNG states that only --resume needs.
+        payload = _torch_load(ckpt_path)
+        _save_atomic({k: v for k, v in payload.items() if k not in RESUME_ONLY_KEYS}, out / FINAL_NAME)
     return record
