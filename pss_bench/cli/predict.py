@@ -1,4 +1,4 @@
-"""``pss-bench predict``: run the PSS reference model and write a prediction directory."""
+"""``pss-bench predict``: run a trained model (PSS or the UPSNet-style baseline) and write a prediction directory."""
 
 from __future__ import annotations
 
@@ -41,9 +41,9 @@ def command(checkpoint, data_root, split, out_dir, device, dataset, embed_mode, 
     from pss_bench.io.prediction import PredictionWriter
     from pss_bench.reference_model.config import config_from_dict
     from pss_bench.reference_model.data import build_dataset
-    from pss_bench.reference_model.postprocess import region_embeddings, to_panoptic
+    from pss_bench.reference_model.postprocess import region_embeddings
     from pss_bench.reference_model.registry import load_checkpoint
-    from pss_bench.reference_model.train import predict_image
+    from pss_bench.reference_model.train import predict_panoptic
 
     for o in overrides:
         if not o.startswith(("inference.", "kmeans.")) or "=" not in o:
@@ -64,30 +64,30 @@ def command(checkpoint, data_root, split, out_dir, device, dataset, embed_mode, 
     if [c.id for c in ds_cats] != [c.id for c in categories]:
         raise PssBenchError(f"{data_root}: the dataset's categories differ from the checkpoint's ({checkpoint})")
     dev = torch.device(device)
-    thing = torch.tensor([c.isthing for c in categories], device=dev)
-    cat_ids = [c.id for c in categories]
     n = len(ds) if max_images == 0 else min(max_images, len(ds))
     extra = {"checkpoint": str(checkpoint), "config": cfg.name, "split": split}
     if getattr(ds, "gt_json", None) is not None:
         extra["gt_json"] = str(Path(ds.gt_json).resolve())
     t0 = time.perf_counter()
-    with PredictionWriter(out_dir, model="pss-reference", overwrite=overwrite, **extra) as writer:
+    model_name = {"pss": "pss-reference", "upsnet": "upsnet-style"}.get(cfg.model.arch, cfg.model.arch)
+    with PredictionWriter(out_dir, model=model_name, overwrite=overwrite, **extra) as writer:
         if embed_mode != "none":
             writer.manifest["embeddings"] = embed_mode
         with progress_bar("predict") as update:
             for i in range(n):
                 item = ds[i]
-                res, emb = predict_image(net, item["image"].to(dev), thing, cfg, amp=cfg.train.amp)
-                size = tuple(item["panoptic"].shape)
-                ids, info = to_panoptic(res, cat_ids, size)
+                ids, info, emb, seg_emb = predict_panoptic(net, item["image"].to(dev), categories, cfg)
                 image_id = item["image_id"]
                 writer.add_panoptic(image_id, f"{image_id}.png", ids.cpu().numpy().astype("int64"), info)
                 if embed_mode == "gt-segments":
                     seg_ids, e = region_embeddings(emb, item["panoptic"].to(dev))
                     writer.add_embeddings(image_id, seg_ids.cpu().numpy(), e.cpu().numpy())
+                elif embed_mode == "pred-segments" and seg_emb is None:
+                    seg_ids, e = region_embeddings(emb, ids.to(dev))
+                    writer.add_embeddings(image_id, seg_ids.cpu().numpy(), e.cpu().numpy())
                 elif embed_mode == "pred-segments":
                     present = [s["id"] for s in info]
-                    e = res.embeddings[torch.tensor(present, dtype=torch.long, device=dev) - 1] if present else res.embeddings[:0]
+                    e = seg_emb[torch.tensor(present, dtype=torch.long, device=dev) - 1] if present else seg_emb[:0]
                     writer.add_embeddings(image_id, torch.tensor(present, dtype=torch.long).numpy(), e.cpu().numpy())
                 update(i + 1, n)
         writer.commit(categories=[{"id": c.id, "name": c.name, "isthing": int(c.isthing)} for c in categories])

@@ -34,6 +34,11 @@ def command(config, data_root, out_dir, device, resume, pretrained, stop_after, 
     multi-node: run it under torchrun (DDP, NCCL on GPU, gloo on CPU).
     The final summary is printed on stdout as JSON.
     """
+    run_training(config, data_root, out_dir, device, resume, pretrained, stop_after, overrides)
+
+
+def run_training(config, data_root, out_dir, device, resume, pretrained, stop_after, overrides) -> None:
+    """Shared by ``train-reference`` and ``train-baseline``: config, progress bar, JSON summary."""
     import time
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

@@ -31,6 +31,9 @@ class ModelConfig:
     """The network.
 
     Attributes:
+        arch: ``pss`` (the reference model) or ``upsnet`` (the UPSNet-style
+            baseline, ``pss_bench.baselines.upsnet``), built on the same
+            backbone, FPN and head settings below.
         backbone: ``resnet18`` | ``resnet34`` | ``resnet50`` | ``resnet101``, or
             ``resnet_tiny`` (ResNet-10 layout at half width, for CPU runs).
         norm: backbone normalisation: ``frozen_bn`` (detection style, for
@@ -44,6 +47,7 @@ class ModelConfig:
         num_classes: number of classes; 0 means "take it from the dataset".
     """
 
+    arch: str = "pss"
     backbone: str = "resnet50"
     norm: str = "frozen_bn"
     fpn_channels: int = 256
@@ -177,6 +181,39 @@ class TrainConfig:
 
 
 @dataclass
+class UPSNetConfig:
+    """The UPSNet-style baseline's own settings (used when ``model.arch`` is ``upsnet``).
+
+    Attributes:
+        box_head_dim: width of the two-layer box head (torchvision: 1024).
+        mask_head_channels: channels of the four mask-head convs (Mask R-CNN: 256).
+        anchor_sizes: one anchor size per level P2-P6.
+        panoptic_weight: weight of the panoptic cross-entropy (UPSNet: 0.5).
+        score_threshold: detections below it are dropped before the panoptic head.
+        nms_threshold: IoU of the class-agnostic NMS before the head.
+        max_covered: drop an instance more than this covered by kept ones (UPSNet: 0.3).
+        stuff_area_limit: stuff regions smaller than this many pixels become
+            void (UPSNet: 4096 at Cityscapes scale).
+        rpn_pre_nms_top_n, rpn_post_nms_top_n: proposals kept per FPN level
+            before NMS and per image after it, ``[training, testing]``
+            (torchvision's Mask R-CNN: [2000, 1000] and [2000, 1000]).
+        roi_batch_size: RoIs sampled per image for the box and mask losses (512).
+    """
+
+    box_head_dim: int = 1024
+    mask_head_channels: int = 256
+    anchor_sizes: list[int] = field(default_factory=lambda: [32, 64, 128, 256, 512])
+    panoptic_weight: float = 0.5
+    score_threshold: float = 0.5
+    nms_threshold: float = 0.5
+    max_covered: float = 0.3
+    stuff_area_limit: int = 4096
+    rpn_pre_nms_top_n: list[int] = field(default_factory=lambda: [2000, 1000])
+    rpn_post_nms_top_n: list[int] = field(default_factory=lambda: [2000, 1000])
+    roi_batch_size: int = 512
+
+
+@dataclass
 class PSSConfig:
     """The whole configuration."""
 
@@ -187,6 +224,7 @@ class PSSConfig:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    upsnet: UPSNetConfig = field(default_factory=UPSNetConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

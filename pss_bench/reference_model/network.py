@@ -137,7 +137,9 @@ class PyramidHead(nn.Module):
         )
         self.fuse = nn.Conv2d(4 * head_channels, out_channels, 1)
 
-    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+    def features(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        """The concatenated stride-4 maps before the fusion conv: ``(B, 4 * head_channels, H/4, W/4)``
+        (UPSNet's ``fcn_feat``)."""
         size = feats[0].shape[-2:]
         ups = []
         for f in feats:
@@ -145,7 +147,10 @@ class PyramidHead(nn.Module):
             if y.shape[-2:] != size:
                 y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
             ups.append(y)
-        return self.fuse(torch.cat(ups, dim=1))
+        return torch.cat(ups, dim=1)
+
+    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+        return self.fuse(self.features(feats))
 
 
 class SegmentClassifier(nn.Module):

@@ -30,7 +30,11 @@ class CheckpointError(PssBenchError):
 
 
 def register_model(name: str):
-    """Decorator registering a builder ``fn(cfg: ModelConfig) -> nn.Module``."""
+    """Decorator registering a builder ``fn(model_cfg: ModelConfig, **context) -> nn.Module``.
+
+    ``context`` holds ``categories`` (the dataset's list) and ``cfg`` (the whole
+    :class:`PSSConfig`) for architectures that need them.
+    """
 
     def deco(fn):
         _REGISTRY[name] = fn
@@ -43,7 +47,7 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_model(name: str, cfg: ModelConfig):
+def create_model(name: str, cfg: ModelConfig, **context):
     """Builds the architecture ``name`` with random weights.
 
     Raises:
@@ -51,14 +55,22 @@ def create_model(name: str, cfg: ModelConfig):
     """
     if name not in _REGISTRY:
         raise PssBenchError(f"unknown model {name!r} (known: {', '.join(list_models())})")
-    return _REGISTRY[name](cfg)
+    return _REGISTRY[name](cfg, **context)
 
 
 @register_model("pss")
-def _build_pss(cfg: ModelConfig):
+def _build_pss(cfg: ModelConfig, **_):
     from pss_bench.reference_model.network import PSSNet
 
     return PSSNet(cfg)
+
+
+@register_model("upsnet")
+def _build_upsnet(cfg: ModelConfig, *, categories, cfg_all=None, **_):
+    from pss_bench.baselines.upsnet.model import UPSNetStyle
+    from pss_bench.reference_model.config import UPSNetConfig
+
+    return UPSNetStyle(cfg, cfg_all.upsnet if cfg_all is not None else UPSNetConfig(), categories)
 
 
 def _torch_load(path: Path):
@@ -76,7 +88,7 @@ def load_pretrained_backbone(model, path: str | os.PathLike | None, backbone: st
     """Loads ImageNet weights of a torchvision ResNet into ``model.backbone.body``.
 
     Args:
-        model: a :class:`~pss_bench.reference_model.network.PSSNet`.
+        model: a network with a ``backbone.body`` (PSS or the UPSNet-style baseline).
         path: a local ``.pth`` file (torchvision's state dict).
         backbone: the backbone name, for the error message.
 
@@ -109,7 +121,7 @@ def load_pretrained_backbone(model, path: str | os.PathLike | None, backbone: st
 def save_checkpoint_payload(model, cfg, categories, **extra) -> dict:
     """The dict a checkpoint holds: weights, config and category table (plain types only)."""
     return {
-        "model": "pss",
+        "model": cfg.model.arch,
         "state_dict": model.state_dict(),
         "config": cfg.to_dict(),
         "categories": [dataclasses.asdict(c) for c in categories],
@@ -138,7 +150,7 @@ def load_checkpoint(path: str | os.PathLike, *, device: str = "cpu"):
     cfg = config_from_dict(payload["config"])
     categories = [Category(int(c["id"]), str(c["name"]), bool(c["isthing"])) for c in payload["categories"]]
     cfg.model.num_classes = len(categories)
-    model = create_model(payload.get("model", "pss"), cfg.model)
+    model = create_model(payload.get("model", "pss"), cfg.model, categories=categories, cfg_all=cfg)
     try:
         model.load_state_dict(payload["state_dict"])
     except RuntimeError as exc:

@@ -1,4 +1,4 @@
-"""Training and in-memory validation of the PSS reference model.
+"""Training and in-memory validation of the PSS reference model and the UPSNet-style baseline.
 
 :func:`train` runs single-process or under ``torchrun`` (DistributedDataParallel,
 NCCL on CUDA, gloo on CPU). It writes into the run folder::
@@ -64,6 +64,30 @@ class PSSTrainingModule(nn.Module):
         with torch.autocast(batch["image"].device.type, dtype=torch.bfloat16, enabled=amp):
             out = self.net(batch["image"])
         return pss_losses(out, batch, self.net.classifier, self.thing_classes, self.cfg.loss, self.cfg.kmeans, memory)
+
+
+class UPSNetTrainingModule(nn.Module):
+    """The UPSNet-style baseline's losses (RPN, box, mask, semantic, panoptic) in one ``forward``."""
+
+    def __init__(self, net: nn.Module, cfg: PSSConfig) -> None:
+        super().__init__()
+        self.net = net
+        self.cfg = cfg
+
+    def forward(self, batch: dict, memory: PrototypeMemory | None = None):
+        amp = self.cfg.train.amp and batch["image"].device.type == "cuda"
+        with torch.autocast(batch["image"].device.type, dtype=torch.bfloat16, enabled=amp):
+            losses = self.net(batch)
+        losses = {k: v.float() for k, v in losses.items()}
+        losses["total"] = sum(losses.values())
+        return losses, None
+
+
+def training_module(net: nn.Module, cfg: PSSConfig, categories: Sequence[Category]) -> nn.Module:
+    """Network + losses for ``cfg.model.arch`` (what DDP wraps)."""
+    if cfg.model.arch == "upsnet":
+        return UPSNetTrainingModule(net, cfg)
+    return PSSTrainingModule(net, cfg, torch.tensor([c.isthing for c in categories], dtype=torch.bool))
 
 
 def learning_rate(cfg: PSSConfig, it: int) -> float:
@@ -132,6 +156,34 @@ def predict_image(net, item_image: torch.Tensor, thing_classes: torch.Tensor, cf
 
 
 @torch.no_grad()
+def predict_panoptic(net, image: torch.Tensor, categories: Sequence[Category], cfg: PSSConfig):
+    """Panoptic prediction of one ``(3, H, W)`` image by either architecture.
+
+    Returns:
+        ``(ids, segments_info, features, segment_embeddings)``: ``(H, W)`` int64
+        segment ids (0 = VOID); ``{"id", "category_id", "iscrowd", "area",
+        "score"}`` dicts; the dense ``(D, h, w)`` features the Context Error
+        pools (PSS: the embeddings; UPSNet: the semantic head's ``fcn_feat``);
+        and ``(N, D)`` embeddings of the predicted segments ``1..N`` (PSS only,
+        else ``None``).
+    """
+    h, w = image.shape[-2:]
+    if cfg.model.arch == "upsnet":
+        amp = cfg.train.amp and image.device.type == "cuda"
+        with torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=amp):
+            outs, feats = net.predict(image[None])
+        out = outs[0]
+        areas = torch.bincount(out.ids.reshape(-1), minlength=len(out.segments) + 1)
+        info = [{"id": s["id"], "category_id": s["category_id"], "iscrowd": 0, "area": int(areas[s["id"]]),
+                 "score": s["score"]} for s in out.segments]
+        return out.ids, info, feats[0].float(), None
+    thing = torch.tensor([c.isthing for c in categories], device=image.device)
+    res, emb = predict_image(net, image, thing, cfg, amp=cfg.train.amp)
+    ids, info = to_panoptic(res, [c.id for c in categories], (h, w))
+    return ids, info, emb, res.embeddings
+
+
+@torch.no_grad()
 def evaluate(net, dataset, categories: Sequence[Category], cfg: PSSConfig, device, max_images: int = 0):
     """In-memory PQ of ``net`` on ``dataset`` (sharded over ranks, statistics summed).
 
@@ -144,13 +196,10 @@ def evaluate(net, dataset, categories: Sequence[Category], cfg: PSSConfig, devic
     was_training = net.training
     net.eval()
     metric = PanopticQuality(categories)
-    thing = torch.tensor([c.isthing for c in categories], device=device)
-    cat_ids = [c.id for c in categories]
     n = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
     for i in range(rank, n, world):
         item = dataset[i]
-        res, _ = predict_image(net, item["image"].to(device), thing, cfg, amp=cfg.train.amp)
-        ids, info = to_panoptic(res, cat_ids, tuple(item["panoptic"].shape))
+        ids, info, _, _ = predict_panoptic(net, item["image"].to(device), categories, cfg)
         gt = segments_from_item(item["panoptic"], item["semantic"], item["crowd"], categories)
         metric.update(item["panoptic"].numpy(), gt, ids.cpu().numpy(), info, image_id=item["image_id"])
     if world > 1:
@@ -259,13 +308,11 @@ def train(
         raise PssBenchError("no category list for the training data")
     categories = list(categories)
     cfg.model.num_classes = len(categories)
-    thing = torch.tensor([c.isthing for c in categories], dtype=torch.bool)
-
     torch.manual_seed(cfg.train.seed)  # same initial weights on every rank
-    net = create_model("pss", cfg.model)
+    net = create_model(cfg.model.arch, cfg.model, categories=categories, cfg_all=cfg)
     if pretrained is not None:
         load_pretrained_backbone(net, pretrained, cfg.model.backbone)
-    module = PSSTrainingModule(net, cfg, thing).to(dev)
+    module = training_module(net, cfg, categories).to(dev)
     optimizer = build_optimizer(module, cfg)
     memory = PrototypeMemory(cfg.loss.memory_iterations)
     start = 0
@@ -324,7 +371,8 @@ def train(
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
         optimizer.step()
-        memory.push(segments)
+        if segments is not None:
+            memory.push(segments)
         step = it + 1
         loss_vals = {k: float(v.detach()) for k, v in losses.items()}
         if not all(math.isfinite(v) for v in loss_vals.values()):
