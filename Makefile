@@ -4,7 +4,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast bench clean
+# `make test` runs the default suite (under 10 minutes on 2 cores); CI adds the
+# slow tests with `make test PYTEST_ARGS=`.
+PYTEST_ARGS ?= -m "not slow"
+
+.PHONY: demo test bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,14 +23,13 @@ demo: $(STAMP)
 	$(VENV)/bin/pss-bench demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q
-
-test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	$(PY) bench/pq_speed.py
+	$(PY) bench/context_error_speed.py
+	$(PY) bench/synth_speed.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -38,9 +38,29 @@ ROOT = Path(__file__).resolve().parent.parent
 MARK_START, MARK_END = "<!-- pq_speed:start -->", "<!-- pq_speed:end -->"
 
 
+def shifted_prediction(gt_json: Path, gt_dir: Path, out_dir: Path, seed: int = 0) -> Path:
+    """A prediction directory: each GT map rolled by a random offset, the top rows VOID."""
+    from pss_bench.io.panoptic import load_panoptic_json, read_id_png
+    from pss_bench.io.prediction import PredictionWriter
+
+    gt = load_panoptic_json(gt_json, gt_dir, role="gt")
+    rng = np.random.default_rng(seed)
+    with PredictionWriter(out_dir, model="shifted-gt", overwrite=True, gt_json=str(gt_json)) as w:
+        for ann in gt.annotations:
+            ids = read_id_png(gt.png_path(ann))
+            dy, dx = (int(v) for v in rng.integers(-12, 13, size=2))
+            shifted = np.roll(ids, (dy, dx), axis=(0, 1))
+            shifted[: ids.shape[0] // 40] = 0
+            present = set(np.unique(shifted).tolist())
+            segs = [{"id": int(s), "category_id": int(c)}
+                    for s, c in zip(ann.segments.ids, ann.segments.category_ids) if int(s) in present]
+            w.add_panoptic(ann.image_id, ann.file_name, shifted, segs)
+        w.commit()
+    return out_dir
+
+
 def build_set(sample: Path, work: Path, frames: int) -> tuple[Path, Path, Path]:
     from pss_bench.data.cityscapes import build_panoptic_gt
-    from pss_bench.demo import shifted_prediction
 
     base_json, base_dir = build_panoptic_gt(sample / "cityscapes" / "gtFine", "train", work / "base")
     base = json.loads(base_json.read_text())

@@ -1,63 +1,59 @@
-"""The demo job behind ``make demo``: PQ of a perturbed copy of real Cityscapes GT.
+"""The demo job behind ``make demo``: the paper's comparison on a CPU, in minutes.
 
-Until the reference models land, the "model" is the ground truth shifted by a
-few pixels with a band of VOID, which gives realistic, imperfect numbers.
+1. Generate a SynthStreets val set with a fixed seed (the checkpoints never saw it).
+2. Run ``predict`` with each bundled checkpoint (``pss_bench/checkpoints/``).
+3. ``compare`` them: PQ and Context Error in one table, and a report folder.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-
-import numpy as np
+from typing import Callable
 
 from pss_bench.errors import PssBenchError
-from pss_bench.io.panoptic import load_panoptic_json, read_id_png
-from pss_bench.io.prediction import PredictionWriter
+
+CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
+# name shown in the table -> checkpoint file; a missing file is skipped
+BUNDLED = {"PSS": "pss_synthstreets_tiny.pt", "UPSNet-style": "upsnet_synthstreets_tiny.pt"}
+DEMO_SEED = 1  # the bundled models were trained on seed 0
 
 
-def sample_data_root(explicit: str | os.PathLike | None = None) -> Path:
-    """``explicit``, ``$PSS_BENCH_SAMPLE_DATA``, or ``../shared/data``; it must exist."""
-    root = Path(explicit or os.environ.get("PSS_BENCH_SAMPLE_DATA") or "../shared/data")
-    if not (root / "cityscapes" / "gtFine").is_dir():
-        raise PssBenchError(
-            f"{root}: sample data not found (expected {root}/cityscapes/gtFine); "
-            "set PSS_BENCH_SAMPLE_DATA or pass --data"
-        )
-    return root
+def bundled_checkpoints() -> dict[str, Path]:
+    """The bundled checkpoints present in this installation, by display name."""
+    found = {name: CHECKPOINT_DIR / f for name, f in BUNDLED.items() if (CHECKPOINT_DIR / f).is_file()}
+    if not found:
+        raise PssBenchError(f"{CHECKPOINT_DIR}: no bundled checkpoint found ({', '.join(BUNDLED.values())})")
+    return found
 
 
-def shifted_prediction(gt_json: Path, gt_dir: Path, out_dir: Path, seed: int = 0) -> Path:
-    """Writes a prediction directory: each GT map rolled by a random offset, top rows VOID."""
-    gt = load_panoptic_json(gt_json, gt_dir, role="gt")
-    rng = np.random.default_rng(seed)
-    with PredictionWriter(out_dir, model="shifted-gt", overwrite=True, gt_json=str(gt_json)) as w:
-        for ann in gt.annotations:
-            ids = read_id_png(gt.png_path(ann))
-            dy, dx = (int(v) for v in rng.integers(-12, 13, size=2))
-            shifted = np.roll(ids, (dy, dx), axis=(0, 1))
-            shifted[: ids.shape[0] // 40] = 0
-            present = set(np.unique(shifted).tolist())
-            segs = [
-                {"id": int(s), "category_id": int(c)}
-                for s, c in zip(ann.segments.ids, ann.segments.category_ids)
-                if int(s) in present
-            ]
-            w.add_panoptic(ann.image_id, ann.file_name, shifted, segs)
-        w.commit()
-    return out_dir
+def run_demo(
+    out: str | os.PathLike,
+    *,
+    frames: int = 40,
+    workers: int | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+):
+    """Runs the three steps into ``out``; returns ``(CompareResult, report_dir)``."""
+    from pss_bench.data.synthstreets import generate
+    from pss_bench.evaluation.compare import compare_models
+    from pss_bench.parallel import default_workers
+    from pss_bench.reference_model.predict import write_predictions
+    from pss_bench.report_compare import write_report
 
-
-def run_demo(data: str | os.PathLike | None, out: str | os.PathLike, workers: int | None = None):
-    """Builds the GT, the shifted prediction, and returns ``(PQResult, out_dir)``."""
-    from pss_bench.data.cityscapes import build_panoptic_gt
-    from pss_bench.evaluation.pq import evaluate_pq
-
-    root = sample_data_root(data)
     out = Path(out)
-    gt_json, gt_dir = build_panoptic_gt(root / "cityscapes" / "gtFine", "train", out / "gtFine")
-    pred_dir = shifted_prediction(gt_json, gt_dir, out / "pred-shifted")
-    result = evaluate_pq(pred_dir, gt_json, gt_dir=gt_dir, workers=workers, use_cache=False)
-    json.dumps(result.to_dict())  # the JSON form must serialise
-    return result, out
+    out.mkdir(parents=True, exist_ok=True)
+    data = out / f"synthstreets_val_seed{DEMO_SEED}_{frames}"
+    if not (data / "gtFine" / "cityscapes_panoptic_val.json").is_file():
+        generate(data, train=0, val=frames, seed=DEMO_SEED, workers=workers or default_workers(),
+                 progress=(lambda d, t: progress("SynthStreets", d, t)) if progress else None)
+    preds = []
+    for name, ckpt in bundled_checkpoints().items():
+        pred = out / f"pred_{name.lower().replace('-', '_')}"
+        write_predictions(ckpt, data, pred, split="val", overwrite=True,
+                          progress=(lambda d, t, n=name: progress(f"predict {n}", d, t)) if progress else None)
+        preds.append((name, pred))
+    result = compare_models([p for _, p in preds], data / "gtFine" / "cityscapes_panoptic_val.json",
+                            names=[n for n, _ in preds], workers=workers, use_cache=False, keep_instances=True)
+    report = write_report(result, out / "report", images_root=data / "leftImg8bit")
+    return result, report

@@ -1,4 +1,4 @@
-"""``pss-bench pq``, ``validate`` and ``demo`` end to end: exit codes, output, JSON schema."""
+"""``pss-bench pq`` and ``validate`` end to end: exit codes, output, JSON schema."""
 
 from __future__ import annotations
 
@@ -103,10 +103,3 @@ def test_validate_clean_and_broken(ds, capsys):
     assert any("segment 1001" in l and "area 3" in l for l in lines)
     assert "segment 0" in cap.out and "segment 4242" in cap.out and "in the JSON but not in the PNG" in cap.out
     assert "3 problem(s)" in cap.err
-
-
-def test_demo_runs_on_the_sample_frames(sample_data, tmp_path, capsys):
-    assert main(["demo", "--data", str(sample_data), "--out", str(tmp_path / "demo")]) == 0
-    out = capsys.readouterr().out
-    assert "All" in out and "car" in out
-    assert (tmp_path / "demo" / "pred-shifted" / "panoptic.json").is_file()

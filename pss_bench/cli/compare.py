@@ -21,7 +21,7 @@ def _parse_names(ctx, param, value: str | None) -> list[str] | None:
     return names
 
 
-def _print_table(table) -> None:
+def print_wide_table(table) -> None:
     """stdout at the table's natural width: a squeezed table would cut the numbers to "0.…"."""
     from rich.console import Console
 
@@ -100,4 +100,4 @@ def command(pred_dirs, gt_json, gt_dir, names, k, json_out, report_dir, images_r
     if report_dir is not None:
         console_err().print(f"wrote the report to {report_dir}/report.md (and report.html)")
     if json_out != "-":
-        _print_table(compare_table(result))
+        print_wide_table(compare_table(result))

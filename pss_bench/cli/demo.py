@@ -6,23 +6,32 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import console_err, console_out, debug_option, workers_option
+from pss_bench.cli.compare import print_wide_table
+from pss_bench.cli.options import console_err, debug_option, workers_option
 
 
 @click.command("demo")
-@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Sample data root (default: $PSS_BENCH_SAMPLE_DATA, else ../shared/data).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo_out"),
-              show_default=True, help="Where the demo writes its GT and predictions.")
+              show_default=True, help="Where the demo writes its data, predictions and report.")
+@click.option("--frames", type=click.IntRange(min=2), default=40, show_default=True,
+              help="SynthStreets val frames to generate and evaluate.")
 @workers_option
 @debug_option
-def command(data, out, workers):
-    """Evaluate a perturbed copy of the real Cityscapes sample frames and print the PQ table."""
-    from pss_bench.demo import run_demo
-    from pss_bench.report import pq_table
+def command(out, frames, workers):
+    """Compare the bundled PSS and UPSNet-style checkpoints on a fresh SynthStreets val set.
 
-    console_err().print("pss-bench demo: building Cityscapes panoptic GT with cityscapesscripts, "
-                        "shifting it as a stand-in prediction, evaluating PQ ...")
-    result, out_dir = run_demo(data, out, workers)
-    console_out().print(pq_table(result, title="PQ of a shifted copy of the Cityscapes sample GT"))
-    console_err().print(f"files in {out_dir}/ ; evaluate your own dumps with: pss-bench pq PRED --gt GT_JSON")
+    Generates the data (fixed seed), runs predict with each bundled
+    checkpoint, then prints `pss-bench compare`'s table and writes its report.
+    """
+    from pss_bench.cli.progress import progress_bar
+    from pss_bench.demo import run_demo
+    from pss_bench.report_compare import compare_table
+
+    console_err().print(f"pss-bench demo: SynthStreets val ({frames} frames) -> predict with the bundled "
+                        "checkpoints -> compare ...")
+    with progress_bar("demo", delay_s=0.0) as bar:
+        result, report = run_demo(out, frames=frames, workers=workers,
+                                  progress=lambda stage, done, total: bar(done, total))
+    print_wide_table(compare_table(result, title="pss-bench demo: PQ and Context Error on SynthStreets val"))
+    console_err().print(f"report: {report / 'report.html'} (and report.md); score your own dumps with "
+                        "pss-bench pq / context-error / compare")

@@ -35,60 +35,16 @@ def command(checkpoint, data_root, split, out_dir, device, dataset, embed_mode, 
     """
     import time
 
-    import torch
-
-    from pss_bench.errors import PssBenchError
-    from pss_bench.io.prediction import PredictionWriter
-    from pss_bench.reference_model.config import config_from_dict
-    from pss_bench.reference_model.data import build_dataset
-    from pss_bench.reference_model.postprocess import region_embeddings
-    from pss_bench.reference_model.registry import load_checkpoint
-    from pss_bench.reference_model.train import predict_panoptic
+    from pss_bench.reference_model.predict import write_predictions
 
     for o in overrides:
         if not o.startswith(("inference.", "kmeans.")) or "=" not in o:
             raise click.UsageError(f"override {o!r}: predict takes inference.KEY=VALUE or kmeans.KEY=VALUE only")
     if out_dir.exists() and not overwrite:
         raise click.UsageError(f"{out_dir} exists (pass --overwrite to replace it)")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise PssBenchError("--device cuda: CUDA is not available on this machine")
-    net, cfg, categories, _ = load_checkpoint(checkpoint, device=device)
-    if overrides:
-        from pss_bench.reference_model.config import _set_override
-
-        data = cfg.to_dict()
-        for o in overrides:
-            _set_override(data, o)
-        cfg = config_from_dict(data)
-    ds, ds_cats = build_dataset(dataset or cfg.data.dataset, data_root, split)
-    if [c.id for c in ds_cats] != [c.id for c in categories]:
-        raise PssBenchError(f"{data_root}: the dataset's categories differ from the checkpoint's ({checkpoint})")
-    dev = torch.device(device)
-    n = len(ds) if max_images == 0 else min(max_images, len(ds))
-    extra = {"checkpoint": str(checkpoint), "config": cfg.name, "split": split}
-    if getattr(ds, "gt_json", None) is not None:
-        extra["gt_json"] = str(Path(ds.gt_json).resolve())
     t0 = time.perf_counter()
-    model_name = {"pss": "pss-reference", "upsnet": "upsnet-style"}.get(cfg.model.arch, cfg.model.arch)
-    with PredictionWriter(out_dir, model=model_name, overwrite=overwrite, **extra) as writer:
-        if embed_mode != "none":
-            writer.manifest["embeddings"] = embed_mode
-        with progress_bar("predict") as update:
-            for i in range(n):
-                item = ds[i]
-                ids, info, emb, seg_emb = predict_panoptic(net, item["image"].to(dev), categories, cfg)
-                image_id = item["image_id"]
-                writer.add_panoptic(image_id, f"{image_id}.png", ids.cpu().numpy().astype("int64"), info)
-                if embed_mode == "gt-segments":
-                    seg_ids, e = region_embeddings(emb, item["panoptic"].to(dev))
-                    writer.add_embeddings(image_id, seg_ids.cpu().numpy(), e.cpu().numpy())
-                elif embed_mode == "pred-segments" and seg_emb is None:
-                    seg_ids, e = region_embeddings(emb, ids.to(dev))
-                    writer.add_embeddings(image_id, seg_ids.cpu().numpy(), e.cpu().numpy())
-                elif embed_mode == "pred-segments":
-                    present = [s["id"] for s in info]
-                    e = seg_emb[torch.tensor(present, dtype=torch.long, device=dev) - 1] if present else seg_emb[:0]
-                    writer.add_embeddings(image_id, torch.tensor(present, dtype=torch.long).numpy(), e.cpu().numpy())
-                update(i + 1, n)
-        writer.commit(categories=[{"id": c.id, "name": c.name, "isthing": int(c.isthing)} for c in categories])
+    with progress_bar("predict") as update:
+        n = write_predictions(checkpoint, data_root, out_dir, split=split, device=device, dataset=dataset,
+                              embed_mode=embed_mode, max_images=max_images, overwrite=overwrite,
+                              overrides=overrides, progress=update)
     click.echo(json.dumps({"out": str(out_dir), "images": n, "seconds": round(time.perf_counter() - t0, 2)}))

@@ -1,0 +1,68 @@
+"""The bundled checkpoints: `make demo`'s job end to end, and regression checks with the pytest plugin.
+
+The baselines in tests/baselines/ were written by
+``pytest tests/test_bundled_models.py --pss-bench-update``; a change that makes
+the bundled model or the metrics worse fails here with a per-class diff.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pss_bench.cli import main
+from pss_bench.demo import DEMO_SEED, bundled_checkpoints
+from pss_bench.testing import RegressionError, assert_context_error, assert_pq
+
+FRAMES = 8
+
+
+@pytest.fixture(scope="module")
+def val_set(tmp_path_factory):
+    from pss_bench.data.synthstreets import generate
+
+    root = tmp_path_factory.mktemp("bundled") / "synth"
+    generate(root, train=0, val=FRAMES, seed=DEMO_SEED)
+    return root, root / "gtFine" / "cityscapes_panoptic_val.json"
+
+
+@pytest.fixture(scope="module")
+def pss_pred(val_set, tmp_path_factory):
+    from pss_bench.reference_model.predict import write_predictions
+
+    root, _ = val_set
+    out = tmp_path_factory.mktemp("bundled_pred") / "pss"
+    write_predictions(bundled_checkpoints()["PSS"], root, out, split="val")
+    return out
+
+
+def test_pss_pq_has_not_regressed(pss_pred, val_set):
+    assert_pq(pss_pred, val_set[1], baseline="tests/baselines/pss_synthstreets_tiny_pq.json", tol=0.005)
+
+
+def test_pss_context_error_has_not_regressed(pss_pred, val_set):
+    assert_context_error(pss_pred, val_set[1], baseline="tests/baselines/pss_synthstreets_tiny_ce.json", tol=0.01)
+
+
+def test_shuffled_embeddings_fail_the_context_error_check(pss_pred, val_set, tmp_path, pss_bench_update):
+    if pss_bench_update:
+        pytest.skip("baselines are being rewritten")
+    import shutil
+
+    bad = tmp_path / "shuffled"
+    shutil.copytree(pss_pred, bad)
+    rng = np.random.default_rng(0)
+    for f in sorted((bad / "embeddings").glob("*.npz")):
+        with np.load(f) as z:
+            seg, emb = z["segment_ids"], z["embeddings"]
+        np.savez(f, segment_ids=seg, embeddings=rng.normal(size=emb.shape).astype(np.float32))
+    with pytest.raises(RegressionError, match="Context Error rose"):
+        assert_context_error(bad, val_set[1], baseline="tests/baselines/pss_synthstreets_tiny_ce.json", tol=0.01)
+
+
+def test_demo_prints_the_comparison_and_writes_the_report(tmp_path, capsys):
+    assert main(["demo", "--frames", "4", "--out", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert "PSS" in out and "PQ" in out and "random" in out
+    for f in ("report.md", "report.html", "results.json", "ce_per_category.png", "pq_per_class.png"):
+        assert (tmp_path / "demo" / "report" / f).is_file(), f
