@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import console_out, debug_option, emit_json, json_option, resolve_gt, workers_option
+from pss_bench.cli.options import console_out, debug_option, emit_json, gt_options, json_option, resolve_gt, workers_option
 from pss_bench.cli.progress import progress_bar
 
 
@@ -39,10 +39,7 @@ def ce_table(result, title: str = "Context Error"):
 
 @click.command("context-error")
 @click.argument("pred", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--gt", "gt_json", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Ground-truth COCO panoptic JSON (default: 'gt_json' in PRED/manifest.json).")
-@click.option("--gt-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Ground-truth PNG folder (default: the GT JSON path without .json).")
+@gt_options
 @click.option("--k", "k", type=click.IntRange(min=1), default=20, show_default=True,
               help="Neighbours retrieved per query.")
 @click.option("--gallery", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,

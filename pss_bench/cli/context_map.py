@@ -6,15 +6,12 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import console_err, debug_option, resolve_gt, workers_option
+from pss_bench.cli.options import console_err, debug_option, gt_options, resolve_gt, workers_option
 
 
 @click.command("context-map")
 @click.argument("pred", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--gt", "gt_json", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Ground-truth COCO panoptic JSON (default: 'gt_json' in PRED/manifest.json).")
-@click.option("--gt-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Ground-truth PNG folder (default: the GT JSON path without .json).")
+@gt_options
 @click.option("--category", required=True, help="Thing category, by name (person) or id.")
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Figure to write (.png, .pdf or .svg).")

@@ -55,6 +55,14 @@ def debug_option(f):
     )(f)
 
 
+def gt_options(f):
+    """``--gt`` and ``--gt-dir``, defaulting to the prediction directory's manifest (see :func:`resolve_gt`)."""
+    f = click.option("--gt-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Ground-truth PNG folder (default: the GT JSON path without .json, or the manifest's gt_dir).")(f)
+    return click.option("--gt", "gt_json", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                        help="Ground-truth COCO panoptic JSON (default: 'gt_json' in PRED/manifest.json).")(f)
+
+
 def workers_option(f):
     return click.option(
         "--workers", type=click.IntRange(min=1), default=None,

@@ -6,18 +6,15 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import console_out, debug_option, emit_json, json_option, resolve_gt, workers_option
+from pss_bench.cli.options import console_out, debug_option, emit_json, gt_options, json_option, resolve_gt, workers_option
 from pss_bench.cli.progress import progress_bar
 
 
 @click.command("pq")
 @click.argument("pred", type=click.Path(exists=True, path_type=Path))
-@click.option("--gt", "gt_json", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Ground-truth COCO panoptic JSON (default: 'gt_json' in PRED/manifest.json, with its 'gt_dir').")
+@gt_options
 @click.option("--pred-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Prediction PNG folder (default: PRED without .json, or PRED/panoptic).")
-@click.option("--gt-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Ground-truth PNG folder (default: the GT JSON path without .json).")
 @workers_option
 @json_option
 @click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,

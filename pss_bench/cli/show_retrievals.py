@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import console_err, debug_option, resolve_gt, workers_option
+from pss_bench.cli.options import console_err, debug_option, gt_options, resolve_gt, workers_option
 
 
 def _parse_query(ctx, param, value: str) -> tuple[str, int]:
@@ -21,10 +21,7 @@ def _parse_query(ctx, param, value: str) -> tuple[str, int]:
 
 @click.command("show-retrievals")
 @click.argument("pred", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--gt", "gt_json", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Ground-truth COCO panoptic JSON (default: 'gt_json' in PRED/manifest.json).")
-@click.option("--gt-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Ground-truth PNG folder (default: the GT JSON path without .json).")
+@gt_options
 @click.option("--images", "images_root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Folder searched (recursively) for <image_id>*.png/jpg RGB images; without it the semantic map is drawn.")
 @click.option("--query", "query", required=True, callback=_parse_query,

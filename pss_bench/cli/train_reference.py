@@ -10,22 +10,31 @@ import click
 from pss_bench.cli.options import console_err, debug_option
 
 
+def training_options(f):
+    """The options train-reference and train-baseline share."""
+    for deco in reversed([
+        click.option("--config", "config", required=True,
+                     help="A shipped config name (cityscapes_r50, voc_r50, synthstreets_tiny) or a YAML file."),
+        click.option("--data", "data_root", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
+                     help="Dataset root (the layout of the config's data.dataset, e.g. Cityscapes leftImg8bit/ + gtFine/)."),
+        click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+                     help="Run folder: config.yaml, log.jsonl, checkpoint_last.pt, model_final.pt."),
+        click.option("--device", default="cpu", show_default=True,
+                     help="cpu, cuda or cuda:N (under torchrun each rank uses cuda:LOCAL_RANK)."),
+        click.option("--resume", is_flag=True, help="Continue exactly from RUN/checkpoint_last.pt."),
+        click.option("--pretrained", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="Local torchvision ImageNet weights of the backbone (.pth); nothing is downloaded."),
+        click.option("--stop-after", type=click.IntRange(min=1), default=None,
+                     help="Stop after this iteration without finishing the schedule (resume later with --resume)."),
+        click.argument("overrides", nargs=-1),
+        debug_option,
+    ]):
+        f = deco(f)
+    return f
+
+
 @click.command("train-reference", context_settings={"ignore_unknown_options": False})
-@click.option("--config", "config", required=True,
-              help="A shipped config name (cityscapes_r50, voc_r50, synthstreets_tiny) or a YAML file.")
-@click.option("--data", "data_root", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
-              help="Dataset root (the layout of the config's data.dataset, e.g. Cityscapes leftImg8bit/ + gtFine/).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Run folder: config.yaml, log.jsonl, checkpoint_last.pt, model_final.pt.")
-@click.option("--device", default="cpu", show_default=True,
-              help="cpu, cuda or cuda:N (under torchrun each rank uses cuda:LOCAL_RANK).")
-@click.option("--resume", is_flag=True, help="Continue exactly from RUN/checkpoint_last.pt.")
-@click.option("--pretrained", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Local torchvision ImageNet weights of the backbone (.pth); nothing is downloaded.")
-@click.option("--stop-after", type=click.IntRange(min=1), default=None,
-              help="Stop after this iteration without finishing the schedule (resume later with --resume).")
-@click.argument("overrides", nargs=-1)
-@debug_option
+@training_options
 def command(config, data_root, out_dir, device, resume, pretrained, stop_after, overrides):
     """Train PSS (panoptic segment sorting) on DATA into OUT.
 
