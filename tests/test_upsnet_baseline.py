@@ -47,7 +47,7 @@ def test_forward_backward_on_cpu_reaches_every_branch():
     net = create_model("upsnet", cfg.model, categories=CATS, cfg_all=cfg)
     module = training_module(net, cfg, CATS)
     losses, _ = module(collate(toy_items(2)))
-    assert {"loss_objectness", "loss_classifier", "loss_mask", "loss_semantic", "loss_panoptic", "total"} <= set(losses)
+    assert {"objectness", "classifier", "mask", "semantic", "panoptic", "total"} <= set(losses)
     assert all(torch.isfinite(v) for v in losses.values())
     losses["total"].backward()
     for part in (net.backbone, net.semantic_head, net.rpn, net.roi_heads.box_predictor, net.roi_heads.mask_predictor):

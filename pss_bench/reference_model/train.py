@@ -78,7 +78,8 @@ class UPSNetTrainingModule(nn.Module):
         amp = self.cfg.train.amp and batch["image"].device.type == "cuda"
         with torch.autocast(batch["image"].device.type, dtype=torch.bfloat16, enabled=amp):
             losses = self.net(batch)
-        losses = {k: v.float() for k, v in losses.items()}
+        # torchvision names its losses loss_*; the trainer logs every key as loss_<key>
+        losses = {k.removeprefix("loss_"): v.float() for k, v in losses.items()}
         losses["total"] = sum(losses.values())
         return losses, None
 
