@@ -26,14 +26,22 @@ def val_set(tmp_path_factory):
     return root, root / "gtFine" / "cityscapes_panoptic_val.json"
 
 
-@pytest.fixture(scope="module")
-def pss_pred(val_set, tmp_path_factory):
+def _predict(name, val_set, tmp_path_factory):
     from pss_bench.reference_model.predict import write_predictions
 
-    root, _ = val_set
-    out = tmp_path_factory.mktemp("bundled_pred") / "pss"
-    write_predictions(bundled_checkpoints()["PSS"], root, out, split="val")
+    out = tmp_path_factory.mktemp("bundled_pred") / name
+    write_predictions(bundled_checkpoints()[name], val_set[0], out, split="val")
     return out
+
+
+@pytest.fixture(scope="module")
+def pss_pred(val_set, tmp_path_factory):
+    return _predict("PSS", val_set, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def upsnet_pred(val_set, tmp_path_factory):
+    return _predict("UPSNet-style", val_set, tmp_path_factory)
 
 
 def test_pss_pq_has_not_regressed(pss_pred, val_set):
@@ -42,6 +50,15 @@ def test_pss_pq_has_not_regressed(pss_pred, val_set):
 
 def test_pss_context_error_has_not_regressed(pss_pred, val_set):
     assert_context_error(pss_pred, val_set[1], baseline="tests/baselines/pss_synthstreets_tiny_ce.json", tol=0.01)
+
+
+def test_upsnet_pq_has_not_regressed(upsnet_pred, val_set):
+    assert_pq(upsnet_pred, val_set[1], baseline="tests/baselines/upsnet_synthstreets_tiny_pq.json", tol=0.005)
+
+
+def test_upsnet_context_error_has_not_regressed(upsnet_pred, val_set):
+    assert_context_error(upsnet_pred, val_set[1], baseline="tests/baselines/upsnet_synthstreets_tiny_ce.json",
+                         tol=0.01)
 
 
 def test_shuffled_embeddings_fail_the_context_error_check(pss_pred, val_set, tmp_path, pss_bench_update):
@@ -63,6 +80,6 @@ def test_shuffled_embeddings_fail_the_context_error_check(pss_pred, val_set, tmp
 def test_demo_prints_the_comparison_and_writes_the_report(tmp_path, capsys):
     assert main(["demo", "--frames", "4", "--out", str(tmp_path / "demo")]) == 0
     out = capsys.readouterr().out
-    assert "PSS" in out and "PQ" in out and "random" in out
+    assert "PSS" in out and "UPSNet-style" in out and "PQ" in out and "random" in out
     for f in ("report.md", "report.html", "results.json", "ce_per_category.png", "pq_per_class.png"):
         assert (tmp_path / "demo" / "report" / f).is_file(), f
