@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import console_err, debug_option, json_option, workers_option
+from pss_bench.cli.options import cache_options, console_err, debug_option, json_option, workers_option
 from pss_bench.cli.progress import progress_bar
 
 
@@ -51,10 +51,7 @@ def print_wide_table(table) -> None:
 @click.option("--queries", "n_queries", type=click.IntRange(min=0), default=3, show_default=True,
               help="Query instances with retrieval strips in the report.")
 @workers_option
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where decoded GT is cached (default: $PSS_BENCH_CACHE_DIR or the user cache folder).")
-@click.option("--no-cache", is_flag=True,
-              help="Neither read nor write the user's GT cache (a temporary one still shares the GT between models).")
+@cache_options
 @debug_option
 def command(pred_dirs, gt_json, gt_dir, names, k, json_out, report_dir, images_root, n_queries, workers,
             cache_dir, no_cache):
@@ -71,8 +68,6 @@ def command(pred_dirs, gt_json, gt_dir, names, k, json_out, report_dir, images_r
     from pss_bench.io.atomic import write_json_atomic
     from pss_bench.report_compare import check_report_target, compare_table, write_report
 
-    if cache_dir is not None and no_cache:
-        raise click.UsageError("--cache-dir and --no-cache exclude each other")
     if names is not None and len(names) != len(pred_dirs):
         raise click.UsageError(f"--names gives {len(names)} names for {len(pred_dirs)} prediction directories")
     if names is not None and len(set(names)) != len(names):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import console_out, debug_option, emit_json, gt_options, json_option, resolve_gt, workers_option
+from pss_bench.cli.options import cache_options, console_out, debug_option, emit_json, gt_options, json_option, resolve_gt, workers_option
 from pss_bench.cli.progress import progress_bar
 
 
@@ -52,9 +52,7 @@ def ce_table(result, title: str = "Context Error"):
               help="Leave out instances with fewer pixels (queries and gallery).")
 @workers_option
 @json_option
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where GT context descriptors are cached (default: $PSS_BENCH_CACHE_DIR or the user cache folder).")
-@click.option("--no-cache", is_flag=True, help="Neither read nor write the descriptor cache.")
+@cache_options
 @debug_option
 def command(pred, gt_json, gt_dir, k, gallery, gallery_gt, gallery_gt_dir, min_area, workers, json_out,
             cache_dir, no_cache):
@@ -70,8 +68,6 @@ def command(pred, gt_json, gt_dir, k, gallery, gallery_gt, gallery_gt_dir, min_a
     """
     from pss_bench.evaluation.context_error import evaluate_context_error
 
-    if cache_dir is not None and no_cache:
-        raise click.UsageError("--cache-dir and --no-cache exclude each other")
     gt_json, gt_dir = resolve_gt(pred, gt_json, gt_dir)
     if gallery is None and (gallery_gt is not None or gallery_gt_dir is not None):
         raise click.UsageError("--gallery-gt and --gallery-gt-dir need --gallery")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import console_err, debug_option, gt_options, resolve_gt, workers_option
+from pss_bench.cli.options import cache_options, console_err, debug_option, gt_options, resolve_gt, workers_option
 
 
 @click.command("context-map")
@@ -23,9 +23,7 @@ from pss_bench.cli.options import console_err, debug_option, gt_options, resolve
 @click.option("--min-area", type=click.IntRange(min=0), default=0, show_default=True,
               help="Leave out instances with fewer pixels.")
 @workers_option
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where GT context descriptors are cached.")
-@click.option("--no-cache", is_flag=True, help="Neither read nor write the descriptor cache.")
+@cache_options
 @debug_option
 def command(pred, gt_json, gt_dir, category, out, max_thumbnails, perplexity, seed, min_area, workers, cache_dir,
             no_cache):
@@ -38,8 +36,6 @@ def command(pred, gt_json, gt_dir, category, out, max_thumbnails, perplexity, se
     from pss_bench.evaluation.context_error import load_instances
     from pss_bench.figures.context_map import plot_context_map
 
-    if cache_dir is not None and no_cache:
-        raise click.UsageError("--cache-dir and --no-cache exclude each other")
     gt_json, gt_dir = resolve_gt(pred, gt_json, gt_dir)
     inst = load_instances(pred, gt_json, gt_dir, min_area=min_area, workers=workers, cache_dir=cache_dir,
                           use_cache=not no_cache)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
@@ -61,6 +62,21 @@ def gt_options(f):
                      help="Ground-truth PNG folder (default: the GT JSON path without .json, or the manifest's gt_dir).")(f)
     return click.option("--gt", "gt_json", type=click.Path(dir_okay=False, path_type=Path), default=None,
                         help="Ground-truth COCO panoptic JSON (default: 'gt_json' in PRED/manifest.json).")(f)
+
+
+def cache_options(f):
+    """``--cache-dir`` / ``--no-cache`` (mutually exclusive) for the commands that decode GT."""
+
+    @functools.wraps(f)
+    def checked(*args, cache_dir=None, no_cache=False, **kwargs):
+        if cache_dir is not None and no_cache:
+            raise click.UsageError("--cache-dir and --no-cache exclude each other")
+        return f(*args, cache_dir=cache_dir, no_cache=no_cache, **kwargs)
+
+    checked = click.option("--no-cache", is_flag=True,
+                           help="Neither read nor write the GT cache (decoded PNGs, context descriptors).")(checked)
+    return click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                        help="Where decoded GT is cached (default: $PSS_BENCH_CACHE_DIR or the user cache folder).")(checked)
 
 
 def workers_option(f):

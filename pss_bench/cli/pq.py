@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import console_out, debug_option, emit_json, gt_options, json_option, resolve_gt, workers_option
+from pss_bench.cli.options import cache_options, console_out, debug_option, emit_json, gt_options, json_option, resolve_gt, workers_option
 from pss_bench.cli.progress import progress_bar
 
 
@@ -17,9 +17,7 @@ from pss_bench.cli.progress import progress_bar
               help="Prediction PNG folder (default: PRED without .json, or PRED/panoptic).")
 @workers_option
 @json_option
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where decoded GT is cached (default: $PSS_BENCH_CACHE_DIR or the user cache folder).")
-@click.option("--no-cache", is_flag=True, help="Neither read nor write the GT cache.")
+@cache_options
 @click.option("--trust-gt-area", is_flag=True,
               help="Use the GT JSON's 'area' in IoUs as panopticapi does, instead of refusing areas that differ from the PNG.")
 @debug_option
@@ -33,8 +31,6 @@ def command(pred, gt_json, pred_dir, gt_dir, workers, json_out, cache_dir, no_ca
     from pss_bench.evaluation.pq import evaluate_pq
     from pss_bench.report import pq_table
 
-    if cache_dir is not None and no_cache:
-        raise click.UsageError("--cache-dir and --no-cache exclude each other")
     gt_json, gt_dir = resolve_gt(pred, gt_json, gt_dir)
     with progress_bar("PQ") as progress:
         result = evaluate_pq(

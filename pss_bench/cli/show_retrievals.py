@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import console_err, debug_option, gt_options, resolve_gt, workers_option
+from pss_bench.cli.options import cache_options, console_err, debug_option, gt_options, resolve_gt, workers_option
 
 
 def _parse_query(ctx, param, value: str) -> tuple[str, int]:
@@ -38,9 +38,7 @@ def _parse_query(ctx, param, value: str) -> tuple[str, int]:
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Figure to write (.png, .pdf or .svg).")
 @workers_option
-@click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Where GT context descriptors are cached.")
-@click.option("--no-cache", is_flag=True, help="Neither read nor write the descriptor cache.")
+@cache_options
 @debug_option
 def command(pred, gt_json, gt_dir, images_root, query, k, gallery, gallery_gt, gallery_gt_dir, gallery_images,
             out, workers, cache_dir, no_cache):
@@ -54,8 +52,6 @@ def command(pred, gt_json, gt_dir, images_root, query, k, gallery, gallery_gt, g
     from pss_bench.evaluation.context_error import load_instances
     from pss_bench.figures.retrievals import plot_retrievals, retrieval_panels
 
-    if cache_dir is not None and no_cache:
-        raise click.UsageError("--cache-dir and --no-cache exclude each other")
     gt_json, gt_dir = resolve_gt(pred, gt_json, gt_dir)
     opts = dict(workers=workers, cache_dir=cache_dir, use_cache=not no_cache)
     inst = load_instances(pred, gt_json, gt_dir, **opts)
