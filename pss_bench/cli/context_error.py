@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import cache_options, console_out, debug_option, emit_json, gt_options, json_option, resolve_gt, workers_option
+from pss_bench.cli.options import cache_options, console_out, debug_option, emit_json, gallery_options, gt_options, json_option, resolve_gt, workers_option
 from pss_bench.cli.progress import progress_bar
 
 
@@ -42,12 +42,7 @@ def ce_table(result, title: str = "Context Error"):
 @gt_options
 @click.option("--k", "k", type=click.IntRange(min=1), default=20, show_default=True,
               help="Neighbours retrieved per query.")
-@click.option("--gallery", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Retrieve from this other prediction directory (e.g. the train set) instead of PRED itself.")
-@click.option("--gallery-gt", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Ground-truth JSON of --gallery (default: 'gt_json' in its manifest).")
-@click.option("--gallery-gt-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Ground-truth PNG folder of --gallery (default: its GT JSON path without .json).")
+@gallery_options
 @click.option("--min-area", type=click.IntRange(min=0), default=0, show_default=True,
               help="Leave out instances with fewer pixels (queries and gallery).")
 @workers_option

@@ -79,6 +79,16 @@ def cache_options(f):
                         help="Where decoded GT is cached (default: $PSS_BENCH_CACHE_DIR or the user cache folder).")(checked)
 
 
+def gallery_options(f):
+    """``--gallery``, ``--gallery-gt``, ``--gallery-gt-dir``: retrieve from another prediction directory."""
+    f = click.option("--gallery-gt-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                     help="Ground-truth PNG folder of --gallery (default: its GT JSON path without .json).")(f)
+    f = click.option("--gallery-gt", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="Ground-truth JSON of --gallery (default: 'gt_json' in its manifest).")(f)
+    return click.option("--gallery", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+                        help="Retrieve from this other prediction directory (e.g. the train set) instead of PRED itself.")(f)
+
+
 def workers_option(f):
     return click.option(
         "--workers", type=click.IntRange(min=1), default=None,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import cache_options, console_err, debug_option, gt_options, resolve_gt, workers_option
+from pss_bench.cli.options import cache_options, console_err, debug_option, gallery_options, gt_options, resolve_gt, workers_option
 
 
 def _parse_query(ctx, param, value: str) -> tuple[str, int]:
@@ -27,12 +27,7 @@ def _parse_query(ctx, param, value: str) -> tuple[str, int]:
 @click.option("--query", "query", required=True, callback=_parse_query,
               help="The query instance as IMAGE_ID:SEGMENT_ID (a non-crowd thing segment of the GT).")
 @click.option("--k", "k", type=click.IntRange(min=1), default=5, show_default=True, help="Retrievals shown.")
-@click.option("--gallery", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Retrieve from this other prediction directory instead of PRED itself.")
-@click.option("--gallery-gt", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Ground-truth JSON of --gallery (default: 'gt_json' in its manifest).")
-@click.option("--gallery-gt-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Ground-truth PNG folder of --gallery.")
+@gallery_options
 @click.option("--gallery-images", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="RGB image folder of --gallery (default: --images).")
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
