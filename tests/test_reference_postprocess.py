@@ -66,17 +66,33 @@ def test_merge_things_requires_mutual_or_one_sided_nn_in_seeded_mode():
     assert parent_u[1] == parent_u[2]
 
 
-def test_seeded_merge_never_joins_two_seeds_or_two_non_seeds():
+def test_seeded_merge_never_joins_two_seeds():
     protos = torch.stack([_unit(1, 0), _unit(1, 0.01), _unit(0, 1), _unit(0.01, 1)])
     classes = torch.zeros(4, dtype=torch.long)
     things = torch.ones(4, dtype=torch.bool)
     # Two seeds that are near-identical stay apart; non-seeds join them.
     parent = merge_things(protos, classes, things, 0.5, seeds=torch.tensor([True, True, False, False]))
     assert parent[0] != parent[1]
+    assert parent[2] == parent[3] and parent[2] not in (parent[0], parent[1])
     parent = merge_things(protos, classes, things, 0.5, seeds=torch.tensor([True, False, True, False]))
     assert parent.tolist() == [0, 0, 2, 2]
+    # Without any seed, non-seeds merge by similarity as in the unseeded rule.
     parent = merge_things(protos, classes, things, 0.5, seeds=torch.tensor([False, False, False, False]))
-    assert parent.tolist() == [0, 1, 2, 3]
+    assert parent.tolist() == [0, 0, 2, 2]
+    # A merged segment is a seed: it never joins another seed later.
+    three = torch.stack([_unit(1, 0), _unit(1, 0.05), _unit(1, 0.1)])
+    parent = merge_things(three, torch.zeros(3, dtype=torch.long), torch.ones(3, dtype=torch.bool), 0.5,
+                          seeds=torch.tensor([True, False, True]))
+    assert parent[0] != parent[2] and parent[1] in (parent[0], parent[2])
+
+
+def test_merge_things_rounds_merge_disjoint_pairs_like_greedy():
+    # Four well separated pairs: one round merges all four pairs; the result equals pairwise merging.
+    g = torch.Generator().manual_seed(0)
+    base = F.normalize(torch.randn(4, 16, generator=g), dim=1)
+    protos = torch.cat([base, F.normalize(base + 0.05 * torch.randn(4, 16, generator=g), dim=1)])
+    parent = merge_things(protos, torch.zeros(8, dtype=torch.long), torch.ones(8, dtype=torch.bool), 0.9)
+    assert parent.tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
 
 
 def test_merge_stuff_one_segment_per_class():

@@ -45,6 +45,9 @@ class ModelConfig:
         embed_dim: embedding dimension (paper: 32).
         classifier_hidden: hidden width of the two-layer segment classifier.
         num_classes: number of classes; 0 means "take it from the dataset".
+        output_stride: stride of the embedding map, 4 (the paper) or 2 (a
+            light decoder fuses the stem's stride-2 features, which lifts the
+            resolution cap of small frames; see ``docs/reference_model.md``).
     """
 
     arch: str = "pss"
@@ -56,6 +59,7 @@ class ModelConfig:
     embed_dim: int = 32
     classifier_hidden: int = 256
     num_classes: int = 0
+    output_stride: int = 4
 
 
 @dataclass
@@ -87,6 +91,13 @@ class LossConfig:
         seed_sigma: standard deviation of the Gaussian centre targets, in input pixels.
         small_instance_area: instances with fewer input pixels than this get
             hybrid-scale prototypes (2x upscaled embeddings); 0 disables.
+        seed_loss: ``focal``: the seed head predicts centre logits, trained
+            with CenterNet's penalty-reduced focal loss (alpha 2, beta 4)
+            normalised by the number of centres; ``mse``: a regressed Gaussian
+            heatmap (checkpoints written before the focal loss existed).
+        max_pixels: evaluate the SegSort likelihood on at most this many
+            uniformly drawn labelled pixels per batch (prototypes still use all
+            pixels); 0: all. Keeps stride-2 training affordable.
     """
 
     kappa: float = 10.0
@@ -96,6 +107,8 @@ class LossConfig:
     seed_weight: float = 1.0
     seed_sigma: float = 8.0
     small_instance_area: int = 0
+    seed_loss: str = "focal"
+    max_pixels: int = 0
 
 
 @dataclass
@@ -164,6 +177,10 @@ class TrainConfig:
         seed: random seed (data order, augmentation, initialisation).
         amp: bf16 autocast on CUDA (ignored on CPU).
         log_every, checkpoint_every, val_every: periods in iterations (0: never).
+        clip_grad_norm: clip the global gradient norm to this value (0: off).
+        classifier_lr_mult: learning-rate multiplier of the segment classifier,
+            which sees one sample per segment, far fewer than the pixels that
+            train the embeddings.
     """
 
     iterations: int = 90000
@@ -178,6 +195,8 @@ class TrainConfig:
     log_every: int = 20
     checkpoint_every: int = 1000
     val_every: int = 0
+    clip_grad_norm: float = 0.0
+    classifier_lr_mult: float = 1.0
 
 
 @dataclass

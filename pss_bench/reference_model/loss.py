@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from pss_bench.reference_model.config import KMeansConfig, LossConfig
-from pss_bench.reference_model.kmeans import kmeans_features, spherical_kmeans
+from pss_bench.reference_model.kmeans import pooled_kmeans
 
 IGNORE_INDEX = 255
 
@@ -67,6 +67,16 @@ class SegmentTable:
     pixel_segment: torch.Tensor
 
 
+def _pair_key(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """One int64 per ``(first, second)`` pair of non-negative ints, ordered as the pairs.
+
+    ``torch.unique(dim=0)`` on stacked pairs compares rows one by one on a CPU
+    (seconds per batch); a scalar key sorts the same way in one pass.
+    """
+    span = int(second.max()) + 1 if second.numel() else 1
+    return first * span + second
+
+
 def _dense(key: torch.Tensor) -> tuple[torch.Tensor, int]:
     uniq, inv = torch.unique(key, return_inverse=True)
     return inv, int(uniq.numel())
@@ -81,6 +91,7 @@ def segsort_loss(
     isthing: torch.Tensor,
     kappa: float,
     memory: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
+    sample: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, SegmentTable]:
     """The SegSort pixel-to-segment loss with panoptic labels.
 
@@ -93,6 +104,9 @@ def segsort_loss(
         isthing: ``(P,)`` bool, the class is a thing class.
         kappa: concentration.
         memory: optional ``(prototypes (M, D), classes (M,), isthing (M,))`` of past iterations.
+        sample: optional ``(P',)`` int64 rows whose likelihood is averaged (an
+            unbiased estimate of the mean over all rows when drawn uniformly);
+            prototypes are always built from all rows.
 
     Returns:
         ``(loss, segments)``: the scalar mean over pixels (0 with gradient when
@@ -104,8 +118,7 @@ def segsort_loss(
         empty = torch.zeros(0, dtype=torch.long, device=dev)
         return emb.sum() * 0.0, SegmentTable(emb[:0], empty, empty.bool(), empty)
     # GT segment per (image, id), then segment per (GT segment, cluster).
-    inst_key = torch.stack([image, instance], 1)
-    _, gt_seg = torch.unique(inst_key, dim=0, return_inverse=True)
+    _, gt_seg = torch.unique(_pair_key(image, instance), return_inverse=True)
     n_gt = int(gt_seg.max()) + 1
     k = int(cluster.max()) + 1
     seg, s = _dense(gt_seg * k + cluster)
@@ -121,6 +134,10 @@ def segsort_loss(
 
     sums = torch.zeros(s, emb.shape[1], dtype=emb.dtype, device=dev).index_add(0, seg, emb)
     proto = F.normalize(sums, dim=1)
+    table = SegmentTable(proto, seg_class, seg_thing, seg)
+    if sample is not None:
+        emb, seg, group_of_pixel, classes, isthing = (t[sample] for t in (emb, seg, group_of_pixel, classes, isthing))
+        p = emb.shape[0]
 
     # exp(kappa * (cos - 1)) lies in (exp(-2 kappa), 1]: no overflow, same ratios.
     e = torch.exp(kappa * (emb @ proto.t() - 1.0))  # (P, S)
@@ -137,11 +154,16 @@ def segsort_loss(
         num = num + (e_mem * pos_mem).sum(1)
         den = den + e_mem.sum(1)
     loss = (torch.log(den) - torch.log(num)).mean()
-    return loss, SegmentTable(proto, seg_class, seg_thing, seg)
+    return loss, table
 
 
 def center_heatmap(
-    panoptic: torch.Tensor, instance_mask: torch.Tensor, out_size: tuple[int, int], sigma: float, input_size: tuple[int, int]
+    panoptic: torch.Tensor,
+    instance_mask: torch.Tensor,
+    out_size: tuple[int, int],
+    sigma: float,
+    input_size: tuple[int, int],
+    snap: bool = False,
 ) -> torch.Tensor:
     """Gaussian centre-heatmap targets at the instances' mass centres.
 
@@ -155,6 +177,9 @@ def center_heatmap(
         out_size: ``(h, w)`` of the heatmap.
         sigma: Gaussian standard deviation, in input pixels.
         input_size: ``(H, W)`` of the input image, to convert grids to input pixels.
+        snap: move every centre to the centre of the heatmap cell holding it,
+            so that this cell is exactly 1 (CenterNet's targets: one positive
+            cell per instance).
 
     Returns:
         ``(B, h, w)`` float32 in ``[0, 1]``: max over the image's instances of
@@ -169,11 +194,15 @@ def center_heatmap(
         return heat.reshape(b, h, w)
     bidx, ys, xs = torch.nonzero(instance_mask, as_tuple=True)
     ids = panoptic[bidx, ys, xs]
-    _, inst = torch.unique(torch.stack([bidx, ids], 1), dim=0, return_inverse=True)
+    _, inst = torch.unique(_pair_key(bidx, ids), return_inverse=True)
     n = int(inst.max()) + 1
     coords = torch.stack([(ys.float() + 0.5) * hh / h2, (xs.float() + 0.5) * ww / w2], 1)
     cnt = torch.zeros(n, device=dev).index_add_(0, inst, torch.ones_like(ys, dtype=torch.float32))
     centres = torch.zeros(n, 2, device=dev).index_add_(0, inst, coords) / cnt[:, None]
+    if snap:
+        cell = torch.tensor([hh / h, ww / w], device=dev)
+        top = torch.tensor([h - 1, w - 1], device=dev, dtype=torch.float32)
+        centres = (torch.minimum(torch.floor(centres / cell), top) + 0.5) * cell
     inst_img = torch.zeros(n, dtype=torch.long, device=dev).scatter_(0, inst, bidx)
     gy = (torch.arange(h, device=dev, dtype=torch.float32) + 0.5) * hh / h
     gx = (torch.arange(w, device=dev, dtype=torch.float32) + 0.5) * ww / w
@@ -182,6 +211,63 @@ def center_heatmap(
     g = torch.exp(-d2 / (2 * sigma**2))
     heat.scatter_reduce_(0, inst_img[:, None].expand(-1, h * w), g, reduce="amax", include_self=True)
     return heat.reshape(b, h, w)
+
+
+def seed_focal_loss(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, alpha: float = 2.0, beta: float = 4.0) -> torch.Tensor:
+    """CenterNet's penalty-reduced focal loss on centre logits (Law & Deng 2018; Zhou et al. 2019).
+
+    With ``p = sigmoid(logits)`` and target heatmap ``Y`` (exactly 1 at the
+    one centre cell of every instance)::
+
+        L = -1/N_c * sum_valid { (1 - p)^alpha log p                 if Y = 1
+                               { (1 - Y)^beta p^alpha log(1 - p)     otherwise
+
+    ``N_c`` is the number of centre cells (at least 1). Computed in float32
+    from ``logsigmoid`` so that no ``log(0)`` occurs under any logit.
+
+    Args:
+        logits: ``(B, h, w)`` seed-head output.
+        target: ``(B, h, w)`` in ``[0, 1]`` (:func:`center_heatmap` with ``snap=True``).
+        valid: ``(B, h, w)`` bool, pixels that carry a loss.
+    """
+    x = logits.float()
+    pos = (target >= 1.0) & valid
+    log_p = F.logsigmoid(x)
+    log_1mp = F.logsigmoid(-x)
+    p = torch.sigmoid(x)
+    pos_term = (1 - p).pow(alpha) * log_p
+    neg_term = (1 - target).pow(beta) * p.pow(alpha) * log_1mp
+    per_pixel = torch.where(pos, pos_term, neg_term) * valid
+    return -per_pixel.sum() / pos.sum().clamp(min=1)
+
+
+def check_batch_labels(batch: dict, num_classes: int) -> None:
+    """Refuses label maps that would index out of range further on.
+
+    A semantic label outside ``[0, C) ∪ {255}`` or a negative panoptic id is a
+    data error: on a GPU it would surface as an opaque device-side assert (or
+    an illegal memory access) inside a gather; here it is one clear message.
+
+    Raises:
+        PssBenchError: naming the image and the bad value.
+    """
+    from pss_bench.errors import PssBenchError
+
+    sem, pan = batch["semantic"], batch["panoptic"]
+    bad_sem = (sem != IGNORE_INDEX) & ((sem < 0) | (sem >= num_classes))
+    bad_pan = pan < 0
+    flags = torch.stack([bad_sem.flatten(1).any(1), bad_pan.flatten(1).any(1)], 1).cpu()
+    if bool(flags.any()):
+        b, kind = (int(v) for v in torch.nonzero(flags)[0])
+        ids = batch.get("image_id") or [None] * sem.shape[0]
+        if kind == 0:
+            value = int(sem[b][bad_sem[b]][0])
+            raise PssBenchError(
+                f"image {ids[b]}: semantic label {value} is outside the {num_classes} classes of the category "
+                f"list (0..{num_classes - 1}, {IGNORE_INDEX} = VOID)"
+            )
+        value = int(pan[b][bad_pan[b]][0])
+        raise PssBenchError(f"image {ids[b]}: negative panoptic id {value}")
 
 
 class PrototypeMemory:
@@ -239,13 +325,17 @@ def pss_losses(
     hh, ww = batch["panoptic"].shape[-2:]
     dev = emb.device
     thing_classes = thing_classes.to(dev)
+    check_batch_labels(batch, thing_classes.numel())
 
+    # Labels at the embedding's resolution (stride 4, or 2 with the decoder).
+    stride = max(1, round(hh / h))
     pan4 = downsample_labels(batch["panoptic"], h, w)
     sem4 = downsample_labels(batch["semantic"], h, w)
     crowd4 = downsample_labels(batch["crowd"], h, w)
     kvalid = sem4 != IGNORE_INDEX
-    feats = kmeans_features(emb.detach(), kmeans_cfg.coord_weight)
-    assign, _ = spherical_kmeans(feats, kvalid, tuple(kmeans_cfg.grid), kmeans_cfg.iterations)
+    # k-means at stride 4 as the paper's; a stride-2 map is clustered pooled, then assigned.
+    assign = pooled_kmeans(emb.detach(), kvalid, tuple(kmeans_cfg.grid), kmeans_cfg.iterations,
+                           kmeans_cfg.coord_weight, pool=2 if stride <= 2 else 1)
 
     def table(pan, sem, crowd, emb_map, assign_map, select):
         keep = select & (sem != IGNORE_INDEX) & ~crowd & (pan != 0) & (assign_map >= 0)
@@ -260,26 +350,25 @@ def pss_losses(
             thing_classes[cls.clamp(max=thing_classes.numel() - 1)],
         )
 
-    # Stride-2 labels: areas for the hybrid scale and the seed targets.
-    pan2 = downsample_labels(batch["panoptic"], 2 * h, 2 * w)
-    sem2 = downsample_labels(batch["semantic"], 2 * h, 2 * w)
-    crowd2 = downsample_labels(batch["crowd"], 2 * h, 2 * w)
+    # Labels at twice the seed map's resolution (stride 2): instance areas for
+    # the hybrid scale and the centre targets.
+    sh, sw = out["seed"].shape[-2:]
+    pan2 = downsample_labels(batch["panoptic"], 2 * sh, 2 * sw)
+    sem2 = downsample_labels(batch["semantic"], 2 * sh, 2 * sw)
+    crowd2 = downsample_labels(batch["crowd"], 2 * sh, 2 * sw)
     thing2 = (sem2 != IGNORE_INDEX) & thing_classes[sem2.clamp(max=thing_classes.numel() - 1)] & ~crowd2 & (pan2 != 0)
 
     rows4 = table(pan4, sem4, crowd4, emb, assign, torch.ones_like(kvalid))
-    if loss_cfg.small_instance_area > 0 and bool(thing2.any()):
+    small2 = torch.zeros_like(thing2)
+    if stride >= 4 and loss_cfg.small_instance_area > 0 and bool(thing2.any()):
         bi, yi, xi = torch.nonzero(thing2, as_tuple=True)
-        key = torch.stack([bi, pan2[bi, yi, xi]], 1)
-        _, inv, counts = torch.unique(key, dim=0, return_inverse=True, return_counts=True)
-        px_area = (hh * ww) / (4 * h * w)
+        _, inv, counts = torch.unique(_pair_key(bi, pan2[bi, yi, xi]), return_inverse=True, return_counts=True)
+        px_area = (hh * ww) / (4 * sh * sw)
         small_px = (counts[inv].float() * px_area) < loss_cfg.small_instance_area
-        small2 = torch.zeros_like(thing2)
         small2[bi[small_px], yi[small_px], xi[small_px]] = True
-    else:
-        small2 = torch.zeros_like(thing2)
-    if bool(small2.any()):
+    if bool(small2.any()) and (2 * sh, 2 * sw) == (2 * h, 2 * w):
         # Hybrid scale: small instances' pixels come from 2x bilinearly upscaled embeddings.
-        small_ids = torch.unique(torch.stack([torch.nonzero(small2)[:, 0], pan2[small2]], 1), dim=0)
+        small_ids = torch.stack([torch.nonzero(small2)[:, 0], pan2[small2]], 1)  # with repeats: a set for isin
         is_small4 = _isin_pairs(pan4, small_ids)
         rows4 = table(pan4, sem4, crowd4, emb, assign, ~is_small4)
         emb2 = F.normalize(F.interpolate(emb, scale_factor=2, mode="bilinear", align_corners=False), dim=1)
@@ -288,8 +377,12 @@ def pss_losses(
         rows = [torch.cat([a, c]) for a, c in zip(rows4, rows2)]
     else:
         rows = list(rows4)
+    sample = None
+    n_rows = rows[0].shape[0]
+    if 0 < loss_cfg.max_pixels < n_rows:
+        sample = torch.randperm(n_rows, device=dev)[: loss_cfg.max_pixels]
     mem = memory.get(dev) if memory is not None else None
-    seg_loss, segments = segsort_loss(*rows, kappa=loss_cfg.kappa, memory=mem)
+    seg_loss, segments = segsort_loss(*rows, kappa=loss_cfg.kappa, memory=mem, sample=sample)
 
     # Always call the classifier so every parameter gets a gradient (DDP needs it).
     logits = classifier(segments.prototypes)
@@ -298,10 +391,15 @@ def pss_losses(
     else:
         cls_loss = logits.sum() * 0.0
 
-    target = center_heatmap(pan2, thing2, (h, w), loss_cfg.seed_sigma, (hh, ww))
     seed = out["seed"][:, 0].float()
-    seed_valid = kvalid.float()
-    seed_loss = (((seed - target) ** 2) * seed_valid).sum() / seed_valid.sum().clamp(min=1.0)
+    seed_valid = downsample_labels(batch["semantic"], sh, sw) != IGNORE_INDEX
+    if loss_cfg.seed_loss == "focal":
+        target = center_heatmap(pan2, thing2, (sh, sw), loss_cfg.seed_sigma, (hh, ww), snap=True)
+        seed_loss = seed_focal_loss(seed, target, seed_valid)
+    else:
+        target = center_heatmap(pan2, thing2, (sh, sw), loss_cfg.seed_sigma, (hh, ww))
+        valid_f = seed_valid.float()
+        seed_loss = (((seed - target) ** 2) * valid_f).sum() / valid_f.sum().clamp(min=1.0)
 
     total = loss_cfg.segsort_weight * seg_loss + loss_cfg.classifier_weight * cls_loss + loss_cfg.seed_weight * seed_loss
     return {"total": total, "segsort": seg_loss, "classifier": cls_loss, "seed": seed_loss}, segments

@@ -7,6 +7,7 @@ post-processing (``pss_bench.reference_model.postprocess``), never here.
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 
 import torch
@@ -65,7 +66,9 @@ def _norm_layer(kind: str):
 class ResNetFPN(nn.Module):
     """torchvision ResNet with a torchvision FPN on C2-C5, returning P2-P5.
 
-    Output: list of 4 tensors ``(B, fpn_channels, H/s, W/s)`` for s = 4, 8, 16, 32.
+    Output: list of 4 tensors ``(B, fpn_channels, H/s, W/s)`` for s = 4, 8, 16, 32;
+    with ``stem=True`` also the stem's stride-2 activation ``(B, C1, H/2, W/2)``
+    (:attr:`stem_channels`).
     """
 
     def __init__(self, backbone: str, norm: str, fpn_channels: int) -> None:
@@ -81,16 +84,18 @@ class ResNetFPN(nn.Module):
         else:
             resnet = getattr(torchvision.models, backbone)(weights=None, norm_layer=_norm_layer(norm))
         self.body = IntermediateLayerGetter(
-            resnet, return_layers={"layer1": "c2", "layer2": "c3", "layer3": "c4", "layer4": "c5"}
+            resnet, return_layers={"relu": "c1", "layer1": "c2", "layer2": "c3", "layer3": "c4", "layer4": "c5"}
         )
+        self.stem_channels = resnet.conv1.out_channels
         c2, c5 = _BACKBONES[backbone]
         in_channels = [c2, c2 * 2, c2 * 4, c5] if c2 == 256 else [c2, c2 * 2, c2 * 4, c2 * 8]
         self.fpn = FeaturePyramidNetwork(in_channels, fpn_channels)
 
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, stem: bool = False):
         feats = self.body(x)
         out = self.fpn(OrderedDict((k, feats[k]) for k in ("c2", "c3", "c4", "c5")))
-        return [out[k] for k in ("c2", "c3", "c4", "c5")]
+        levels = [out[k] for k in ("c2", "c3", "c4", "c5")]
+        return (levels, feats["c1"]) if stem else levels
 
 
 class DeformBlock(nn.Module):
@@ -153,6 +158,34 @@ class PyramidHead(nn.Module):
         return self.fuse(self.features(feats))
 
 
+class StrideTwoDecoder(nn.Module):
+    """Lifts stride-4 embeddings to stride 2 with the stem's stride-2 features.
+
+    ``out = up2(e4) + conv1x1(relu(gn(conv3x3([up2(e4), proj(c1)]))))``: the
+    bilinear upsampling carries the stride-4 embedding, the residual adds the
+    detail of thin and small objects that a stride-4 map cannot hold. The last
+    conv starts at zero, so a fresh decoder outputs the upsampled embedding.
+    Output: ``(B, D, H/2, W/2)`` (not normalised).
+    """
+
+    def __init__(self, embed_dim: int, stem_channels: int, head_channels: int) -> None:
+        super().__init__()
+        proj = max(8, head_channels // 2)
+        self.proj = nn.Sequential(nn.Conv2d(stem_channels, proj, 1, bias=False), nn.GroupNorm(min(8, proj), proj), nn.ReLU(inplace=True))
+        self.conv = nn.Sequential(
+            nn.Conv2d(embed_dim + proj, head_channels, 3, padding=1, bias=False),
+            nn.GroupNorm(min(32, head_channels), head_channels),
+            nn.ReLU(inplace=True),
+        )
+        self.out = nn.Conv2d(head_channels, embed_dim, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, emb4: torch.Tensor, stem: torch.Tensor) -> torch.Tensor:
+        up = F.interpolate(emb4, size=stem.shape[-2:], mode="bilinear", align_corners=False)
+        return up + self.out(self.conv(torch.cat([up, self.proj(stem)], dim=1)))
+
+
 class SegmentClassifier(nn.Module):
     """Two 1x1 convs (= linear layers) on prototypes: ``(N, D) -> (N, C)`` logits."""
 
@@ -171,8 +204,10 @@ class PSSNet(nn.Module):
     ``forward(images)`` with images ``(B, 3, H, W)`` float32 (H, W multiples of
     32 are best; others are padded internally by the convs' rounding) returns::
 
-        {"embedding": (B, D, H/4, W/4) float32, L2-normalised over D,
-         "seed":      (B, 1, H/4, W/4) float32 centre-heatmap prediction}
+        {"embedding": (B, D, H/s, W/s) float32, L2-normalised over D, with
+                      s = ``cfg.output_stride`` (4, or 2 through :class:`StrideTwoDecoder`),
+         "seed":      (B, 1, H/4, W/4) float32 centre logits (``loss.seed_loss``
+                      ``focal``; a regressed heatmap for ``mse`` checkpoints)}
 
     ``self.classifier`` maps prototypes ``(N, D)`` to class logits ``(N, C)``.
     """
@@ -181,19 +216,32 @@ class PSSNet(nn.Module):
         super().__init__()
         if cfg.num_classes <= 0:
             raise ValueError("ModelConfig.num_classes must be set (the dataset's class count)")
+        if cfg.output_stride not in (2, 4):
+            raise ValueError(f"ModelConfig.output_stride must be 4 or 2, found {cfg.output_stride}")
         self.cfg = cfg
         self.backbone = ResNetFPN(cfg.backbone, cfg.norm, cfg.fpn_channels)
         self.embed_head = PyramidHead(cfg.fpn_channels, cfg.head_channels, cfg.embed_dim, cfg.deformable)
+        self.decoder = (
+            StrideTwoDecoder(cfg.embed_dim, self.backbone.stem_channels, cfg.head_channels) if cfg.output_stride == 2 else None
+        )
         self.seed_head = PyramidHead(cfg.fpn_channels, cfg.head_channels, 1, cfg.deformable)
+        # Centre logits start at the prior 0.01 (CenterNet's -4.6 bias, a
+        # stable start for the focal loss, where most pixels are negatives).
+        nn.init.constant_(self.seed_head.fuse.bias, -math.log((1 - 0.01) / 0.01))
         self.classifier = SegmentClassifier(cfg.embed_dim, cfg.classifier_hidden, cfg.num_classes)
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         h, w = images.shape[-2:]
-        feats = self.backbone(images)
-        emb = self.embed_head(feats).float()
+        feats, stem = self.backbone(images, stem=True)
+        emb = self.embed_head(feats)
         seed = self.seed_head(feats).float()
         size = ((h + 3) // 4, (w + 3) // 4)
         if emb.shape[-2:] != size:
             emb = F.interpolate(emb, size=size, mode="bilinear", align_corners=False)
             seed = F.interpolate(seed, size=size, mode="bilinear", align_corners=False)
-        return {"embedding": F.normalize(emb, dim=1), "seed": seed}
+        if self.decoder is not None:
+            emb = self.decoder(emb, stem)
+            size2 = ((h + 1) // 2, (w + 1) // 2)
+            if emb.shape[-2:] != size2:
+                emb = F.interpolate(emb, size=size2, mode="bilinear", align_corners=False)
+        return {"embedding": F.normalize(emb.float(), dim=1), "seed": seed}

@@ -102,16 +102,32 @@ def learning_rate(cfg: PSSConfig, it: int) -> float:
 
 
 def build_optimizer(model: nn.Module, cfg: PSSConfig) -> torch.optim.SGD:
-    """SGD with momentum; no weight decay on norm parameters and biases."""
-    decay, no_decay = [], []
+    """SGD with momentum; no weight decay on norm parameters and biases.
+
+    Parameters of a submodule named ``classifier`` (PSS's segment classifier)
+    get ``train.classifier_lr_mult`` times the learning rate; every group
+    keeps its multiplier in ``lr_mult`` (see :func:`set_learning_rate`).
+    """
+    groups: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    return torch.optim.SGD(
-        [{"params": decay, "weight_decay": cfg.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.train.lr, momentum=cfg.train.momentum,
-    )
+        is_cls = ".classifier." in f".{name}"
+        groups.setdefault((is_cls, p.ndim <= 1), []).append(p)
+    param_groups = []
+    for (is_cls, no_decay), params in sorted(groups.items()):
+        param_groups.append({
+            "params": params,
+            "weight_decay": 0.0 if no_decay else cfg.train.weight_decay,
+            "lr_mult": cfg.train.classifier_lr_mult if is_cls else 1.0,
+        })
+    return torch.optim.SGD(param_groups, lr=cfg.train.lr, momentum=cfg.train.momentum)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Sets every group's learning rate to ``lr`` times its ``lr_mult``."""
+    for g in optimizer.param_groups:
+        g["lr"] = lr * g.get("lr_mult", 1.0)
 
 
 def _dist_info() -> tuple[int, int, int]:
@@ -149,9 +165,13 @@ def predict_image(net, item_image: torch.Tensor, thing_classes: torch.Tensor, cf
     with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp and dev.type == "cuda"):
         o = net(item_image[None])
     emb = o["embedding"][0].float()
+    seed_map = o["seed"][0, 0].float()
+    if cfg.loss.seed_loss == "focal":
+        seed_map = torch.sigmoid(seed_map)
     res = panoptic_inference(
-        emb, net.classifier, thing_classes, cfg.inference, seed_map=o["seed"][0, 0].float(),
+        emb, net.classifier, thing_classes, cfg.inference, seed_map=seed_map,
         iterations=cfg.kmeans.iterations, coord_weight=cfg.kmeans.coord_weight,
+        kmeans_pool=2 if cfg.model.output_stride == 2 else 1,
     )
     return res, emb
 
@@ -366,19 +386,36 @@ def train(
     for it in range(start, end):
         batch = _move(next(data_iter), dev)
         lr = learning_rate(cfg, it)
-        for g in optimizer.param_groups:
-            g["lr"] = lr
+        set_learning_rate(optimizer, lr)
+        step = it + 1
         losses, segments = ddp(batch, memory if memory.length > 0 else None)
+        # One host sync for all loss values: the guard runs before backward,
+        # so a non-finite loss never reaches the weights (or, on a GPU, a
+        # gather/scatter with indices derived from NaNs).
+        loss_vals = dict(zip(losses, torch.stack([v.detach().float() for v in losses.values()]).tolist()))
+        bad = [k for k, v in loss_vals.items() if not math.isfinite(v)]
+        if bad:
+            raise PssBenchError(
+                f"iteration {step}: loss {bad[0]!r} is {loss_vals[bad[0]]} at learning rate {lr:.4g} "
+                f"(all losses: {', '.join(f'{k}={v:.4g}' for k, v in loss_vals.items())}); "
+                "lower train.lr, lengthen train.warmup_iterations or set train.clip_grad_norm"
+            )
         optimizer.zero_grad(set_to_none=True)
         losses["total"].backward()
+        grad_norm = None
+        if cfg.train.clip_grad_norm > 0:
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.train.clip_grad_norm))
+            if not math.isfinite(grad_norm):
+                raise PssBenchError(
+                    f"iteration {step}: the gradient norm is {grad_norm} at learning rate {lr:.4g} "
+                    f"(losses: {', '.join(f'{k}={v:.4g}' for k, v in loss_vals.items())}); the weights were not updated"
+                )
         optimizer.step()
         if segments is not None:
             memory.push(segments)
-        step = it + 1
-        loss_vals = {k: float(v.detach()) for k, v in losses.items()}
-        if not all(math.isfinite(v) for v in loss_vals.values()):
-            raise PssBenchError(f"iteration {step}: non-finite loss {loss_vals} (lower train.lr?)")
         record = {"iteration": step, "lr": lr, **{f"loss_{k}": v for k, v in loss_vals.items()}}
+        if grad_norm is not None:
+            record["grad_norm"] = grad_norm
         if cfg.train.log_every > 0 and (step % cfg.train.log_every == 0 or step == end):
             if distributed:  # log the mean over ranks
                 keys = sorted(loss_vals)
