@@ -130,3 +130,29 @@ def test_grouped_kmeans_matches_per_group_loops():
             new, cnt = cents(a)
             cs = [new[c] if cnt[c] else cs[c] for c in range(k)]
         assert out[idx].tolist() == a
+
+
+def test_pooled_kmeans_assigns_every_fine_pixel_to_its_nearest_coarse_centroid():
+    from pss_bench.reference_model.kmeans import assign_to_centroids, pooled_kmeans
+
+    g = torch.Generator().manual_seed(0)
+    # two halves with different directions, plus a little noise
+    emb = torch.zeros(1, 4, 16, 32)
+    emb[:, 0, :, :16] = 1.0
+    emb[:, 1, :, 16:] = 1.0
+    emb = torch.nn.functional.normalize(emb + 0.05 * torch.randn(1, 4, 16, 32, generator=g), dim=1)
+    valid = torch.ones(1, 16, 32, dtype=torch.bool)
+    valid[0, 0, 0] = False
+    fine = pooled_kmeans(emb, valid, (1, 2), 5, 0.0, pool=2)
+    assert fine.shape == (1, 16, 32) and fine[0, 0, 0] == -1
+    assert len(fine[0, :, :16][valid[0, :, :16]].unique()) == 1 and len(fine[0, :, 16:].unique()) == 1
+    assert fine[0, 5, 3] != fine[0, 5, 20]
+    # pool=1 is plain spherical k-means
+    same = pooled_kmeans(emb, valid, (2, 2), 5, 0.5, pool=1)
+    ref, _ = spherical_kmeans(kmeans_features(emb, 0.5), valid, (2, 2), 5)
+    assert torch.equal(same, ref)
+    # empty centroids are never chosen
+    cents = torch.zeros(1, 3, 4)
+    cents[0, 1, 0] = 1.0
+    a = assign_to_centroids(-emb, cents, None)
+    assert (a == 1).all()

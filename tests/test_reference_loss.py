@@ -197,3 +197,92 @@ def test_prototype_memory_fifo_and_state():
     other = PrototypeMemory(0)
     other.load_state_dict(mem.state_dict())
     assert torch.equal(other.get("cpu")[0], got[0])
+
+
+def loops_focal(logits, target, valid, alpha=2.0, beta=4.0):
+    total, n_pos = 0.0, 0
+    for x, y, v in zip(logits.reshape(-1).tolist(), target.reshape(-1).tolist(), valid.reshape(-1).tolist()):
+        if not v:
+            continue
+        p = 1 / (1 + math.exp(-x))
+        if y >= 1.0:
+            total += (1 - p) ** alpha * math.log(p)
+            n_pos += 1
+        else:
+            total += (1 - y) ** beta * p**alpha * math.log(1 - p)
+    return -total / max(n_pos, 1)
+
+
+def test_seed_focal_loss_matches_loops_and_is_finite_for_extreme_logits():
+    from pss_bench.reference_model.loss import seed_focal_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 6, 7, generator=g) * 3
+    target = torch.rand(2, 6, 7, generator=g) * 0.9
+    target[0, 2, 3] = target[1, 4, 1] = 1.0
+    valid = torch.rand(2, 6, 7, generator=g) > 0.2
+    valid[0, 2, 3] = valid[1, 4, 1] = True
+    got = float(seed_focal_loss(logits, target, valid))
+    assert got == pytest.approx(loops_focal(logits, target, valid), rel=1e-5)
+    extreme = torch.full((1, 3, 3), 200.0)
+    extreme[0, 1, 1] = -200.0
+    t = torch.zeros(1, 3, 3)
+    t[0, 1, 1] = 1.0
+    value = seed_focal_loss(extreme, t, torch.ones(1, 3, 3, dtype=torch.bool))
+    assert math.isfinite(float(value)) and float(value) > 100
+
+
+def test_snapped_center_heatmap_has_one_exact_peak_per_instance():
+    pan = torch.zeros(1, 32, 64, dtype=torch.long)
+    pan[0, 3:13, 5:20] = 5
+    pan[0, 18:30, 40:61] = 6
+    heat = center_heatmap(pan, pan > 0, (8, 16), 8.0, (32, 64), snap=True)
+    assert int((heat == 1.0).sum()) == 2
+    # the peaks are the cells holding the mass centres (8.0, 12.5) and (24.0, 50.5), cells of 4x4 pixels
+    assert (heat[0] == 1.0).nonzero().tolist() == [[2, 3], [6, 12]]
+
+
+def test_out_of_range_semantic_label_is_a_clear_error():
+    from pss_bench.errors import PssBenchError
+    from pss_bench.reference_model.loss import check_batch_labels
+
+    sem = torch.zeros(2, 8, 8, dtype=torch.long)
+    sem[1, 3, 3] = 9
+    batch = {"semantic": sem, "panoptic": torch.ones(2, 8, 8, dtype=torch.long), "image_id": ["a", "b"]}
+    with pytest.raises(PssBenchError, match=r"image b: semantic label 9 is outside the 4 classes"):
+        check_batch_labels(batch, 4)
+    sem[1, 3, 3] = 255
+    check_batch_labels(batch, 4)  # VOID is fine
+    batch["panoptic"][0, 0, 0] = -3
+    with pytest.raises(PssBenchError, match="image a: negative panoptic id -3"):
+        check_batch_labels(batch, 4)
+
+
+def test_pss_losses_refuse_out_of_range_labels_before_any_gather():
+    from pss_bench.errors import PssBenchError
+
+    torch.manual_seed(0)
+    b, h, w, d = 2, 32, 64, 8
+    out = {"embedding": F.normalize(torch.randn(b, d, h // 4, w // 4), dim=1), "seed": torch.zeros(b, 1, h // 4, w // 4)}
+    batch = {"panoptic": torch.ones(b, h, w, dtype=torch.long), "semantic": torch.zeros(b, h, w, dtype=torch.long),
+             "crowd": torch.zeros(b, h, w, dtype=torch.bool), "image_id": ["x", "y"]}
+    batch["semantic"][0, 5, 5] = 7
+    classifier = torch.nn.Linear(d, 3)
+    with pytest.raises(PssBenchError, match="image x: semantic label 7"):
+        pss_losses(out, batch, classifier, torch.tensor([False, True, True]), LossConfig(), KMeansConfig(grid=[2, 2]))
+
+
+def test_pixel_sampling_keeps_prototypes_and_estimates_the_mean():
+    emb, image, cluster, instance, classes, isthing = _tiny_table(p=200)
+    full, seg_full = segsort_loss(emb, image, cluster, instance, classes, isthing, kappa=5.0)
+    everything = torch.arange(emb.shape[0])
+    same, seg_same = segsort_loss(emb, image, cluster, instance, classes, isthing, kappa=5.0, sample=everything)
+    assert float(same) == pytest.approx(float(full), rel=1e-6)
+    g = torch.Generator().manual_seed(1)
+    half = torch.randperm(emb.shape[0], generator=g)[:100]
+    part, seg_part = segsort_loss(emb, image, cluster, instance, classes, isthing, kappa=5.0, sample=half)
+    assert torch.equal(seg_part.prototypes, seg_full.prototypes)
+    # the mean over a sample is the mean of the sampled rows' terms
+    terms = torch.stack([segsort_loss(emb, image, cluster, instance, classes, isthing, kappa=5.0,
+                                      sample=torch.tensor([int(i)]))[0] for i in half])
+    assert float(part) == pytest.approx(float(terms.mean()), rel=1e-5)

@@ -126,3 +126,40 @@ def test_pretrained_backbone_missing_and_loaded(tmp_path):
     torch.save(ref.state_dict(), tmp_path / "r18.pth")
     load_pretrained_backbone(net, tmp_path / "r18.pth", "resnet18")
     assert torch.equal(net.backbone.body.conv1.weight, ref.conv1.weight)
+
+
+def test_stride_two_decoder_shapes_gradients_and_zero_start():
+    cfg = _tiny_cfg()
+    cfg.model.output_stride = 2
+    cfg.model.deformable = False
+    torch.manual_seed(0)
+    net = create_model("pss", cfg.model)
+    x = torch.randn(2, 3, 64, 96)
+    out = net(x)
+    assert out["embedding"].shape == (2, 8, 32, 48)  # stride 2
+    assert out["seed"].shape == (2, 1, 16, 24)  # centres stay at stride 4
+    assert torch.allclose(out["embedding"].norm(dim=1), torch.ones(2, 32, 48), atol=1e-5)
+    # A fresh decoder outputs the bilinearly upsampled stride-4 embedding.
+    import torch.nn.functional as F
+
+    feats, stem = net.backbone(x, stem=True)
+    assert stem.shape == (2, net.backbone.stem_channels, 32, 48)
+    up = F.interpolate(net.embed_head(feats), size=(32, 48), mode="bilinear", align_corners=False)
+    assert torch.allclose(out["embedding"], F.normalize(up, dim=1), atol=1e-5)
+    out["embedding"][:, 0].sum().backward()
+    assert all(p.grad is not None for p in net.decoder.parameters())
+    assert net(torch.randn(1, 3, 50, 70))["embedding"].shape[-2:] == (25, 35)
+    cfg.model.output_stride = 8
+    with pytest.raises(ValueError, match="output_stride must be 4 or 2"):
+        create_model("pss", cfg.model)
+
+
+def test_old_checkpoints_keep_their_mse_seed_head(tmp_path):
+    cfg = _tiny_cfg()
+    net = create_model("pss", cfg.model)
+    payload = save_checkpoint_payload(net, cfg, [Category(1, "a", False), Category(2, "b", True), Category(3, "c", True)])
+    del payload["config"]["loss"]["seed_loss"]  # written before the focal loss existed
+    torch.save(payload, tmp_path / "old.pt")
+    _, old_cfg, _, _ = load_checkpoint(tmp_path / "old.pt")
+    assert old_cfg.loss.seed_loss == "mse"
+    assert load_config("synthstreets_tiny").loss.seed_loss == "focal"

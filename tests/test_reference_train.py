@@ -10,7 +10,7 @@ import torch
 
 from pss_bench.reference_model.config import load_config
 from pss_bench.reference_model.registry import load_checkpoint
-from pss_bench.reference_model.train import FINAL_NAME, learning_rate, train
+from pss_bench.reference_model.train import FINAL_NAME, build_optimizer, learning_rate, set_learning_rate, train
 from pss_bench.types import Category
 
 CATS = [Category(7, "road", False), Category(21, "vegetation", False), Category(24, "person", True), Category(26, "car", True)]
@@ -120,7 +120,7 @@ def test_two_process_gloo_ddp_step_equals_single_process(tmp_path):
 
     from pss_bench.reference_model.data import AugmentedItems, ResumableBatchSampler, TrainTransform, collate
     from pss_bench.reference_model.registry import create_model
-    from pss_bench.reference_model.train import PSSTrainingModule, build_optimizer
+    from pss_bench.reference_model.train import PSSTrainingModule
 
     items = toy_items(4)
     out = tmp_path / "ddp"
@@ -136,12 +136,13 @@ def test_two_process_gloo_ddp_step_equals_single_process(tmp_path):
     data = AugmentedItems(items, TrainTransform(cfg.data.crop_size, cfg.data.scale_range, cfg.data.flip), cfg.train.seed)
     samplers = [ResumableBatchSampler(len(items), 1, cfg.train.seed, r, 2) for r in range(2)]
     for it in range(cfg.train.iterations):
-        for g in opt.param_groups:
-            g["lr"] = learning_rate(cfg, it)
+        set_learning_rate(opt, learning_rate(cfg, it))
         opt.zero_grad()
         for s in samplers:
             losses, _ = module(collate([data[k] for k in s.batch_at(it)]))
             (losses["total"] / 2).backward()
+        if cfg.train.clip_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.train.clip_grad_norm)
         opt.step()
     ref = net.state_dict()
     for k in ref:
@@ -158,3 +159,50 @@ def test_train_with_validation_logs_pq(tmp_path):
                 val_dataset=toy_items(2, seed=9), categories=CATS)
     assert 0.0 <= rec["val_pq"] <= 1.0
     assert "val" in (tmp_path / "v" / "log.jsonl").read_text()
+
+
+def test_a_non_finite_loss_stops_before_backward_with_a_clear_message(tmp_path):
+    from pss_bench.errors import PssBenchError
+
+    items = toy_items(2)
+    for it in items:
+        it["image"][:] = float("nan")
+    cfg = tiny_cfg("train.checkpoint_every=1")
+    with pytest.raises(PssBenchError, match=r"iteration 1: loss '(segsort|classifier|seed)' is nan at learning rate [0-9.e-]+ .*lower train.lr"):
+        train(cfg, tmp_path / "nan", train_dataset=items, categories=CATS)
+    assert not (tmp_path / "nan" / "checkpoint_last.pt").exists()  # nothing was stepped, nothing saved
+
+
+def test_gradient_clipping_bounds_the_update_and_is_logged(tmp_path):
+    import json
+
+    cfg = tiny_cfg("train.iterations=1", "train.checkpoint_every=1", "train.clip_grad_norm=0.001", "train.lr=1.0",
+                   "train.warmup_iterations=0", "train.weight_decay=0.0", "train.momentum=0.0")
+    cfg.model.num_classes = len(CATS)
+    torch.manual_seed(cfg.train.seed)
+    from pss_bench.reference_model.registry import create_model
+
+    init = create_model("pss", cfg.model).state_dict()
+    train(cfg, tmp_path / "clip", train_dataset=toy_items(2), categories=CATS)
+    after = _weights(tmp_path / "clip" / "checkpoint_last.pt")
+    step = torch.sqrt(sum(((after[k] - init[k]).float() ** 2).sum() for k in init if init[k].is_floating_point()))
+    # classifier parameters move with lr * classifier_lr_mult, the rest with lr: |update| <= lr * mult * clip
+    assert 0 < float(step) <= cfg.train.classifier_lr_mult * 0.001 * 1.0001
+    rec = json.loads((tmp_path / "clip" / "log.jsonl").read_text().splitlines()[0])
+    assert rec["grad_norm"] > 0.001  # the norm before clipping
+
+
+def test_classifier_gets_its_own_learning_rate():
+    cfg = tiny_cfg("train.classifier_lr_mult=7.0", "train.lr=0.1")
+    cfg.model.num_classes = len(CATS)
+    from pss_bench.reference_model.registry import create_model
+
+    net = create_model("pss", cfg.model)
+    opt = build_optimizer(net, cfg)
+    set_learning_rate(opt, 0.1)
+    cls_params = {id(p) for p in net.classifier.parameters()}
+    for g in opt.param_groups:
+        is_cls = all(id(p) in cls_params for p in g["params"])
+        assert is_cls or not any(id(p) in cls_params for p in g["params"])
+        assert g["lr"] == pytest.approx(0.7 if is_cls else 0.1)
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(list(net.parameters()))

@@ -147,7 +147,11 @@ def load_checkpoint(path: str | os.PathLike, *, device: str = "cpu"):
     payload = _torch_load(path)
     if not isinstance(payload, dict) or "state_dict" not in payload or "config" not in payload:
         raise CheckpointError(f"{path}: not a pss-bench reference-model checkpoint (no state_dict/config)")
-    cfg = config_from_dict(payload["config"])
+    config = payload["config"]
+    if isinstance(config, dict) and isinstance(config.get("loss"), dict) and "seed_loss" not in config["loss"]:
+        # written before the focal seed loss: the seed head regressed a heatmap
+        config = {**config, "loss": {**config["loss"], "seed_loss": "mse"}}
+    cfg = config_from_dict(config)
     categories = [Category(int(c["id"]), str(c["name"]), bool(c["isthing"])) for c in payload["categories"]]
     cfg.model.num_classes = len(categories)
     model = create_model(payload.get("model", "pss"), cfg.model, categories=categories, cfg_all=cfg)

@@ -393,7 +393,8 @@ def train(
         # so a non-finite loss never reaches the weights (or, on a GPU, a
         # gather/scatter with indices derived from NaNs).
         loss_vals = dict(zip(losses, torch.stack([v.detach().float() for v in losses.values()]).tolist()))
-        bad = [k for k, v in loss_vals.items() if not math.isfinite(v)]
+        bad = [k for k, v in loss_vals.items() if k != "total" and not math.isfinite(v)]
+        bad = bad or [k for k, v in loss_vals.items() if not math.isfinite(v)]
         if bad:
             raise PssBenchError(
                 f"iteration {step}: loss {bad[0]!r} is {loss_vals[bad[0]]} at learning rate {lr:.4g} "
