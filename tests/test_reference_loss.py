@@ -286,3 +286,12 @@ def test_pixel_sampling_keeps_prototypes_and_estimates_the_mean():
     terms = torch.stack([segsort_loss(emb, image, cluster, instance, classes, isthing, kappa=5.0,
                                       sample=torch.tensor([int(i)]))[0] for i in half])
     assert float(part) == pytest.approx(float(terms.mean()), rel=1e-5)
+
+
+def test_segsort_loss_is_finite_for_a_large_kappa():
+    # exp(kappa * cos) overflows float32 for kappa * cos > 88; the shifted sums do not.
+    emb, image, cluster, instance, classes, isthing = _tiny_table()
+    loss, _ = segsort_loss(emb, image, cluster, instance, classes, isthing, kappa=500.0)
+    assert math.isfinite(float(loss))
+    ref, _ = segsort_loss(emb.double(), image, cluster, instance, classes, isthing, kappa=500.0)
+    assert float(loss) == pytest.approx(float(ref), rel=1e-3)

@@ -112,6 +112,8 @@ def segsort_loss(
         ``(loss, segments)``: the scalar mean over pixels (0 with gradient when
         ``P == 0``) and the :class:`SegmentTable`.
     """
+    if emb.dtype in (torch.float16, torch.bfloat16):
+        emb = emb.float()  # the sums of exponentials need float32
     p = emb.shape[0]
     dev = emb.device
     if p == 0:
@@ -139,21 +141,24 @@ def segsort_loss(
         emb, seg, group_of_pixel, classes, isthing = (t[sample] for t in (emb, seg, group_of_pixel, classes, isthing))
         p = emb.shape[0]
 
-    # exp(kappa * (cos - 1)) lies in (exp(-2 kappa), 1]: no overflow, same ratios.
-    e = torch.exp(kappa * (emb @ proto.t() - 1.0))  # (P, S)
-    own = e.gather(1, seg[:, None])[:, 0]
-    e_others = e.scatter(1, seg[:, None], 0.0)
-    by_group = torch.zeros(p, n_groups, dtype=e.dtype, device=dev).index_add(1, seg_group, e_others)
-    alone = segs_in_group[group_of_pixel] == 1
-    num = torch.where(alone, own, by_group.gather(1, group_of_pixel[:, None])[:, 0])
-    den = e_others.sum(1) + torch.where(alone, own, torch.zeros_like(own))
+    # log num and log den as masked log-sum-exps of float32 logits: exact for
+    # any kappa (no exp of a large or very negative number is ever summed).
+    logits = kappa * (emb @ proto.t())  # (P, S)
+    own = F.one_hot(seg, s).bool()
+    alone = (segs_in_group[group_of_pixel] == 1)[:, None]
+    same_group = seg_group[None, :] == group_of_pixel[:, None]
+    pos = torch.where(alone, own, same_group & ~own)
+    den = torch.where(alone, torch.ones_like(own), ~own)
     if memory is not None and memory[0].shape[0] > 0:
         m_proto, m_class, m_thing = memory
-        e_mem = torch.exp(kappa * (emb @ m_proto.t().to(emb.dtype) - 1.0))  # (P, M)
+        logits = torch.cat([logits, kappa * (emb @ m_proto.t().to(emb.dtype))], dim=1)  # (P, S + M)
         pos_mem = (~isthing)[:, None] & (~m_thing)[None, :] & (classes[:, None] == m_class[None, :])
-        num = num + (e_mem * pos_mem).sum(1)
-        den = den + e_mem.sum(1)
-    loss = (torch.log(den) - torch.log(num)).mean()
+        pos = torch.cat([pos, pos_mem], dim=1)
+        den = torch.cat([den, torch.ones_like(pos_mem)], dim=1)
+    neg_inf = torch.finfo(logits.dtype).min
+    log_num = torch.logsumexp(logits.masked_fill(~pos, neg_inf), dim=1)
+    log_den = torch.logsumexp(logits.masked_fill(~den, neg_inf), dim=1)
+    loss = (log_den - log_num).mean()
     return loss, table
 
 
@@ -382,7 +387,8 @@ def pss_losses(
     if 0 < loss_cfg.max_pixels < n_rows:
         sample = torch.randperm(n_rows, device=dev)[: loss_cfg.max_pixels]
     mem = memory.get(dev) if memory is not None else None
-    seg_loss, segments = segsort_loss(*rows, kappa=loss_cfg.kappa, memory=mem, sample=sample)
+    with torch.autocast(dev.type, enabled=False):  # float32 logits and sums even inside an autocast region
+        seg_loss, segments = segsort_loss(*rows, kappa=loss_cfg.kappa, memory=mem, sample=sample)
 
     # Always call the classifier so every parameter gets a gradient (DDP needs it).
     logits = classifier(segments.prototypes)

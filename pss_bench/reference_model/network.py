@@ -117,7 +117,10 @@ class DeformBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.deformable:
-            offset = self.offset(x)
+            # A NaN offset makes the deformable kernel compute integer positions
+            # from NaN (an illegal memory access on CUDA) before any loss can be
+            # checked; zero them so the trainer's guard reports the NaN instead.
+            offset = torch.nan_to_num(self.offset(x), nan=0.0)
             # torchvision's deform_conv2d has no bf16 kernel; run it in fp32.
             with torch.autocast(x.device.type, enabled=False):
                 y = self.conv(x.float(), offset.float())
