@@ -131,7 +131,13 @@ def test_gt_decoded_once_without_cache(synth, monkeypatch):
             return real(path, *a, **kw)
         return read
 
-    monkeypatch.setattr(pq_mod, "read_id_png", counting("pq", pq_mod.read_id_png))
+    def counting_decodes(real):
+        def decode(png, *a, **kw):
+            reads["pq"].append(str(Path(png.path).resolve()))
+            return real(png, *a, **kw)
+        return decode
+
+    monkeypatch.setattr(pq_mod, "decode_id_words", counting_decodes(pq_mod.decode_id_words))
     monkeypatch.setattr(ce_mod, "read_id_png", counting("ce", ce_mod.read_id_png))
     assert main(["compare", *_args(synth, "ctx", "rand"), "--no-cache", "--workers", "1"]) == 0
     gt_pngs = [str(p.resolve()) for p in (synth["gt"].parent / "cityscapes_panoptic_val").glob("*.png")]
@@ -150,7 +156,7 @@ def test_embeddings_only_and_reference_is_first_with_ce(synth, capsys):
     assert embonly["pq"] is None and embonly["context_error"] is not None
     assert res["reference"] == "embonly"
     assert ctx["relative_mean_ce"] < 0  # better than the random embeddings
-    assert list((synth["root"] / "cache").rglob("*.npz")) and list((synth["root"] / "cache").rglob("*.npy"))
+    assert list((synth["root"] / "cache").rglob("*.npz")) and list((synth["root"] / "cache").rglob("*.runs"))
 
 
 def test_instance_ce_agrees_with_the_evaluator(synth):
