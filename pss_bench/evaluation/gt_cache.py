@@ -151,12 +151,14 @@ class GTCache:
             return None
         limit = _HEADER.size + png.width * png.height * 8
         try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                os.close(fd)
+                raise BadCacheEntry("not a regular file")
+            if st.st_size > limit:
+                os.close(fd)
+                raise BadCacheEntry(f"{st.st_size} bytes, more than an entry of this image can have")
             with os.fdopen(fd, "rb", buffering=0) as fh:
-                st = os.fstat(fd)
-                if not stat.S_ISREG(st.st_mode):
-                    raise BadCacheEntry("not a regular file")
-                if st.st_size > limit:
-                    raise BadCacheEntry(f"{st.st_size} bytes, more than an entry of this image can have")
                 data = fh.readall()
             return decode_entry(data, key, png.height, png.width, n_segments)
         except BadCacheEntry as exc:

@@ -131,12 +131,13 @@ def read_png_file(path: str | os.PathLike, where: str | None = None) -> PngFile:
         raise FormatError(f"{where}: expected a PNG file, found a folder") from None
     except OSError as exc:
         raise FormatError(f"{where}: cannot open the PNG file ({exc.strerror})") from None
-    with os.fdopen(fd, "rb", buffering=0) as f:
-        mode = os.fstat(fd).st_mode
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
         if stat.S_ISDIR(mode):
             raise FormatError(f"{where}: expected a PNG file, found a folder")
-        if not stat.S_ISREG(mode):
-            raise FormatError(f"{where}: expected a PNG file, found a special file (FIFO, device or socket)")
+        raise FormatError(f"{where}: expected a PNG file, found a special file (FIFO, device or socket)")
+    with os.fdopen(fd, "rb", buffering=0) as f:
         try:
             data = f.readall()
         except OSError as exc:

@@ -245,8 +245,9 @@ def id_runs(ids: np.ndarray, seg_ids: np.ndarray, *, id_mask: int | None = None)
 def confusion_from_runs(gt: Runs, pred: Runs, n_gt: int, n_pred: int) -> np.ndarray:
     """Pixel counts of every (GT index, prediction index) pair, from runs.
 
-    The joint runs start wherever either map starts one; each joint run's GT
-    and prediction run are found by counting the starts before it.
+    The joint runs start wherever either map starts one. Both start lists are
+    sorted, so a stable sort of the two merges them in linear time; counting
+    the GT and prediction starts up to each joint start gives its two runs.
 
     Returns:
         ``(n_gt + 1, n_pred + 1)`` int64 matrix, as :func:`confusion_matrix`.
@@ -254,20 +255,23 @@ def confusion_from_runs(gt: Runs, pred: Runs, n_gt: int, n_pred: int) -> np.ndar
     if gt.size != pred.size:
         raise ValueError(f"sizes differ: {gt.size} vs {pred.size} pixels")
     cols = n_pred + 1
-    bins = (n_gt + 1) * cols
     if gt.size == 0:
         return np.zeros((n_gt + 1, cols), dtype=np.int64)
-    flags = np.zeros(gt.size, dtype=np.uint8)
-    flags[gt.starts] = 1
-    flags[pred.starts] |= 2
-    joint = np.flatnonzero(flags)
-    f = flags[joint]
-    g = gt.values[np.cumsum(f & 1, dtype=np.intp) - 1].astype(np.int64)
-    p = pred.values[np.cumsum(f >> 1, dtype=np.intp) - 1]
-    key = g * cols + p
+    both = np.concatenate([gt.starts.astype(np.int64, copy=False), pred.starts.astype(np.int64, copy=False)])
+    order = np.argsort(both, kind="stable")
+    both = both[order]
+    from_gt = order < gt.starts.shape[0]
+    g_run = np.cumsum(from_gt, dtype=np.intp) - 1
+    p_run = np.arange(both.shape[0], dtype=np.intp) - g_run - 1  # starts seen so far that are not the GT's
+    # Where both maps start a run at one position, keep the later entry: its counts include both.
+    last = np.empty(both.shape[0], dtype=bool)
+    last[-1] = True
+    np.not_equal(both[1:], both[:-1], out=last[:-1])
+    joint = both[last]
+    key = gt.values[g_run[last]].astype(np.int64) * cols + pred.values[p_run[last]]
     lengths = np.diff(joint, append=gt.size)
     # float64 weights are exact: a count never exceeds H * W < 2**53.
-    counts = np.bincount(key, weights=lengths, minlength=bins)
+    counts = np.bincount(key, weights=lengths, minlength=(n_gt + 1) * cols)
     return counts.astype(np.int64).reshape(n_gt + 1, cols)
 
 
