@@ -178,9 +178,9 @@ def pss_bench_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "pss_bench.cli"]
 
 
-def run_process(cmd: list[str]) -> float:
+def run_process(cmd: list[str], env: dict | None = None) -> float:
     t = time.perf_counter()
-    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     elapsed = time.perf_counter() - t
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr[-2000:]}")
@@ -237,6 +237,8 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=5, help="alternating rounds of each table (at least 3)")
     ap.add_argument("--data", default=os.environ.get("PSS_BENCH_SAMPLE_DATA", "../shared/data"))
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    ap.add_argument("--compare-ref", metavar="REF", default=None,
+                    help="also time the pss_bench package of this git ref (e.g. main), in the same rounds")
     args = ap.parse_args()
     if args.repeats < 3:
         ap.error("--repeats must be at least 3 (medians of fewer runs say little on a shared machine)")
@@ -262,14 +264,30 @@ def main() -> int:
             "`pss-bench pq` (warm GT cache)": lambda: run_process(
                 pss + pq_args + ["--cache-dir", str(cache), "--json", str(warm_out)]),
         }
+        ref_label = None
+        if args.compare_ref:
+            ref_src = work / "ref"
+            ref_src.mkdir()
+            sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.compare_ref],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+            archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.compare_ref, "pss_bench"],
+                                     capture_output=True, check=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(ref_src)], input=archive, check=True)
+            ref_env = dict(os.environ, PYTHONPATH=str(ref_src))
+            ref_label = f"{args.compare_ref} ({sha})"
+            commands[f"`pss-bench pq --no-cache` at {ref_label}"] = lambda: run_process(
+                pss + pq_args + ["--no-cache", "--json", str(work / "ref_cold.json")], ref_env)
+            commands[f"`pss-bench pq` (warm GT cache) at {ref_label}"] = lambda: run_process(
+                pss + pq_args + ["--cache-dir", str(work / "ref_cache"), "--json", str(work / "ref_warm.json")], ref_env)
         # warm-up: page cache, .pyc files, and the GT cache for the warm variant
         for run in commands.values():
             run()
 
         def check() -> None:
             ref = json.loads(cs_out.read_text())
-            for out in (cold_out, warm_out):
-                diffs.append(max_abs_diff(json.loads(out.read_text()), ref))
+            for out in (cold_out, warm_out, work / "ref_cold.json", work / "ref_warm.json"):
+                if out.exists():
+                    diffs.append(max_abs_diff(json.loads(out.read_text()), ref))
 
         check()
         load_proc = [load_avg()]
@@ -295,11 +313,15 @@ def main() -> int:
 
         # start-up
         load_start = [load_avg()]
-        start_times = alternate({
+        start_cmds = {
             "`python -c pass`": lambda: run_process([sys.executable, "-c", "pass"]),
             "`pss-bench --help`": lambda: run_process(pss + ["--help"]),
             "`pss-bench pq --help`": lambda: run_process(pss + ["pq", "--help"]),
-        }, args.repeats)
+        }
+        if ref_label:
+            start_cmds[f"`pss-bench --help` at {ref_label}"] = lambda: run_process(pss + ["--help"], ref_env)
+            start_cmds[f"`pss-bench pq --help` at {ref_label}"] = lambda: run_process(pss + ["pq", "--help"], ref_env)
+        start_times = alternate(start_cmds, args.repeats)
         load_start.append(load_avg())
         heavy_help = heavy_modules_of(["--help"])
         heavy_pq = heavy_modules_of(pq_args + ["--no-cache", "--json", str(work / "h.json")])
@@ -317,7 +339,8 @@ def main() -> int:
         f"(the 8 real sample frames replicated) and a shifted prediction; {args.repeats} alternating rounds, "
         "the order rotating each round; medians.",
         "",
-        f"Command: `python bench/pq_speed.py --frames {args.frames} --repeats {args.repeats}`",
+        f"Command: `python bench/pq_speed.py --frames {args.frames} --repeats {args.repeats}"
+        + (f" --compare-ref {args.compare_ref}`" if args.compare_ref else "`"),
         "",
         f"**Whole processes**, as a user runs them (load average 1/5/15 min before {load_proc[0]}, after {load_proc[1]}):",
         "",

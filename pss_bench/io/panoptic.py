@@ -211,9 +211,14 @@ def read_id_png(path: str | os.PathLike, where: str | None = None) -> np.ndarray
         FormatError: missing, not a PNG, wrong mode or depth, or corrupt data.
     """
     where = where or str(path)
-    words = decode_id_words(read_png_file(path, where), where)
-    if words.size and words.flat[0] > MAX_SEGMENT_ID:  # pyspng's opaque alpha
-        np.bitwise_and(words, 0xFFFFFF, out=words)
+    return decode_ids(read_png_file(path, where), where)
+
+
+def decode_ids(png: PngFile, where: str | None = None) -> np.ndarray:
+    """:func:`decode_id_words` with the high byte cleared: ``(H, W)`` uint32 ids."""
+    words = decode_id_words(png, where)
+    if words.size and words.flat[0] > MAX_SEGMENT_ID:  # pyspng's opaque alpha, the same for every pixel
+        np.bitwise_and(words, MAX_SEGMENT_ID, out=words)
     return words
 
 

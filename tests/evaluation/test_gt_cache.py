@@ -19,7 +19,8 @@ import pytest
 from PIL import Image
 
 from pq_oracle import write_dataset
-from pss_bench.evaluation.gt_cache import CACHE_VERSION, BadCacheEntry, GTCache, decode_entry, encode_entry
+from pss_bench.evaluation.gt_cache import _SPEC, CACHE_VERSION, GTCache, decode_entry, encode_entry
+from pss_bench.io.cache_entry import MAGIC, BadEntry, pack, unpack
 from pss_bench.evaluation.pq import evaluate_pq
 from pss_bench.io.panoptic import id2rgb, read_png_file
 from pss_bench.metrics.pq import Runs
@@ -150,23 +151,36 @@ def _npy(header: str, payload: bytes = b"") -> bytes:
     return b"\x93NUMPY\x01\x00" + len(h).to_bytes(2, "little") + h + payload
 
 
-def _valid_header_bad_body(entry: bytes, ds) -> bytes:
-    """The real header and key, a checksum that matches, but run starts out of order."""
+def _key(entry: bytes) -> bytes:
+    return entry[40:72]
+
+
+def _rehash(entry: bytes) -> bytes:
     import hashlib
 
-    body = bytearray(entry[40:])  # the header's 56 bytes after the checksum, then the starts
-    n = int.from_bytes(entry[88:96], "little")
-    starts = np.frombuffer(bytes(body[56:56 + 4 * n]), "<u4").copy()
-    starts[[0, -1]] = starts[[-1, 0]]
-    body[56:56 + 4 * n] = starts.tobytes()
-    return entry[:8] + hashlib.sha256(bytes(body)).digest() + bytes(body)
+    return MAGIC + hashlib.sha256(entry[40:]).digest() + entry[40:]
+
+
+def _runs_out_of_order(entry: bytes, ds) -> bytes:
+    """The right key and a checksum that matches, but run starts out of order."""
+    arrays = {k: v.copy() for k, v in unpack(entry, _key(entry), _SPEC).items()}
+    arrays["starts"][[0, -1]] = arrays["starts"][[-1, 0]]
+    return pack(_key(entry), arrays)
 
 
 def _wrong_shape(entry: bytes, ds) -> bytes:
     """A consistent entry (key, checksum) whose image is 8x8."""
-    key = entry[40:72]
     runs = Runs(np.array([0, 32], np.int64), np.array([1, 2], np.uint8), 64)
-    return encode_entry(key, 8, 8, 3, runs)
+    return encode_entry(_key(entry), 8, 8, 3, runs)
+
+
+def _absurd_run_count(entry: bytes, ds) -> bytes:
+    """The directory claims 10**15 run starts; the checksum matches."""
+    data = bytearray(entry)
+    off = 80 + 72  # an 80-byte header, 72-byte directory records; "starts" is the second
+    assert data[off:off + 6] == b"starts"
+    data[off + 40:off + 48] = (10**15).to_bytes(8, "little")
+    return _rehash(bytes(data))
 
 
 BAD_ENTRIES = {
@@ -179,9 +193,9 @@ BAD_ENTRIES = {
     "npy with an absurd shape": lambda e, ds: _npy("{'descr': '<u8', 'fortran_order': False, 'shape': (1000000, 1000000), }"),
     "npy of the wrong shape": lambda e, ds: _npy("{'descr': '|u1', 'fortran_order': False, 'shape': (8, 8), }", bytes(64)),
     # entries of the new format that pass the checksum
-    "runs out of order": _valid_header_bad_body,
+    "runs out of order": _runs_out_of_order,
     "wrong shape": _wrong_shape,
-    "absurd run count": lambda e, ds: e[:88] + (10**15).to_bytes(8, "little") + e[96:],
+    "absurd run count": _absurd_run_count,
 }
 
 
@@ -250,10 +264,10 @@ def test_decode_entry_round_trip_and_checks(tmp_path):
     back = decode_entry(data, key, 16, 24, 3)
     assert np.array_equal(back.starts, runs.starts) and np.array_equal(back.values, runs.values)
     assert back.size == runs.size
-    for args, reason in [((b"x" * 32, 16, 24, 3), "another image"), ((key, 24, 16, 3), "the PNG is"),
+    for args, reason in [((b"x" * 32, 16, 24, 3), "another key"), ((key, 24, 16, 3), "the PNG is"),
                          ((key, 16, 24, 4), "segments")]:
-        with pytest.raises(BadCacheEntry, match=reason):
+        with pytest.raises(BadEntry, match=reason):
             decode_entry(data, *args)
     too_high = encode_entry(key, 16, 24, 3, Runs(runs.starts, np.array([1, 0, 4], np.uint8), runs.size))
-    with pytest.raises(BadCacheEntry, match="out of range"):
+    with pytest.raises(BadEntry, match="out of range"):
         decode_entry(too_high, key, 16, 24, 3)
