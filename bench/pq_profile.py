@@ -6,13 +6,14 @@ idle ones included, without changing the code), on the same 48-frame set as
 ``bench/pq_speed.py``, and sorts every sample by the innermost pss-bench step
 on its stack: PNG decoding, PNG file reading, runs, pair counts, matching,
 cache key / read / write, JSON parsing and validation, imports, idle threads.
+A thread waiting for the GIL is counted in the step it waits in.
 
 Prints a markdown table and, unless ``--no-write``, puts it into
 docs/benchmarks.md between the pq_profile markers.
 
 Usage::
 
-    python bench/pq_profile.py [--frames 48] [--rate 250] [--no-write]
+    python bench/pq_profile.py [--frames 48] [--rate 250] [--compare-ref main] [--no-write]
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ CATEGORIES = [
     ("PNG decode", ["decode_id_words", "_decode_png_pil", "(pyspng/", "_decode_png ("]),
     ("imports", ["_find_and_load"]),
     ("PNG file read and header check", ["read_png_file", "check_id_png", "read_png_header"]),
-    ("id map to runs", ["id_runs", "run_starts", "dense_index", "_hwc_bytes_to_ids", "IdIndexer"]),
-    ("joint runs to pair counts", ["confusion_from_runs", "confusion_matrix"]),
+    # main's steps (e1cb981): RGB to ids, a 2**24 lookup table to dense indices, a per-pixel pair histogram
+    ("ids to runs (main: to dense index maps)", ["id_runs", "run_starts", "dense_index", "_hwc_bytes_to_ids", "IdIndexer"]),
+    ("pair counts (joint runs; main: per pixel)", ["confusion_from_runs", "confusion_matrix"]),
     ("matching", ["match_image"]),
     ("GT cache key (hash of the PNG)", ["GTCache.key"]),
     ("GT cache read and check", ["GTCache.get", "decode_entry"]),
@@ -59,12 +61,13 @@ def categorize(stack: str) -> str:
     return "CLI, output, interpreter"
 
 
-def profile(cmd: list[str], out: Path, rate: int) -> tuple[collections.Counter, collections.Counter, float]:
+def profile(cmd: list[str], out: Path, rate: int, env: dict | None = None) -> tuple[collections.Counter, collections.Counter, float]:
     """Runs ``cmd`` under py-spy; returns per-category samples of worker threads and of the main thread."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     t = time.perf_counter()
     subprocess.run([py_spy, "record", "--idle", "--threads", "--nonblocking", "-r", str(rate), "-f", "raw",
-                    "-o", str(out), "--", *cmd], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                    "-o", str(out), "--", *cmd], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env=env)
     wall = time.perf_counter() - t
     workers, main = collections.Counter(), collections.Counter()
     for line in out.read_text().splitlines():
@@ -79,6 +82,8 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=48)
     ap.add_argument("--rate", type=int, default=250, help="samples per second")
     ap.add_argument("--data", default=os.environ.get("PSS_BENCH_SAMPLE_DATA", "../shared/data"))
+    ap.add_argument("--compare-ref", metavar="REF", default=None,
+                    help="also profile the pss_bench package of this git ref (e.g. main)")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
     try:
@@ -88,42 +93,54 @@ def main() -> int:
             return "PIL"
 
     pss = pss_bench_command()
+    runs: dict[str, tuple] = {}
     with tempfile.TemporaryDirectory(prefix="pss-bench-pq-profile-") as tmp:
         work = Path(tmp)
         gt_json, gt_dir, pred = build_set(Path(args.data), work, args.frames)
         base = pss + ["pq", str(pred), "--gt", str(gt_json), "--gt-dir", str(gt_dir), "--json", str(work / "o.json")]
-        cold_cmd = base + ["--no-cache"]
-        warm_cmd = base + ["--cache-dir", str(work / "cache")]
-        for cmd in (cold_cmd, warm_cmd):  # page cache, .pyc files, the GT cache
-            subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        variants = [("", None, work / "cache")]
+        if args.compare_ref:
+            sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.compare_ref],
+                                 capture_output=True, text=True, check=True).stdout.strip()
+            archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.compare_ref, "pss_bench"],
+                                     capture_output=True, check=True).stdout
+            (work / "ref").mkdir()
+            subprocess.run(["tar", "-x", "-C", str(work / "ref")], input=archive, check=True)
+            variants.insert(0, (f" at {args.compare_ref} ({sha})", dict(os.environ, PYTHONPATH=str(work / "ref")),
+                                work / "ref_cache"))
         load = [load_avg()]
-        res = {"cold": profile(cold_cmd, work / "cold.txt", args.rate),
-               "warm": profile(warm_cmd, work / "warm.txt", args.rate)}
+        for label, env, cache in variants:
+            cold_cmd = base + ["--no-cache"]
+            warm_cmd = base + ["--cache-dir", str(cache)]
+            for cmd in (cold_cmd, warm_cmd):  # page cache, .pyc files, the GT cache
+                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
+            runs["cold" + label] = profile(cold_cmd, work / "cold.txt", args.rate, env)
+            runs["warm" + label] = profile(warm_cmd, work / "warm.txt", args.rate, env)
         load.append(load_avg())
 
     names = [c for c, _ in CATEGORIES] + ["CLI, output, interpreter"]
     lines = [
         MARK_START,
         f"Profiled {time.strftime('%Y-%m-%d %H:%M')} on {platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}, PNG decoder {png_decoder_name()}; {args.frames} Cityscapes frames; "
-        f"py-spy at {args.rate} Hz over every thread, idle included (load average before {load[0]}, after {load[1]}). "
-        f"Wall time under py-spy: cold {res['cold'][2]:.2f} s, warm {res['warm'][2]:.2f} s.",
+        f"{platform.python_version()}, PNG decoder {png_decoder_name()} (PIL before pyspng was added); "
+        f"{args.frames} Cityscapes frames; py-spy at {args.rate} Hz over every thread, idle included "
+        f"(load average before {load[0]}, after {load[1]}).",
         "",
-        f"Command: `python bench/pq_profile.py --frames {args.frames} --rate {args.rate}`",
+        f"Command: `python bench/pq_profile.py --frames {args.frames} --rate {args.rate}"
+        + (f" --compare-ref {args.compare_ref}`" if args.compare_ref else "`"),
         "",
-        "Share of samples: worker threads (the per-image work, all workers together) and main thread.",
-        "",
-        "| step | cold: workers | cold: main | warm: workers | warm: main |",
-        "|---|---:|---:|---:|---:|",
+        "Wall time under py-spy: " + ", ".join(f"{k} {v[2]:.2f} s" for k, v in runs.items()) + ".",
     ]
-    tot = {k: (sum(w.values()) or 1, sum(m.values()) or 1) for k, (w, m, _) in res.items()}
-    for name in names:
-        cells = []
-        for k in ("cold", "warm"):
-            w, m, _ = res[k]
-            cells += [f"{100 * w[name] / tot[k][0]:.1f}%", f"{100 * m[name] / tot[k][1]:.1f}%"]
-        if any(c != "0.0%" for c in cells):
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for title, idx in (("worker threads (the per-image work, all workers together)", 0), ("main thread", 1)):
+        lines += ["", f"Share of the samples of the {title}:", "",
+                  "| step | " + " | ".join(runs) + " |", "|---|" + "---:|" * len(runs)]
+        for name in names:
+            cells = []
+            for k, v in runs.items():
+                c = v[idx]
+                cells.append(f"{100 * c[name] / (sum(c.values()) or 1):.1f}%")
+            if any(c != "0.0%" for c in cells):
+                lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append(MARK_END)
     block = "\n".join(lines)
     print(block)
