@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pq_speed import ROOT, build_set, load_avg, pss_bench_command  # noqa: E402
+from pq_speed import build_set, export_ref, load_avg, pss_bench_command, write_block  # noqa: E402
 
 MARK_START, MARK_END = "<!-- pq_profile:start -->", "<!-- pq_profile:end -->"
 
@@ -100,14 +100,8 @@ def main() -> int:
         base = pss + ["pq", str(pred), "--gt", str(gt_json), "--gt-dir", str(gt_dir), "--json", str(work / "o.json")]
         variants = [("", None, work / "cache")]
         if args.compare_ref:
-            sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.compare_ref],
-                                 capture_output=True, text=True, check=True).stdout.strip()
-            archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.compare_ref, "pss_bench"],
-                                     capture_output=True, check=True).stdout
-            (work / "ref").mkdir()
-            subprocess.run(["tar", "-x", "-C", str(work / "ref")], input=archive, check=True)
-            variants.insert(0, (f" at {args.compare_ref} ({sha})", dict(os.environ, PYTHONPATH=str(work / "ref")),
-                                work / "ref_cache"))
+            label, env = export_ref(args.compare_ref, work / "ref")
+            variants.insert(0, (f" at {label}", env, work / "ref_cache"))
         load = [load_avg()]
         for label, env, cache in variants:
             cold_cmd = base + ["--no-cache"]
@@ -145,14 +139,7 @@ def main() -> int:
     block = "\n".join(lines)
     print(block)
     if not args.no_write:
-        doc = ROOT / "docs" / "benchmarks.md"
-        text = doc.read_text()
-        if MARK_START in text:
-            head, rest = text.split(MARK_START, 1)
-            text = head + block + rest.split(MARK_END, 1)[1]
-        else:
-            text = text.replace("<!-- pq_speed:end -->", "<!-- pq_speed:end -->\n\n" + block, 1)
-        doc.write_text(text)
+        write_block(block, MARK_START, MARK_END, "<!-- pq_speed:end -->")
     return 0
 
 

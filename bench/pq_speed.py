@@ -90,6 +90,35 @@ def build_set(sample: Path, work: Path, frames: int) -> tuple[Path, Path, Path]:
     return gt_json, gt_dir, pred
 
 
+def export_ref(ref: str, dest: Path) -> tuple[str, dict]:
+    """Exports the ``pss_bench`` package of git ``ref`` into ``dest``.
+
+    Returns:
+        ``(label, env)``: ``"REF (short sha)"`` and an environment whose
+        PYTHONPATH makes ``pss-bench`` and ``import pss_bench`` use that code.
+    """
+    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", ref],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "pss_bench"], capture_output=True, check=True).stdout
+    dest.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return f"{ref} ({sha})", dict(os.environ, PYTHONPATH=str(dest))
+
+
+def write_block(block: str, start: str, end: str, after: str) -> None:
+    """Replaces the text between ``start`` and ``end`` in docs/benchmarks.md (or adds it after ``after``)."""
+    doc = ROOT / "docs" / "benchmarks.md"
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    if start in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1]
+    elif after in text:
+        text = text.replace(after, after + "\n\n" + block, 1)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    doc.write_text(text)
+
+
 def time_once(fn) -> float:
     t = time.perf_counter()
     fn()
@@ -266,15 +295,7 @@ def main() -> int:
         }
         ref_label = None
         if args.compare_ref:
-            ref_src = work / "ref"
-            ref_src.mkdir()
-            sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.compare_ref],
-                                 capture_output=True, text=True, check=True).stdout.strip()
-            archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.compare_ref, "pss_bench"],
-                                     capture_output=True, check=True).stdout
-            subprocess.run(["tar", "-x", "-C", str(ref_src)], input=archive, check=True)
-            ref_env = dict(os.environ, PYTHONPATH=str(ref_src))
-            ref_label = f"{args.compare_ref} ({sha})"
+            ref_label, ref_env = export_ref(args.compare_ref, work / "ref")
             commands[f"`pss-bench pq --no-cache` at {ref_label}"] = lambda: run_process(
                 pss + pq_args + ["--no-cache", "--json", str(work / "ref_cold.json")], ref_env)
             commands[f"`pss-bench pq` (warm GT cache) at {ref_label}"] = lambda: run_process(
@@ -372,14 +393,7 @@ def main() -> int:
         print(f"ERROR: results differ from cityscapesscripts by {diff}", file=sys.stderr)
         return 1
     if not args.no_write:
-        doc = ROOT / "docs" / "benchmarks.md"
-        text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-        if MARK_START in text:
-            head, rest = text.split(MARK_START, 1)
-            text = head + block + rest.split(MARK_END, 1)[1]
-        else:
-            text = text.rstrip() + "\n\n## PQ speed\n\n" + block + "\n"
-        doc.write_text(text)
+        write_block(block, MARK_START, MARK_END, "## PQ speed")
     return 0
 
 

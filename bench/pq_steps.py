@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pq_speed import ROOT, build_set, load_avg  # noqa: E402
+from pq_speed import build_set, export_ref, load_avg, write_block  # noqa: E402
 
 MARK_START, MARK_END = "<!-- pq_steps:start -->", "<!-- pq_steps:end -->"
 
@@ -62,6 +62,13 @@ def measure(gt_json: str, gt_dir: str, pred_dir: str, frames: int = 8, passes: i
                     words = t(f"decode ({'PIL' if dec == 'pil' else dec})", panoptic.decode_id_words, png)
                 os.environ.pop("PSS_BENCH_PNG_DECODER")
                 runs = t("ids to runs", pq.id_runs, words, g.segments.ids, id_mask=panoptic.MAX_SEGMENT_ID)
+                from pss_bench.evaluation import gt_cache
+
+                key = t("GT cache key (SHA-256 of the PNG)", gt_cache.GTCache.key, png, g.segments.ids)
+                entry = gt_cache.encode_entry(key, png.height, png.width, len(g.segments), runs)
+                t("GT cache entry check (from its bytes)", gt_cache.decode_entry, entry, key, png.height, png.width,
+                  len(g.segments))
+                times.setdefault("GT cache entry size (KB, not ms)", []).append(len(entry) / 1000)
                 pw = panoptic.decode_id_words(panoptic.read_png_file(pr.png_path(p)))
                 pruns = pq.id_runs(pw, p.segments.ids, id_mask=panoptic.MAX_SEGMENT_ID)
                 t("pair counts", pq.confusion_from_runs, runs, pruns, len(g.segments), len(p.segments))
@@ -91,13 +98,8 @@ def main() -> int:
         gt_json, gt_dir, pred = build_set(Path(args.data), work, 8)
         variants = [("this code", None)]
         if args.compare_ref:
-            sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", args.compare_ref],
-                                 capture_output=True, text=True, check=True).stdout.strip()
-            archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.compare_ref, "pss_bench"],
-                                     capture_output=True, check=True).stdout
-            (work / "ref").mkdir()
-            subprocess.run(["tar", "-x", "-C", str(work / "ref")], input=archive, check=True)
-            variants.insert(0, (f"{args.compare_ref} ({sha})", dict(os.environ, PYTHONPATH=str(work / "ref"))))
+            label, env = export_ref(args.compare_ref, work / "ref")
+            variants.insert(0, (label, env))
         load = [load_avg()]
         results = {}
         for label, env in variants:
@@ -120,14 +122,7 @@ def main() -> int:
     block = "\n".join(lines)
     print(block)
     if not args.no_write:
-        doc = ROOT / "docs" / "benchmarks.md"
-        text = doc.read_text()
-        if MARK_START in text:
-            head, rest = text.split(MARK_START, 1)
-            text = head + block + rest.split(MARK_END, 1)[1]
-        else:
-            text = text.replace("<!-- pq_profile:end -->", "<!-- pq_profile:end -->\n\n" + block, 1)
-        doc.write_text(text)
+        write_block(block, MARK_START, MARK_END, "<!-- pq_profile:end -->")
     return 0
 
 
