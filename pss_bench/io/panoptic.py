@@ -183,22 +183,18 @@ def decode_id_words(png: PngFile, where: str | None = None) -> np.ndarray:
     spng = _spng_module()
     try:
         if spng is not None:
-            rgba = spng.load(png.data, "RGBA")
+            rgbx = spng.load(png.data, "RGBA")
         else:
-            hwc = _decode_png_pil(png.data)
+            rgbx = _decode_png_pil(png.data)
     except Exception as exc:  # each decoder raises several types for corrupt data
         raise FormatError(f"{where}: corrupt PNG data ({exc})") from None
     shape = (png.height, png.width)
-    if spng is not None:
-        if rgba.shape != shape + (4,) or rgba.dtype != np.uint8 or not rgba.flags.c_contiguous:
-            raise FormatError(f"{where}: decoded shape {rgba.shape} does not match its header")
-        words = rgba.view("<u4").reshape(shape)
-        if png.color_type == 6:  # a real alpha channel: clear it so that runs follow the ids
-            np.bitwise_and(words, 0xFFFFFF, out=words)
-        return words
-    if hwc.shape[:2] != shape or hwc.ndim != 3 or hwc.shape[2] not in (3, 4):
-        raise FormatError(f"{where}: decoded shape {hwc.shape} does not match its header")
-    return _hwc_bytes_to_ids(hwc)
+    if rgbx.shape != shape + (4,) or rgbx.dtype != np.uint8 or not rgbx.flags.c_contiguous:
+        raise FormatError(f"{where}: decoded shape {rgbx.shape} does not match its header")
+    words = rgbx.view("<u4").reshape(shape)
+    if png.color_type == 6:  # a real alpha channel: clear it so that runs follow the ids
+        words = np.bitwise_and(words, MAX_SEGMENT_ID, out=words if words.flags.writeable else None)
+    return words
 
 
 def read_id_png(path: str | os.PathLike, where: str | None = None) -> np.ndarray:
@@ -217,8 +213,8 @@ def read_id_png(path: str | os.PathLike, where: str | None = None) -> np.ndarray
 def decode_ids(png: PngFile, where: str | None = None) -> np.ndarray:
     """:func:`decode_id_words` with the high byte cleared: ``(H, W)`` uint32 ids."""
     words = decode_id_words(png, where)
-    if words.size and words.flat[0] > MAX_SEGMENT_ID:  # pyspng's opaque alpha, the same for every pixel
-        np.bitwise_and(words, MAX_SEGMENT_ID, out=words)
+    if words.size and words.flat[0] > MAX_SEGMENT_ID:  # an opaque alpha byte, the same for every pixel
+        words = np.bitwise_and(words, MAX_SEGMENT_ID, out=words if words.flags.writeable else None)
     return words
 
 
@@ -244,36 +240,18 @@ def png_decoder_name() -> str:
 
 
 def _decode_png_pil(data: bytes) -> np.ndarray:
-    """``(H, W, C)`` uint8, C = 3 or 4. PIL releases the GIL while inflating,
-    so decoding scales across threads."""
+    """``(H, W, 4)`` uint8 RGBX or RGBA. PIL releases the GIL while inflating;
+    asking for RGBX bytes saves repacking three channels into words."""
     import io
 
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as im:
         im.load()
-        return np.asarray(im)
-
-
-def _hwc_bytes_to_ids(hwc: np.ndarray) -> np.ndarray:
-    """Packs the first three channels of an ``(H, W, C)`` uint8 array into uint32 ids.
-
-    Reading four little-endian bytes at a stride of C bytes and masking 24 bits
-    gives ``R | G << 8 | B << 16`` in one pass, without per-channel copies.
-    """
-    h, w, c = hwc.shape
-    flat = np.ascontiguousarray(hwc).reshape(-1)
-    n = h * w
-    out = np.empty(n, dtype=np.uint32)
-    if c == 4:
-        np.bitwise_and(flat.view("<u4"), 0xFFFFFF, out=out)
-    elif n > 0:
-        # The last pixel would read one byte past the buffer: do it by hand.
-        strided = np.ndarray((n - 1,), dtype="<u4", buffer=flat, strides=(3,))
-        np.bitwise_and(strided, 0xFFFFFF, out=out[: n - 1])
-        r, g, b = (int(v) for v in flat[-3:])
-        out[n - 1] = r | (g << 8) | (b << 16)
-    return out.reshape(h, w)
+        if im.mode not in ("RGB", "RGBA"):
+            raise ValueError(f"PIL decoded it as mode {im.mode}")
+        raw = im.tobytes("raw", "RGBX") if im.mode == "RGB" else im.tobytes()
+        return np.frombuffer(raw, dtype=np.uint8).reshape(im.size[1], im.size[0], 4)
 
 
 def write_id_png(path: str | os.PathLike, ids: np.ndarray) -> None:
