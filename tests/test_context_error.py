@@ -336,23 +336,30 @@ def test_context_precision_with_constructed_labels(cs_reference, tmp_path):
     assert res2.mean.precision is None and res2.mean.ce == pytest.approx(res.mean.ce)
 
 
-def test_descriptor_cache_is_used_and_invalidated(cs_reference, tmp_path):
+def _cached_evaluation(cs_reference, tmp_path):
+    """``(evaluate, first result, cache entries)``: one evaluation that filled a descriptor cache."""
     gt_json, png_dir, insts, _ = cs_reference
     vecs = np.random.default_rng(0).normal(size=(len(insts), 4)).astype(np.float32)
     pred = _dump(tmp_path, "p", insts, vecs)
     cache = tmp_path / "cache"
-    r1 = evaluate_context_error(pred, gt_json, gt_dir=png_dir, k=3, cache_dir=cache, workers=1)
-    files = sorted(p for p in cache.rglob("*") if p.is_file())
+
+    def evaluate():
+        return evaluate_context_error(pred, gt_json, gt_dir=png_dir, k=3, cache_dir=cache, workers=1)
+
+    r1 = evaluate()
+    return evaluate, r1, sorted(p for p in cache.rglob("*") if p.is_file())
+
+
+def test_descriptor_cache_is_used_and_invalidated(cs_reference, tmp_path):
+    evaluate, r1, files = _cached_evaluation(cs_reference, tmp_path)
     assert len(files) == 8 and all(f.suffix == ".desc" for f in files)
     good = {f: f.read_bytes() for f in files}
     # Corrupt every entry: they are ignored, recomputed and rewritten.
     for f in files:
         f.write_bytes(b"not a zip")
-    r2 = evaluate_context_error(pred, gt_json, gt_dir=png_dir, k=3, cache_dir=cache, workers=1)
-    assert r2 == r1
+    assert evaluate() == r1
     assert {f: f.read_bytes() for f in files} == good
-    r3 = evaluate_context_error(pred, gt_json, gt_dir=png_dir, k=3, cache_dir=cache, workers=1)
-    assert r3 == r1
+    assert evaluate() == r1
 
 
 def _npy(header: str, payload: bytes = b"") -> bytes:
@@ -395,12 +402,7 @@ def test_bad_descriptor_cache_entries_are_dropped(cs_reference, tmp_path, caplog
     """Shuffled, malformed or inconsistent entries: a warning, the right numbers, valid entries again."""
     import logging
 
-    gt_json, png_dir, insts, _ = cs_reference
-    vecs = np.random.default_rng(0).normal(size=(len(insts), 4)).astype(np.float32)
-    pred = _dump(tmp_path, "p", insts, vecs)
-    cache = tmp_path / "cache"
-    r1 = evaluate_context_error(pred, gt_json, gt_dir=png_dir, k=3, cache_dir=cache, workers=1)
-    entries = sorted(p for p in cache.rglob("*") if p.is_file())
+    evaluate, r1, entries = _cached_evaluation(cs_reference, tmp_path)
     good = {f: f.read_bytes() for f in entries}
     if attack == "swapped":
         _swap_pairs(entries)
@@ -415,8 +417,7 @@ def test_bad_descriptor_cache_entries_are_dropped(cs_reference, tmp_path, caplog
         for e in entries:
             e.write_bytes(blob)
     with caplog.at_level(logging.WARNING):
-        r2 = evaluate_context_error(pred, gt_json, gt_dir=png_dir, k=3, cache_dir=cache, workers=1)
-    assert r2 == r1
+        assert evaluate() == r1
     assert caplog.text.count("ignoring Context Error cache entry") == len(entries)
     assert {f: f.read_bytes() for f in entries} == good
 
