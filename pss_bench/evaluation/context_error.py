@@ -556,18 +556,19 @@ def evaluate_context_error(
 
 
 def read_feature_map(path: Path, image_id: ImageId) -> np.ndarray:
-    """``(D, h, w)`` float32 from ``<image_id>.npy`` (``allow_pickle=False``), checked.
+    """``(D, h, w)`` float32 from ``<image_id>.npy``, checked (:func:`~pss_bench.io.safe_arrays.read_npy`).
 
     Raises:
-        PredictionFormatError: missing, unreadable, not 3-D float, or not finite.
+        PredictionFormatError: missing, unreadable, a declared size over the
+            limit, not 3-D float, or not finite.
     """
+    from pss_bench.io.safe_arrays import read_npy
+
     where = f"{path}: image {image_id!r}"
     try:
-        arr = np.load(path, allow_pickle=False)
+        arr = read_npy(path, where, error_cls=PredictionFormatError)
     except FileNotFoundError:
         raise PredictionFormatError(f"{where}: feature map not found (expected <image_id>.npy, D x h x w)") from None
-    except (ValueError, OSError, EOFError) as exc:
-        raise PredictionFormatError(f"{where}: not a readable .npy array ({exc})") from None
     if not isinstance(arr, np.ndarray) or arr.ndim != 3 or arr.dtype.kind != "f" or min(arr.shape) == 0:
         raise PredictionFormatError(f"{where}: expected a D x h x w float array, found {getattr(arr, 'dtype', type(arr))} {getattr(arr, 'shape', '')}")
     arr = arr.astype(np.float32, copy=False)
