@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from child_process import child_env
 from pss_bench.io import atomic
 from pss_bench.io.atomic import write_json_atomic
 from pss_bench.io.prediction import PredictionWriter
@@ -185,7 +186,7 @@ def _run_and_kill(code: str, tmp_path: Path) -> None:
         "import os, signal\n"
         "def die():\n    os.kill(os.getpid(), signal.SIGKILL)\n" + textwrap.dedent(code)
     )
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=child_env())
     assert proc.returncode == -signal.SIGKILL, proc.stderr
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from child_process import child_env
 from pss_bench.cli import main
 from pss_bench.errors import PssBenchError
 from pss_bench.reference_model.config import ConfigError, load_config
@@ -155,6 +156,23 @@ def test_predict_with_a_nan_checkpoint_names_the_checkpoint(tmp_path, capsys):
     assert not (tmp_path / "pred").exists()
 
 
+def test_predict_with_weights_that_overflow_names_the_checkpoint(tmp_path, capsys):
+    """Finite weights whose outputs are not (scaled by 1e30): the checkpoint is blamed, one line, nothing written."""
+    from pss_bench.data.synthstreets import generate
+
+    data = tmp_path / "synth"
+    generate(data, train=0, val=1, seed=0, height=64, width=128)
+    payload = _bundled_payload()
+    for k, v in payload["state_dict"].items():
+        if k.startswith("embed_head") and v.ndim == 4:
+            payload["state_dict"][k] = v * 1e30
+    ckpt = _save(payload, tmp_path / "huge.pt")
+    assert main(["predict", str(ckpt), "--data", str(data), "--out", str(tmp_path / "pred")]) == 1
+    err = capsys.readouterr().err
+    assert f"{ckpt}: the model outputs NaN or infinite values" in err.replace("\n", "") and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["huge.pt", "synth"]  # no prediction, no staging left
+
+
 def test_predict_on_a_data_root_of_the_wrong_layout_fails(tmp_path, capsys):
     wrong = tmp_path / "photos"
     wrong.mkdir()
@@ -261,7 +279,7 @@ def test_checkpoint_temp_of_a_killed_run_is_removed_by_resume(cut_run, tmp_path)
         torch.save = save
         train(tiny_cfg(), {str(run)!r}, train_dataset=toy_items(4), categories=CATS, resume=True)
     """))
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=child_env())
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     leftovers = [p.name for p in run.iterdir() if p.name.startswith(".")]
     assert len(leftovers) == 1 and leftovers[0].startswith(f".{CHECKPOINT_NAME}.")

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from child_process import child_env
 from pss_bench.io.panoptic import load_panoptic_json, read_id_png
 from pss_bench.io.prediction import PredictionWriter
 
@@ -52,7 +53,7 @@ def _victim(tmp_path: Path, root: Path, rep: Path, body: str) -> None:
         gt_json = root / "synth" / "gtFine" / "cityscapes_panoptic_val.json"
         result = compare_models([root / "pred"], gt_json, workers=1, use_cache=False)
     """) + textwrap.dedent(body))
-    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=child_env())
     assert proc.returncode == -signal.SIGKILL, proc.stderr
 
 

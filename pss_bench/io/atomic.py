@@ -141,8 +141,13 @@ def _is_disk_full(exc: BaseException, folder: Path) -> str | None:
     """``"disk full"`` / ``"disk quota exceeded"`` when ``exc`` comes from a full disk, else ``None``."""
     if isinstance(exc, DiskFullError):
         return None
-    if isinstance(exc, OSError) and exc.errno in _DISK_FULL_ERRNOS:
-        return _DISK_FULL_ERRNOS[exc.errno]
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:  # torch raises its own error while handling the ENOSPC
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in _DISK_FULL_ERRNOS:
+            return _DISK_FULL_ERRNOS[e.errno]
+        e = e.__cause__ or e.__context__
     if isinstance(exc, RuntimeError):  # torch's C++ writer hides the errno behind its own message
         try:
             st = os.statvfs(folder)
