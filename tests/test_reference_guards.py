@@ -128,7 +128,7 @@ def _nan(p):
     (_set("state_dict", {"w": 3}), r"'state_dict' entry 'w' is not a named tensor"),
     (_set("model", "resnet"), r"unknown architecture 'resnet'"),
     (_cfg("kmeans", "grid", [-1, 4]), r"its config is not valid: kmeans\.grid\[0\]: must be at least 1"),
-    (_cfg("model", "fpn_channels", 2**22), r"needs .* GiB for its weights alone, more than the .* GiB of memory"),
+    (_cfg("model", "fpn_channels", 2**18), r"needs .* GiB for its weights alone, more than the .* GiB of memory"),
     (_cfg("model", "head_channels", 33), r"cannot be built from this config"),
     (_nan, r"weights '.*' hold NaN or infinite values \(a corrupted checkpoint\)"),
 ])
@@ -277,7 +277,8 @@ def test_checkpoint_temp_of_a_killed_run_is_removed_by_resume(cut_run, tmp_path)
             f.flush()
             os.kill(os.getpid(), signal.SIGKILL)
         torch.save = save
-        train(tiny_cfg(), {str(run)!r}, train_dataset=toy_items(4), categories=CATS, resume=True)
+        train(tiny_cfg("train.checkpoint_every=1"), {str(run)!r}, train_dataset=toy_items(4), categories=CATS,
+              resume=True)
     """))
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=child_env())
     assert proc.returncode == -signal.SIGKILL, proc.stderr
@@ -299,6 +300,6 @@ def test_full_disk_while_saving_a_checkpoint(tmp_path, monkeypatch):
     monkeypatch.setattr(torch, "save", full)
     run = tmp_path / "run"
     with pytest.raises(DiskFullError, match=f"^disk full while writing {run / CHECKPOINT_NAME}$"):
-        train(tiny_cfg(), run, train_dataset=toy_items(2), categories=CATS)
+        train(tiny_cfg("train.checkpoint_every=1"), run, train_dataset=toy_items(2), categories=CATS)
     assert [p.name for p in run.iterdir() if p.name.startswith(".")] == []
     assert not (run / CHECKPOINT_NAME).exists()
