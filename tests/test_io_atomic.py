@@ -176,6 +176,18 @@ def test_cli_turns_an_unconverted_full_disk_into_one_line(monkeypatch, capsys, t
     assert len(err.strip().splitlines()) == 1
 
 
+def test_cli_turns_running_out_of_memory_into_one_line(monkeypatch, capsys, tmp_path):
+    from pss_bench import cli
+
+    def boom(*a, **k):
+        raise MemoryError()
+
+    monkeypatch.setattr("pss_bench.cli.make_synthetic.command.callback", boom)
+    assert cli.main(["make-synthetic", str(tmp_path / "s")]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == "error: out of memory: the inputs or settings ask for more than this machine has"
+
+
 # --------------------------------------------------------------------------- leftovers of killed runs
 
 

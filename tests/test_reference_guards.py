@@ -45,6 +45,8 @@ def _no_debug(monkeypatch):
     ("model.embed_dim=0", r"model\.embed_dim: must be at least 1"),
     ("data.scale_range=[2.0,1.0]", r"data\.scale_range: min 2\.0 is larger than max 1\.0"),
     ("train.seed=100000000000000000000000", r"train\.seed: .* out of range"),
+    ("inference.grid=[100000,100000]", r"inference\.grid\[0\]: must be at most 256, found 100000"),
+    ("inference.seed_nms_kernel=100000000000", r"inference\.seed_nms_kernel: must be at most 255"),
 ])
 def test_config_values_out_of_range_are_config_errors(override, match):
     with pytest.raises(ConfigError, match=match) as info:

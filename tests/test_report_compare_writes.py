@@ -146,3 +146,24 @@ def test_make_synthetic_starts_no_more_processes_than_frames(tmp_path, monkeypat
     for f in ref.rglob("*.png"):  # the worker count does not change the output
         assert np.array_equal(np.asarray(__import__("PIL.Image").Image.open(f)),
                               np.asarray(__import__("PIL.Image").Image.open(tmp_path / "s" / f.relative_to(ref))))
+
+
+@pytest.mark.parametrize("args", [["--train", str(2**70)], ["--height", str(2**70)], ["--width", "100000"],
+                                  ["--seed", str(2**70)]])
+def test_make_synthetic_refuses_absurd_sizes(tmp_path, args, capsys):
+    from pss_bench.cli import main
+
+    assert main(["make-synthetic", str(tmp_path / "s"), *args]) == 2
+    assert "is not in the range" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_generate_refuses_absurd_sizes(tmp_path):
+    from pss_bench.data.synthstreets import generate
+    from pss_bench.errors import PssBenchError
+
+    with pytest.raises(PssBenchError, match=r"at most 1000000 frames per split"):
+        generate(tmp_path / "s", 2**70, 0)
+    with pytest.raises(PssBenchError, match=r"too large \(at most 8192 a side\)"):
+        generate(tmp_path / "s", 1, 0, height=2**70)
+    assert list(tmp_path.iterdir()) == []

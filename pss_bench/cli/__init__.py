@@ -66,6 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except MemoryError:
+        if is_debug():
+            raise
+        console_err().print("[bold red]error:[/] out of memory: the inputs or settings ask for more than this machine has",
+                            markup=True, highlight=False, soft_wrap=True)
+        return 1
     except OSError as exc:
         # A full disk that no writer turned into a DiskFullError: still one line.
         if is_debug() or exc.errno not in _DISK_FULL:

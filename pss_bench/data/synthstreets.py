@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 SPLIT_CODES = {"train": 0, "val": 1}
 CITY = "synth"
 GENERATOR_VERSION = 1
+# Upper bounds of make-synthetic's arguments: past them a typo is a memory or time bomb.
+MAX_FRAMES = 1_000_000
+MAX_SIDE = 8192
 
 #: The hidden context labels each thing category can get. Crowd segments get none.
 CONTEXTS: dict[str, tuple[str, ...]] = {
@@ -859,10 +862,14 @@ def generate(
         raise PssBenchError(f"{out}: output folder exists and is not empty")
     if train < 0 or val < 0 or train + val == 0:
         raise PssBenchError(f"{out}: need at least one frame (got --train {train}, --val {val})")
+    if max(train, val) > MAX_FRAMES:
+        raise PssBenchError(f"{out}: at most {MAX_FRAMES} frames per split (got --train {train}, --val {val})")
     if height < 64 or width < 128:
         raise PssBenchError(f"{out}: image size {height}x{width} is too small (at least 64x128)")
-    if seed < 0:
-        raise PssBenchError(f"{out}: seed must be non-negative, got {seed}")
+    if max(height, width) > MAX_SIDE:
+        raise PssBenchError(f"{out}: image size {height}x{width} is too large (at most {MAX_SIDE} a side)")
+    if not 0 <= seed < 2**63:
+        raise PssBenchError(f"{out}: seed must be in [0, 2**63), got {seed}")
     from pss_bench.io.atomic import disk_full_as_error, make_staging_dir
 
     tmp = make_staging_dir(out)  # also removes the staging folders of killed runs

@@ -287,19 +287,21 @@ def config_from_dict(data: dict) -> PSSConfig:
     return cfg
 
 
+# k-means grid rows / columns (and re-split clusters): past this the cluster tables alone exhaust memory.
+MAX_GRID = 256
 # key -> (lower bound, whether the bound itself is allowed, upper bound or None); ints and floats alike.
 _RANGES: dict[str, tuple[float, bool, float | None]] = {
     "model.fpn_channels": (1, True, None), "model.head_channels": (1, True, None),
     "model.embed_dim": (1, True, None), "model.classifier_hidden": (1, True, None),
     "model.num_classes": (0, True, None),
-    "kmeans.grid": (1, True, None), "kmeans.iterations": (1, True, None), "kmeans.coord_weight": (0, True, None),
+    "kmeans.grid": (1, True, MAX_GRID), "kmeans.iterations": (1, True, 10_000), "kmeans.coord_weight": (0, True, None),
     "loss.kappa": (0, False, None), "loss.memory_iterations": (0, True, None),
     "loss.segsort_weight": (0, True, None), "loss.classifier_weight": (0, True, None),
     "loss.seed_weight": (0, True, None), "loss.seed_sigma": (0, False, None), "loss.small_instance_area": (0, True, None),
-    "inference.grid": (1, True, None), "inference.split_k": (1, True, None),
-    "inference.merge_threshold": (-1, True, 1), "inference.seed_nms_kernel": (1, True, None),
+    "inference.grid": (1, True, MAX_GRID), "inference.split_k": (1, True, MAX_GRID),
+    "inference.merge_threshold": (-1, True, 1), "inference.seed_nms_kernel": (1, True, 255),
     "inference.min_area": (0, True, None),
-    "data.crop_size": (1, True, None), "data.scale_range": (0, False, None), "data.batch_size": (1, True, None),
+    "data.crop_size": (1, True, 2**15), "data.scale_range": (0, False, None), "data.batch_size": (1, True, None),
     "data.num_workers": (0, True, None), "data.val_max_images": (0, True, None),
     "train.iterations": (1, True, None), "train.lr": (0, False, None), "train.momentum": (0, True, 1),
     "train.weight_decay": (0, True, None), "train.poly_power": (0, True, None),
