@@ -159,3 +159,23 @@ def test_feature_map_npy_with_absurd_shape_is_refused(tmp_path):
         read_feature_map(p, "a")
     np.save(p, np.ones((2, 3, 4), np.float32))
     assert read_feature_map(p, "a").shape == (2, 3, 4)
+
+
+def test_encrypted_member_is_one_line(tmp_path):
+    p = _write_npz(tmp_path / "a.npz", _good_members())
+    data = bytearray(p.read_bytes())
+    for sig, off in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):  # the "encrypted" flag of every header
+        i = data.find(sig)
+        while i >= 0:
+            data[i + off] |= 1
+            i = data.find(sig, i + 4)
+    p.write_bytes(bytes(data))
+    with pytest.raises(PredictionFormatError, match=r"a\.npz: image 'a': not a readable \.npz \(RuntimeError: .*encrypted"):
+        _read(p)
+
+
+def test_uint64_segment_ids_do_not_wrap_around(tmp_path):
+    p = tmp_path / "a.npz"
+    np.savez(p, segment_ids=np.array([2**64 - 1, 1], np.uint64), embeddings=GOOD_EMB)
+    with pytest.raises(PredictionFormatError, match=r"image 'a', segment 18446744073709551615: not a segment id"):
+        _read(p)

@@ -93,6 +93,13 @@ def test_declared_lengths_past_the_end_are_refused(tmp_path):
     _bounded(p, r"not a readable pickle")
 
 
+def test_memo_index_bomb_is_refused(tmp_path):
+    """Ten bytes whose memo index makes the unpickler allocate (and clear) a 2**31-slot table."""
+    p = tmp_path / "memo.pkl"
+    p.write_bytes(b"\x80\x02Nr\xff\xff\xff\x7f.")
+    _bounded(p, r"memo index 2147483647 out of sequence")
+
+
 def test_shared_reference_bomb_costs_nothing(tmp_path):
     """A few KB of shared references that np.shape would expand to billions of items."""
     leaf = list(range(1000))

@@ -121,6 +121,8 @@ def read_image_embeddings(path: str | os.PathLike, image_id: ImageId) -> ImageEm
         )
     if emb.shape[1] == 0:
         raise PredictionFormatError(f"{where}: embeddings have dimension 0")
+    if seg.size and seg.dtype.kind == "u" and int(seg.max()) > np.iinfo(np.int64).max:
+        raise PredictionFormatError(f"{where}, segment {int(seg.max())}: not a segment id (over 2**63)")
     seg = seg.astype(np.int64)
     uniq, counts = np.unique(seg, return_counts=True)
     if uniq.shape[0] != seg.shape[0]:

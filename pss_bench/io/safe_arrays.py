@@ -180,7 +180,8 @@ def read_npz(path: str | os.PathLike, names: Sequence[str], where: str | None = 
                     shape, fortran, dtype = _read_header(f, here, error_cls)
                     available = info.file_size - f.tell()
                     out[name] = _read_data(f, shape, fortran, dtype, available, here, error_cls, limit)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, NotImplementedError) as exc:
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
+        # RuntimeError: an encrypted member (zipfile asks for a password)
         raise error_cls(f"{where}: not a readable .npz ({type(exc).__name__}: {str(exc)[:200]})") from None
     except OSError as exc:
         if isinstance(exc, FileNotFoundError):

@@ -215,13 +215,21 @@ _ALLOWED[("_codecs", "encode")] = _encode
 
 
 def _scan(data: bytes, where: str) -> None:
-    """Reads the opcode stream without running it: every declared length must fit in the file, no
-    opcode that is not plain data (persistent ids, extension codes, instance construction), no
-    global outside the allowed ones."""
+    """Reads the opcode stream without running it: every declared length must fit in the file, memo
+    indices come in sequence, no opcode that is not plain data (persistent ids, extension codes,
+    instance construction), no global outside the allowed ones."""
     strings: list[str] = []  # the last strings pushed: STACK_GLOBAL's module and name
+    memo = 0  # memo slots so far: picklers number them 0, 1, 2, ...
     try:
         for op, arg, _ in pickletools.genops(io.BytesIO(data)):
             name = op.name
+            if name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                if not isinstance(arg, int) or not 0 <= arg <= memo:
+                    # the unpickler sizes its memo table to the index: 10 bytes could ask for 32 GB
+                    raise _Refused(f"{where}: memo index {arg} out of sequence (a memory bomb?)")
+                memo = max(memo, arg + 1)
+            elif name == "MEMOIZE":
+                memo += 1
             if name in _REFUSED_OPCODES:
                 raise _Refused(f"{where}: pickle opcode {name} refused (persistent ids, extension codes and "
                                "instance construction are not plain data)")
