@@ -193,7 +193,19 @@ def test_train_on_a_data_root_of_the_wrong_layout_fails(tmp_path, capsys):
                  "train.iterations=1"]) == 1
     err = capsys.readouterr().err
     assert str(wrong) in err and "Traceback" not in err
-    assert not (out / FINAL_NAME).exists()
+    assert not out.exists()
+
+
+def test_train_cli_refuses_a_model_too_large_for_memory(tmp_path, capsys):
+    from pss_bench.data.synthstreets import generate
+
+    generate(tmp_path / "synth", train=1, val=0, seed=0, height=64, width=128)
+    out = tmp_path / "run"
+    assert main(["train-reference", "--config", "synthstreets_tiny", "--data", str(tmp_path / "synth"), "--out", str(out),
+                 "model.fpn_channels=300000", "train.val_every=0"]) == 1
+    err = capsys.readouterr().err
+    assert "GiB for its weights alone" in err and "Traceback" not in err
+    assert not out.exists()
 
 
 # --------------------------------------------------------------------------- --resume

@@ -295,10 +295,6 @@ def train(
         raise PssBenchError("--device cuda: CUDA is not available on this machine")
     dev = torch.device(device)
     out = Path(out_dir)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        for name in (CHECKPOINT_NAME, FINAL_NAME, "config.yaml", "log.jsonl"):
-            clean_stale(out / name)  # temporaries of a killed run
 
     if train_dataset is None:
         if data_root is None:
@@ -338,6 +334,11 @@ def train(
         import yaml
 
         from pss_bench.io.atomic import atomic_path
+
+        # Created only now: data, model and checkpoint are checked, a refused run leaves no folder behind.
+        out.mkdir(parents=True, exist_ok=True)
+        for name in (CHECKPOINT_NAME, FINAL_NAME, "config.yaml", "log.jsonl"):
+            clean_stale(out / name)  # temporaries of a killed run
 
         with atomic_path(out / "config.yaml") as tmp:
             tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
