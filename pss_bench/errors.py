@@ -43,3 +43,6 @@ class DiskFullError(PssBenchError, OSError):
 
     def __str__(self) -> str:
         return f"{self.what} while writing {self.target}"
+
+    def __reduce__(self):  # OSError's would rebuild it from (errno, message)
+        return type(self), (self.target, self.what)

@@ -241,6 +241,8 @@ def _edit_checkpoint(run: Path, fn) -> None:
     (_drop("rng"), (), r"cannot resume from it: no rng"),
     (_drop("iteration"), (), r"cannot resume from it: no iteration"),
     (_set("iteration", -3), (), r"'iteration' must be an integer"),
+    (_set("rng", [{"torch": torch.zeros(3)}]), (), r"'rng' must be a list of torch RNG states"),
+    (_set("rng", [{"torch": torch.zeros(3, dtype=torch.uint8)}]), (), r"'rng' must be a list of torch RNG states"),
     (None, ("model.arch=upsnet",), r"the run trains a 'pss' model, the config asks for 'upsnet'"),
     (None, ("model.embed_dim=4",), r"config differs from the run's \(model\.embed_dim: 8 -> 4\)"),
     (None, ("train.lr=0.5",), r"config differs from the run's \(train\.lr: 0\.02 -> 0\.5\)"),

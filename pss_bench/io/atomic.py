@@ -129,8 +129,11 @@ def clean_stale(target: str | os.PathLike) -> None:
     if not os.path.lexists(target):
         olds = sorted((s for s in stale if s[2] == "old"), key=lambda s: s[0])
         if olds:
-            os.replace(olds[-1][1], target)
-            log.warning("restored %s from %s (a replacement of it was interrupted)", target, olds[-1][1].name)
+            try:
+                os.replace(olds[-1][1], target)
+                log.warning("restored %s from %s (a replacement of it was interrupted)", target, olds[-1][1].name)
+            except OSError:  # another process restored it first
+                pass
             stale = [s for s in stale if s[1] != olds[-1][1]]
     for _, path, _ in stale:
         log.info("removing %s, left by a killed run", path)

@@ -94,14 +94,15 @@ def create_model(name: str, cfg: ModelConfig, **context):
     if size is not None and avail is not None and size > avail:
         raise PssBenchError(
             f"model {name!r} of this config needs {size / 2**30:.1f} GiB for its weights alone, more than the "
-            f"{avail / 2**30:.1f} GiB of memory available (model: {dataclasses.asdict(cfg)})"
+            f"{avail / 2**30:.1f} GiB of memory available (see its model.* settings)"
         )
     try:
         return _REGISTRY[name](cfg, **context)
     except MemoryError:
-        raise PssBenchError(f"model {name!r} of this config does not fit in memory (model: {dataclasses.asdict(cfg)})") from None
-    except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as exc:
-        raise PssBenchError(f"model {name!r} cannot be built from this config ({type(exc).__name__}: {exc})") from None
+        raise PssBenchError(f"model {name!r} of this config does not fit in memory (see its model.* settings)") from None
+    except (ValueError, RuntimeError) as exc:  # a size or name torch / torchvision refuse
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise PssBenchError(f"model {name!r} cannot be built from this config ({type(exc).__name__}: {msg})") from None
 
 
 @register_model("pss")
@@ -320,9 +321,13 @@ def read_resume_checkpoint(path: str | os.PathLike, cfg) -> dict:
     it = payload["iteration"]
     if not isinstance(it, int) or isinstance(it, bool) or not 0 <= it <= cfg.train.iterations:
         raise CheckpointError(f"{path}: 'iteration' must be an integer in [0, train.iterations={cfg.train.iterations}], found {it!r}")
+    import torch
+
     rng = payload["rng"]
-    if not isinstance(rng, list) or not rng or not all(isinstance(r, dict) and "torch" in r for r in rng):
-        raise CheckpointError(f"{path}: 'rng' must be a list of RNG states, one per rank")
+    if not isinstance(rng, list) or not rng or not all(
+            isinstance(r, dict) and torch.is_tensor(r.get("torch")) and r["torch"].dtype == torch.uint8
+            and r["torch"].shape == torch.get_rng_state().shape for r in rng):
+        raise CheckpointError(f"{path}: 'rng' must be a list of torch RNG states (uint8 tensors), one per rank")
     if not isinstance(payload["optimizer"], dict):
         raise CheckpointError(f"{path}: 'optimizer' must be an optimizer state dict")
     if saved.model.arch != cfg.model.arch:
