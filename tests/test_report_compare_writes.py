@@ -167,3 +167,21 @@ def test_generate_refuses_absurd_sizes(tmp_path):
     with pytest.raises(PssBenchError, match=r"too large \(at most 8192 a side\)"):
         generate(tmp_path / "s", 1, 0, height=2**70)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_report_and_dataset_respect_the_umask(compared, tmp_path):
+    import stat
+
+    from pss_bench.data.synthstreets import generate
+    from pss_bench.report_compare import write_report
+
+    result, _ = compared
+    old = os.umask(0o027)
+    try:
+        write_report(result, tmp_path / "rep")
+        generate(tmp_path / "s", train=1, val=0, seed=0, height=64, width=128)
+    finally:
+        os.umask(old)
+    for root in (tmp_path / "rep", tmp_path / "s"):
+        for p in [root, *root.rglob("*")]:
+            assert stat.S_IMODE(p.stat().st_mode) == (0o750 if p.is_dir() else 0o640), p

@@ -212,3 +212,28 @@ def test_import_upsnet_with_a_hostile_pickle_is_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "all_panos must be a list" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_hostile_category_map_and_pred_json_are_one_line(tmp_path):
+    """--category-map and pred.json entries that are not what UPSNet writes: FormatError, not a traceback."""
+    from pss_bench.baselines.upsnet.adapter import _segments_from_pred_json, load_category_map
+    from pss_bench.io.panoptic import load_panoptic_json
+    from context_error_helpers import write_tiny_gt
+
+    ids = np.ones((4, 4), np.uint32)
+    gt_json, _ = write_tiny_gt(tmp_path, {"a": (ids, [{"id": 1, "category_id": 7, "iscrowd": 0}])},
+                               [{"id": 7, "name": "road", "isthing": 0}])
+    gt = load_panoptic_json(gt_json, role="gt")
+    for content, match in [("[1, 2]", r"expected an object"), ('{"0": [7]}', r"maps to \[7\], which is not a GT"),
+                           ('{"x": 7}', r"internal id 'x' is not an integer"), ('{"0": true}', r"maps to True"),
+                           ('{"99999999999": 7}', r"out of range")]:
+        (tmp_path / "map.json").write_text(content)
+        with pytest.raises(FormatError, match=match):
+            load_category_map(tmp_path / "map.json", gt)
+    cat_map = {0: 7}
+    for entry, match in [({"segments_info": [5]}, r"segments_info\[0\] is not an object"),
+                         ({"segments_info": [{"id": None, "category_id": 0}]}, r"has no integer 'id'"),
+                         ({"segments_info": [{"id": 2**70, "category_id": 0}]}, r"has no integer 'id'"),
+                         ({"segments_info": [{"id": 1, "category_id": [0]}]}, r"category \[0\] is not an UPSNet")]:
+        with pytest.raises(FormatError, match=match):
+            _segments_from_pred_json(entry, ids.astype(np.int64), cat_map, "x.png")
