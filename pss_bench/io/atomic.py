@@ -95,8 +95,8 @@ def _remove(path: Path) -> None:
             path.unlink()
     except FileNotFoundError:
         pass
-    except OSError as exc:
-        log.warning("could not remove the leftover %s (%s)", path, exc)
+    except OSError as exc:  # another user's, in a shared folder: theirs to clean
+        log.debug("could not remove the leftover %s (%s)", path, exc)
 
 
 def clean_stale(target: str | os.PathLike) -> None:
