@@ -870,7 +870,7 @@ def generate(
         raise PssBenchError(f"{out}: image size {height}x{width} is too large (at most {MAX_SIDE} a side)")
     if not 0 <= seed < 2**63:
         raise PssBenchError(f"{out}: seed must be in [0, 2**63), got {seed}")
-    from pss_bench.io.atomic import disk_full_as_error, make_staging_dir
+    from pss_bench.io.atomic import disk_full_as_error, make_staging_dir, publish_dir
 
     tmp = make_staging_dir(out)  # also removes the staging folders of killed runs
     try:
@@ -912,9 +912,7 @@ def generate(
                 "frames": {"train": train, "val": val}, "contexts": {k: list(v) for k, v in CONTEXTS.items()},
                 "context_counts": counts,
             })
-            if out.exists():
-                out.rmdir()
-            os.replace(tmp, out)
+            publish_dir(tmp, out)  # onto a missing or empty folder
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
