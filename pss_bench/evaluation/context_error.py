@@ -183,6 +183,27 @@ def gt_descriptors(
 # --------------------------------------------------------------------------- instances
 
 
+def l2_normalise(vecs: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm, as float32; zero rows stay zero.
+
+    Each row is first divided by its largest absolute value (in float64), so
+    the squares can neither overflow nor underflow: embeddings scaled by 1e20
+    or 1e-25 give the same unit vectors as unscaled ones.
+
+    Args:
+        vecs: ``(n, D)`` finite floats.
+
+    Returns:
+        ``(n, D)`` float32.
+    """
+    v = np.asarray(vecs, dtype=np.float64)
+    peak = np.abs(v).max(axis=1, keepdims=True) if v.shape[1] else np.zeros((v.shape[0], 1))
+    v = np.divide(v, peak, out=np.zeros_like(v), where=peak > 0)
+    norms = np.sqrt(np.einsum("ij,ij->i", v, v))[:, None]
+    return np.divide(v, norms, out=np.zeros_like(v), where=norms > 0).astype(np.float32)
+
+
+
 @dataclass(frozen=True)
 class InstanceSet:
     """Every instance with an embedding, as parallel arrays.
@@ -320,9 +341,7 @@ def load_instances(
     n_cls = len(gt.categories)
     if not parts["seg"]:
         raise PredictionFormatError(f"{pred_dir}: no embedding of a GT instance (non-crowd thing segment) found")
-    vecs = np.concatenate(parts["emb"]).astype(np.float32)
-    norms = np.linalg.norm(vecs, axis=1, keepdims=True)
-    vecs = np.divide(vecs, norms, out=np.zeros_like(vecs), where=norms > 0)
+    vecs = l2_normalise(np.concatenate(parts["emb"]))
     return InstanceSet(
         gt=gt,
         image_index=np.concatenate(parts["img"]),
@@ -563,18 +582,19 @@ def evaluate_context_error(
 
 
 def read_feature_map(path: Path, image_id: ImageId) -> np.ndarray:
-    """``(D, h, w)`` float32 from ``<image_id>.npy`` (``allow_pickle=False``), checked.
+    """``(D, h, w)`` float32 from ``<image_id>.npy``, checked (:func:`~pss_bench.io.safe_arrays.read_npy`).
 
     Raises:
-        PredictionFormatError: missing, unreadable, not 3-D float, or not finite.
+        PredictionFormatError: missing, unreadable, a declared size over the
+            limit, not 3-D float, or not finite.
     """
+    from pss_bench.io.safe_arrays import read_npy
+
     where = f"{path}: image {image_id!r}"
     try:
-        arr = np.load(path, allow_pickle=False)
+        arr = read_npy(path, where, error_cls=PredictionFormatError)
     except FileNotFoundError:
         raise PredictionFormatError(f"{where}: feature map not found (expected <image_id>.npy, D x h x w)") from None
-    except (ValueError, OSError, EOFError) as exc:
-        raise PredictionFormatError(f"{where}: not a readable .npy array ({exc})") from None
     if not isinstance(arr, np.ndarray) or arr.ndim != 3 or arr.dtype.kind != "f" or min(arr.shape) == 0:
         raise PredictionFormatError(f"{where}: expected a D x h x w float array, found {getattr(arr, 'dtype', type(arr))} {getattr(arr, 'shape', '')}")
     arr = arr.astype(np.float32, copy=False)

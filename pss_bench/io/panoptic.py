@@ -22,6 +22,9 @@ VOID = 0
 MAX_SEGMENT_ID = 256**3 - 1
 # Refuse larger PNGs before allocating (PIL's decompression-bomb limit is 178,956,970).
 MAX_PNG_PIXELS = 1 << 28
+# Bounds that keep ids and areas exact in int64 / float64 arithmetic.
+MAX_CATEGORY_ID = 2**31 - 1
+MAX_AREA = 2**53
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_COLOR_TYPES = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale+alpha", 6: "RGBA"}
@@ -355,6 +358,9 @@ def _parse_categories(obj, path: Path, log: ProblemLog) -> dict[int, Category]:
             log.add(f"{path}: categories[{i}] has no integer 'id'")
             continue
         cid = c["id"]
+        if not 0 <= cid <= MAX_CATEGORY_ID:
+            log.add(f"{path}: categories[{i}]: id {cid} out of range [0, {MAX_CATEGORY_ID}]")
+            continue
         if cid in cats:
             log.add(f"{path}: category id {cid} is listed twice")
             continue
@@ -414,6 +420,9 @@ def _parse_segments(
             area = s.get("area")
             if not _is_int(area) and not (isinstance(area, float) and area.is_integer()):
                 log.add(f"{here}: no integer 'area' (found {area!r})")
+                continue
+            if not 1 <= area <= MAX_AREA:
+                log.add(f"{here}: 'area' must be a pixel count in [1, {MAX_AREA}], found {area!r}")
                 continue
             areas.append(int(area))
         seen.add(sid)
