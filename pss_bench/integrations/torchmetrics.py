@@ -30,7 +30,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from pss_bench.errors import GroundTruthFormatError, PredictionFormatError, PssBenchError
 from pss_bench.metrics.pq import PQResult, PQStats
-from pss_bench.metrics.pq_torch import image_pq_stats_torch, segment_keys
+from pss_bench.metrics.pq_torch import image_pq_stats_torch
 from pss_bench.types import Category
 
 __all__ = ["PanopticQuality", "RESULT_KEYS"]
@@ -39,6 +39,7 @@ __all__ = ["PanopticQuality", "RESULT_KEYS"]
 RESULT_KEYS = ("pq", "sq", "rq", "pq_things", "sq_things", "rq_things", "pq_stuff", "sq_stuff", "rq_stuff")
 
 _MAX_INSTANCE = (1 << 32) - 1
+_MAX_LUT = 1 << 20  # category ids below this map through a lookup table
 
 
 def _category_set(values: Collection[int], name: str) -> list[int]:
@@ -121,7 +122,7 @@ class PanopticQuality(Metric):
         self._sorted_ids = torch.from_numpy(ids[order])
         self._sorted_to_index = torch.from_numpy(order.astype(np.int64))
         self._is_thing_t = torch.from_numpy(self._is_thing)
-        self._lookup_cache: dict[torch.device, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        self._lookup_cache: dict = {}
         n = len(self.categories)
         self.add_state("iou", default=torch.zeros(n, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("tp", default=torch.zeros(n, dtype=torch.int64), dist_reduce_fx="sum")
@@ -137,29 +138,49 @@ class PanopticQuality(Metric):
             self._lookup_cache[device] = found
         return found
 
-    def _keys(self, x: torch.Tensor, role: str, image: int) -> torch.Tensor:
-        """``(N,)`` int64 segment keys of one ``(*spatial, 2)`` image."""
-        sorted_ids, to_index, is_thing = self._lookups(x.device)
+    def _category_luts(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Lookup tables ``id + 1 -> category index`` (-1: unknown) and ``-> keeps instance`` (things)."""
+        key = ("lut", device)
+        found = self._lookup_cache.get(key)
+        if found is None:
+            sorted_ids, to_index, is_thing = self._lookups(device)
+            lo, hi = int(sorted_ids[0]), int(sorted_ids[-1])
+            if lo < 0 or hi >= _MAX_LUT:
+                return None
+            index = torch.full((hi + 3,), -1, dtype=torch.int64, device=device)
+            index[sorted_ids + 1] = to_index
+            thing = torch.zeros(hi + 3, dtype=torch.int64, device=device)
+            thing[sorted_ids + 1] = is_thing[to_index].to(torch.int64)
+            found = self._lookup_cache[key] = (index, thing)
+        return found
+
+    def _pairs(self, x: torch.Tensor, role: str, image: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(N,)`` int64 category indices (-1 = VOID) and instance ids (0 on VOID and stuff) of one image."""
         cat = x[..., 0].reshape(-1).to(torch.int64).contiguous()
         inst = x[..., 1].reshape(-1).to(torch.int64)
-        pos = torch.searchsorted(sorted_ids, cat).clamp_(max=sorted_ids.numel() - 1)
-        known = sorted_ids[pos] == cat
-        index = torch.where(known, to_index[pos], torch.full_like(pos, -1))
-        if role == "preds" and not self.allow_unknown_preds_category and not bool(known.all()):
-            bad = torch.unique(cat[~known])[:10].tolist()
+        luts = self._category_luts(cat.device)
+        if luts is not None:  # two gathers instead of a binary search per pixel
+            pos = cat.clamp(min=-1, max=luts[0].numel() - 2).add_(1)
+            index, keep = luts[0][pos], luts[1][pos]
+        else:
+            sorted_ids, to_index, is_thing = self._lookups(cat.device)
+            pos = torch.searchsorted(sorted_ids, cat).clamp_(max=sorted_ids.numel() - 1)
+            index = torch.where(sorted_ids[pos] == cat, to_index[pos], -1)
+            keep = (index >= 0) & is_thing[index.clamp(min=0)]
+        if role == "preds" and not self.allow_unknown_preds_category and bool((index < 0).any()):
+            bad = torch.unique(cat[index < 0])[:10].tolist()
             raise PredictionFormatError(
                 f"preds[{image}]: category ids {bad} are neither things nor stuffs "
                 "(allow_unknown_preds_category=True maps them to VOID)"
             )
         # As torchmetrics: a stuff category is one segment, whatever its instance ids.
-        keep_instance = known & is_thing[index.clamp(min=0)]
-        inst = torch.where(keep_instance, inst, torch.zeros_like(inst))
+        inst = inst * keep
         if inst.numel():
             lo, hi = torch.aminmax(inst)
             if int(lo) < 0 or int(hi) > _MAX_INSTANCE:
                 error = PredictionFormatError if role == "preds" else GroundTruthFormatError
                 raise error(f"{role}[{image}]: instance ids must lie in [0, 2**32), found {int(lo)}..{int(hi)}")
-        return segment_keys(index, inst)
+        return index, inst
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
         """Adds a batch of images.
@@ -194,7 +215,7 @@ class PanopticQuality(Metric):
         fn = np.zeros_like(tp)
         for b in range(preds.shape[0]):
             stats = image_pq_stats_torch(
-                self._keys(target[b], "target", b), self._keys(preds[b], "preds", b),
+                *self._pairs(target[b], "target", b), *self._pairs(preds[b], "preds", b),
                 self._is_thing, crowd_instance=self.crowd_instance_id,
             )
             iou += stats[0]

@@ -7,9 +7,10 @@ host is the ``(G + 1, P + 1)`` confusion matrix and the segment keys (a few
 kB), to which :func:`pss_bench.metrics.pq.match_image` applies panopticapi's
 rules, so the numbers are those of ``pss-bench pq``.
 
-Segments are given as int64 *keys*, one per pixel: ``-1`` for VOID, otherwise
-``category_index << 32 | instance`` (:func:`segment_keys`). Imports torch:
-nothing that ``pss-bench pq`` loads imports this module.
+Segments are ``(category index, instance)`` pairs per pixel (category index
+``-1`` for VOID), or int64 *keys* ``category_index << 32 | instance``
+(:func:`segment_keys`). Imports torch: nothing that ``pss-bench pq`` loads
+imports this module.
 """
 
 from __future__ import annotations
@@ -64,6 +65,44 @@ def dense_segments(keys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return uniq, inverse + 1
 
 
+#: Above this many (category, instance) codes, segments are found by sorting
+#: (``torch.unique``) instead of a histogram over the codes.
+MAX_HISTOGRAM_CODES = 1 << 22
+
+
+def dense_segments_from_pairs(
+    category_index: torch.Tensor, instance: torch.Tensor, n_categories: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`dense_segments` of ``(category index, instance)`` maps, without sorting pixels.
+
+    When ``n_categories * (max instance + 1)`` is at most
+    :data:`MAX_HISTOGRAM_CODES`, the present codes come from one
+    ``torch.bincount`` and the dense index from a gather (O(N); a CPU sort of
+    a 2-Mpixel map is about ten times slower); otherwise it falls back to
+    ``torch.unique``.
+
+    Args:
+        category_index: ``(N,)`` int64, ``-1`` for VOID.
+        instance: ``(N,)`` int64 in ``[0, 2**32)``, 0 where the category is VOID.
+        n_categories: ``C`` (category indices lie in ``[0, C)``).
+
+    Returns:
+        As :func:`dense_segments`: sorted keys ``(S,)`` and ``(N,)`` indices.
+    """
+    span = int(instance.max()) + 1 if instance.numel() else 1
+    total = n_categories * span
+    if total > MAX_HISTOGRAM_CODES:
+        return dense_segments(segment_keys(category_index, instance))
+    # VOID (category -1, instance 0) gives a code <= 0, clamped to 0.
+    code = (category_index * span).add_(instance).add_(1).clamp_(min=0)
+    present = torch.bincount(code, minlength=total + 1)[1:] > 0
+    codes = torch.nonzero(present).reshape(-1)  # ascending = sorted keys
+    lut = torch.zeros(total + 1, dtype=torch.int64, device=code.device)
+    lut[codes + 1] = torch.arange(1, codes.numel() + 1, device=code.device)
+    keys = ((codes // span) << _INSTANCE_BITS) | (codes % span)
+    return keys, lut[code]
+
+
 def confusion_matrix_torch(gt_index: torch.Tensor, pred_index: torch.Tensor, n_gt: int, n_pred: int) -> torch.Tensor:
     """Pixel counts of every (GT index, prediction index) pair, on the inputs' device.
 
@@ -81,17 +120,20 @@ def confusion_matrix_torch(gt_index: torch.Tensor, pred_index: torch.Tensor, n_g
 
 
 def image_pq_stats_torch(
-    gt_keys: torch.Tensor,
-    pred_keys: torch.Tensor,
+    gt_category: torch.Tensor,
+    gt_instance: torch.Tensor,
+    pred_category: torch.Tensor,
+    pred_instance: torch.Tensor,
     is_thing: np.ndarray,
     *,
     crowd_instance: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """PQ statistics of one image given as key maps (panopticapi's rules).
+    """PQ statistics of one image given as (category index, instance) maps, panopticapi's rules.
 
     Args:
-        gt_keys: ``(N,)`` int64 GT keys, any device.
-        pred_keys: ``(N,)`` int64 prediction keys, same device.
+        gt_category: ``(N,)`` int64 GT category indices, ``-1`` for VOID.
+        gt_instance: ``(N,)`` int64 GT instance ids in ``[0, 2**32)``, 0 on VOID.
+        pred_category, pred_instance: the prediction, same device.
         is_thing: ``(C,)`` bool, per category index.
         crowd_instance: GT segments of thing categories with this instance id
             are crowd regions (``None``: no crowd).
@@ -101,8 +143,8 @@ def image_pq_stats_torch(
         :func:`~pss_bench.metrics.pq.match_image`.
     """
     n_categories = int(is_thing.shape[0])
-    gseg, gidx = dense_segments(gt_keys)
-    pseg, pidx = dense_segments(pred_keys)
+    gseg, gidx = dense_segments_from_pairs(gt_category, gt_instance, n_categories)
+    pseg, pidx = dense_segments_from_pairs(pred_category, pred_instance, n_categories)
     conf = confusion_matrix_torch(gidx, pidx, int(gseg.numel()), int(pseg.numel()))
     # Host copies of a few kB: the confusion matrix and the segment lists.
     conf_np = conf.cpu().numpy()
