@@ -258,3 +258,44 @@ def test_bad_outputs_name_the_image_and_segment(coco_case):
         run(ids[:-2], segs)
     with pytest.raises(GroundTruthFormatError, match="image 'nope' of the inputs is not in the GT JSON"):
         run(ids, segs, dict(inputs[image_id], image_id="nope"))
+
+
+# --------------------------------------------------------------------------- Context Error
+
+
+def test_context_error_from_per_pixel_embeddings_equals_the_cli_path(cityscapes_train_gt, tmp_path):
+    """outputs["pss_embedding"] (D, h, w) pooled over GT instances: the same CE as embed + context-error."""
+    from pss_bench.evaluation.context_error import embed_features, evaluate_context_error
+
+    gt_json, gt_dir = cityscapes_train_gt
+    pred_json, pred_dir = perturbed_prediction(gt_json, gt_dir, tmp_path, 5, "shift")
+    categories = json.loads(gt_json.read_text())["categories"]
+    meta = _standard_meta(categories, gt_json, gt_dir)
+    inputs, outputs = _inputs(gt_json), _deeplab_outputs(pred_json, pred_dir, meta)
+    rng = np.random.default_rng(0)
+    (tmp_path / "feats").mkdir()
+    for image_id, out in outputs.items():
+        feats = rng.standard_normal((6, 32, 64)).astype(np.float32)  # stride 32
+        np.save(tmp_path / "feats" / f"{image_id}.npy", feats)
+        out["pss_embedding"] = torch.from_numpy(feats)
+    evaluator = d2mod.PanopticEvaluator(metadata=meta, context_error_k=5)
+    res = _run(evaluator, inputs, outputs, batch=3)
+    embed_features(tmp_path / "feats", gt_json, tmp_path / "emb", gt_dir=gt_dir, workers=1)
+    ref = evaluate_context_error(tmp_path / "emb", gt_json, gt_dir=gt_dir, k=5, use_cache=False, workers=1)
+    _assert_close(evaluator.context_error.to_dict(), ref.to_dict())
+    assert res["context_error"]["CE"] == pytest.approx(ref.mean.ce)
+    assert res["context_error"]["queries"] == ref.mean.queries > 0
+    assert res["panoptic_seg"]["PQ"] == pytest.approx(
+        100 * evaluate_pq(pred_json, gt_json, gt_dir=gt_dir, pred_dir=pred_dir, use_cache=False, workers=1).all.pq)
+
+
+def _assert_close(a, b, path="result") -> None:
+    """Nested dicts equal, floats within 1e-9 (the two paths sum in another order)."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            _assert_close(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, float) and isinstance(b, float):
+        assert a == pytest.approx(b, rel=1e-9, abs=1e-12), path
+    else:
+        assert a == b, path

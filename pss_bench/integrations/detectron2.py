@@ -90,6 +90,31 @@ def _sum_over_ranks(values: np.ndarray) -> np.ndarray:
     return t.cpu().numpy()
 
 
+def _nan(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _gather_objects(items: list) -> list:
+    """Concatenates a list from every rank (detectron2's ``comm.all_gather``, else ``torch.distributed``)."""
+    try:
+        from detectron2.utils import comm
+    except ImportError:
+        comm = None
+    if comm is not None:
+        if comm.get_world_size() == 1:
+            return items
+        return [x for part in comm.all_gather(items) for x in part]
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return items
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return items
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, items)
+    return [x for part in gathered for x in part]
+
+
 class _PanopticEvaluator:
     """Panoptic quality of detectron2 outputs, exactly as panopticapi (see the module docstring).
 
@@ -101,6 +126,11 @@ class _PanopticEvaluator:
         metadata: the metadata itself (a detectron2 ``Metadata`` or a dict),
             instead of ``dataset_name``.
         gt_json, gt_dir: override the metadata's ``panoptic_json`` / ``panoptic_root``.
+        context_error_k: also compute the Context Error with this many
+            neighbours when outputs carry ``outputs[i][embedding_key]``, a
+            ``(D, h, w)`` per-pixel embedding (any stride): it is pooled over
+            each GT instance as ``pss-bench embed`` does. ``None``: PQ only.
+        embedding_key: the output key of the per-pixel embedding.
 
     Raises:
         PssBenchError: no ground truth given, or it is malformed.
@@ -114,6 +144,8 @@ class _PanopticEvaluator:
         metadata: Any = None,
         gt_json: str | None = None,
         gt_dir: str | None = None,
+        context_error_k: int | None = None,
+        embedding_key: str = "pss_embedding",
     ) -> None:
         if metadata is None and dataset_name is not None:
             from detectron2.data import MetadataCatalog
@@ -131,7 +163,13 @@ class _PanopticEvaluator:
         self._thing_to_dataset = {int(v): int(k) for k, v in (_meta_get(metadata, "thing_dataset_id_to_contiguous_id") or {}).items()}
         self._stuff_to_dataset = {int(v): int(k) for k, v in (_meta_get(metadata, "stuff_dataset_id_to_contiguous_id") or {}).items()}
         self._label_divisor = _meta_get(metadata, "label_divisor")
+        if context_error_k is not None and context_error_k < 1:
+            raise ValueError("context_error_k must be at least 1")
+        self._ce_k = context_error_k
+        self._embedding_key = embedding_key
+        self._image_index = {a.image_id: j for j, a in enumerate(self._gt.annotations)}
         self.result: PQResult | None = None
+        self.context_error = None
         self.reset()
 
     # ------------------------------------------------------------------ DatasetEvaluator
@@ -140,6 +178,7 @@ class _PanopticEvaluator:
         """Starts a new round: clears the statistics."""
         self._metric = PanopticQuality(self.categories)
         self._images = 0
+        self._instances: list[dict] = []
 
     def process(self, inputs, outputs) -> None:
         """Scores each ``(input, output)`` pair.
@@ -168,6 +207,8 @@ class _PanopticEvaluator:
             self._check(gt_ids, ann.segments, pred_ids, pred_segs, where, image_id)
             self._metric.update(gt_ids, ann.segments, pred_ids, pred_segs, image_id=image_id)
             self._images += 1
+            if self._ce_k is not None and self._embedding_key in out:
+                self._instances.append(self._instance_rows(ann, gt_ids, out[self._embedding_key]))
 
     def evaluate(self) -> "OrderedDict[str, dict[str, float]]":
         """``{"panoptic_seg": {"PQ", "SQ", "RQ", "PQ_th", ..., "RQ_st"}}`` in percent, on every rank.
@@ -186,7 +227,60 @@ class _PanopticEvaluator:
                         self._gt.path, images, len(self._gt.annotations))
         res = results_dict(self.result)
         log.info("panoptic quality over %d images: PQ %.3f SQ %.3f RQ %.3f", images, res["PQ"], res["SQ"], res["RQ"])
-        return OrderedDict({"panoptic_seg": res})
+        out = OrderedDict({"panoptic_seg": res})
+        if self._ce_k is not None:
+            self.context_error = self._context_error(_gather_objects(self._instances))
+            mean = self.context_error.mean
+            out["context_error"] = {"CE": _nan(mean.ce), "CE_random": _nan(mean.random), "CE_oracle": _nan(mean.oracle),
+                                    "CE_score": _nan(mean.score), "queries": float(mean.queries)}
+        return out
+
+    # ------------------------------------------------------------------ Context Error
+
+    def _instance_rows(self, ann, gt_ids: np.ndarray, embedding) -> dict:
+        """Context descriptors and pooled embeddings of the non-crowd thing instances of one image."""
+        from pss_bench.metrics.context_error import image_context_descriptors, pool_features, segment_index_map
+
+        if hasattr(embedding, "detach"):
+            embedding = embedding.detach().float().cpu().numpy()
+        feats = np.asarray(embedding)
+        if feats.ndim != 3 or feats.dtype.kind != "f":
+            raise PredictionFormatError(f"image {ann.image_id!r}: {self._embedding_key} must be a (D, h, w) float "
+                                        f"map, found {feats.dtype} {feats.shape}")
+        d = image_context_descriptors(gt_ids, ann.segments, self.categories)
+        means, _ = pool_features(feats, segment_index_map(gt_ids, d.segment_ids), len(d))
+        keep = d.areas > 0
+        return {"image": self._image_index[ann.image_id], "seg": d.segment_ids[keep], "cat": d.category_ids[keep],
+                "area": d.areas[keep], "box": d.boxes[keep], "dist": d.distributions()[keep], "emb": means[keep]}
+
+    def _context_error(self, parts: list[dict]):
+        from pss_bench.evaluation.context_error import InstanceSet, find_context_labels, read_context_labels, score_instances
+
+        parts = sorted((p for p in parts if p["seg"].shape[0]), key=lambda p: p["image"])
+        if not parts:
+            raise PredictionFormatError(f"context_error_k is set but no output carried {self._embedding_key!r}")
+        labels_file = find_context_labels(self._gt.path)
+        labels = None
+        if labels_file is not None:
+            table = read_context_labels(labels_file)
+            labels = np.concatenate([
+                np.array([table.get(str(self._gt.annotations[p["image"]].image_id), {}).get(str(int(s)))
+                          for s in p["seg"]], dtype=object) for p in parts])
+        vecs = np.concatenate([p["emb"] for p in parts]).astype(np.float32)
+        norms = np.linalg.norm(vecs, axis=1, keepdims=True)
+        vecs = np.divide(vecs, norms, out=np.zeros_like(vecs), where=norms > 0)
+        instances = InstanceSet(
+            gt=self._gt,
+            image_index=np.concatenate([np.full(p["seg"].shape[0], p["image"], np.int64) for p in parts]),
+            segment_ids=np.concatenate([p["seg"] for p in parts]),
+            category_ids=np.concatenate([p["cat"] for p in parts]),
+            areas=np.concatenate([p["area"] for p in parts]),
+            boxes=np.concatenate([p["box"] for p in parts]).reshape(-1, 4),
+            distributions=np.concatenate([p["dist"] for p in parts]).reshape(-1, 8, len(self.categories)),
+            embeddings=np.ascontiguousarray(vecs),
+            labels=labels,
+        )
+        return score_instances(instances, k=self._ce_k)
 
     # ------------------------------------------------------------------ helpers
 
