@@ -299,3 +299,33 @@ def _assert_close(a, b, path="result") -> None:
         assert a == pytest.approx(b, rel=1e-9, abs=1e-12), path
     else:
         assert a == b, path
+
+
+def _gloo_worker(rank: int, world: int, port: int, arrays: list, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    try:
+        summed = d2mod._sum_over_ranks(np.asarray(arrays[rank], dtype=np.float64))
+        gathered = d2mod._gather_objects([f"rank{rank}"])
+        np.save(Path(out_dir) / f"{rank}.npy", summed)
+        (Path(out_dir) / f"{rank}.json").write_text(json.dumps(gathered))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_torch_distributed_sum_and_gather_without_detectron2(tmp_path):
+    """Two gloo ranks: statistics are summed and instance lists gathered with torch.distributed."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    arrays = [[1.0, 2.0, 3.0], [10.0, 20.0, 30.5]]
+    mp.spawn(_gloo_worker, args=(2, port, arrays, str(tmp_path)), nprocs=2, join=True)
+    for rank in (0, 1):
+        assert np.load(tmp_path / f"{rank}.npy").tolist() == [11.0, 22.0, 33.5]
+        assert json.loads((tmp_path / f"{rank}.json").read_text()) == ["rank0", "rank1"]

@@ -67,26 +67,38 @@ def _meta_get(meta, name: str, default=None):
     return getattr(meta, name, default)
 
 
-def _sum_over_ranks(values: np.ndarray) -> np.ndarray:
-    """Sums a float64 vector over all ranks: detectron2's ``comm`` if installed, else ``torch.distributed``."""
+def _process_group():
+    """``("comm", module)`` with detectron2, ``("torch", torch.distributed)`` in a process group, else ``None``.
+
+    Without detectron2 and without torch loaded there is no process group, so
+    torch is not imported here.
+    """
     try:
         from detectron2.utils import comm
     except ImportError:
         comm = None
     if comm is not None:
-        if comm.get_world_size() == 1:
-            return values
-        return np.sum([np.asarray(v, dtype=np.float64) for v in comm.all_gather(values)], axis=0)
-    torch = sys.modules.get("torch")  # without torch loaded there is no process group to sum over
-    if torch is None:
+        return ("comm", comm) if comm.get_world_size() > 1 else None
+    torch = sys.modules.get("torch")
+    dist = torch.distributed if torch is not None else None
+    if dist is None or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return None
+    return "torch", dist
+
+
+def _sum_over_ranks(values: np.ndarray) -> np.ndarray:
+    """Sums a float64 vector over all ranks."""
+    group = _process_group()
+    if group is None:
         return values
-    dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return values
+    kind, api = group
+    if kind == "comm":
+        return np.sum([np.asarray(v, dtype=np.float64) for v in api.all_gather(values)], axis=0)
+    torch = sys.modules["torch"]
     t = torch.from_numpy(values.copy())
-    if dist.get_backend() == "nccl":
+    if api.get_backend() == "nccl":
         t = t.cuda()
-    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    api.all_reduce(t, op=api.ReduceOp.SUM)
     return t.cpu().numpy()
 
 
@@ -95,24 +107,17 @@ def _nan(value) -> float:
 
 
 def _gather_objects(items: list) -> list:
-    """Concatenates a list from every rank (detectron2's ``comm.all_gather``, else ``torch.distributed``)."""
-    try:
-        from detectron2.utils import comm
-    except ImportError:
-        comm = None
-    if comm is not None:
-        if comm.get_world_size() == 1:
-            return items
-        return [x for part in comm.all_gather(items) for x in part]
-    torch = sys.modules.get("torch")
-    if torch is None:
+    """Concatenates a list from every rank."""
+    group = _process_group()
+    if group is None:
         return items
-    dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return items
-    gathered: list = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, items)
-    return [x for part in gathered for x in part]
+    kind, api = group
+    if kind == "comm":
+        parts = api.all_gather(items)
+    else:
+        parts = [None] * api.get_world_size()
+        api.all_gather_object(parts, items)
+    return [x for part in parts for x in part]
 
 
 class _PanopticEvaluator:
