@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(PY) bench/pq_speed.py
 	$(PY) bench/context_error_speed.py
 	$(PY) bench/synth_speed.py
+	$(PY) bench/integration_speed.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -133,7 +133,7 @@ def main() -> int:
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, torch {torch.__version__}, device {device}; the {len(frames)} real "
         f"Cityscapes frames ({w}x{h}), a shifted prediction each; median over {args.repeats} rounds x "
-        f"{len(frames)} frames.",
+        f"{len(frames)} frames; load average {os.getloadavg()[0]:.1f} when it ended (other jobs shared the 2 cores).",
         "",
         f"Command: `python bench/integration_speed.py --repeats {args.repeats} --device {args.device}`",
         "",
