@@ -30,7 +30,7 @@ def cli(verbose: int, quiet: bool) -> None:
 _COMMAND_MODULES = [
     "pq", "validate", "context_error", "embed", "show_retrievals", "context_map",
     "compare", "prepare", "make_synthetic", "train_reference", "train_baseline",
-    "predict", "import_upsnet", "demo",
+    "predict", "import_upsnet", "convert", "demo",
 ]
 
 
