@@ -1,16 +1,24 @@
-"""PQ speed: pss-bench against cityscapesscripts' evaluator, side by side in one run.
+"""PQ speed: pss-bench against cityscapesscripts' evaluator, side by side.
 
 Builds a Cityscapes-size set (the real 2048x1024 sample frames, replicated
-under new image ids) with cityscapesscripts' own converter, a shifted
-prediction of it, then times, alternating, R times each:
+under new image ids) with cityscapesscripts' own converter and a shifted
+prediction of it, then measures, alternating (the order rotates every round):
 
-* cityscapesscripts ``evaluatePanoptic`` (its process pool over all cores),
-* ``pss_bench.evaluate_pq`` without the GT cache,
-* ``pss_bench.evaluate_pq`` with a warm GT cache,
+1. whole processes, as a user runs them: a Python process calling
+   cityscapesscripts' ``evaluatePanoptic`` (its process pool over all cores)
+   against ``pss-bench pq --no-cache`` (cold) and ``pss-bench pq`` with a
+   warm GT cache, each writing its JSON result;
+2. the same three in one process (``evaluatePanoptic`` against
+   ``pss_bench.evaluate_pq``), without interpreter start-up and imports;
+3. start-up: ``python -c pass``, ``pss-bench --help``, ``pss-bench pq --help``,
+   and which heavy modules ``pss-bench pq`` imports (it must import none);
+4. per image on in-memory maps, pss-bench's ``PanopticQuality.update``
+   against torchmetrics' ``PanopticQuality`` (when torchmetrics is installed).
 
-and, per image on in-memory maps, pss-bench's ``PanopticQuality.update``
-against torchmetrics' ``PanopticQuality`` (when torchmetrics is installed).
-Medians and ratios go into docs/benchmarks.md between the pq_speed markers.
+Every table records the machine's load average before and after it. Results
+must equal cityscapesscripts' to 1e-9 (checked on every whole-process run's
+JSON and in-process), or the script exits 1. The tables go into
+docs/benchmarks.md between the pq_speed markers.
 
 Usage::
 
@@ -27,6 +35,7 @@ import os
 import platform
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -79,6 +88,35 @@ def build_set(sample: Path, work: Path, frames: int) -> tuple[Path, Path, Path]:
     gt_json.write_text(json.dumps({"images": images, "annotations": anns, "categories": base["categories"]}))
     pred = shifted_prediction(gt_json, gt_dir, work / "pred", seed=0)
     return gt_json, gt_dir, pred
+
+
+def export_ref(ref: str, dest: Path) -> tuple[str, dict]:
+    """Exports the ``pss_bench`` package of git ``ref`` into ``dest``.
+
+    Returns:
+        ``(label, env)``: ``"REF (short sha)"`` and an environment whose
+        PYTHONPATH makes ``pss-bench`` and ``import pss_bench`` use that code.
+    """
+    sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", ref],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "pss_bench"], capture_output=True, check=True).stdout
+    dest.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return f"{ref} ({sha})", dict(os.environ, PYTHONPATH=str(dest))
+
+
+def write_block(block: str, start: str, end: str, after: str) -> None:
+    """Replaces the text between ``start`` and ``end`` in docs/benchmarks.md (or adds it after ``after``)."""
+    doc = ROOT / "docs" / "benchmarks.md"
+    text = doc.read_text() if doc.exists() else "# Benchmarks\n"
+    if start in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1]
+    elif after in text:
+        text = text.replace(after, after + "\n\n" + block, 1)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    doc.write_text(text)
 
 
 def time_once(fn) -> float:
@@ -145,63 +183,205 @@ def bench_in_memory(gt_json, gt_dir, pred, repeats: int) -> dict | None:
             inst[mask] = k
         return torch.from_numpy(np.stack([cat, inst], -1)[None])
 
-    tm_items = [(to_tm(q, qs), to_tm(g, gs)) for g, gs, q, qs in items]
+    # torchmetrics takes seconds per frame: 4 frames, once, are enough
+    tm_items = [(to_tm(q, qs), to_tm(g, gs)) for g, gs, q, qs in items[:4]]
     tm_t = []
-    for _ in range(max(1, repeats // 2)):
-        tm = TMPanopticQuality(things=things, stuffs=stuffs, allow_unknown_preds_category=True)
-        for pt, gtt in tm_items:
-            tm_t.append(time_once(lambda: tm.update(pt, gtt)))
+    tm = TMPanopticQuality(things=things, stuffs=stuffs, allow_unknown_preds_category=True)
+    for pt, gtt in tm_items:
+        tm_t.append(time_once(lambda: tm.update(pt, gtt)))
     out["torchmetrics_ms"] = 1000 * statistics.median(tm_t)
+    return out
+
+
+CS_SCRIPT = (
+    "import sys\n"
+    "from cityscapesscripts.evaluation.evalPanopticSemanticLabeling import evaluatePanoptic\n"
+    "evaluatePanoptic(*sys.argv[1:6])\n"
+)
+HEAVY = ("torch", "torchvision", "faiss", "matplotlib", "sklearn", "scipy", "cityscapesscripts", "pycocotools")
+
+
+def pss_bench_command() -> list[str]:
+    """The ``pss-bench`` console script of this interpreter's environment."""
+    script = Path(sys.executable).parent / "pss-bench"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "pss_bench.cli"]
+
+
+def run_process(cmd: list[str], env: dict | None = None) -> float:
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    elapsed = time.perf_counter() - t
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr[-2000:]}")
+    return elapsed
+
+
+def alternate(commands: dict[str, "callable"], repeats: int) -> dict[str, list[float]]:
+    """Runs every command once per round, the order rotating each round."""
+    names = list(commands)
+    times: dict[str, list[float]] = {k: [] for k in names}
+    for r in range(repeats):
+        for k in names[r % len(names):] + names[: r % len(names)]:
+            times[k].append(commands[k]())
+    return times
+
+
+def load_avg() -> str:
+    try:
+        return "/".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def heavy_modules_of(argv: list[str]) -> list[str]:
+    """Heavy modules in ``sys.modules`` after ``pss-bench ARGV`` ran in a fresh interpreter."""
+    code = (
+        "import json, sys\n"
+        "from pss_bench.cli import main\n"
+        f"rc = main({argv!r})\n"
+        f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]), file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return json.loads(proc.stderr.strip().splitlines()[-1])
+
+
+def table(rows: list[tuple[str, list[float]]], base: float | None, frames: int | None) -> list[str]:
+    cols = ["command", "median (s)"] + (["ms / frame"] if frames else []) + (["speed-up vs cityscapesscripts"] if base else []) + ["runs (s)"]
+    out = ["| " + " | ".join(cols) + " |", "|---|" + "---:|" * (len(cols) - 2) + "---|"]
+    for name, ts in rows:
+        med = statistics.median(ts)
+        cells = [name, f"{med:.2f}"]
+        if frames:
+            cells.append(f"{1000 * med / frames:.1f}")
+        if base:
+            cells.append(f"{base / med:.2f}x")
+        cells.append(", ".join(f"{t:.2f}" for t in ts))
+        out.append("| " + " | ".join(cells) + " |")
     return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=48)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=5, help="alternating rounds of each table (at least 3)")
     ap.add_argument("--data", default=os.environ.get("PSS_BENCH_SAMPLE_DATA", "../shared/data"))
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    ap.add_argument("--compare-ref", metavar="REF", default=None,
+                    help="also time the pss_bench package of this git ref (e.g. main), in the same rounds")
     args = ap.parse_args()
+    if args.repeats < 3:
+        ap.error("--repeats must be at least 3 (medians of fewer runs say little on a shared machine)")
 
     from pss_bench.evaluation.pq import default_workers, evaluate_pq
+    from pss_bench.io.panoptic import png_decoder_name
 
     workers = default_workers()
+    pss = pss_bench_command()
+    diffs: list[float] = []
     with tempfile.TemporaryDirectory(prefix="pss-bench-pq-speed-") as tmp:
         work = Path(tmp)
         gt_json, gt_dir, pred = build_set(Path(args.data), work, args.frames)
         cache = work / "cache"
-        ours_kw = dict(gt_dir=gt_dir, workers=workers)
-        # warm-up: imports, page cache, and the GT cache for the cached variant
-        ref = run_cityscapes(gt_json, gt_dir, pred, work / "cs.json")
-        ours = evaluate_pq(pred, gt_json, use_cache=False, **ours_kw).to_dict()
-        evaluate_pq(pred, gt_json, cache_dir=cache, **ours_kw)
-        diff = max_abs_diff(ours, ref)
+        cs_out, cold_out, warm_out = work / "cs.json", work / "cold.json", work / "warm.json"
+        pq_args = ["pq", str(pred), "--gt", str(gt_json), "--gt-dir", str(gt_dir)]
+        commands = {
+            "cityscapesscripts `evaluatePanoptic`": lambda: run_process(
+                [sys.executable, "-c", CS_SCRIPT, str(gt_json), str(gt_dir), str(pred / "panoptic.json"),
+                 str(pred / "panoptic"), str(cs_out)]),
+            "`pss-bench pq --no-cache` (cold)": lambda: run_process(
+                pss + pq_args + ["--no-cache", "--json", str(cold_out)]),
+            "`pss-bench pq` (warm GT cache)": lambda: run_process(
+                pss + pq_args + ["--cache-dir", str(cache), "--json", str(warm_out)]),
+        }
+        ref_label = None
+        if args.compare_ref:
+            ref_label, ref_env = export_ref(args.compare_ref, work / "ref")
+            commands[f"`pss-bench pq --no-cache` at {ref_label}"] = lambda: run_process(
+                pss + pq_args + ["--no-cache", "--json", str(work / "ref_cold.json")], ref_env)
+            commands[f"`pss-bench pq` (warm GT cache) at {ref_label}"] = lambda: run_process(
+                pss + pq_args + ["--cache-dir", str(work / "ref_cache"), "--json", str(work / "ref_warm.json")], ref_env)
+        # warm-up: page cache, .pyc files, and the GT cache for the warm variant
+        for run in commands.values():
+            run()
 
-        times: dict[str, list[float]] = {"cityscapesscripts": [], "pss-bench (no cache)": [], "pss-bench (GT cache)": []}
-        for _ in range(args.repeats):
-            times["cityscapesscripts"].append(time_once(lambda: run_cityscapes(gt_json, gt_dir, pred, work / "cs.json")))
-            times["pss-bench (no cache)"].append(time_once(lambda: evaluate_pq(pred, gt_json, use_cache=False, **ours_kw)))
-            times["pss-bench (GT cache)"].append(time_once(lambda: evaluate_pq(pred, gt_json, cache_dir=cache, **ours_kw)))
+        def check() -> None:
+            ref = json.loads(cs_out.read_text())
+            for out in (cold_out, warm_out, work / "ref_cold.json", work / "ref_warm.json"):
+                if out.exists():
+                    diffs.append(max_abs_diff(json.loads(out.read_text()), ref))
+
+        check()
+        load_proc = [load_avg()]
+        proc_times = alternate(commands, args.repeats)
+        load_proc.append(load_avg())
+        check()
+
+        # in one process
+        ours_kw = dict(gt_dir=gt_dir, workers=workers)
+        ref = run_cityscapes(gt_json, gt_dir, pred, work / "cs_in.json")
+        diffs.append(max_abs_diff(evaluate_pq(pred, gt_json, use_cache=False, **ours_kw).to_dict(), ref))
+        diffs.append(max_abs_diff(evaluate_pq(pred, gt_json, cache_dir=cache, **ours_kw).to_dict(), ref))
+        load_in = [load_avg()]
+        in_times = alternate({
+            "cityscapesscripts `evaluatePanoptic`": lambda: time_once(
+                lambda: run_cityscapes(gt_json, gt_dir, pred, work / "cs_in.json")),
+            "`evaluate_pq(use_cache=False)`": lambda: time_once(
+                lambda: evaluate_pq(pred, gt_json, use_cache=False, **ours_kw)),
+            "`evaluate_pq` (warm GT cache)": lambda: time_once(
+                lambda: evaluate_pq(pred, gt_json, cache_dir=cache, **ours_kw)),
+        }, args.repeats)
+        load_in.append(load_avg())
+
+        # start-up
+        load_start = [load_avg()]
+        start_cmds = {
+            "`python -c pass`": lambda: run_process([sys.executable, "-c", "pass"]),
+            "`pss-bench --help`": lambda: run_process(pss + ["--help"]),
+            "`pss-bench pq --help`": lambda: run_process(pss + ["pq", "--help"]),
+        }
+        if ref_label:
+            start_cmds[f"`pss-bench --help` at {ref_label}"] = lambda: run_process(pss + ["--help"], ref_env)
+            start_cmds[f"`pss-bench pq --help` at {ref_label}"] = lambda: run_process(pss + ["pq", "--help"], ref_env)
+        start_times = alternate(start_cmds, args.repeats)
+        load_start.append(load_avg())
+        heavy_help = heavy_modules_of(["--help"])
+        heavy_pq = heavy_modules_of(pq_args + ["--no-cache", "--json", str(work / "h.json")])
+
         mem = bench_in_memory(gt_json, gt_dir, pred, args.repeats)
 
-    med = {k: statistics.median(v) for k, v in times.items()}
-    base = med["cityscapesscripts"]
+    diff = max(diffs)
+    cs_proc = statistics.median(next(iter(proc_times.values())))
+    cs_in = statistics.median(next(iter(in_times.values())))
+    machine = (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+               f"PNG decoder {png_decoder_name()}, {workers} worker threads (cityscapesscripts: {os.cpu_count()} processes)")
     lines = [
         MARK_START,
-        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}; {args.frames} Cityscapes frames of 2048x1024 (the 8 real sample frames "
-        f"replicated), a shifted prediction; median of {args.repeats} alternating runs; {workers} workers/processes each.",
+        f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {machine}; {args.frames} Cityscapes frames of 2048x1024 "
+        f"(the 8 real sample frames replicated) and a shifted prediction; {args.repeats} alternating rounds, "
+        "the order rotating each round; medians.",
         "",
-        f"Command: `python bench/pq_speed.py --frames {args.frames} --repeats {args.repeats}`",
+        f"Command: `python bench/pq_speed.py --frames {args.frames} --repeats {args.repeats}"
+        + (f" --compare-ref {args.compare_ref}`" if args.compare_ref else "`"),
         "",
-        "| evaluator | median time (s) | ms / frame | speed-up vs cityscapesscripts |",
-        "|---|---:|---:|---:|",
+        f"**Whole processes**, as a user runs them (load average 1/5/15 min before {load_proc[0]}, after {load_proc[1]}):",
+        "",
+        *table(list(proc_times.items()), cs_proc, args.frames),
+        "",
+        f"**In one process** (no interpreter start-up or imports; load before {load_in[0]}, after {load_in[1]}):",
+        "",
+        *table(list(in_times.items()), cs_in, args.frames),
+        "",
+        f"Largest difference from cityscapesscripts over PQ/SQ/RQ rows and classes, every run above: {diff:.1e}.",
+        "",
+        f"**Start-up** (load before {load_start[0]}, after {load_start[1]}):",
+        "",
+        *table(list(start_times.items()), None, None),
+        "",
+        f"Heavy modules imported ({', '.join(HEAVY)}): by `pss-bench --help`: {', '.join(heavy_help) or 'none'}; "
+        f"by `pss-bench pq`: {', '.join(heavy_pq) or 'none'}.",
     ]
-    for k, v in med.items():
-        lines.append(f"| {k} | {v:.2f} | {1000 * v / args.frames:.1f} | {base / v:.2f}x |")
-    lines += ["", f"Largest difference from cityscapesscripts over PQ/SQ/RQ rows and classes: {diff:.1e}."]
     if mem:
-        lines += ["", "In-memory accumulator, per Cityscapes frame (maps already decoded):", "",
+        lines += ["", "In-memory accumulator, per Cityscapes frame (maps already decoded; torchmetrics: 4 frames once):", "",
                   "| accumulator | median ms / frame |", "|---|---:|",
                   f"| pss-bench `PanopticQuality.update` | {mem['ours_ms']:.1f} |"]
         if "torchmetrics_ms" in mem:
@@ -213,14 +393,7 @@ def main() -> int:
         print(f"ERROR: results differ from cityscapesscripts by {diff}", file=sys.stderr)
         return 1
     if not args.no_write:
-        doc = ROOT / "docs" / "benchmarks.md"
-        text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-        if MARK_START in text:
-            head, rest = text.split(MARK_START, 1)
-            text = head + block + rest.split(MARK_END, 1)[1]
-        else:
-            text = text.rstrip() + "\n\n## PQ speed\n\n" + block + "\n"
-        doc.write_text(text)
+        write_block(block, MARK_START, MARK_END, "## PQ speed")
     return 0
 
 

@@ -25,3 +25,24 @@ class PredictionFormatError(FormatError):
 
 class UnsafePathError(PssBenchError):
     """A file name from a JSON would resolve outside its folder."""
+
+
+class DiskFullError(PssBenchError, OSError):
+    """The disk (or quota) filled up while writing an output; nothing partial was left.
+
+    Also an :class:`OSError` (``errno`` ``ENOSPC``), so code that tolerates a
+    failed optional write (caches) still catches it.
+    """
+
+    def __init__(self, target, what: str = "disk full") -> None:
+        import errno
+
+        super().__init__(errno.ENOSPC, f"{what} while writing {target}")
+        self.target = target
+        self.what = what
+
+    def __str__(self) -> str:
+        return f"{self.what} while writing {self.target}"
+
+    def __reduce__(self):  # OSError's would rebuild it from (errno, message)
+        return type(self), (self.target, self.what)

@@ -15,7 +15,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -317,34 +316,16 @@ def check_report_target(out_dir: str | os.PathLike) -> None:
         PssBenchError: ``out_dir`` is a file, or a non-empty folder without
             ``report.md`` and ``results.json``.
     """
+    from pss_bench.io.atomic import clean_stale
+
     out = Path(out_dir)
+    clean_stale(out)  # first: it may put back a report a killed run was replacing
     if not out.exists():
         return
     if not out.is_dir():
         raise PssBenchError(f"{out}: exists and is not a folder; --report needs a folder to create")
     if any(out.iterdir()) and not ((out / "report.md").is_file() and (out / RESULTS).is_file()):
         raise PssBenchError(f"{out}: folder exists, is not empty and is not a pss-bench report; refusing to replace it")
-
-
-def _publish(stage: Path, out: Path) -> None:
-    # mkdtemp and mkstemp create private entries; a report is an ordinary folder.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(stage, 0o777 & ~umask)
-    for p in stage.rglob("*"):
-        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~umask)
-    if out.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-        os.replace(out, old / out.name)
-        try:
-            os.replace(stage, out)
-        except BaseException:
-            os.replace(old / out.name, out)
-            raise
-        finally:
-            shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(stage, out)
 
 
 def _strip_blocks(result: CompareResult, stage: Path, queries: list[Query], images_root, strip_k: int) -> list[_Block]:
@@ -395,19 +376,22 @@ def write_report(
 
     Raises:
         PssBenchError: ``out_dir`` is something else than an earlier report.
+        DiskFullError: the disk filled up (nothing is left behind).
     """
+    from pss_bench.io.atomic import disk_full_as_error, make_staging_dir, publish_dir
+
     out = Path(out_dir)
     check_report_target(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    stage = make_staging_dir(out)
     try:
-        blocks = _document(result, stage, images_root, n_queries, strip_k)
-        (stage / "report.md").write_text(render_markdown(blocks), encoding="utf-8")
-        (stage / "report.html").write_text(render_html(blocks, "pss-bench compare"), encoding="utf-8")
-        with open(stage / RESULTS, "w", encoding="utf-8") as f:
-            json.dump(result.to_dict(), f, indent=2)
-            f.write("\n")
-        _publish(stage, out)
+        with disk_full_as_error(out, rename=True):
+            blocks = _document(result, stage, images_root, n_queries, strip_k)
+            (stage / "report.md").write_text(render_markdown(blocks), encoding="utf-8")
+            (stage / "report.html").write_text(render_html(blocks, "pss-bench compare"), encoding="utf-8")
+            with open(stage / RESULTS, "w", encoding="utf-8") as f:
+                json.dump(result.to_dict(), f, indent=2)
+                f.write("\n")
+            publish_dir(stage, out)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise

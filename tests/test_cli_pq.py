@@ -62,7 +62,7 @@ def test_gt_defaults_to_manifest(ds, capsys):
     tmp, gt_json, gt_dir, pred_dir = ds
     assert main(["pq", str(pred_dir), "--json", "-", "--cache-dir", str(tmp / "c")]) == 0
     assert json.loads(capsys.readouterr().out)["All"]["n"] == 3
-    assert list((tmp / "c").rglob("*.npy"))
+    assert list((tmp / "c").rglob("*.runs"))
 
 
 def test_usage_errors_exit_2(ds, capsys):

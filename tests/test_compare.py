@@ -125,14 +125,14 @@ def test_gt_decoded_once_without_cache(synth, monkeypatch):
 
     reads: dict[str, list[str]] = {"pq": [], "ce": []}
 
-    def counting(kind, real):
-        def read(path, *a, **kw):
-            reads[kind].append(str(Path(path).resolve()))
-            return real(path, *a, **kw)
-        return read
+    def counting(kind, real):  # counts decodes (the PNG bytes are read for the cache key anyway)
+        def decode(png, *a, **kw):
+            reads[kind].append(str(Path(png.path).resolve()))
+            return real(png, *a, **kw)
+        return decode
 
-    monkeypatch.setattr(pq_mod, "read_id_png", counting("pq", pq_mod.read_id_png))
-    monkeypatch.setattr(ce_mod, "read_id_png", counting("ce", ce_mod.read_id_png))
+    monkeypatch.setattr(pq_mod, "decode_id_words", counting("pq", pq_mod.decode_id_words))
+    monkeypatch.setattr(ce_mod, "decode_ids", counting("ce", ce_mod.decode_ids))
     assert main(["compare", *_args(synth, "ctx", "rand"), "--no-cache", "--workers", "1"]) == 0
     gt_pngs = [str(p.resolve()) for p in (synth["gt"].parent / "cityscapes_panoptic_val").glob("*.png")]
     assert len(gt_pngs) == 4
@@ -150,7 +150,7 @@ def test_embeddings_only_and_reference_is_first_with_ce(synth, capsys):
     assert embonly["pq"] is None and embonly["context_error"] is not None
     assert res["reference"] == "embonly"
     assert ctx["relative_mean_ce"] < 0  # better than the random embeddings
-    assert list((synth["root"] / "cache").rglob("*.npz")) and list((synth["root"] / "cache").rglob("*.npy"))
+    assert list((synth["root"] / "cache").rglob("*.desc")) and list((synth["root"] / "cache").rglob("*.runs"))
 
 
 def test_instance_ce_agrees_with_the_evaluator(synth):

@@ -336,22 +336,90 @@ def test_context_precision_with_constructed_labels(cs_reference, tmp_path):
     assert res2.mean.precision is None and res2.mean.ce == pytest.approx(res.mean.ce)
 
 
-def test_descriptor_cache_is_used_and_invalidated(cs_reference, tmp_path):
+def _cached_evaluation(cs_reference, tmp_path):
+    """``(evaluate, first result, cache entries)``: one evaluation that filled a descriptor cache."""
     gt_json, png_dir, insts, _ = cs_reference
     vecs = np.random.default_rng(0).normal(size=(len(insts), 4)).astype(np.float32)
     pred = _dump(tmp_path, "p", insts, vecs)
     cache = tmp_path / "cache"
-    r1 = evaluate_context_error(pred, gt_json, gt_dir=png_dir, k=3, cache_dir=cache, workers=1)
-    files = sorted(cache.rglob("*.npz"))
-    assert len(files) == 8
+
+    def evaluate():
+        return evaluate_context_error(pred, gt_json, gt_dir=png_dir, k=3, cache_dir=cache, workers=1)
+
+    r1 = evaluate()
+    return evaluate, r1, sorted(p for p in cache.rglob("*") if p.is_file())
+
+
+def test_descriptor_cache_is_used_and_invalidated(cs_reference, tmp_path):
+    evaluate, r1, files = _cached_evaluation(cs_reference, tmp_path)
+    assert len(files) == 8 and all(f.suffix == ".desc" for f in files)
+    good = {f: f.read_bytes() for f in files}
     # Corrupt every entry: they are ignored, recomputed and rewritten.
     for f in files:
         f.write_bytes(b"not a zip")
-    r2 = evaluate_context_error(pred, gt_json, gt_dir=png_dir, k=3, cache_dir=cache, workers=1)
-    assert r2 == r1
-    assert all(np.load(f, allow_pickle=False)["counts"].ndim == 3 for f in sorted(cache.rglob("*.npz")))
-    r3 = evaluate_context_error(pred, gt_json, gt_dir=png_dir, k=3, cache_dir=cache, workers=1)
-    assert r3 == r1
+    assert evaluate() == r1
+    assert {f: f.read_bytes() for f in files} == good
+    assert evaluate() == r1
+
+
+def _npy(header: str, payload: bytes = b"") -> bytes:
+    h = header.encode("latin1")
+    h += b" " * (-(10 + len(h) + 1) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(h).to_bytes(2, "little") + h + payload
+
+
+def _npz(**members: bytes) -> bytes:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for name, data in members.items():
+            z.writestr(f"{name}.npy", data)
+    return buf.getvalue()
+
+
+def _swap_pairs(entries):
+    data = [e.read_bytes() for e in entries]
+    for e, d in zip(entries, data[1:] + data[:1]):
+        e.write_bytes(d)
+
+
+def _consistent_but_wrong_shapes(entries):
+    from pss_bench.io.cache_entry import pack
+
+    for e in entries:
+        key = e.read_bytes()[40:72]
+        e.write_bytes(pack(key, {"segment_ids": np.arange(3), "category_ids": np.zeros(3, np.int64),
+                                 "areas": np.ones(3, np.int64), "boxes": np.zeros((3, 4), np.int64),
+                                 "counts": np.zeros((2, 8, 5), np.int64), "region_areas": np.zeros((3, 8), np.int64)}))
+
+
+@pytest.mark.parametrize("attack", [
+    "swapped", "wrong shapes", "npz with a bad npy header", "npz with an absurd shape", "npz of the wrong shapes",
+])
+def test_bad_descriptor_cache_entries_are_dropped(cs_reference, tmp_path, caplog, attack):
+    """Shuffled, malformed or inconsistent entries: a warning, the right numbers, valid entries again."""
+    import logging
+
+    evaluate, r1, entries = _cached_evaluation(cs_reference, tmp_path)
+    good = {f: f.read_bytes() for f in entries}
+    if attack == "swapped":
+        _swap_pairs(entries)
+    elif attack == "wrong shapes":
+        _consistent_but_wrong_shapes(entries)
+    else:
+        header = {"npz with a bad npy header": "{'descr': '<i8', 'fortran_order': False, 'shape': (3, 8",
+                  "npz with an absurd shape": "{'descr': '<i8', 'fortran_order': False, 'shape': (10000000, 8, 100000), }",
+                  "npz of the wrong shapes": "{'descr': '<i8', 'fortran_order': False, 'shape': (7,), }"}[attack]
+        blob = _npz(**{f: _npy(header, bytes(56)) for f in
+                       ("segment_ids", "category_ids", "areas", "boxes", "counts", "region_areas")})
+        for e in entries:
+            e.write_bytes(blob)
+    with caplog.at_level(logging.WARNING):
+        assert evaluate() == r1
+    assert caplog.text.count("ignoring Context Error cache entry") == len(entries)
+    assert {f: f.read_bytes() for f in entries} == good
 
 
 def test_pred_segments_are_matched_to_gt_instances(tmp_path):

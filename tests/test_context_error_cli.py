@@ -63,7 +63,7 @@ def test_cli_runner_json_dash_and_manifest_gt(ds):
     assert res.exit_code == 0, res.output
     payload = json.loads(res.stdout)
     assert payload["mean"]["queries"] == 12
-    assert list((tmp / "c").rglob("*.npz"))  # descriptors were cached
+    assert list((tmp / "c").rglob("*.desc"))  # descriptors were cached
     # --min-area above every instance leaves no query: nulls, still exit 0
     res = runner.invoke(cli, ["context-error", str(pred), "--json", "-", "--no-cache", "--min-area", "1000"])
     assert res.exit_code == 0

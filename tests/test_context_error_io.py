@@ -109,7 +109,7 @@ def test_bad_dumps_give_one_line_errors(tiny, breakage, match):
 def test_pickled_npz_is_refused(tiny):
     gt_json, pred = tiny
     _rewrite(pred, "a", segment_ids=np.array([2]), embeddings=np.array([[object()]], dtype=object))
-    with pytest.raises(PredictionFormatError, match=r"a\.npz: image 'a': not a readable \.npz"):
+    with pytest.raises(PredictionFormatError, match=r"a\.npz: image 'a': array 'embeddings': dtype object is not a plain"):
         load_instances(pred, gt_json, workers=1)
 
 

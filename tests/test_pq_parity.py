@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from pq_oracle import assert_same_as_oracle, oracle_pq, write_dataset
 from pss_bench.evaluation.pq import evaluate_pq
@@ -122,41 +121,3 @@ def test_deeplab2_sample_with_crowd_matches(sample_data, tmp_path):
         pred_json, pred_dir = perturbed_prediction(gt_json, gt_dir, tmp_path / f"p{seed}", seed, "mix")
         ours = evaluate_pq(pred_json, gt_json, gt_dir=gt_dir, pred_dir=pred_dir, use_cache=False)
         assert_same_as_oracle(ours.to_dict(), oracle_pq(gt_json, gt_dir, pred_json, pred_dir))
-
-
-def test_gt_cache_gives_identical_numbers_and_is_used(cityscapes_train_gt, tmp_path):
-    gt_json, gt_dir = cityscapes_train_gt
-    pred_json, pred_dir = perturbed_prediction(gt_json, gt_dir, tmp_path, 7, "mix")
-    cache = tmp_path / "cache"
-    a = evaluate_pq(pred_json, gt_json, gt_dir=gt_dir, pred_dir=pred_dir, cache_dir=cache)
-    entries = sorted(cache.rglob("*.npy"))
-    assert len(entries) == 8
-    b = evaluate_pq(pred_json, gt_json, gt_dir=gt_dir, pred_dir=pred_dir, cache_dir=cache)
-    c = evaluate_pq(pred_json, gt_json, gt_dir=gt_dir, pred_dir=pred_dir, use_cache=False)
-    assert a.to_dict() == b.to_dict() == c.to_dict()
-    # A corrupt entry is ignored and rewritten, not trusted.
-    entries[0].write_bytes(b"garbage")
-    d = evaluate_pq(pred_json, gt_json, gt_dir=gt_dir, pred_dir=pred_dir, cache_dir=cache)
-    assert d.to_dict() == a.to_dict()
-    assert np.load(entries[0]).ndim == 2
-
-
-def test_gt_cache_invalidated_when_png_changes(tmp_path):
-    cats = [{"id": 1, "name": "a", "isthing": 1}, {"id": 2, "name": "b", "isthing": 0}]
-    ids = np.zeros((8, 8), np.int64)
-    ids[:4] = 5
-    ids[4:] = 9
-    segs = [{"id": 5, "category_id": 1}, {"id": 9, "category_id": 2}]
-    gt_json, gt_dir = write_dataset(tmp_path, "gt", [("im", ids, segs)], cats, with_area=True)
-    pred_json, pred_dir = write_dataset(tmp_path, "pred", [("im", ids, segs)], None, with_area=False)
-    cache = tmp_path / "cache"
-    assert evaluate_pq(pred_json, gt_json, cache_dir=cache).all.pq == 1.0
-    # Swap the two segments' pixels in the GT PNG (same JSON, same areas).
-    swapped = np.where(ids == 5, 9, 5)
-    import os
-    png = gt_dir / "im.png"
-    st = png.stat()
-    from pss_bench.io.panoptic import id2rgb
-    Image.fromarray(id2rgb(swapped)).save(png)
-    os.utime(png, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
-    assert evaluate_pq(pred_json, gt_json, cache_dir=cache).all.pq == 0.0

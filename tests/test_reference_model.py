@@ -163,3 +163,14 @@ def test_old_checkpoints_keep_their_mse_seed_head(tmp_path):
     _, old_cfg, _, _ = load_checkpoint(tmp_path / "old.pt")
     assert old_cfg.loss.seed_loss == "mse"
     assert load_config("synthstreets_tiny").loss.seed_loss == "focal"
+
+
+def test_new_settings_are_checked_where_configs_load():
+    with pytest.raises(ConfigError, match="model.output_stride: must be 4 or 2, found 3"):
+        load_config("synthstreets_tiny", ["model.output_stride=3"])
+    with pytest.raises(ConfigError, match="loss.seed_loss: must be 'focal' or 'mse'"):
+        load_config("synthstreets_tiny", ["loss.seed_loss=l1"])
+    with pytest.raises(ConfigError, match="train.clip_grad_norm: must be at least 0"):
+        load_config("synthstreets_tiny", ["train.clip_grad_norm=-1"])
+    with pytest.raises(ConfigError, match="train.classifier_lr_mult: must be greater than 0"):
+        load_config("synthstreets_tiny", ["train.classifier_lr_mult=0"])

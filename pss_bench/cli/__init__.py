@@ -6,6 +6,7 @@ Exit codes are decided here only: 0 success, 1 a :class:`PssBenchError`
 
 from __future__ import annotations
 
+import errno
 import sys
 
 import click
@@ -29,7 +30,7 @@ def cli(verbose: int, quiet: bool) -> None:
 _COMMAND_MODULES = [
     "pq", "validate", "context_error", "embed", "show_retrievals", "context_map",
     "compare", "prepare", "make_synthetic", "train_reference", "train_baseline",
-    "predict", "import_upsnet", "demo",
+    "predict", "import_upsnet", "convert", "demo",
 ]
 
 
@@ -65,7 +66,26 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except click.exceptions.Exit as exc:
         return exc.exit_code
+    except MemoryError:
+        if is_debug():
+            raise
+        console_err().print("[bold red]error:[/] out of memory: the inputs or settings ask for more than this machine has",
+                            markup=True, highlight=False, soft_wrap=True)
+        return 1
+    except OSError as exc:
+        # A full disk that no writer turned into a DiskFullError: still one line.
+        if is_debug() or exc.errno not in _DISK_FULL:
+            raise
+        from rich.markup import escape
+
+        where = f" while writing {escape(str(exc.filename))}" if exc.filename else ""
+        console_err().print(f"[bold red]error:[/] {_DISK_FULL[exc.errno]}{where}", markup=True, highlight=False,
+                            soft_wrap=True)
+        return 1
     return 0
+
+
+_DISK_FULL = {errno.ENOSPC: "disk full", getattr(errno, "EDQUOT", -1): "disk quota exceeded"}
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,16 +8,17 @@ from pathlib import Path
 import click
 
 from pss_bench.cli.options import console_out, debug_option, json_option
+from pss_bench.data.synthstreets import MAX_FRAMES, MAX_SIDE
 
 
 @click.command("make-synthetic")
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--train", type=click.IntRange(min=0), default=200, show_default=True, help="Number of train frames.")
-@click.option("--val", type=click.IntRange(min=0), default=50, show_default=True, help="Number of val frames.")
-@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True,
+@click.option("--train", type=click.IntRange(min=0, max=MAX_FRAMES), default=200, show_default=True, help="Number of train frames.")
+@click.option("--val", type=click.IntRange(min=0, max=MAX_FRAMES), default=50, show_default=True, help="Number of val frames.")
+@click.option("--seed", type=click.IntRange(min=0, max=2**63 - 1), default=0, show_default=True,
               help="Dataset seed: the same seed gives byte-identical files.")
-@click.option("--height", type=click.IntRange(min=64), default=256, show_default=True, help="Image height in pixels.")
-@click.option("--width", type=click.IntRange(min=128), default=512, show_default=True, help="Image width in pixels.")
+@click.option("--height", type=click.IntRange(min=64, max=MAX_SIDE), default=256, show_default=True, help="Image height in pixels.")
+@click.option("--width", type=click.IntRange(min=128, max=MAX_SIDE), default=512, show_default=True, help="Image width in pixels.")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Rendering processes (default: the usable CPU cores); does not change the output.")
 @json_option

@@ -181,7 +181,8 @@ def prepare_cityscapes(root: str | os.PathLike, split: str, out_dir: str | os.Pa
     from pss_bench.errors import GroundTruthFormatError
 
     import shutil
-    import tempfile
+
+    from pss_bench.io.atomic import disk_full_as_error, make_staging_dir, publish_dir
 
     root = Path(root)
     check_split(root, split, workers)
@@ -190,19 +191,18 @@ def prepare_cityscapes(root: str | os.PathLike, split: str, out_dir: str | os.Pa
     final_json, final_png = panoptic_gt_paths(out, split)
     # Convert into a hidden folder next to the target and move the result in at the end:
     # a failure leaves neither a partial JSON nor a half-written PNG folder behind.
-    tmp = Path(tempfile.mkdtemp(prefix=f".cityscapes_panoptic_{split}.", dir=out))
+    tmp = make_staging_dir(final_png)  # also removes the staging folders of killed runs
     try:
-        json_path, png_dir = build_panoptic_gt(root / "gtFine", split, tmp)
-        if check:
-            from pss_bench.evaluation.validate import validate_panoptic
+        with disk_full_as_error(final_json, rename=True):
+            json_path, png_dir = build_panoptic_gt(root / "gtFine", split, tmp)
+            if check:
+                from pss_bench.evaluation.validate import validate_panoptic
 
-            report = validate_panoptic(json_path, png_dir, workers=workers)
-            if not report.ok:
-                raise GroundTruthFormatError(f"{final_json}: converted GT fails validation: {report.problems[0]}")
-        if final_png.exists():
-            shutil.rmtree(final_png)
-        os.replace(png_dir, final_png)
-        os.replace(json_path, final_json)
+                report = validate_panoptic(json_path, png_dir, workers=workers)
+                if not report.ok:
+                    raise GroundTruthFormatError(f"{final_json}: converted GT fails validation: {report.problems[0]}")
+            publish_dir(png_dir, final_png)
+            os.replace(json_path, final_json)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final_json, final_png

@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 SPLIT_CODES = {"train": 0, "val": 1}
 CITY = "synth"
 GENERATOR_VERSION = 1
+# Upper bounds of make-synthetic's arguments: past them a typo is a memory or time bomb.
+MAX_FRAMES = 1_000_000
+MAX_SIDE = 8192
 
 #: The hidden context labels each thing category can get. Crowd segments get none.
 CONTEXTS: dict[str, tuple[str, ...]] = {
@@ -842,7 +845,7 @@ def generate(
         train, val: number of frames per split.
         seed: non-negative seed; the same seed gives byte-identical files.
         height, width: image size (at least 64 x 128).
-        workers: processes rendering frames (does not change the output).
+        workers: processes rendering frames, at most one per frame (does not change the output).
         progress: called as ``progress(done, total)`` after each frame.
 
     Returns:
@@ -859,53 +862,57 @@ def generate(
         raise PssBenchError(f"{out}: output folder exists and is not empty")
     if train < 0 or val < 0 or train + val == 0:
         raise PssBenchError(f"{out}: need at least one frame (got --train {train}, --val {val})")
+    if max(train, val) > MAX_FRAMES:
+        raise PssBenchError(f"{out}: at most {MAX_FRAMES} frames per split (got --train {train}, --val {val})")
     if height < 64 or width < 128:
         raise PssBenchError(f"{out}: image size {height}x{width} is too small (at least 64x128)")
-    if seed < 0:
-        raise PssBenchError(f"{out}: seed must be non-negative, got {seed}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    if max(height, width) > MAX_SIDE:
+        raise PssBenchError(f"{out}: image size {height}x{width} is too large (at most {MAX_SIDE} a side)")
+    if not 0 <= seed < 2**63:
+        raise PssBenchError(f"{out}: seed must be in [0, 2**63), got {seed}")
+    from pss_bench.io.atomic import disk_full_as_error, make_staging_dir, publish_dir
+
+    tmp = make_staging_dir(out)  # also removes the staging folders of killed runs
     try:
-        tasks = [(tmp, seed, split, i, height, width) for split, n in (("train", train), ("val", val)) for i in range(n)]
-        contexts: dict[str, dict[str, str]] = {}
-        total = len(tasks)
-        if workers <= 1:
-            results = map(_make_one, tasks)
-            for done, (image_id, ctx) in enumerate(results, 1):
-                contexts[image_id] = {str(k): v for k, v in sorted(ctx.items())}
-                if progress:
-                    progress(done, total)
-        else:
-            with ProcessPoolExecutor(max_workers=workers) as ex:
-                for done, (image_id, ctx) in enumerate(ex.map(_make_one, tasks, chunksize=8), 1):
+        with disk_full_as_error(out, rename=True):
+            tasks = [(tmp, seed, split, i, height, width) for split, n in (("train", train), ("val", val)) for i in range(n)]
+            contexts: dict[str, dict[str, str]] = {}
+            total = len(tasks)
+            # Never more processes than frames, and chunks small enough to use them all.
+            workers = max(1, min(workers, total))
+            chunksize = max(1, min(8, total // workers))
+            if workers <= 1:
+                results = map(_make_one, tasks)
+                for done, (image_id, ctx) in enumerate(results, 1):
                     contexts[image_id] = {str(k): v for k, v in sorted(ctx.items())}
                     if progress:
                         progress(done, total)
-        for split, n in (("train", train), ("val", val)):
-            if n:
-                log.info("building the %s panoptic GT with cityscapesscripts (%d frames)", split, n)
-                build_panoptic_gt(tmp / "gtFine", split)
-        write_json_atomic(tmp / "context.json", contexts, indent=None)
-        counts: dict[str, dict[str, int]] = {}
-        n_inst = 0
-        for ctx in contexts.values():
-            for sid, lab in ctx.items():
-                name = _label_name(int(sid) // 1000)
-                counts.setdefault(name, {}).setdefault(lab, 0)
-                counts[name][lab] += 1
-                n_inst += 1
-        counts = {k: dict(sorted(v.items())) for k, v in sorted(counts.items())}
-        write_json_atomic(tmp / "synthstreets.json", {
-            "generator_version": GENERATOR_VERSION, "seed": seed, "height": height, "width": width,
-            "frames": {"train": train, "val": val}, "contexts": {k: list(v) for k, v in CONTEXTS.items()},
-            "context_counts": counts,
-        })
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
+            else:
+                with ProcessPoolExecutor(max_workers=workers) as ex:
+                    for done, (image_id, ctx) in enumerate(ex.map(_make_one, tasks, chunksize=chunksize), 1):
+                        contexts[image_id] = {str(k): v for k, v in sorted(ctx.items())}
+                        if progress:
+                            progress(done, total)
+            for split, n in (("train", train), ("val", val)):
+                if n:
+                    log.info("building the %s panoptic GT with cityscapesscripts (%d frames)", split, n)
+                    build_panoptic_gt(tmp / "gtFine", split)
+            write_json_atomic(tmp / "context.json", contexts, indent=None)
+            counts: dict[str, dict[str, int]] = {}
+            n_inst = 0
+            for ctx in contexts.values():
+                for sid, lab in ctx.items():
+                    name = _label_name(int(sid) // 1000)
+                    counts.setdefault(name, {}).setdefault(lab, 0)
+                    counts[name][lab] += 1
+                    n_inst += 1
+            counts = {k: dict(sorted(v.items())) for k, v in sorted(counts.items())}
+            write_json_atomic(tmp / "synthstreets.json", {
+                "generator_version": GENERATOR_VERSION, "seed": seed, "height": height, "width": width,
+                "frames": {"train": train, "val": val}, "contexts": {k: list(v) for k, v in CONTEXTS.items()},
+                "context_counts": counts,
+            })
+            publish_dir(tmp, out)  # onto a missing or empty folder
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -209,26 +209,26 @@ def convert_voc(root: str | os.PathLike, split: str | None, out_dir: str | os.Pa
         ``(json, png_dir)``. The JSON is written last, atomically.
     """
     import shutil
-    import tempfile
+
+    from pss_bench.io.atomic import disk_full_as_error, make_staging_dir
 
     reader = VocPanoptic(root, split, sbd_dir)
     out = Path(out_dir) if out_dir is not None else Path(root)
     name = f"panoptic_{split or 'all'}"
     out.mkdir(parents=True, exist_ok=True)
     # PNGs go to a hidden folder that replaces the target only once every frame converted.
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out))
+    tmp = make_staging_dir(out / name)  # also removes the staging folders of killed runs
     try:
-        return _convert_into(reader, out, name, tmp, progress)
+        with disk_full_as_error(out / f"{name}.json", rename=True):
+            return _convert_into(reader, out, name, tmp, progress)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _convert_into(reader: VocPanoptic, out: Path, name: str, tmp: Path, progress) -> tuple[Path, Path]:
-    import shutil
-
     from PIL import Image
 
-    from pss_bench.io.atomic import write_json_atomic
+    from pss_bench.io.atomic import publish_dir, write_json_atomic
     from pss_bench.io.panoptic import write_id_png
 
     png_dir = tmp / name
@@ -258,8 +258,6 @@ def _convert_into(reader: VocPanoptic, out: Path, name: str, tmp: Path, progress
             for c in reader.categories.values()]
     json_path = out / f"{name}.json"
     final_png = out / name
-    if final_png.exists():
-        shutil.rmtree(final_png)
-    os.replace(png_dir, final_png)
+    publish_dir(png_dir, final_png)
     write_json_atomic(json_path, {"images": images, "annotations": annotations, "categories": cats})
     return json_path, final_png

@@ -4,8 +4,8 @@ The engine behind ``pss-bench context-error``, ``show-retrievals`` and
 ``context-map``. GT PNGs are decoded in threads and turned into the 8-region
 class histograms of every instance
 (:func:`pss_bench.metrics.context_error.image_context_descriptors`); those are
-cached on disk per image (key: the GT JSON's and the PNG's path, size and
-mtime). Retrieval is exact inner-product search with faiss
+cached on disk per image (key: the PNG's bytes, the image's segments and the
+category list; checked entries). Retrieval is exact inner-product search with faiss
 (``IndexFlatIP`` on L2-normalised float32 vectors), one index per category.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import zipfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,15 +22,18 @@ from typing import Callable, Sequence
 import numpy as np
 
 from pss_bench.errors import FormatError, GroundTruthFormatError, PredictionFormatError
-from pss_bench.io.atomic import atomic_path
+from pss_bench.io.cache_entry import BadEntry, EntryStore
 from pss_bench.io.embeddings import ImageEmbeddings, load_embeddings
 from pss_bench.io.panoptic import (
     PanopticAnnotation,
     PanopticJson,
+    PngFile,
     check_png_folder,
+    decode_ids,
     load_panoptic_json,
     read_id_png,
     read_json_file,
+    read_png_file,
 )
 from pss_bench.metrics.context_error import (
     CategoryScores,
@@ -42,65 +44,66 @@ from pss_bench.metrics.context_error import (
     image_context_descriptors,
     score_category,
 )
-from pss_bench.types import Category, ImageId
+from pss_bench.types import Category, ImageId, Segments
 from pss_bench.parallel import default_workers
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = "ce-v1"
+CACHE_VERSION = "ce-v2"
 CONTEXT_FILE = "context.json"
 
 
 # --------------------------------------------------------------------------- descriptor cache
 
 
-class DescriptorCache:
-    """Per-image :class:`ContextDescriptors` as ``.npz`` files (``allow_pickle=False``).
+_DESC_SPEC = {
+    "segment_ids": (("<i8",), 1),
+    "category_ids": (("<i8",), 1),
+    "areas": (("<i8",), 1),
+    "boxes": (("<i8",), 2),
+    "counts": (("<i8",), 3),
+    "region_areas": (("<i8",), 2),
+}
 
-    The key covers the GT JSON's and the PNG's resolved path, size and mtime,
-    so an edited JSON or PNG is decoded again. Writes are atomic; an unreadable
-    or inconsistent entry is ignored and rewritten.
+
+class DescriptorCache:
+    """Per-image :class:`ContextDescriptors`, in the checked entries of :mod:`pss_bench.io.cache_entry`.
+
+    The key is a SHA-256 of the GT PNG's bytes, the image's segments (ids,
+    categories, crowd flags) and the category list (ids and thing flags, in
+    order): whatever a file's size or modification time, an edited PNG or
+    JSON misses. Each entry carries its key and a checksum; an entry that
+    fails a check is deleted with a warning and recomputed.
     """
 
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root) / CACHE_VERSION
+        self._store = EntryStore(self.root, "Context Error cache", ".desc")
 
     @staticmethod
-    def key(json_path: Path, png: Path, n_classes: int) -> str:
-        h = hashlib.sha256()
-        for p in (json_path, png):
-            st = p.stat()
-            h.update(f"{p.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
-        h.update(f"{n_classes}".encode())
-        return h.hexdigest()
+    def key(png: PngFile, segments: Segments, categories: Sequence[Category]) -> bytes:
+        h = hashlib.sha256(CACHE_VERSION.encode())
+        cats = np.array([[c.id, int(c.isthing)] for c in categories], dtype="<i8").reshape(-1, 2)
+        for arr in (np.frombuffer(png.data, np.uint8), segments.ids, segments.category_ids,
+                    segments.iscrowd.astype("<i8"), cats):
+            raw = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
+            h.update(len(raw).to_bytes(8, "little"))
+            h.update(raw)
+        return h.digest()
 
-    def _file(self, key: str) -> Path:
-        return self.root / key[:2] / f"{key}.npz"
+    def get(self, key: bytes, n_segments: int, n_classes: int) -> ContextDescriptors | None:
+        def check(a: dict[str, np.ndarray]) -> ContextDescriptors:
+            m = a["segment_ids"].shape[0]
+            if m > n_segments or any(a[f].shape[0] != m for f in _DESC_SPEC) or a["counts"].shape != (m, 8, n_classes) \
+                    or a["region_areas"].shape != (m, 8) or a["boxes"].shape != (m, 4):
+                raise BadEntry("its arrays do not fit this image's segments and classes")
+            return ContextDescriptors.from_arrays(a)
 
-    def get(self, key: str, n_classes: int) -> ContextDescriptors | None:
-        f = self._file(key)
-        try:
-            with np.load(f, allow_pickle=False) as npz:
-                d = ContextDescriptors.from_arrays(npz)
-        except FileNotFoundError:
-            return None
-        except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
-            log.warning("ignoring unreadable Context Error cache entry %s (%s)", f, exc)
-            return None
-        m = d.segment_ids.shape[0]
-        if d.counts.shape != (m, 8, n_classes) or d.region_areas.shape != (m, 8) or d.boxes.shape != (m, 4):
-            log.warning("ignoring inconsistent Context Error cache entry %s", f)
-            return None
-        return d
+        limit = 4096 + n_segments * 8 * (3 + 4 + 8 + 8 * n_classes)
+        return self._store.read(key, _DESC_SPEC, limit, check)
 
-    def put(self, key: str, d: ContextDescriptors) -> None:
-        f = self._file(key)
-        try:
-            with atomic_path(f) as tmp:
-                with open(tmp, "wb") as fh:
-                    np.savez(fh, **d.to_arrays())
-        except OSError as exc:  # a full or read-only disk must not fail the evaluation
-            log.warning("could not write Context Error cache entry %s (%s)", f, exc)
+    def put(self, key: bytes, d: ContextDescriptors) -> None:
+        self._store.write(key, {k: np.asarray(v, dtype=np.int64) for k, v in d.to_arrays().items()})
 
 
 def make_cache(cache_dir: str | os.PathLike | None, use_cache: bool) -> DescriptorCache | None:
@@ -120,14 +123,18 @@ def _image_descriptors(gt: PanopticJson, ann: PanopticAnnotation, cats: Sequence
                        cache: DescriptorCache | None) -> ContextDescriptors:
     path = gt.png_path(ann)
     where = f"{path}: image {ann.image_id!r}"
+    try:
+        png = read_png_file(path, where)
+    except FormatError as exc:
+        raise GroundTruthFormatError(str(exc)) from None
     key = None
-    if cache is not None and path.is_file():
-        key = cache.key(gt.path, path, len(cats))
-        d = cache.get(key, len(cats))
+    if cache is not None:
+        key = cache.key(png, ann.segments, cats)
+        d = cache.get(key, len(ann.segments), len(cats))
         if d is not None:
             return d
     try:
-        ids = read_id_png(path, where=where)
+        ids = decode_ids(png, where)
     except FormatError as exc:
         raise GroundTruthFormatError(str(exc)) from None
     d = image_context_descriptors(ids, ann.segments, cats)
@@ -174,6 +181,27 @@ def gt_descriptors(
 
 
 # --------------------------------------------------------------------------- instances
+
+
+def l2_normalise(vecs: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm, as float32; zero rows stay zero.
+
+    Each row is first divided by its largest absolute value (in float64), so
+    the squares can neither overflow nor underflow: embeddings scaled by 1e20
+    or 1e-25 give the same unit vectors as unscaled ones.
+
+    Args:
+        vecs: ``(n, D)`` finite floats.
+
+    Returns:
+        ``(n, D)`` float32.
+    """
+    v = np.asarray(vecs, dtype=np.float64)
+    peak = np.abs(v).max(axis=1, keepdims=True) if v.shape[1] else np.zeros((v.shape[0], 1))
+    v = np.divide(v, peak, out=np.zeros_like(v), where=peak > 0)
+    norms = np.sqrt(np.einsum("ij,ij->i", v, v))[:, None]
+    return np.divide(v, norms, out=np.zeros_like(v), where=norms > 0).astype(np.float32)
+
 
 
 @dataclass(frozen=True)
@@ -313,9 +341,7 @@ def load_instances(
     n_cls = len(gt.categories)
     if not parts["seg"]:
         raise PredictionFormatError(f"{pred_dir}: no embedding of a GT instance (non-crowd thing segment) found")
-    vecs = np.concatenate(parts["emb"]).astype(np.float32)
-    norms = np.linalg.norm(vecs, axis=1, keepdims=True)
-    vecs = np.divide(vecs, norms, out=np.zeros_like(vecs), where=norms > 0)
+    vecs = l2_normalise(np.concatenate(parts["emb"]))
     return InstanceSet(
         gt=gt,
         image_index=np.concatenate(parts["img"]),
@@ -556,18 +582,19 @@ def evaluate_context_error(
 
 
 def read_feature_map(path: Path, image_id: ImageId) -> np.ndarray:
-    """``(D, h, w)`` float32 from ``<image_id>.npy`` (``allow_pickle=False``), checked.
+    """``(D, h, w)`` float32 from ``<image_id>.npy``, checked (:func:`~pss_bench.io.safe_arrays.read_npy`).
 
     Raises:
-        PredictionFormatError: missing, unreadable, not 3-D float, or not finite.
+        PredictionFormatError: missing, unreadable, a declared size over the
+            limit, not 3-D float, or not finite.
     """
+    from pss_bench.io.safe_arrays import read_npy
+
     where = f"{path}: image {image_id!r}"
     try:
-        arr = np.load(path, allow_pickle=False)
+        arr = read_npy(path, where, error_cls=PredictionFormatError)
     except FileNotFoundError:
         raise PredictionFormatError(f"{where}: feature map not found (expected <image_id>.npy, D x h x w)") from None
-    except (ValueError, OSError, EOFError) as exc:
-        raise PredictionFormatError(f"{where}: not a readable .npy array ({exc})") from None
     if not isinstance(arr, np.ndarray) or arr.ndim != 3 or arr.dtype.kind != "f" or min(arr.shape) == 0:
         raise PredictionFormatError(f"{where}: expected a D x h x w float array, found {getattr(arr, 'dtype', type(arr))} {getattr(arr, 'shape', '')}")
     arr = arr.astype(np.float32, copy=False)

@@ -1,9 +1,12 @@
 """PQ over folders of COCO panoptic PNGs: the engine behind ``pss-bench pq``.
 
-Images are decoded in threads (PNG decoding and the numpy passes release the
-GIL), each id map is turned into dense per-image indices with a lookup table,
-and pair counts come from one run-length histogram. Decoded GT can be cached
-on disk (:mod:`pss_bench.evaluation.gt_cache`).
+Each image pair is scored in a worker thread: both PNGs are read and
+decoded (pyspng where installed, PIL otherwise), each id map becomes runs of
+equal pixels with dense segment indices (:func:`~pss_bench.metrics.pq.id_runs`),
+and the pair counts come from the joint runs. Past decoding, no step touches
+every pixel more than twice, and nothing loops over segments in Python. GT
+runs can be cached on disk (:mod:`pss_bench.evaluation.gt_cache`), so a warm
+run decodes only the prediction PNGs.
 """
 
 from __future__ import annotations
@@ -19,21 +22,26 @@ import numpy as np
 from pss_bench.errors import FormatError, GroundTruthFormatError, PredictionFormatError
 from pss_bench.evaluation.gt_cache import GTCache
 from pss_bench.io.panoptic import (
+    MAX_SEGMENT_ID,
     PanopticAnnotation,
     PanopticJson,
+    PngFile,
+    check_id_png,
     check_png_folder,
+    decode_id_words,
     load_panoptic_json,
-    read_id_png,
+    read_png_file,
     resolve_panoptic_input,
 )
 from pss_bench.metrics.pq import (
     ImageSegments,
     PQResult,
     PQStats,
+    Runs,
     UnknownSegmentError,
-    confusion_matrix,
+    confusion_from_runs,
+    id_runs,
     match_image,
-    thread_indexer,
 )
 from pss_bench.parallel import default_workers
 
@@ -47,6 +55,8 @@ class _Pair:
 
 
 class _Evaluator:
+    """Scores one (GT, prediction) pair; called from several threads at once."""
+
     def __init__(
         self,
         gt: PanopticJson,
@@ -59,63 +69,75 @@ class _Evaluator:
         self.cache = cache
         self.trust_gt_area = trust_gt_area
         self.categories = tuple(gt.categories.values())
-        self.cat_index = {c.id: i for i, c in enumerate(self.categories)}
+        cat_ids = np.array([c.id for c in self.categories], dtype=np.int64)
+        self._cat_order = np.argsort(cat_ids, kind="stable")
+        self._cat_sorted = cat_ids[self._cat_order]
 
     def _cat_index(self, cat_ids: np.ndarray) -> np.ndarray:
-        return np.fromiter((self.cat_index[c] for c in cat_ids.tolist()), dtype=np.int64, count=cat_ids.shape[0])
+        # Every category id was checked against the GT's when the JSONs were parsed.
+        return self._cat_order[np.searchsorted(self._cat_sorted, cat_ids)]
 
-    def _gt_dense(self, ann: PanopticAnnotation) -> np.ndarray:
+    def _gt_runs(self, ann: PanopticAnnotation) -> tuple[PngFile, Runs]:
         path = self.gt.png_path(ann)
         where = f"{path}: image {ann.image_id!r}"
-        key = None
-        if self.cache is not None and path.is_file():
-            key = self.cache.key(path, ann.segments.ids)
-            dense = self.cache.get(key, len(ann.segments))
-            if dense is not None:
-                return dense
+        n = len(ann.segments)
         try:
-            ids = read_id_png(path, where=where)
+            png = read_png_file(path, where)
+            check_id_png(png, where)
+        except FormatError as exc:
+            raise GroundTruthFormatError(str(exc)) from None
+        key = None
+        if self.cache is not None:
+            key = self.cache.key(png, ann.segments.ids)
+            runs = self.cache.get(key, png, n)
+            if runs is not None:
+                return png, runs
+        try:
+            words = decode_id_words(png, where)
         except FormatError as exc:
             raise GroundTruthFormatError(str(exc)) from None
         try:
-            dense = thread_indexer()(ids, ann.segments.ids, ids_below_2_24=True)
+            runs = id_runs(words, ann.segments.ids, id_mask=MAX_SEGMENT_ID)
         except UnknownSegmentError as exc:
             raise GroundTruthFormatError(
                 f"{where}, segment {int(exc.unknown_ids[0])}: in the PNG but not in the JSON {self.gt.path}"
             ) from None
+        del words
         if key is not None:
-            self.cache.put(key, dense)
-        return dense
+            self.cache.put(key, png, n, runs)
+        return png, runs
 
     def __call__(self, pair: _Pair) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         gseg, pseg = pair.gt.segments, pair.pred.segments
-        gdense = self._gt_dense(pair.gt)
+        gpng, gruns = self._gt_runs(pair.gt)
         ppath = self.pred.png_path(pair.pred)
         pwhere = f"{ppath}: image {pair.pred.image_id!r}"
         try:
-            pids = read_id_png(ppath, where=pwhere)
+            ppng = read_png_file(ppath, pwhere)
+            check_id_png(ppng, pwhere)
+            if (ppng.height, ppng.width) != (gpng.height, gpng.width):
+                raise PredictionFormatError(
+                    f"{pwhere}: prediction is {ppng.width}x{ppng.height} (WxH) but the GT "
+                    f"{gpng.path} is {gpng.width}x{gpng.height}"
+                )
+            words = decode_id_words(ppng, pwhere)
         except FormatError as exc:
             raise PredictionFormatError(str(exc)) from None
-        if pids.shape != gdense.shape:
-            raise PredictionFormatError(
-                f"{pwhere}: prediction is {pids.shape[1]}x{pids.shape[0]} (WxH) but the GT "
-                f"{self.gt.png_path(pair.gt)} is {gdense.shape[1]}x{gdense.shape[0]}"
-            )
         try:
-            pdense = thread_indexer()(pids, pseg.ids, ids_below_2_24=True)
+            pruns = id_runs(words, pseg.ids, id_mask=MAX_SEGMENT_ID)
         except UnknownSegmentError as exc:
             raise PredictionFormatError(
                 f"{pwhere}, segment {int(exc.unknown_ids[0])}: in the PNG but not in the JSON {self.pred.path}"
             ) from None
-        del pids
-        conf = confusion_matrix(gdense, pdense, len(gseg), len(pseg))
+        del words
+        conf = confusion_from_runs(gruns, pruns, len(gseg), len(pseg))
 
         pred_area = conf[:, 1:].sum(axis=0)
         missing = np.flatnonzero(pred_area == 0)
         if missing.size:
             raise PredictionFormatError(f"{pwhere}, segment {int(pseg.ids[missing[0]])}: in the JSON but not in the PNG")
         gt_area = conf[1:, :].sum(axis=1)
-        gwhere = f"{self.gt.png_path(pair.gt)}: image {pair.gt.image_id!r}"
+        gwhere = f"{gpng.path}: image {pair.gt.image_id!r}"
         if self.trust_gt_area:
             used_area = gseg.areas
         else:

@@ -8,7 +8,8 @@ Layout (see ``docs/formats.md``)::
 
 Every problem raises :class:`~pss_bench.errors.PredictionFormatError` with a
 one-line message naming the file (and image and segment where they apply).
-Files are read with ``allow_pickle=False``. Nothing here knows the ground
+Files are read by :func:`~pss_bench.io.safe_arrays.read_npz`: plain numeric
+``.npy`` members only, sizes bounded before anything is allocated. Nothing here knows the ground
 truth: checking segment ids against it is the caller's job.
 """
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +25,7 @@ import numpy as np
 from pss_bench.errors import PredictionFormatError, UnsafePathError
 from pss_bench.io.panoptic import read_json_file, safe_join
 from pss_bench.io.prediction import FORMAT_NAME, FORMAT_VERSION
+from pss_bench.io.safe_arrays import npz_member_names, read_npz
 from pss_bench.types import ImageId
 
 log = logging.getLogger(__name__)
@@ -96,25 +97,20 @@ def read_image_embeddings(path: str | os.PathLike, image_id: ImageId) -> ImageEm
     """Reads and checks one ``.npz`` file.
 
     Raises:
-        PredictionFormatError: unreadable file, missing or extra arrays, wrong
+        PredictionFormatError: unreadable file, a member that is not a plain
+            ``.npy`` (a pickle), sizes over the limits, missing arrays, wrong
             dtype or shape, repeated segment ids, NaN or infinite values.
     """
     path = Path(path)
     where = f"{path}: image {image_id!r}"
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            keys = set(npz.files)
-            missing = {"segment_ids", "embeddings"} - keys
-            if missing:
-                raise PredictionFormatError(f"{where}: missing array(s) {sorted(missing)} (found {sorted(keys)})")
-            seg = npz["segment_ids"]
-            emb = npz["embeddings"]
-    except PredictionFormatError:
-        raise
+        arrays = read_npz(path, ("segment_ids", "embeddings"), where, error_cls=PredictionFormatError)
+        missing = {"segment_ids", "embeddings"} - set(arrays)
+        if missing:
+            raise PredictionFormatError(f"{where}: missing array(s) {sorted(missing)} (found {npz_member_names(path)})")
     except FileNotFoundError:
         raise PredictionFormatError(f"{where}: embeddings file not found") from None
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise PredictionFormatError(f"{where}: not a readable .npz of plain arrays ({exc})") from None
+    seg, emb = arrays["segment_ids"], arrays["embeddings"]
     if seg.ndim != 1 or seg.dtype.kind not in "iu":
         raise PredictionFormatError(f"{where}: 'segment_ids' must be a 1-D integer array, found {seg.dtype} {seg.shape}")
     if emb.ndim != 2 or emb.dtype not in (np.float16, np.float32):
@@ -125,6 +121,8 @@ def read_image_embeddings(path: str | os.PathLike, image_id: ImageId) -> ImageEm
         )
     if emb.shape[1] == 0:
         raise PredictionFormatError(f"{where}: embeddings have dimension 0")
+    if seg.size and seg.dtype.kind == "u" and int(seg.max()) > np.iinfo(np.int64).max:
+        raise PredictionFormatError(f"{where}, segment {int(seg.max())}: not a segment id (over 2**63)")
     seg = seg.astype(np.int64)
     uniq, counts = np.unique(seg, return_counts=True)
     if uniq.shape[0] != seg.shape[0]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,11 @@ from pss_bench.types import Category, ImageId, Segments
 
 VOID = 0
 MAX_SEGMENT_ID = 256**3 - 1
+# Refuse larger PNGs before allocating (PIL's decompression-bomb limit is 178,956,970).
+MAX_PNG_PIXELS = 1 << 28
+# Bounds that keep ids and areas exact in int64 / float64 arithmetic.
+MAX_CATEGORY_ID = 2**31 - 1
+MAX_AREA = 2**53
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_COLOR_TYPES = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale+alpha", 6: "RGBA"}
@@ -67,6 +73,13 @@ def safe_join(folder: str | os.PathLike, name: str, *, where: str) -> Path:
 # --------------------------------------------------------------------------- PNG
 
 
+def _parse_png_header(head: bytes, where: str) -> tuple[int, int, int, int]:
+    if len(head) < 33 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+        raise FormatError(f"{where}: not a PNG file (bad signature or truncated header)")
+    width, height, bit_depth, color_type = struct.unpack(">IIBB", head[16:26])
+    return width, height, bit_depth, color_type
+
+
 def read_png_header(path: Path, where: str | None = None) -> tuple[int, int, int, int]:
     """Returns ``(width, height, bit_depth, color_type)`` from a PNG's IHDR chunk.
 
@@ -81,10 +94,110 @@ def read_png_header(path: Path, where: str | None = None) -> tuple[int, int, int
         raise FormatError(f"{where}: PNG file not found") from None
     except IsADirectoryError:
         raise FormatError(f"{where}: expected a PNG file, found a folder") from None
-    if len(head) < 33 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
-        raise FormatError(f"{where}: not a PNG file (bad signature or truncated header)")
-    width, height, bit_depth, color_type = struct.unpack(">IIBB", head[16:26])
-    return width, height, bit_depth, color_type
+    return _parse_png_header(head, where)
+
+
+@dataclass(frozen=True)
+class PngFile:
+    """A PNG file's bytes and IHDR fields, read once: hashed for cache keys, then decoded.
+
+    Attributes:
+        path: the file.
+        data: its whole content.
+        width, height, bit_depth, color_type: from the IHDR chunk.
+    """
+
+    path: Path
+    data: bytes
+    width: int
+    height: int
+    bit_depth: int
+    color_type: int
+
+
+def read_png_file(path: str | os.PathLike, where: str | None = None) -> PngFile:
+    """Reads a whole PNG file and parses its header (no decoding).
+
+    Only regular files are read: a FIFO or a device would block or never end.
+
+    Raises:
+        FormatError: missing, a folder or another non-regular file, not a PNG, or truncated.
+    """
+    path = Path(path)
+    where = where or str(path)
+    try:
+        # O_NONBLOCK: opening a FIFO must not wait for a writer (no effect on regular files).
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise FormatError(f"{where}: PNG file not found") from None
+    except IsADirectoryError:
+        raise FormatError(f"{where}: expected a PNG file, found a folder") from None
+    except OSError as exc:
+        raise FormatError(f"{where}: cannot open the PNG file ({exc.strerror})") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):
+            raise FormatError(f"{where}: expected a PNG file, found a folder")
+        raise FormatError(f"{where}: expected a PNG file, found a special file (FIFO, device or socket)")
+    with os.fdopen(fd, "rb", buffering=0) as f:
+        try:
+            data = f.readall()
+        except OSError as exc:
+            raise FormatError(f"{where}: cannot read the PNG file ({exc.strerror})") from None
+    width, height, bit_depth, color_type = _parse_png_header(data[:33], where)
+    return PngFile(path, data, width, height, bit_depth, color_type)
+
+
+def check_id_png(png: PngFile, where: str) -> None:
+    """Refuses PNGs whose pixels are not 8-bit RGB(A) ids, or too large to decode.
+
+    Raises:
+        FormatError: grayscale, palette or 16-bit, or more than ``MAX_PNG_PIXELS``.
+    """
+    if png.color_type not in (2, 6) or png.bit_depth != 8:
+        kind = _PNG_COLOR_TYPES.get(png.color_type, f"colour type {png.color_type}")
+        raise FormatError(
+            f"{where}: expected an 8-bit RGB panoptic PNG (id = R + 256*G + 256^2*B), "
+            f"found {png.bit_depth}-bit {kind}"
+        )
+    if png.width * png.height > MAX_PNG_PIXELS:
+        raise FormatError(
+            f"{where}: {png.width}x{png.height} pixels is more than the {MAX_PNG_PIXELS} this tool decodes"
+        )
+
+
+def decode_id_words(png: PngFile, where: str | None = None) -> np.ndarray:
+    """Decodes an RGB(A) panoptic PNG to ``(H, W)`` uint32 words holding the ids.
+
+    The id ``R + 256*G + 256**2*B`` is the word's low 24 bits; the high byte is
+    the same for every pixel of the image (so runs of equal words are runs of
+    equal ids) and is cleared for RGBA files, whose alpha panopticapi ignores.
+    ``words & 0xFFFFFF`` gives the ids; :func:`read_id_png` returns them.
+
+    Decodes with pyspng (libspng) where it is installed, PIL otherwise; set
+    ``PSS_BENCH_PNG_DECODER=pil`` to force PIL.
+
+    Raises:
+        FormatError: not an 8-bit RGB(A) PNG, too large, or corrupt data.
+    """
+    where = where or str(png.path)
+    check_id_png(png, where)
+    spng = _spng_module()
+    try:
+        if spng is not None:
+            rgbx = spng.load(png.data, "RGBA")
+        else:
+            rgbx = _decode_png_pil(png.data)
+    except Exception as exc:  # each decoder raises several types for corrupt data
+        raise FormatError(f"{where}: corrupt PNG data ({exc})") from None
+    shape = (png.height, png.width)
+    if rgbx.shape != shape + (4,) or rgbx.dtype != np.uint8 or not rgbx.flags.c_contiguous:
+        raise FormatError(f"{where}: decoded shape {rgbx.shape} does not match its header")
+    words = rgbx.view("<u4").reshape(shape)
+    if png.color_type == 6:  # a real alpha channel: clear it so that runs follow the ids
+        words = np.bitwise_and(words, MAX_SEGMENT_ID, out=words if words.flags.writeable else None)
+    return words
 
 
 def read_id_png(path: str | os.PathLike, where: str | None = None) -> np.ndarray:
@@ -96,53 +209,52 @@ def read_id_png(path: str | os.PathLike, where: str | None = None) -> np.ndarray
     Raises:
         FormatError: missing, not a PNG, wrong mode or depth, or corrupt data.
     """
-    path = Path(path)
     where = where or str(path)
-    width, height, bit_depth, color_type = read_png_header(path, where)
-    if color_type not in (2, 6) or bit_depth != 8:
-        kind = _PNG_COLOR_TYPES.get(color_type, f"colour type {color_type}")
-        raise FormatError(
-            f"{where}: expected an 8-bit RGB panoptic PNG (id = R + 256*G + 256^2*B), "
-            f"found {bit_depth}-bit {kind}"
-        )
-    try:
-        hwc = _decode_png(path)
-    except Exception as exc:  # PIL raises several types for corrupt data
-        raise FormatError(f"{where}: corrupt PNG data ({exc})") from None
-    if hwc.shape[:2] != (height, width) or hwc.ndim != 3 or hwc.shape[2] not in (3, 4):
-        raise FormatError(f"{where}: decoded shape {hwc.shape} does not match its header")
-    return _hwc_bytes_to_ids(hwc)
+    return decode_ids(read_png_file(path, where), where)
 
 
-def _decode_png(path: Path) -> np.ndarray:
-    """``(H, W, C)`` uint8, C = 3 or 4. PIL releases the GIL while inflating,
-    so decoding scales across threads."""
+def decode_ids(png: PngFile, where: str | None = None) -> np.ndarray:
+    """:func:`decode_id_words` with the high byte cleared: ``(H, W)`` uint32 ids."""
+    words = decode_id_words(png, where)
+    if words.size and words.flat[0] > MAX_SEGMENT_ID:  # an opaque alpha byte, the same for every pixel
+        words = np.bitwise_and(words, MAX_SEGMENT_ID, out=words if words.flags.writeable else None)
+    return words
+
+
+_SPNG: list = []
+
+
+def _spng_module():
+    """pyspng, or None (not installed, or ``PSS_BENCH_PNG_DECODER=pil``)."""
+    if os.environ.get("PSS_BENCH_PNG_DECODER", "").lower() == "pil":
+        return None
+    if not _SPNG:
+        try:
+            import pyspng
+        except ImportError:
+            pyspng = None
+        _SPNG.append(pyspng)
+    return _SPNG[0]
+
+
+def png_decoder_name() -> str:
+    """``"pyspng"`` or ``"PIL"``: the decoder :func:`decode_id_words` uses."""
+    return "pyspng" if _spng_module() is not None else "PIL"
+
+
+def _decode_png_pil(data: bytes) -> np.ndarray:
+    """``(H, W, 4)`` uint8 RGBX or RGBA. PIL releases the GIL while inflating;
+    asking for RGBX bytes saves repacking three channels into words."""
+    import io
+
     from PIL import Image
 
-    with Image.open(path) as im:
+    with Image.open(io.BytesIO(data)) as im:
         im.load()
-        return np.asarray(im)
-
-
-def _hwc_bytes_to_ids(hwc: np.ndarray) -> np.ndarray:
-    """Packs the first three channels of an ``(H, W, C)`` uint8 array into uint32 ids.
-
-    Reading four little-endian bytes at a stride of C bytes and masking 24 bits
-    gives ``R | G << 8 | B << 16`` in one pass, without per-channel copies.
-    """
-    h, w, c = hwc.shape
-    flat = np.ascontiguousarray(hwc).reshape(-1)
-    n = h * w
-    out = np.empty(n, dtype=np.uint32)
-    if c == 4:
-        np.bitwise_and(flat.view("<u4"), 0xFFFFFF, out=out)
-    elif n > 0:
-        # The last pixel would read one byte past the buffer: do it by hand.
-        strided = np.ndarray((n - 1,), dtype="<u4", buffer=flat, strides=(3,))
-        np.bitwise_and(strided, 0xFFFFFF, out=out[: n - 1])
-        r, g, b = (int(v) for v in flat[-3:])
-        out[n - 1] = r | (g << 8) | (b << 16)
-    return out.reshape(h, w)
+        if im.mode not in ("RGB", "RGBA"):
+            raise ValueError(f"PIL decoded it as mode {im.mode}")
+        raw = im.tobytes("raw", "RGBX") if im.mode == "RGB" else im.tobytes()
+        return np.frombuffer(raw, dtype=np.uint8).reshape(im.size[1], im.size[0], 4)
 
 
 def write_id_png(path: str | os.PathLike, ids: np.ndarray) -> None:
@@ -246,6 +358,9 @@ def _parse_categories(obj, path: Path, log: ProblemLog) -> dict[int, Category]:
             log.add(f"{path}: categories[{i}] has no integer 'id'")
             continue
         cid = c["id"]
+        if not 0 <= cid <= MAX_CATEGORY_ID:
+            log.add(f"{path}: categories[{i}]: id {cid} out of range [0, {MAX_CATEGORY_ID}]")
+            continue
         if cid in cats:
             log.add(f"{path}: category id {cid} is listed twice")
             continue
@@ -305,6 +420,9 @@ def _parse_segments(
             area = s.get("area")
             if not _is_int(area) and not (isinstance(area, float) and area.is_integer()):
                 log.add(f"{here}: no integer 'area' (found {area!r})")
+                continue
+            if not 1 <= area <= MAX_AREA:
+                log.add(f"{here}: 'area' must be a pixel count in [1, {MAX_AREA}], found {area!r}")
                 continue
             areas.append(int(area))
         seen.add(sid)

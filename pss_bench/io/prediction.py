@@ -8,20 +8,20 @@ Layout (see ``docs/formats.md``)::
     OUT/embeddings/<image_id>.npz   segment_ids int64 (N,), embeddings float16/float32 (N, D)
 
 Everything is written into a hidden sibling folder that is renamed onto
-``OUT`` by :meth:`PredictionWriter.commit`: a failure leaves no partial output.
+``OUT`` by :meth:`PredictionWriter.commit`: a failure leaves no partial output,
+a full disk is one :class:`~pss_bench.errors.DiskFullError` naming ``OUT``.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from pss_bench.io.atomic import write_json_atomic
+from pss_bench.io.atomic import clean_stale, disk_full_as_error, make_staging_dir, publish_dir, write_json_atomic
 from pss_bench.io.panoptic import safe_join, write_id_png
 from pss_bench.types import ImageId
 
@@ -41,11 +41,12 @@ class PredictionWriter:
 
     def __init__(self, out_dir: str | os.PathLike, model: str, *, overwrite: bool = False, **extra: Any) -> None:
         self.out_dir = Path(out_dir)
+        clean_stale(self.out_dir)  # first: it may put back a directory a killed run was replacing
         if self.out_dir.exists() and not overwrite:
             raise FileExistsError(f"{self.out_dir}: already exists (pass overwrite to replace it)")
-        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.", dir=self.out_dir.parent))
-        (self._tmp / "panoptic").mkdir()
+        self._tmp = make_staging_dir(self.out_dir)
+        with disk_full_as_error(self.out_dir):
+            (self._tmp / "panoptic").mkdir()
         self.manifest = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "model": model, **extra}
         self.annotations: list[dict] = []
         self.overwrite = overwrite
@@ -60,8 +61,9 @@ class PredictionWriter:
     ) -> None:
         """Writes one image's id PNG and records its ``segments_info``."""
         path = safe_join(self._tmp / "panoptic", file_name, where=f"image {image_id!r}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_id_png(path, ids)
+        with disk_full_as_error(self.out_dir, rename=True):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_id_png(path, ids)
         self.annotations.append(
             {"image_id": image_id, "file_name": file_name, "segments_info": [dict(s) for s in segments_info]}
         )
@@ -96,27 +98,27 @@ class PredictionWriter:
             raise ValueError(f"image {image_id!r}: embeddings hold NaN or infinite values")
         emb = emb.astype(np.float16 if emb.dtype == np.float16 else np.float32, copy=False)
         path = safe_join(self._tmp / "embeddings", f"{image_id}.npz", where=f"image {image_id!r}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, segment_ids=seg.astype(np.int64), embeddings=emb)
+        with disk_full_as_error(self.out_dir, rename=True):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                with open(tmp, "wb") as f:
+                    np.savez(f, segment_ids=seg.astype(np.int64), embeddings=emb)
         self.manifest.setdefault("embeddings", "gt-segments")
 
     def commit(self, categories: Sequence[dict] | None = None) -> Path:
-        """Writes the JSONs and moves the directory into place."""
+        """Writes the JSONs and moves the directory into place.
+
+        An existing directory is replaced atomically where the file system
+        allows it; elsewhere a kill between its two renames is repaired by the
+        next run (:func:`~pss_bench.io.atomic.publish_dir`).
+        """
         pan = {"annotations": self.annotations}
         if categories is not None:
             pan["categories"] = list(categories)
-        write_json_atomic(self._tmp / "panoptic.json", pan, indent=None)
-        write_json_atomic(self._tmp / "manifest.json", self.manifest)
-        if self.out_dir.exists():
-            old = self.out_dir.with_name(f".{self.out_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(self.out_dir, old)
-            os.replace(self._tmp, self.out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(self._tmp, self.out_dir)
+        with disk_full_as_error(self.out_dir, rename=True):
+            write_json_atomic(self._tmp / "panoptic.json", pan, indent=None)
+            write_json_atomic(self._tmp / "manifest.json", self.manifest)
+            publish_dir(self._tmp, self.out_dir)
         return self.out_dir
 
     def abort(self) -> None:

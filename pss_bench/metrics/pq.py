@@ -151,6 +151,130 @@ def confusion_matrix(gt_dense: np.ndarray, pred_dense: np.ndarray, n_gt: int, n_
     return counts.reshape(n_gt + 1, cols)
 
 
+# --------------------------------------------------------------------------- runs
+
+@dataclass(frozen=True)
+class Runs:
+    """A label map as runs of equal pixels in row-major order.
+
+    Label maps are piecewise constant, so a 2048x1024 map holds a few tens of
+    thousands of runs: everything after decoding works on runs, not pixels.
+
+    Attributes:
+        starts: ``(K,)`` integer flat positions where runs begin, strictly
+            increasing from 0 (int64, or uint32 when read from the GT cache).
+        values: ``(K,)`` dense segment index of each run (0 = VOID, ``i + 1``
+            for ``segments[i]``), uint8 / uint16 / uint32.
+        size: ``H * W``.
+    """
+
+    starts: np.ndarray
+    values: np.ndarray
+    size: int
+
+
+def run_starts(flat: np.ndarray) -> np.ndarray:
+    """``(K,)`` int64 positions where ``flat[i] != flat[i - 1]``, and 0.
+
+    Args:
+        flat: ``(N,)`` array of any integer dtype, ``N > 0``.
+    """
+    change = np.empty(flat.shape[0], dtype=bool)
+    change[0] = True
+    np.not_equal(flat[1:], flat[:-1], out=change[1:])
+    return np.flatnonzero(change)
+
+
+def dense_index(ids: np.ndarray, seg_ids: np.ndarray) -> np.ndarray:
+    """Dense indices of ``ids``: 0 for VOID, ``i + 1`` for ``seg_ids[i]``.
+
+    Args:
+        ids: ``(K,)`` integer segment ids (a few per run, not per pixel).
+        seg_ids: ``(N,)`` distinct non-zero declared ids.
+
+    Returns:
+        ``(K,)`` uint8 / uint16 / uint32 (the smallest that holds ``N``).
+
+    Raises:
+        UnknownSegmentError: a non-zero id that ``seg_ids`` does not declare.
+    """
+    n = int(seg_ids.shape[0])
+    dtype = np.uint8 if n < 1 << 8 else (np.uint16 if n < 1 << 16 else np.uint32)
+    ids = ids.astype(np.int64, copy=False)
+    if n == 0:
+        if ids.any():
+            raise UnknownSegmentError(np.unique(ids[ids != 0]))
+        return np.zeros(ids.shape, dtype=dtype)
+    order = np.argsort(seg_ids, kind="stable")
+    sorted_ids = seg_ids[order]
+    pos = np.minimum(np.searchsorted(sorted_ids, ids), n - 1)
+    hit = sorted_ids[pos] == ids
+    if not hit.all():
+        bad = ~hit & (ids != 0)
+        if bad.any():
+            raise UnknownSegmentError(np.unique(ids[bad]))
+    return np.where(hit, order[pos] + 1, 0).astype(dtype)
+
+
+def id_runs(ids: np.ndarray, seg_ids: np.ndarray, *, id_mask: int | None = None) -> Runs:
+    """Run-length form of an id map with dense values.
+
+    Args:
+        ids: ``(H, W)`` (or flat) integer ids; any dtype.
+        seg_ids: ``(N,)`` distinct non-zero declared ids.
+        id_mask: when set, the id of a pixel is ``ids & id_mask`` and the bits
+            outside the mask are the same for every pixel (the words of
+            :func:`pss_bench.io.panoptic.decode_id_words`), so runs are found on
+            the unmasked values.
+
+    Raises:
+        UnknownSegmentError: an id that ``seg_ids`` does not declare.
+    """
+    flat = ids.reshape(-1)
+    if flat.dtype.kind not in "ui":
+        raise TypeError(f"id maps must be integer arrays, found {flat.dtype}")
+    if flat.size == 0:
+        return Runs(np.zeros(0, np.int64), np.zeros(0, np.uint8), 0)
+    starts = run_starts(flat)
+    at = flat[starts]
+    if id_mask is not None:
+        at = at & at.dtype.type(id_mask)
+    return Runs(starts, dense_index(at, seg_ids), int(flat.size))
+
+
+def confusion_from_runs(gt: Runs, pred: Runs, n_gt: int, n_pred: int) -> np.ndarray:
+    """Pixel counts of every (GT index, prediction index) pair, from runs.
+
+    The joint runs start wherever either map starts one. Both start lists are
+    sorted, so a stable sort of the two merges them in linear time; counting
+    the GT and prediction starts up to each joint start gives its two runs.
+
+    Returns:
+        ``(n_gt + 1, n_pred + 1)`` int64 matrix, as :func:`confusion_matrix`.
+    """
+    if gt.size != pred.size:
+        raise ValueError(f"sizes differ: {gt.size} vs {pred.size} pixels")
+    cols = n_pred + 1
+    if gt.size == 0:
+        return np.zeros((n_gt + 1, cols), dtype=np.int64)
+    both = np.concatenate([gt.starts.astype(np.int64, copy=False), pred.starts.astype(np.int64, copy=False)])
+    order = np.argsort(both, kind="stable")
+    both = both[order]
+    from_gt = order < gt.starts.shape[0]
+    g_run = np.cumsum(from_gt, dtype=np.intp) - 1
+    p_run = np.arange(both.shape[0], dtype=np.intp) - g_run - 1  # starts seen so far that are not the GT's
+    # Where both maps start a run at one position, keep the later entry: its counts include both.
+    last = np.empty(both.shape[0], dtype=bool)
+    last[-1] = True
+    np.not_equal(both[1:], both[:-1], out=last[:-1])
+    joint = both[last]
+    key = gt.values[g_run[last]].astype(np.int64) * cols + pred.values[p_run[last]]
+    lengths = np.diff(joint, append=gt.size)
+    # float64 weights are exact: a count never exceeds H * W < 2**53.
+    counts = np.bincount(key, weights=lengths, minlength=(n_gt + 1) * cols)
+    return counts.astype(np.int64).reshape(n_gt + 1, cols)
+
+
 @dataclass
 class ImageSegments:
     """Per-image segment attributes as dense arrays aligned with the indices.

@@ -295,8 +295,98 @@ def _build(cls: type, data: Any, where: str) -> Any:
 
 
 def config_from_dict(data: dict) -> PSSConfig:
-    """Builds a :class:`PSSConfig` from a nested dict (missing keys: defaults)."""
-    return _build(PSSConfig, data, "")
+    """Builds a :class:`PSSConfig` from a nested dict (missing keys: defaults) and checks its values.
+
+    Raises:
+        ConfigError: an unknown key, a wrong type, or a value out of range
+            (see :func:`validate_config`), naming the key.
+    """
+    cfg = _build(PSSConfig, data, "")
+    validate_config(cfg)
+    return cfg
+
+
+# k-means grid rows / columns (and re-split clusters): past this the cluster tables alone exhaust memory.
+MAX_GRID = 256
+# key -> (lower bound, whether the bound itself is allowed, upper bound or None); ints and floats alike.
+_RANGES: dict[str, tuple[float, bool, float | None]] = {
+    "model.fpn_channels": (1, True, None), "model.head_channels": (1, True, None),
+    "model.embed_dim": (1, True, None), "model.classifier_hidden": (1, True, None),
+    "model.num_classes": (0, True, None),
+    "kmeans.grid": (1, True, MAX_GRID), "kmeans.iterations": (1, True, 10_000), "kmeans.coord_weight": (0, True, None),
+    "loss.kappa": (0, False, None), "loss.memory_iterations": (0, True, None),
+    "loss.segsort_weight": (0, True, None), "loss.classifier_weight": (0, True, None),
+    "loss.seed_weight": (0, True, None), "loss.seed_sigma": (0, False, None), "loss.small_instance_area": (0, True, None),
+    "loss.max_pixels": (0, True, None), "train.clip_grad_norm": (0, True, None), "train.classifier_lr_mult": (0, False, None),
+    "inference.grid": (1, True, MAX_GRID), "inference.split_k": (1, True, MAX_GRID),
+    "inference.merge_threshold": (-1, True, 1), "inference.seed_nms_kernel": (1, True, 255),
+    "inference.min_area": (0, True, None),
+    "data.crop_size": (1, True, 2**15), "data.scale_range": (0, False, None), "data.batch_size": (1, True, None),
+    "data.num_workers": (0, True, None), "data.val_max_images": (0, True, None),
+    "train.iterations": (1, True, None), "train.lr": (0, False, None), "train.momentum": (0, True, 1),
+    "train.weight_decay": (0, True, None), "train.poly_power": (0, True, None),
+    "train.warmup_iterations": (0, True, None), "train.warmup_factor": (0, True, 1), "train.seed": (0, True, 2**63 - 1),
+    "train.log_every": (0, True, None), "train.checkpoint_every": (0, True, None), "train.val_every": (0, True, None),
+    "upsnet.box_head_dim": (1, True, None), "upsnet.mask_head_channels": (1, True, None),
+    "upsnet.anchor_sizes": (1, True, None), "upsnet.panoptic_weight": (0, True, None),
+    "upsnet.score_threshold": (0, True, 1), "upsnet.nms_threshold": (0, True, 1), "upsnet.max_covered": (0, True, 1),
+    "upsnet.stuff_area_limit": (0, True, None), "upsnet.rpn_pre_nms_top_n": (1, True, None),
+    "upsnet.rpn_post_nms_top_n": (1, True, None), "upsnet.roi_batch_size": (1, True, None),
+}
+# Lists of a fixed length.
+_LENGTHS = {
+    "kmeans.grid": 2, "inference.grid": 2, "data.crop_size": 2, "data.scale_range": 2,
+    "upsnet.anchor_sizes": 5, "upsnet.rpn_pre_nms_top_n": 2, "upsnet.rpn_post_nms_top_n": 2,
+}
+# Anything past this is not a setting but an overflow waiting to happen (torch takes int64).
+_INT_MAX = 2**63 - 1
+
+
+def _check_number(key: str, v: float, lo: float, closed: bool, hi: float | None) -> None:
+    import math
+
+    if isinstance(v, float) and not math.isfinite(v):
+        raise ConfigError(f"{key}: must be a finite number, found {v!r}")
+    if isinstance(v, int) and abs(v) > _INT_MAX:
+        raise ConfigError(f"{key}: {v} is out of range (at most {_INT_MAX})")
+    if (v < lo) if closed else (v <= lo):
+        raise ConfigError(f"{key}: must be {'at least' if closed else 'greater than'} {lo}, found {v!r}")
+    if hi is not None and v > hi:
+        raise ConfigError(f"{key}: must be at most {hi}, found {v!r}")
+
+
+def validate_config(cfg: PSSConfig) -> None:
+    """Checks that every value of ``cfg`` is in range (positive sizes, a positive learning rate, ...).
+
+    Raises:
+        ConfigError: the first value out of range, naming its key
+            (``train.lr: must be greater than 0, found -1.0``).
+    """
+    for section in dataclasses.fields(cfg):
+        sub = getattr(cfg, section.name)
+        if not dataclasses.is_dataclass(sub):
+            continue
+        for f in dataclasses.fields(sub):
+            key = f"{section.name}.{f.name}"
+            value = getattr(sub, f.name)
+            if isinstance(value, list):
+                if key in _LENGTHS and len(value) != _LENGTHS[key]:
+                    raise ConfigError(f"{key}: expected {_LENGTHS[key]} values, found {value!r}")
+                items = [(f"{key}[{i}]", v) for i, v in enumerate(value)]
+            else:
+                items = [(key, value)]
+            for k, v in items:
+                if isinstance(v, bool) or not isinstance(v, (int, float)):
+                    continue
+                lo, closed, hi = _RANGES.get(key, (-float("inf"), True, None))
+                _check_number(k, v, lo, closed, hi)
+    lo, hi = cfg.data.scale_range
+    if lo > hi:
+        raise ConfigError(f"data.scale_range: min {lo} is larger than max {hi}")
+    if cfg.model.output_stride not in (2, 4):
+        raise ConfigError(f"model.output_stride: must be 4 or 2, found {cfg.model.output_stride!r}")
+    if cfg.loss.seed_loss not in ("focal", "mse"):
+        raise ConfigError(f"loss.seed_loss: must be 'focal' or 'mse', found {cfg.loss.seed_loss!r}")
 
 
 def shipped_configs() -> list[str]:

@@ -36,8 +36,9 @@ def write_predictions(
         The number of images written.
 
     Raises:
-        PssBenchError: no CUDA, unreadable checkpoint, or a dataset whose
-            categories differ from the checkpoint's.
+        PssBenchError: no CUDA, unreadable checkpoint, a model that outputs
+            NaN or infinite values, or a dataset whose categories differ from
+            the checkpoint's.
     """
     from pss_bench.io.prediction import PredictionWriter
     from pss_bench.reference_model.config import _set_override, config_from_dict
@@ -70,6 +71,11 @@ def write_predictions(
             item = ds[i]
             ids, info, emb, seg_emb = predict_panoptic(net, item["image"].to(dev), categories, cfg)
             image_id = item["image_id"]
+            if not bool(torch.isfinite(emb).all()) or (seg_emb is not None and not bool(torch.isfinite(seg_emb).all())):
+                raise PssBenchError(
+                    f"{checkpoint}: the model outputs NaN or infinite values (first on image {image_id!r}): "
+                    "its weights are corrupted or diverged"
+                )
             writer.add_panoptic(image_id, f"{image_id}.png", ids.cpu().numpy().astype("int64"), info)
             if embed_mode == "gt-segments":
                 seg_ids, e = region_embeddings(emb, item["panoptic"].to(dev))

@@ -47,15 +47,62 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def _available_memory() -> int | None:
+    """Bytes of memory this process could still get (MemAvailable), or ``None`` where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def model_bytes(name: str, cfg: ModelConfig, **context) -> int | None:
+    """Bytes of the parameters and buffers of ``name`` built from ``cfg``, counted without allocating.
+
+    The model is built on torch's ``meta`` device. Returns ``None`` when the
+    architecture cannot be built there.
+    """
+    import torch
+
+    try:
+        with torch.device("meta"):
+            net = _REGISTRY[name](cfg, **context)
+    except Exception:  # an architecture that needs real tensors while building
+        return None
+    return sum(t.numel() * t.element_size() for t in (*net.parameters(), *net.buffers()))
+
+
 def create_model(name: str, cfg: ModelConfig, **context):
     """Builds the architecture ``name`` with random weights.
 
+    Before allocating anything, the size of its weights is counted on the
+    ``meta`` device and compared with the memory available.
+
     Raises:
-        PssBenchError: unknown model name.
+        PssBenchError: unknown model name, a config the architecture cannot
+            be built from, or a model larger than the available memory.
     """
     if name not in _REGISTRY:
         raise PssBenchError(f"unknown model {name!r} (known: {', '.join(list_models())})")
-    return _REGISTRY[name](cfg, **context)
+    size, avail = model_bytes(name, cfg, **context), _available_memory()
+    if size is not None and avail is not None and size > avail:
+        raise PssBenchError(
+            f"model {name!r} of this config needs {size / 2**30:.1f} GiB for its weights alone, more than the "
+            f"{avail / 2**30:.1f} GiB of memory available (see its model.* settings)"
+        )
+    try:
+        return _REGISTRY[name](cfg, **context)
+    except MemoryError:
+        raise PssBenchError(f"model {name!r} of this config does not fit in memory (see its model.* settings)") from None
+    except (ValueError, RuntimeError) as exc:  # a size or name torch / torchvision refuse
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise PssBenchError(f"model {name!r} cannot be built from this config ({type(exc).__name__}: {msg})") from None
 
 
 @register_model("pss")
@@ -129,6 +176,84 @@ def save_checkpoint_payload(model, cfg, categories, **extra) -> dict:
     }
 
 
+def _check_categories(raw, where: str) -> list:
+    from pss_bench.types import Category
+
+    if not isinstance(raw, list) or not raw:
+        raise CheckpointError(f"{where}: 'categories' must be a non-empty list of {{id, name, isthing}}, found {type(raw).__name__}")
+    out, seen = [], set()
+    for i, c in enumerate(raw):
+        if not isinstance(c, dict):
+            raise CheckpointError(f"{where}: categories[{i}] must be a dict {{id, name, isthing}}, found {type(c).__name__}")
+        cid, name, isthing = c.get("id"), c.get("name"), c.get("isthing")
+        if not isinstance(cid, int) or isinstance(cid, bool) or not 0 <= cid < 2**31:
+            raise CheckpointError(f"{where}: categories[{i}] has no integer 'id' in [0, 2**31) (found {cid!r})")
+        if cid in seen:
+            raise CheckpointError(f"{where}: category id {cid} is listed twice")
+        if not isinstance(name, str):
+            raise CheckpointError(f"{where}: category {cid} has no string 'name' (found {type(name).__name__})")
+        if isthing not in (0, 1, True, False) or isinstance(isthing, float):
+            raise CheckpointError(f"{where}: category {cid}: 'isthing' must be 0 or 1, found {isthing!r}")
+        seen.add(cid)
+        out.append(Category(cid, name, bool(isthing)))
+    return out
+
+
+def _check_state_dict(state, where: str) -> None:
+    import torch
+
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{where}: 'state_dict' must be a dict of tensors, found {type(state).__name__}")
+    for k, v in state.items():
+        if not isinstance(k, str) or not torch.is_tensor(v):
+            raise CheckpointError(f"{where}: 'state_dict' entry {k!r} is not a named tensor (found {type(v).__name__})")
+        if v.is_floating_point() and v.numel() and not bool(torch.isfinite(v).all()):
+            raise CheckpointError(f"{where}: weights {k!r} hold NaN or infinite values (a corrupted checkpoint)")
+
+
+def read_checkpoint(path: str | os.PathLike) -> tuple[dict, object, list]:
+    """Reads and checks a checkpoint written by training, without building the model.
+
+    Returns:
+        ``(payload, cfg, categories)``: the raw dict, its :class:`PSSConfig`
+        (``model.num_classes`` set from the categories) and its list of
+        :class:`~pss_bench.types.Category`.
+
+    Raises:
+        CheckpointError: a missing or unreadable file, or a payload that is
+            not a checkpoint: ``state_dict`` not a dict of finite tensors,
+            ``categories`` missing or malformed, a config that is not valid,
+            an unknown architecture. One line naming the file.
+    """
+    from pss_bench.reference_model.config import ConfigError, config_from_dict
+
+    path = Path(path)
+    payload = _torch_load(path)
+    if not isinstance(payload, dict) or "state_dict" not in payload or "config" not in payload:
+        raise CheckpointError(f"{path}: not a pss-bench reference-model checkpoint (no state_dict/config)")
+    if "categories" not in payload:
+        raise CheckpointError(f"{path}: no 'categories' (the dataset's category list the model was trained on)")
+    arch = payload.get("model", "pss")
+    if not isinstance(arch, str) or arch not in _REGISTRY:
+        raise CheckpointError(f"{path}: unknown architecture {arch!r} (known: {', '.join(list_models())})")
+    categories = _check_categories(payload["categories"], str(path))
+    _check_state_dict(payload["state_dict"], str(path))
+    if not isinstance(payload["config"], dict):
+        raise CheckpointError(f"{path}: 'config' must be a dict, found {type(payload['config']).__name__}")
+    config = payload["config"]
+    if isinstance(config.get("loss"), dict) and "seed_loss" not in config["loss"]:
+        # written before the focal seed loss existed: its seed head regressed a heatmap
+        payload = {**payload, "config": {**config, "loss": {**config["loss"], "seed_loss": "mse"}}}
+    try:
+        cfg = config_from_dict(payload["config"])
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: its config is not valid: {exc}") from None
+    if cfg.model.arch != arch:
+        raise CheckpointError(f"{path}: written by a {arch!r} model but its config says model.arch={cfg.model.arch!r}")
+    cfg.model.num_classes = len(categories)
+    return payload, cfg, categories
+
+
 def load_checkpoint(path: str | os.PathLike, *, device: str = "cpu"):
     """Rebuilds a model from a checkpoint written by training.
 
@@ -138,29 +263,109 @@ def load_checkpoint(path: str | os.PathLike, *, device: str = "cpu"):
         :class:`~pss_bench.types.Category`, and the raw payload dict.
 
     Raises:
-        CheckpointError: missing file, refused pickle, or weights that do not fit.
+        CheckpointError: missing file, refused pickle, a malformed payload
+            (see :func:`read_checkpoint`), a model too large for memory, or
+            weights that do not fit.
     """
-    from pss_bench.reference_model.config import config_from_dict
-    from pss_bench.types import Category
-
     path = Path(path)
-    payload = _torch_load(path)
-    if not isinstance(payload, dict) or "state_dict" not in payload or "config" not in payload:
-        raise CheckpointError(f"{path}: not a pss-bench reference-model checkpoint (no state_dict/config)")
-    config = payload["config"]
-    if isinstance(config, dict) and isinstance(config.get("loss"), dict) and "seed_loss" not in config["loss"]:
-        # written before the focal seed loss: the seed head regressed a heatmap
-        config = {**config, "loss": {**config["loss"], "seed_loss": "mse"}}
-    cfg = config_from_dict(config)
-    categories = [Category(int(c["id"]), str(c["name"]), bool(c["isthing"])) for c in payload["categories"]]
-    cfg.model.num_classes = len(categories)
-    model = create_model(payload.get("model", "pss"), cfg.model, categories=categories, cfg_all=cfg)
+    payload, cfg, categories = read_checkpoint(path)
     try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not fit the config's model ({str(exc).splitlines()[0]})") from None
+        model = create_model(cfg.model.arch, cfg.model, categories=categories, cfg_all=cfg)
+    except PssBenchError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    _load_weights(model, payload["state_dict"], path)
     model.to(device).eval()
     return model, cfg, categories, payload
 
 
-__all__ = ["create_model", "register_model", "list_models", "load_checkpoint", "load_pretrained_backbone", "ModelConfig"]
+def _load_weights(model, state: dict, path: Path) -> None:
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{path}: weights do not fit the config's model ({str(exc).splitlines()[0]})") from None
+
+
+# Settings that may change between a run and its --resume: bookkeeping that does not change the weights.
+RESUME_MAY_CHANGE = ("name", "train.log_every", "train.checkpoint_every", "train.val_every",
+                     "data.num_workers", "data.val_max_images", "inference")
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def read_resume_checkpoint(path: str | os.PathLike, cfg) -> dict:
+    """Reads ``RUN/checkpoint_last.pt`` for ``--resume`` and checks that it can continue ``cfg``.
+
+    Returns:
+        The payload: ``state_dict``, ``optimizer``, ``memory``, ``rng``, ``iteration``.
+
+    Raises:
+        CheckpointError: not a checkpoint (see :func:`read_checkpoint`); no
+            optimizer / RNG / iteration (``model_final.pt`` holds weights only);
+            another architecture; or a config that differs from the run's in
+            anything but bookkeeping (:data:`RESUME_MAY_CHANGE`), which would
+            change the result and overwrite the run's ``config.yaml``.
+    """
+    path = Path(path)
+    payload, saved, _ = read_checkpoint(path)
+    missing = [k for k in ("optimizer", "rng", "iteration") if k not in payload]
+    if missing:
+        raise CheckpointError(
+            f"{path}: cannot resume from it: no {', '.join(missing)} (a model_final.pt holds weights only; "
+            "--resume continues from the checkpoint_last.pt training writes)"
+        )
+    it = payload["iteration"]
+    if not isinstance(it, int) or isinstance(it, bool) or not 0 <= it <= cfg.train.iterations:
+        raise CheckpointError(f"{path}: 'iteration' must be an integer in [0, train.iterations={cfg.train.iterations}], found {it!r}")
+    import torch
+
+    rng = payload["rng"]
+    if not isinstance(rng, list) or not rng or not all(
+            isinstance(r, dict) and torch.is_tensor(r.get("torch")) and r["torch"].dtype == torch.uint8
+            and r["torch"].shape == torch.get_rng_state().shape for r in rng):
+        raise CheckpointError(f"{path}: 'rng' must be a list of torch RNG states (uint8 tensors), one per rank")
+    if not isinstance(payload["optimizer"], dict):
+        raise CheckpointError(f"{path}: 'optimizer' must be an optimizer state dict")
+    if saved.model.arch != cfg.model.arch:
+        raise CheckpointError(
+            f"{path}: the run trains a {saved.model.arch!r} model, the config asks for {cfg.model.arch!r}; "
+            "resume with the run's config or start a new run"
+        )
+    a, b = _flat(saved.to_dict()), _flat(cfg.to_dict())
+    changed = [k for k in sorted(set(a) | set(b))
+               if a.get(k) != b.get(k) and not any(k == p or k.startswith(p + ".") for p in RESUME_MAY_CHANGE)]
+    if changed:
+        diff = ", ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in changed[:5])
+        raise CheckpointError(
+            f"{path}: the config differs from the run's ({diff}); --resume continues the same run, "
+            "so resume with its config.yaml or start a new run in another folder"
+        )
+    return payload
+
+
+def restore_training_state(payload: dict, path: str | os.PathLike, net, optimizer, memory) -> None:
+    """Loads the weights, optimizer and prototype memory of a checked resume payload.
+
+    Raises:
+        CheckpointError: a state that does not fit (one line naming ``path``).
+    """
+    path = Path(path)
+    _load_weights(net, payload["state_dict"], path)
+    try:
+        optimizer.load_state_dict(payload["optimizer"])
+        if "memory" in payload:
+            memory.load_state_dict(payload["memory"])
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
+        raise CheckpointError(f"{path}: optimizer or prototype memory do not fit the model ({str(exc).splitlines()[0]})") from None
+
+
+__all__ = ["create_model", "register_model", "list_models", "load_checkpoint", "read_checkpoint", "load_pretrained_backbone",
+           "ModelConfig"]

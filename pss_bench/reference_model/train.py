@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from pss_bench.errors import PssBenchError
+from pss_bench.io.atomic import append_line, clean_stale
 from pss_bench.reference_model.config import PSSConfig
 from pss_bench.reference_model.data import (
     AugmentedItems,
@@ -246,7 +247,8 @@ def _save_atomic(payload: dict, path: Path) -> None:
     from pss_bench.io.atomic import atomic_path
 
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        with open(tmp, "wb") as f:  # through a Python file, a full disk raises ENOSPC (not an opaque RuntimeError)
+            torch.save(payload, f)
 
 
 def _rewrite_log(path: Path, upto: int) -> None:
@@ -313,8 +315,6 @@ def train(
         raise PssBenchError("--device cuda: CUDA is not available on this machine")
     dev = torch.device(device)
     out = Path(out_dir)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
 
     if train_dataset is None:
         if data_root is None:
@@ -341,12 +341,10 @@ def train(
     if resume:
         if not ckpt_path.is_file():
             raise PssBenchError(f"{ckpt_path}: --resume given but there is no checkpoint to resume from")
-        from pss_bench.reference_model.registry import _torch_load
+        from pss_bench.reference_model.registry import read_resume_checkpoint, restore_training_state
 
-        payload = _torch_load(ckpt_path)
-        net.load_state_dict(payload["state_dict"])
-        optimizer.load_state_dict(payload["optimizer"])
-        memory.load_state_dict(payload["memory"])
+        payload = read_resume_checkpoint(ckpt_path, cfg)
+        restore_training_state(payload, ckpt_path, net, optimizer, memory)
         start = int(payload["iteration"])
         _set_rng_state(payload["rng"][rank] if rank < len(payload["rng"]) else payload["rng"][0], dev)
         log.info("resumed from %s at iteration %d", ckpt_path, start)
@@ -356,6 +354,11 @@ def train(
         import yaml
 
         from pss_bench.io.atomic import atomic_path
+
+        # Created only now: data, model and checkpoint are checked, a refused run leaves no folder behind.
+        out.mkdir(parents=True, exist_ok=True)
+        for name in (CHECKPOINT_NAME, FINAL_NAME, "config.yaml", "log.jsonl"):
+            clean_stale(out / name)  # temporaries of a killed run
 
         with atomic_path(out / "config.yaml") as tmp:
             tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -428,8 +431,7 @@ def train(
             record["images_per_s"] = (step - it_last) * cfg.data.batch_size * world / max(now - t_last, 1e-9)
             t_last, it_last = now, step
             if rank == 0:
-                with open(out / "log.jsonl", "a") as f:
-                    f.write(json.dumps(record) + "\n")
+                append_line(out / "log.jsonl", json.dumps(record))
         if cfg.train.checkpoint_every > 0 and (step % cfg.train.checkpoint_every == 0 or step == total):
             rngs = [_rng_state(dev)]
             if distributed:
@@ -448,8 +450,7 @@ def train(
                                                (("all", res.all), ("things", res.things), ("stuff", res.stuff))}}
             record["val_pq"] = res.all.pq if res.all is not None else None
             if rank == 0:
-                with open(out / "log.jsonl", "a") as f:
-                    f.write(json.dumps(rec) + "\n")
+                append_line(out / "log.jsonl", json.dumps(rec))
         if progress is not None:
             progress(step, total, record)
     if rank == 0 and end == total and ckpt_path.exists():

@@ -62,13 +62,21 @@ def coco_category_map(gt: PanopticJson) -> dict[int, int]:
 def load_category_map(path: str | os.PathLike, gt: PanopticJson) -> dict[int, int]:
     """A JSON ``{"<internal id>": <category id or name>}`` given by the user."""
     obj = read_json_file(path)
+    if not isinstance(obj, dict):
+        raise FormatError(f"{path}: expected an object {{\"<internal id>\": <category id or name>}}")
     by_name = {c.name: c.id for c in gt.categories.values()}
     out = {}
     for k, v in obj.items():
         cid = by_name.get(v) if isinstance(v, str) else v
-        if cid not in gt.categories:
+        if not isinstance(cid, int) or isinstance(cid, bool) or cid not in gt.categories:
             raise FormatError(f"{path}: internal id {k} maps to {v!r}, which is not a GT category")
-        out[int(k)] = cid
+        try:
+            internal = int(k)
+        except ValueError:
+            raise FormatError(f"{path}: internal id {k!r} is not an integer") from None
+        if not 0 <= internal < 2**16:
+            raise FormatError(f"{path}: internal id {k} out of range [0, 65536)")
+        out[internal] = cid
     return out
 
 
@@ -96,7 +104,9 @@ def _gt_images(gt: PanopticJson, gt_json: Path) -> list[_Image]:
         raise FormatError(f"{gt_json}: UPSNet results follow the GT's 'images' order, but it has no 'images' list")
     ann_by_id = {a.image_id: a for a in gt.annotations}
     out = []
-    for im in images:
+    for i, im in enumerate(images):
+        if not isinstance(im, dict):
+            raise FormatError(f"{gt_json}: images[{i}] is not an object")
         image_id = im.get("id")
         ann = ann_by_id.get(image_id)
         if ann is None:
@@ -252,11 +262,15 @@ def _segments_from_pred_json(entry, ids: np.ndarray, cat_map: dict[int, int], wh
     if not isinstance(segs_in, list):
         raise PredictionFormatError(f"{where}: entry has no 'segments_info' list")
     declared = {}
-    for s in segs_in:
+    for i, s in enumerate(segs_in):
+        if not isinstance(s, dict):
+            raise PredictionFormatError(f"{where}: segments_info[{i}] is not an object")
         sid, cat = s.get("id"), s.get("category_id")
-        if cat not in cat_map:
+        if not isinstance(sid, int) or isinstance(sid, bool) or not 0 < sid < 2**24:
+            raise PredictionFormatError(f"{where}: segments_info[{i}] has no integer 'id' in [1, 2**24) (found {sid!r})")
+        if not isinstance(cat, int) or isinstance(cat, bool) or cat not in cat_map:
             raise PredictionFormatError(f"{where}, segment {sid}: category {cat} is not an UPSNet category of this dataset")
-        declared[int(sid)] = cat_map[cat]
+        declared[sid] = cat_map[cat]
     present = set(np.unique(ids).tolist()) - {0}
     if present != set(declared):
         extra = sorted(present - set(declared))[:3]
@@ -268,18 +282,38 @@ def _segments_from_pred_json(entry, ids: np.ndarray, cat_map: dict[int, int], wh
     return [{"id": sid, "category_id": cid} for sid, cid in declared.items()]
 
 
+def _describe(obj) -> str:
+    """A short description of an untrusted object (never its repr: it may be huge or hold itself)."""
+    if isinstance(obj, np.ndarray):
+        return f"a {obj.ndim}-D {obj.dtype} array of shape {obj.shape}"
+    if isinstance(obj, (list, tuple)):
+        return f"a {type(obj).__name__} of {len(obj)} items"
+    return f"a {type(obj).__name__}"
+
+
 def _check_pickle(pkl: Path, images: list[_Image]) -> None:
+    """Checks that ``all_panos`` holds one 2-D (or 3-D) array per GT image, of the GT image's size.
+
+    Only types and shapes are looked at, never the contents, so shared or
+    self-referencing containers cost nothing.
+    """
     obj = load_restricted_pickle(pkl)
     if not isinstance(obj, dict):
-        raise FormatError(f"{pkl}: expected a dict with all_panos, found {type(obj).__name__}")
+        raise FormatError(f"{pkl}: expected a dict with all_panos, found {_describe(obj)}")
     panos = obj.get("all_panos")
     if panos is None:
         log.warning("%s: no all_panos; skipping the image-count check", pkl)
         return
+    if isinstance(panos, np.ndarray) and panos.ndim >= 3 and panos.dtype.kind in "biuf":
+        panos = list(panos)  # one stacked array of same-size images
+    if not isinstance(panos, (list, tuple)):
+        raise FormatError(f"{pkl}: all_panos must be a list with one array per image, found {_describe(panos)}")
     if len(panos) != len(images):
         raise FormatError(f"{pkl}: all_panos holds {len(panos)} images but the GT has {len(images)}")
     for k, (p, im) in enumerate(zip(panos, images)):
-        shape = np.shape(p)
+        if not isinstance(p, np.ndarray) or p.ndim not in (2, 3) or p.dtype.kind not in "biuf":
+            raise FormatError(f"{pkl}: all_panos[{k}] must be a 2-D (or 3-D) numeric array, found {_describe(p)}")
+        shape = p.shape
         if im.size is not None and tuple(shape[:2]) != tuple(im.size):
             raise FormatError(
                 f"{pkl}: all_panos[{k}] is {shape[1]}x{shape[0]} but GT image {im.image_id!r} is "

@@ -1,0 +1,147 @@
+"""Where a whole ``pss-bench pq`` process spends its time, cold and warm.
+
+Samples one ``pss-bench pq --no-cache`` run and one run with a warm GT cache
+with py-spy (``pip install py-spy``; it samples every thread of the process,
+idle ones included, without changing the code), on the same 48-frame set as
+``bench/pq_speed.py``, and sorts every sample by the innermost pss-bench step
+on its stack: PNG decoding, PNG file reading, runs, pair counts, matching,
+cache key / read / write, JSON parsing and validation, imports, idle threads.
+A thread waiting for the GIL is counted in the step it waits in.
+
+Prints a markdown table and, unless ``--no-write``, puts it into
+docs/benchmarks.md between the pq_profile markers.
+
+Usage::
+
+    python bench/pq_profile.py [--frames 48] [--rate 250] [--compare-ref main] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pq_speed import build_set, export_ref, load_avg, pss_bench_command, write_block  # noqa: E402
+
+MARK_START, MARK_END = "<!-- pq_profile:start -->", "<!-- pq_profile:end -->"
+
+# (category, substrings of a frame); the first category whose substring is on
+# the stack wins, innermost steps first.
+CATEGORIES = [
+    ("PNG decode", ["decode_id_words", "_decode_png_pil", "(pyspng/", "_decode_png ("]),
+    ("imports", ["_find_and_load"]),
+    ("PNG file read and header check", ["read_png_file", "check_id_png", "read_png_header"]),
+    # main's steps (e1cb981): RGB to ids, a 2**24 lookup table to dense indices, a per-pixel pair histogram
+    ("ids to runs (main: to dense index maps)", ["id_runs", "run_starts", "dense_index", "_hwc_bytes_to_ids", "IdIndexer"]),
+    ("pair counts (joint runs; main: per pixel)", ["confusion_from_runs", "confusion_matrix"]),
+    ("matching", ["match_image"]),
+    ("GT cache key (hash of the PNG)", ["GTCache.key"]),
+    ("GT cache read and check", ["GTCache.get", "decode_entry"]),
+    ("GT cache write", ["GTCache.put", "encode_entry"]),
+    ("JSON parsing and validation", ["load_pair", "load_panoptic_json", "read_json_file", "match_annotations"]),
+    ("other per-image work", ["_Evaluator"]),
+    ("summing results, thread pool", ["evaluate_pq"]),
+    ("idle (waiting for work)", ["_worker (concurrent", "Thread._bootstrap"]),
+]
+
+
+def categorize(stack: str) -> str:
+    for name, needles in CATEGORIES:
+        if any(n in stack for n in needles):
+            return name
+    return "CLI, output, interpreter"
+
+
+def profile(cmd: list[str], out: Path, rate: int, env: dict | None = None) -> tuple[collections.Counter, collections.Counter, float]:
+    """Runs ``cmd`` under py-spy; returns per-category samples of worker threads and of the main thread."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    t = time.perf_counter()
+    subprocess.run([py_spy, "record", "--idle", "--threads", "--nonblocking", "-r", str(rate), "-f", "raw",
+                    "-o", str(out), "--", *cmd], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   env=env)
+    wall = time.perf_counter() - t
+    workers, main = collections.Counter(), collections.Counter()
+    for line in out.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        # worker threads start in threading's bootstrap; py-spy does not always know their names
+        (workers if "Thread._bootstrap" in stack else main)[categorize(stack)] += int(n)
+    return workers, main, wall
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--frames", type=int, default=48)
+    ap.add_argument("--rate", type=int, default=250, help="samples per second")
+    ap.add_argument("--data", default=os.environ.get("PSS_BENCH_SAMPLE_DATA", "../shared/data"))
+    ap.add_argument("--compare-ref", metavar="REF", default=None,
+                    help="also profile the pss_bench package of this git ref (e.g. main)")
+    ap.add_argument("--no-write", action="store_true")
+    args = ap.parse_args()
+    try:
+        from pss_bench.io.panoptic import png_decoder_name
+    except ImportError:  # profiling an older pss-bench (PYTHONPATH=...)
+        def png_decoder_name() -> str:
+            return "PIL"
+
+    pss = pss_bench_command()
+    runs: dict[str, tuple] = {}
+    with tempfile.TemporaryDirectory(prefix="pss-bench-pq-profile-") as tmp:
+        work = Path(tmp)
+        gt_json, gt_dir, pred = build_set(Path(args.data), work, args.frames)
+        base = pss + ["pq", str(pred), "--gt", str(gt_json), "--gt-dir", str(gt_dir), "--json", str(work / "o.json")]
+        variants = [("", None, work / "cache")]
+        if args.compare_ref:
+            label, env = export_ref(args.compare_ref, work / "ref")
+            variants.insert(0, (f" at {label}", env, work / "ref_cache"))
+        load = [load_avg()]
+        for label, env, cache in variants:
+            cold_cmd = base + ["--no-cache"]
+            warm_cmd = base + ["--cache-dir", str(cache)]
+            for cmd in (cold_cmd, warm_cmd):  # page cache, .pyc files, the GT cache
+                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
+            runs["cold" + label] = profile(cold_cmd, work / "cold.txt", args.rate, env)
+            runs["warm" + label] = profile(warm_cmd, work / "warm.txt", args.rate, env)
+        load.append(load_avg())
+
+    names = [c for c, _ in CATEGORIES] + ["CLI, output, interpreter"]
+    lines = [
+        MARK_START,
+        f"Profiled {time.strftime('%Y-%m-%d %H:%M')} on {platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, PNG decoder {png_decoder_name()} (PIL before pyspng was added); "
+        f"{args.frames} Cityscapes frames; py-spy at {args.rate} Hz over every thread, idle included "
+        f"(load average before {load[0]}, after {load[1]}).",
+        "",
+        f"Command: `python bench/pq_profile.py --frames {args.frames} --rate {args.rate}"
+        + (f" --compare-ref {args.compare_ref}`" if args.compare_ref else "`"),
+        "",
+        "Wall time under py-spy: " + ", ".join(f"{k} {v[2]:.2f} s" for k, v in runs.items()) + ".",
+    ]
+    for title, idx in (("worker threads (the per-image work, all workers together)", 0), ("main thread", 1)):
+        lines += ["", f"Share of the samples of the {title}:", "",
+                  "| step | " + " | ".join(runs) + " |", "|---|" + "---:|" * len(runs)]
+        for name in names:
+            cells = []
+            for k, v in runs.items():
+                c = v[idx]
+                cells.append(f"{100 * c[name] / (sum(c.values()) or 1):.1f}%")
+            if any(c != "0.0%" for c in cells):
+                lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append(MARK_END)
+    block = "\n".join(lines)
+    print(block)
+    if not args.no_write:
+        write_block(block, MARK_START, MARK_END, "<!-- pq_speed:end -->")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
