@@ -150,7 +150,7 @@ def test_stride_two_decoder_shapes_gradients_and_zero_start():
     assert all(p.grad is not None for p in net.decoder.parameters())
     assert net(torch.randn(1, 3, 50, 70))["embedding"].shape[-2:] == (25, 35)
     cfg.model.output_stride = 8
-    with pytest.raises(ValueError, match="output_stride must be 4 or 2"):
+    with pytest.raises(PssBenchError, match="output_stride must be 4 or 2"):
         create_model("pss", cfg.model)
 
 
