@@ -176,10 +176,21 @@ def percentile_interval(samples: np.ndarray, level: float) -> tuple[np.ndarray, 
         level: the confidence level.
     """
     a = (1.0 - level) / 2
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        lo, hi = np.nanquantile(samples, [a, 1.0 - a], axis=0)
-    return lo, hi
+    x = np.sort(np.asarray(samples, dtype=np.float64), axis=0)  # NaN sort last
+    n = (~np.isnan(x)).sum(axis=0)
+    out = []
+    for q in (a, 1.0 - a):
+        # numpy's default ("linear") quantile of the n valid values: position (n - 1) q.
+        pos = np.maximum(n - 1, 0) * q
+        i0 = np.floor(pos).astype(np.intp)
+        i1 = np.minimum(i0 + 1, np.maximum(n - 1, 0))
+        v0 = np.take_along_axis(x, i0[None], axis=0)[0]
+        v1 = np.take_along_axis(x, i1[None], axis=0)[0]
+        frac = pos - i0
+        with np.errstate(invalid="ignore"):
+            v = np.where(frac > 0, v0 + frac * (v1 - v0), v0)
+        out.append(np.where(n > 0, v, np.nan))
+    return out[0], out[1]
 
 
 def paired_p_value(deltas: np.ndarray) -> np.ndarray:
