@@ -23,12 +23,15 @@ from pss_bench.evaluation.context_error import evaluate_context_error
 from pss_bench.evaluation.pq import evaluate_pq
 from pss_bench.io.panoptic import load_panoptic_json, read_id_png
 from pss_bench.io.prediction import PredictionWriter
+from pss_bench.metrics.bootstrap import BootstrapSettings
 from pss_bench.metrics.context_error import image_context_descriptors
 
 K = 5
+PERSON, RIDER, CAR, BICYCLE = 24, 25, 26, 33
 
 
-def _write_pred(out: Path, gt_json: Path, *, shift: int | None, emb: str | None, seed: int = 0) -> Path:
+def _write_pred(out: Path, gt_json: Path, *, shift: int | None, emb: str | None, seed: int = 0,
+                skip_category: int | None = None) -> Path:
     gt = load_panoptic_json(gt_json, role="gt")
     raw = json.loads(gt_json.read_text())
     cats = list(gt.categories.values())
@@ -47,7 +50,8 @@ def _write_pred(out: Path, gt_json: Path, *, shift: int | None, emb: str | None,
                     e = np.sqrt(d.distributions().reshape(len(d.segment_ids), -1)) + 1e-3
                 else:
                     e = rng.normal(size=(len(d.segment_ids), 8))
-                w.add_embeddings(ann.image_id, d.segment_ids, e)
+                keep = d.category_ids != skip_category
+                w.add_embeddings(ann.image_id, d.segment_ids[keep], e[keep])
         w.commit(categories=raw["categories"])
     return out
 
@@ -63,6 +67,7 @@ def synth(tmp_path_factory):
         "rand": _write_pred(root / "rand", gt_json, shift=3, emb="random"),
         "pqonly": _write_pred(root / "pqonly", gt_json, shift=1, emb=None),
         "embonly": _write_pred(root / "embonly", gt_json, shift=None, emb="random", seed=1),
+        "nocar": _write_pred(root / "nocar", gt_json, shift=None, emb="context", skip_category=CAR),
     }
     return {"root": root, "gt": gt_json, "images": data / "leftImg8bit", "preds": preds}
 
@@ -293,3 +298,32 @@ def test_report_failure_keeps_the_earlier_report(synth, tmp_path, capsys):
     assert "64x32" in capsys.readouterr().err
     assert _written(tmp_path) == ["rep", "small"]
     assert {p.name: p.read_bytes() for p in rep.iterdir()} == before
+
+
+def test_relative_mean_ce_over_the_classes_both_models_have(synth, capsys):
+    """Issue 13 item 3: a model without car embeddings is compared with the reference on the other classes only."""
+    res = compare_models([synth["preds"]["rand"], synth["preds"]["nocar"]], synth["gt"], k=K, use_cache=False)
+    ref, other = (m.context_error for m in res.models)
+    assert ref.per_class[CAR].queries > 0 and other.per_class[CAR].queries == 0
+    # Informative classes of this set (K = 5): person and car; the model has no car, so Δ is over person only.
+    want = (other.per_class[PERSON].ce - ref.per_class[PERSON].ce) / ref.per_class[PERSON].ce
+    assert res.relative_mean_ce(1) == pytest.approx(want)
+    assert res.delta_classes(1) == (PERSON,)
+    # The plain mean over all classes with queries: person, rider and bicycle in common.
+    every = compare_models([synth["preds"]["rand"], synth["preds"]["nocar"]], synth["gt"], k=K, use_cache=False,
+                           all_classes=True)
+    ref, other = (m.context_error for m in every.models)
+    common = (PERSON, RIDER, BICYCLE)
+    want = np.mean([other.per_class[c].ce for c in common]) / np.mean([ref.per_class[c].ce for c in common]) - 1
+    assert every.relative_mean_ce(1) == pytest.approx(want)
+    # ... and the table says so.
+    assert main(["compare", *_args(synth, "rand", "nocar"), "--no-cache", "--bootstrap", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "Δ mean CE of nocar is over the 1 class both it and rand have (without car)" in " ".join(out.split())
+    assert _row(out, "nocar")[-1] == f"{100 * res.relative_mean_ce(1):+.1f}%"
+    payload = res.to_dict()
+    assert payload["models"][1]["delta_classes"] == [PERSON]
+    boot = compare_models([synth["preds"]["rand"], synth["preds"]["nocar"]], synth["gt"], k=K, use_cache=False,
+                          bootstrap=BootstrapSettings(200)).bootstrap.context_error.differences[1]
+    assert boot.classes == (PERSON,)
+    assert boot.relative.estimate == pytest.approx(res.relative_mean_ce(1))

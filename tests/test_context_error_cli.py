@@ -123,3 +123,30 @@ def test_usage_errors_exit_2(ds, capsys):
 def test_help_lists_the_command():
     res = CliRunner().invoke(cli, ["--help"])
     assert res.exit_code == 0 and "context-error" in res.output
+
+
+def test_wide_table_is_printed_at_its_natural_width(tmp_path, capsys, monkeypatch):
+    """Issue 13 item 16: with COCO's 80 thing classes the table was squeezed into the console to empty columns."""
+    monkeypatch.setenv("COLUMNS", "80")
+    cats = [{"id": 1, "name": "road", "isthing": 0}] + [
+        {"id": 10 + j, "name": f"thing-class-{j:02d}", "isthing": 1} for j in range(80)]
+    rng = np.random.default_rng(1)
+    images = {}
+    for n in range(8):
+        ids = np.ones((12, 16), np.uint32)
+        ids[: 1 + n % 3, :] = 0
+        ids[4:7, 2 + n : 5 + n] = 2
+        images[f"img{n}"] = (ids, [{"id": 1, "category_id": 1, "iscrowd": 0},
+                                   {"id": 2, "category_id": 10, "iscrowd": 0}])
+    gt_json, _ = write_tiny_gt(tmp_path, images, cats)
+    pred = write_embeddings(tmp_path / "pred", {k: ([2], rng.normal(size=(1, 4))) for k in images},
+                            gt_json=str(gt_json))
+    assert main(["context-error", str(pred), "--k", "3", "--json", str(tmp_path / "r.json"), "--no-cache"]) == 0
+    out = capsys.readouterr().out
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert max(len(line) for line in out.splitlines()) > 80  # wider than the console, not squeezed
+    for c in cats[1:]:
+        assert c["name"] in out
+    ce = res["per_class"]["10"]["ce"]
+    assert f"{ce:.3f}" in out
+    assert f"{res['mean']['ce']:.3f}" in out

@@ -212,7 +212,8 @@ class CompareResult:
         if not dropped:
             return None
         names = {c.id: c.name for c in self.categories}
-        return (f"Δ mean CE of {self.models[i].name} is over the {len(classes)} classes both it and "
+        return (f"Δ mean CE of {self.models[i].name} is over the {len(classes)} "
+                f"class{'es' if len(classes) != 1 else ''} both it and "
                 f"{self.models[self.reference].name} have (without {', '.join(names[c] for c in sorted(dropped))})")
 
     def to_dict(self) -> dict:
