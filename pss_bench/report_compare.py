@@ -280,11 +280,11 @@ def verdict_lines(result: CompareResult) -> list[str]:
         if d is None or d.estimate is None:
             return
         text = _ci(d, scale, digits, sign=True)
-        verdict = "significant" if d.significant else "not significant"
+        verdict = f"significant at {level}" if d.significant else f"not significant at {level}"
         if d.significant:
             good = (d.estimate > 0) == (better == "higher")
             verdict += f": {names[i]} is {'better' if good else 'worse'}"
-        out.append(f"{names[i]} vs {names[ref]}: {metric} {text}{unit}, p = {_p(d).rstrip(' *')} ({verdict} at {level})")
+        out.append(f"{names[i]} vs {names[ref]}: {metric} {text}{unit}, p = {_p(d).rstrip(' *')} ({verdict})")
 
     if bs.pq is not None and len(bs.pq_models) > 1:
         for j, i in enumerate(bs.pq_models[1:], 1):
@@ -294,8 +294,10 @@ def verdict_lines(result: CompareResult) -> list[str]:
     if bs.context_error is not None and len(bs.ce_models) > 1:
         for j, i in enumerate(bs.ce_models[1:], 1):
             comp = bs.context_error.differences[j]
-            line(i, bs.ce_models[0], f"Δ mean CE over {len(comp.classes)} classes", comp.ce, 1, 3, "", "lower")
-            line(i, bs.ce_models[0], "Δ context P@K", comp.precision, 100, 1, " points", "higher")
+            n = len(comp.classes)
+            line(i, bs.ce_models[0], f"Δ mean CE over {n} class{'es' if n != 1 else ''}", comp.ce, 1, 3, "",
+                 "lower")
+            line(i, bs.ce_models[0], f"Δ context P@{result.k}", comp.precision, 100, 1, " points", "higher")
     return out
 
 

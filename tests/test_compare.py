@@ -327,3 +327,63 @@ def test_relative_mean_ce_over_the_classes_both_models_have(synth, capsys):
                           bootstrap=BootstrapSettings(200)).bootstrap.context_error.differences[1]
     assert boot.classes == (PERSON,)
     assert boot.relative.estimate == pytest.approx(res.relative_mean_ce(1))
+
+
+def test_confidence_intervals_and_paired_differences(synth, tmp_path, capsys):
+    out = tmp_path / "res.json"
+    assert main(["compare", *_args(synth, "ctx", "rand", "pqonly"), "--json", str(out), "--no-cache",
+                 "--seed", "3"]) == 0
+    table = capsys.readouterr().out
+    res = json.loads(out.read_text())
+    bs = res["bootstrap"]
+    assert (bs["resamples"], bs["level"], bs["seed"]) == (1000, 0.95, 3)  # on by default
+    assert bs["pq"]["names"] == ["ctx", "rand", "pqonly"] and bs["context_error"]["names"] == ["ctx", "rand"]
+    ctx_pq, rand_pq = res["models"][0]["pq"], res["models"][1]["pq"]
+    rows = [m["rows"]["All"]["pq"] for m in bs["pq"]["models"]]
+    assert rows[0]["estimate"] == pytest.approx(ctx_pq["All"]["pq"])
+    assert rows[1]["estimate"] == pytest.approx(rand_pq["All"]["pq"])
+    assert rows[1]["low"] <= rows[1]["estimate"] <= rows[1]["high"]
+    d = bs["pq"]["differences"][1]["rows"]["All"]["pq"]
+    assert bs["pq"]["differences"][0] is None
+    assert d["estimate"] == pytest.approx(rand_pq["All"]["pq"] - ctx_pq["All"]["pq"])
+    assert d["high"] < 0 and d["significant"] is True and d["p_value"] == pytest.approx(2 / 1001)
+    ce = bs["context_error"]
+    ce_ctx = res["models"][0]["context_error"]
+    assert ce["models"][0]["mean"]["ce"]["estimate"] == pytest.approx(ce_ctx["mean"]["ce"])
+    dce = ce["differences"][1]
+    assert dce["paired"] is True and dce["ce"]["low"] > 0 and dce["ce"]["significant"] is True
+    assert dce["relative"]["estimate"] == pytest.approx(res["models"][1]["relative_mean_ce"])
+    # The second table: one row per metric, the Δ with its p-value, starred when significant.
+    assert "confidence intervals" in table and "Δ rand" in table and "Δ pqonly" in table
+    pq_row = _row(table, "PQ")
+    assert pq_row[1] == f"{100 * rows[0]['estimate']:.1f} [{100 * rows[0]['low']:.1f}, {100 * rows[0]['high']:.1f}]"
+    # Columns: Metric, ctx, rand, pqonly, Δ rand, p, Δ pqonly, p.
+    assert pq_row[4] == f"{100 * d['estimate']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
+    assert pq_row[5] == "0.002 *"
+    assert _row(table, "mean CE")[5] == "0.002 *" and _row(table, "mean CE")[6:] == ["—", "—"]
+
+
+def test_intervals_equal_the_single_model_commands(synth, capsys):
+    """Per-stratum seeds: a model's intervals do not depend on the models compared with it."""
+    assert main(["compare", *_args(synth, "ctx", "rand"), "--json", "-", "--no-cache", "--bootstrap", "300"]) == 0
+    bs = json.loads(capsys.readouterr().out)["bootstrap"]
+    rand = str(synth["preds"]["rand"])
+    assert main(["pq", rand, "--json", "-", "--no-cache", "--bootstrap", "300"]) == 0
+    assert json.loads(capsys.readouterr().out)["bootstrap"]["models"][0] == bs["pq"]["models"][1]
+    assert main(["context-error", rand, "--k", str(K), "--json", "-", "--no-cache", "--bootstrap", "300"]) == 0
+    assert json.loads(capsys.readouterr().out)["bootstrap"]["models"][0] == bs["context_error"]["models"][1]
+
+
+def test_bootstrap_off_and_all_classes(synth, capsys):
+    assert main(["compare", *_args(synth, "ctx", "rand"), "--json", "-", "--no-cache", "--bootstrap", "0",
+                 "--all-classes"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["bootstrap"] is None and res["all_classes"] is True
+    ce = res["models"][0]["context_error"]
+    assert ce["mean"] == ce["mean_all_classes"]
+    with_q = [r for r in ce["per_class"].values() if r["queries"]]
+    assert ce["mean"]["classes"] == len(with_q) and any(not r["informative"] for r in with_q)
+    assert main(["compare", *_args(synth, "ctx", "rand"), "--no-cache", "--bootstrap", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "confidence intervals" not in out and "°" in out  # uninformative classes still marked
+    assert main(["compare", *_args(synth, "ctx", "rand"), "--ci", "1.5"]) == 2

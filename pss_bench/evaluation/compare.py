@@ -132,8 +132,8 @@ class CompareBootstrap:
     def to_dict(self, names: Sequence[str]) -> dict:
         return {
             **self.settings.to_dict(),
-            "pq": {"models": [names[i] for i in self.pq_models], **self.pq.to_dict()} if self.pq else None,
-            "context_error": ({"models": [names[i] for i in self.ce_models], **self.context_error.to_dict()}
+            "pq": {"names": [names[i] for i in self.pq_models], **self.pq.to_dict()} if self.pq else None,
+            "context_error": ({"names": [names[i] for i in self.ce_models], **self.context_error.to_dict()}
                               if self.context_error else None),
         }
 
