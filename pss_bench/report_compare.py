@@ -135,8 +135,13 @@ def summary_cells(result: CompareResult) -> SummaryCells:
         for label, j in (("random", 0), ("oracle", 1)):
             bound_rows.append([f"({label})", *[""] * 5, *(_ce(b.per_class[c.id][j]) for c in things),
                                _ce(b.mean[j]), ""])
+        source = next(m.context_error for m in result.models if m.name == b.source)
+        bound_rows.append(["(queries)", *[""] * 5, *(str(source.per_class[c.id].queries) for c in things),
+                           str(source.mean.queries), ""])
     caption = (f"PQ, SQ, RQ in %; CE = Context Error per thing category (K={result.k}, lower is better); "
                f"{DASH} = not available")
+    if b is not None:
+        caption += f"; (queries) = query instances per class ({b.source}'s), and in the mean"
     if result.reference is not None:
         caption += f"; Δ = relative difference of the mean CE to {result.models[result.reference].name}"
     if b is not None and not b.consistent:

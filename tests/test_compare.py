@@ -112,6 +112,9 @@ def test_table_and_json_rank_models(synth, tmp_path, capsys):
     assert r_pq[6:] == ["—"] * (len(r_pq) - 6)
     assert _row(cap.out, "(random)")[-1] == f"{b['mean']['random']:.3f}"
     assert _row(cap.out, "(oracle)")[-1] == f"{b['mean']['oracle']:.3f}"
+    per_class = ctx["context_error"]["per_class"]
+    assert _row(cap.out, "(queries)")[1:] == [str(r["queries"]) for r in per_class.values()] + \
+        [str(ctx["context_error"]["mean"]["queries"])]
     assert "wrote" in cap.err and "pqonly" in cap.err  # the missing-CE note is a warning on stderr
 
 
