@@ -46,8 +46,8 @@ MARK_START, MARK_END = "<!-- ce_vs_context:start -->", "<!-- ce_vs_context:end -
 SEED = 1  # the demo's val seed: the bundled checkpoints were trained on seed 0
 
 
-def prepare(work: Path, frames: int) -> tuple[Path, dict[str, Path]]:
-    """The val set and one prediction directory per bundled checkpoint (made once)."""
+def prepare(work: Path, frames: int, made: list[str]) -> tuple[Path, dict[str, Path]]:
+    """The val set and one prediction directory per bundled checkpoint (made once; ``made`` says what was)."""
     from pss_bench.data.synthstreets import generate
     from pss_bench.demo import bundled_checkpoints
     from pss_bench.parallel import default_workers
@@ -56,11 +56,13 @@ def prepare(work: Path, frames: int) -> tuple[Path, dict[str, Path]]:
     data = work / f"synthstreets_val_seed{SEED}_{frames}"
     if not (data / "gtFine" / "cityscapes_panoptic_val.json").is_file():
         generate(data, train=0, val=frames, seed=SEED, workers=default_workers())
+        made.append("data")
     preds = {}
     for name, ckpt in bundled_checkpoints().items():
         pred = work / f"pred_{name.lower().replace('-', '_')}"
         if not (pred / "manifest.json").is_file():
             write_predictions(ckpt, data, pred, split="val", overwrite=True)
+            made.append(f"{name} predictions")
         preds[name] = pred
     return data / "gtFine" / "cityscapes_panoptic_val.json", preds
 
@@ -97,7 +99,8 @@ def main() -> int:
     from pss_bench.evaluation.context_error import load_instances, score_instances
 
     t0 = time.perf_counter()
-    gt_json, preds = prepare(args.work, args.frames)
+    made: list[str] = []
+    gt_json, preds = prepare(args.work, args.frames, made)
     insts = {name: load_instances(p, gt_json, use_cache=False) for name, p in preds.items()}
     base = next(iter(insts.values()))
     if base.labels is None:
@@ -154,7 +157,7 @@ def main() -> int:
         f"Measured {time.strftime('%Y-%m-%d')}: SynthStreets val of seed {SEED}, {args.frames} frames "
         f"({n:,} instances; informative classes and queries: "
         f"{', '.join(f'{c} {q}' for c, q in info.items())}), K = {args.k}, {len(rows)} embeddings, "
-        f"{elapsed:.0f} s including any data generation and prediction.",
+        f"{elapsed:.0f} s ({'including ' + ', '.join(made) if made else 'data and predictions reused from --work'}).",
         "",
         f"Command: `python bench/ce_vs_context.py --frames {args.frames} --work {args.work}`",
         "",

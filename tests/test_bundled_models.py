@@ -102,10 +102,10 @@ def test_demo_set_has_many_more_than_k_plus_1_instances_per_class():
     from collections import Counter
 
     from pss_bench.data.synthstreets import render_frame
-    from pss_bench.demo import DEMO_FRAMES, DEMO_K
+    from pss_bench.demo import DEMO_FRAMES, DEMO_K, FEW_INSTANCES
 
     counts: Counter = Counter()
     for i in range(DEMO_FRAMES):
         counts.update(inst // 1000 for inst in render_frame(DEMO_SEED, "val", i).context)
     assert set(counts) == {24, 25, 26, 28, 33}  # person, rider, car, bus, bicycle
-    assert min(counts.values()) >= 2.5 * (DEMO_K + 1), counts
+    assert min(counts.values()) >= FEW_INSTANCES * (DEMO_K + 1), counts

@@ -8,7 +8,7 @@ import click
 
 from pss_bench.cli.compare import print_wide_table
 from pss_bench.cli.options import console_err, debug_option, workers_option
-from pss_bench.demo import DEMO_FRAMES, DEMO_K
+from pss_bench.demo import DEMO_FRAMES, DEMO_K, FEW_INSTANCES
 
 
 @click.command("demo")
@@ -39,7 +39,7 @@ def command(out, frames, bootstrap_n, workers):
         result, report = run_demo(out, frames=frames, workers=workers, bootstrap=BootstrapSettings(bootstrap_n),
                                   progress=lambda stage, done, total: bar(done, total))
     counts = thing_instance_counts(result.gt_json)
-    few = {name: n for name, n in counts.items() if 0 < n <= 3 * (DEMO_K + 1)}
+    few = {name: n for name, n in counts.items() if 0 < n < FEW_INSTANCES * (DEMO_K + 1)}
     print(f"Thing instances in the val set: {', '.join(f'{n} {name}' for name, n in counts.items() if n)} "
           f"(K = {DEMO_K}).")
     if few:
