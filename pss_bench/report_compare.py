@@ -338,20 +338,27 @@ def pq_class_cells(result: CompareResult) -> tuple[list[str], list[list[str]]]:
 
 
 def ce_class_cells(result: CompareResult) -> tuple[list[str], list[list[str]]]:
-    """Per-class CE of each model with a CE, the bounds and the query counts."""
+    """Per-class CE and normalised score of each model with a CE, the bounds, the query counts, informative or not."""
     models = [m for m in result.models if m.context_error is not None]
-    headers = ["Category", *(m.name for m in models), "random", "oracle", "queries", "informative"]
+    headers = ["Category", *(m.name for m in models), *(f"score {m.name}" for m in models), "random", "oracle",
+               "queries", "informative"]
     rows = []
     b = result.bounds
     flagged = uninformative_classes(result)
+
+    def score(x: float | None) -> str:
+        return DASH if x is None else f"{x:.2f}"
+
     for c in result.thing_categories:
         cells = [_ce(m.context_error.per_class[c.id].ce) for m in models]
+        scores = [score(m.context_error.per_class[c.id].score) for m in models]
         rnd, orc = b.per_class[c.id] if b is not None else (None, None)
         q = models[0].context_error.per_class[c.id].queries if models else 0
         info = DASH if not q else ("no" if c.id in flagged else "yes")
-        rows.append([_class_label(result, c, flagged), *cells, _ce(rnd), _ce(orc), str(q), info])
+        rows.append([_class_label(result, c, flagged), *cells, *scores, _ce(rnd), _ce(orc), str(q), info])
     if models:
-        rows.append(["mean", *(_ce(m.context_error.mean.ce) for m in models), _ce(b.mean[0]), _ce(b.mean[1]),
+        rows.append(["mean", *(_ce(m.context_error.mean.ce) for m in models),
+                     *(score(m.context_error.mean.score) for m in models), _ce(b.mean[0]), _ce(b.mean[1]),
                      str(models[0].context_error.mean.queries), ""])
     return headers, rows
 

@@ -30,7 +30,8 @@ class absent from the drawn images) are left out of its quantiles.
 
 Randomness: one ``numpy.random.Generator`` per stratum, seeded from
 ``(seed, stream, stratum)``, so a model's intervals do not depend on which
-other models or metrics are bootstrapped with it.
+other models or metrics are bootstrapped with it (as long as the models
+embed the same instances: the CE resamples the union of their queries).
 """
 
 from __future__ import annotations
