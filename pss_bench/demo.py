@@ -23,9 +23,9 @@ BUNDLED = {"PSS": "pss_synthstreets_tiny.pt", "UPSNet-style": "upsnet_synthstree
 DEMO_SEED = 1  # the bundled models were trained on seed 0
 #: Frames of the demo's val set. SynthStreets' rarest thing class (bus) has about
 #: 0.19 instances per frame: 250 frames hold 47 buses, 100 riders, 171 bicycles,
-#: 722 persons and 1,500 cars (seed 1), every class more than twice K + 1 = 21,
-#: and predicting them with both bundled checkpoints stays within the 10-minute
-#: budget of `make demo` (docs/benchmarks.md).
+#: 722 persons and 1,500 cars (seed 1), every class more than twice K + 1 = 21.
+#: Predicting them with both bundled checkpoints is nearly all of the demo's
+#: time (docs/benchmarks.md has the measurement).
 DEMO_FRAMES = 250
 #: A class with fewer instances than this many times K + 1 gets a warning.
 FEW_INSTANCES = 2
