@@ -11,25 +11,51 @@ def _pct(x: float) -> str:
     return f"{100 * x:.1f}"
 
 
-def pq_table(result: PQResult, title: str | None = None) -> Table:
-    """Per-category rows (PQ, SQ, RQ in percent; TP, FP, FN), then All / Things / Stuff with n."""
+def _pct_interval(iv) -> str:
+    if iv is None or iv.low is None or iv.high is None:
+        return "—"
+    return f"[{_pct(iv.low)}, {_pct(iv.high)}]"
+
+
+def pq_table(result: PQResult, title: str | None = None, bootstrap=None) -> Table:
+    """Per-category rows (PQ, SQ, RQ in percent; TP, FP, FN), then All / Things / Stuff with n.
+
+    With ``bootstrap`` (a :class:`~pss_bench.metrics.bootstrap.PQBootstrap`
+    of this result), a column with the PQ's confidence interval follows PQ.
+    """
+    from rich.markup import escape
+
+    boot = bootstrap.models[0] if bootstrap is not None else None
     t = Table(title=title, show_lines=False)
-    for col, just in (("Category", "left"), ("PQ", "right"), ("SQ", "right"), ("RQ", "right"),
-                      ("TP", "right"), ("FP", "right"), ("FN", "right"), ("n", "right")):
+    cols = [("Category", "left"), ("PQ", "right")]
+    if boot is not None:
+        cols.append((f"PQ {100 * bootstrap.settings.level:g}% CI", "right"))
+    cols += [("SQ", "right"), ("RQ", "right"), ("TP", "right"), ("FP", "right"), ("FN", "right"), ("n", "right")]
+    for col, just in cols:
         t.add_column(col, justify=just)
+
+    def ci(iv) -> list[str]:
+        return [_pct_interval(iv)] if boot is not None else []
+
     for cid, r in result.per_class.items():
         cat = result.categories[cid]
-        name = f"{cat.name} ({cid}){' *' if cat.isthing else ''}"
+        name = escape(f"{cat.name} ({cid}){' *' if cat.isthing else ''}")
         if not r.present:
-            t.add_row(name, "—", "—", "—", "0", "0", "0", "", style="dim")
+            t.add_row(name, "—", *ci(None), "—", "—", "0", "0", "0", "", style="dim")
         else:
-            t.add_row(name, _pct(r.pq), _pct(r.sq), _pct(r.rq), str(r.tp), str(r.fp), str(r.fn), "")
+            t.add_row(name, _pct(r.pq), *ci(boot.per_class.get(cid) if boot else None), _pct(r.sq), _pct(r.rq),
+                      str(r.tp), str(r.fp), str(r.fn), "")
     t.add_section()
     for name in ("All", "Things", "Stuff"):
         row = result.row(name)
         if row is None:
-            t.add_row(name, "—", "—", "—", "", "", "", "0", style="bold")
+            t.add_row(name, "—", *ci(None), "—", "—", "", "", "", "0", style="bold")
         else:
-            t.add_row(name, _pct(row.pq), _pct(row.sq), _pct(row.rq), "", "", "", str(row.n), style="bold")
+            t.add_row(name, _pct(row.pq), *ci(boot.rows[name]["pq"] if boot else None), _pct(row.sq), _pct(row.rq),
+                      "", "", "", str(row.n), style="bold")
     t.caption = "PQ, SQ, RQ in %; * = thing class; — = no GT or predicted segment"
+    if boot is not None:
+        s = bootstrap.settings
+        t.caption += (f"; CI: percentile interval of {s.resamples} bootstrap resamples of the images "
+                      f"(seed {s.seed})")
     return t

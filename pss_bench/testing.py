@@ -142,8 +142,14 @@ def assert_pq(
 
 
 def ce_metrics(result_dict: dict) -> dict[str, float | None]:
-    """Flat ``{"mean/ce": ..., "class 24/ce": ...}`` from a Context Error result dict."""
+    """Flat ``{"mean/ce": ..., "mean_all_classes/ce": ..., "class 24/ce": ...}`` from a Context Error result dict.
+
+    ``mean/ce`` is the headline mean (informative classes by default);
+    ``mean_all_classes/ce`` the paper's plain mean over every class with queries.
+    """
     flat: dict[str, float | None] = {"mean/ce": result_dict["mean"]["ce"]}
+    if result_dict.get("mean_all_classes") is not None:
+        flat["mean_all_classes/ce"] = result_dict["mean_all_classes"]["ce"]
     for cid, r in result_dict["per_class"].items():
         flat[f"class {cid}/ce"] = r["ce"]
     return flat

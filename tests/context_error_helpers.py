@@ -78,14 +78,15 @@ def ref_context_error(instances, embeddings, k, gallery=None, gallery_embeddings
         cats: thing category ids in order.
 
     Returns:
-        ``{cat: {"ce", "random", "oracle", "queries", "precision"}}`` and the mean dict.
+        ``{cat: {"ce", "random", "oracle", "queries", "precision", "others"}}`` and the
+        plain mean over every class with a query (the paper's).
     """
     same = gallery is None
     if same:
         gallery, gallery_embeddings, gallery_labels = instances, embeddings, labels
     per = {}
     for c in cats:
-        rows = {"ce": [], "random": [], "oracle": [], "precision": []}
+        rows = {"ce": [], "random": [], "oracle": [], "precision": [], "others": []}
         for qi, q in enumerate(instances):
             if q["cat"] != c:
                 continue
@@ -93,6 +94,7 @@ def ref_context_error(instances, embeddings, k, gallery=None, gallery_embeddings
             if not others:
                 continue
             ke = min(k, len(others))
+            rows["others"].append(len(others))
             qv = embeddings[qi] / np.linalg.norm(embeddings[qi])
             sims = []
             for gi in others:
@@ -111,6 +113,7 @@ def ref_context_error(instances, embeddings, k, gallery=None, gallery_embeddings
                 "ce": float(np.mean(rows["ce"])), "random": float(np.mean(rows["random"])),
                 "oracle": float(np.mean(rows["oracle"])), "queries": len(rows["ce"]),
                 "precision": float(np.mean(rows["precision"])) if rows["precision"] else None,
+                "others": max(rows["others"]),
             }
     mean = {key: float(np.mean([v[key] for v in per.values()])) for key in ("ce", "random", "oracle")} if per else None
     return per, mean

@@ -78,8 +78,34 @@ def test_shuffled_embeddings_fail_the_context_error_check(pss_pred, val_set, tmp
 
 
 def test_demo_prints_the_comparison_and_writes_the_report(tmp_path, capsys):
-    assert main(["demo", "--frames", "4", "--out", str(tmp_path / "demo")]) == 0
-    out = capsys.readouterr().out
+    """The demo's mechanics on 4 frames (the real demo uses DEMO_FRAMES): tables, intervals, verdicts, report."""
+    import json
+
+    assert main(["demo", "--frames", "4", "--bootstrap", "200", "--out", str(tmp_path / "demo")]) == 0
+    cap = capsys.readouterr()
+    out = cap.out
     assert "PSS" in out and "UPSNet-style" in out and "PQ" in out and "random" in out
+    assert "confidence intervals" in out and "Δ UPSNet-style" in out
+    assert "UPSNet-style vs PSS: ΔPQ " in out and "significant at 5%" in out
+    assert "Thing instances in the val set" in out
+    assert "few instances for K = 20" in " ".join(cap.err.split())  # 4 frames are far too few
     for f in ("report.md", "report.html", "results.json", "ce_per_category.png", "pq_per_class.png"):
         assert (tmp_path / "demo" / "report" / f).is_file(), f
+    res = json.loads((tmp_path / "demo" / "report" / "results.json").read_text())
+    assert res["bootstrap"]["resamples"] == 200 and res["bootstrap"]["pq"]["names"] == ["PSS", "UPSNet-style"]
+    assert "Confidence intervals and significance" in (tmp_path / "demo" / "report" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_demo_set_has_many_more_than_k_plus_1_instances_per_class():
+    """DEMO_FRAMES is chosen so that every SynthStreets thing class is informative with room to spare."""
+    from collections import Counter
+
+    from pss_bench.data.synthstreets import render_frame
+    from pss_bench.demo import DEMO_FRAMES, DEMO_K, FEW_INSTANCES
+
+    counts: Counter = Counter()
+    for i in range(DEMO_FRAMES):
+        counts.update(inst // 1000 for inst in render_frame(DEMO_SEED, "val", i).context)
+    assert set(counts) == {24, 25, 26, 28, 33}  # person, rider, car, bus, bicycle
+    assert min(counts.values()) >= FEW_INSTANCES * (DEMO_K + 1), counts

@@ -39,7 +39,8 @@ def test_table_on_stdout_and_json_schema(ds, capsys):
     cap = capsys.readouterr()
     assert "All" in cap.out and "Things" in cap.out and "person" in cap.out
     res = json.loads(out.read_text())
-    assert set(res) == {"All", "Things", "Stuff", "per_class"}
+    assert set(res) == {"All", "Things", "Stuff", "per_class", "bootstrap"}
+    assert res["bootstrap"] is None  # no --bootstrap
     for row in ("All", "Things", "Stuff"):
         assert set(res[row]) == {"pq", "sq", "rq", "n"}
     assert set(res["per_class"]) == {"1", "10", "11"}

@@ -23,12 +23,15 @@ from pss_bench.evaluation.context_error import evaluate_context_error
 from pss_bench.evaluation.pq import evaluate_pq
 from pss_bench.io.panoptic import load_panoptic_json, read_id_png
 from pss_bench.io.prediction import PredictionWriter
+from pss_bench.metrics.bootstrap import BootstrapSettings
 from pss_bench.metrics.context_error import image_context_descriptors
 
 K = 5
+PERSON, RIDER, CAR, BICYCLE = 24, 25, 26, 33
 
 
-def _write_pred(out: Path, gt_json: Path, *, shift: int | None, emb: str | None, seed: int = 0) -> Path:
+def _write_pred(out: Path, gt_json: Path, *, shift: int | None, emb: str | None, seed: int = 0,
+                skip_category: int | None = None) -> Path:
     gt = load_panoptic_json(gt_json, role="gt")
     raw = json.loads(gt_json.read_text())
     cats = list(gt.categories.values())
@@ -47,7 +50,8 @@ def _write_pred(out: Path, gt_json: Path, *, shift: int | None, emb: str | None,
                     e = np.sqrt(d.distributions().reshape(len(d.segment_ids), -1)) + 1e-3
                 else:
                     e = rng.normal(size=(len(d.segment_ids), 8))
-                w.add_embeddings(ann.image_id, d.segment_ids, e)
+                keep = d.category_ids != skip_category
+                w.add_embeddings(ann.image_id, d.segment_ids[keep], e[keep])
         w.commit(categories=raw["categories"])
     return out
 
@@ -63,6 +67,7 @@ def synth(tmp_path_factory):
         "rand": _write_pred(root / "rand", gt_json, shift=3, emb="random"),
         "pqonly": _write_pred(root / "pqonly", gt_json, shift=1, emb=None),
         "embonly": _write_pred(root / "embonly", gt_json, shift=None, emb="random", seed=1),
+        "nocar": _write_pred(root / "nocar", gt_json, shift=None, emb="context", skip_category=CAR),
     }
     return {"root": root, "gt": gt_json, "images": data / "leftImg8bit", "preds": preds}
 
@@ -107,6 +112,9 @@ def test_table_and_json_rank_models(synth, tmp_path, capsys):
     assert r_pq[6:] == ["—"] * (len(r_pq) - 6)
     assert _row(cap.out, "(random)")[-1] == f"{b['mean']['random']:.3f}"
     assert _row(cap.out, "(oracle)")[-1] == f"{b['mean']['oracle']:.3f}"
+    per_class = ctx["context_error"]["per_class"]
+    assert _row(cap.out, "(queries)")[1:] == [str(r["queries"]) for r in per_class.values()] + \
+        [str(ctx["context_error"]["mean"]["queries"])]
     assert "wrote" in cap.err and "pqonly" in cap.err  # the missing-CE note is a warning on stderr
 
 
@@ -293,3 +301,92 @@ def test_report_failure_keeps_the_earlier_report(synth, tmp_path, capsys):
     assert "64x32" in capsys.readouterr().err
     assert _written(tmp_path) == ["rep", "small"]
     assert {p.name: p.read_bytes() for p in rep.iterdir()} == before
+
+
+def test_relative_mean_ce_over_the_classes_both_models_have(synth, capsys):
+    """Issue 13 item 3: a model without car embeddings is compared with the reference on the other classes only."""
+    res = compare_models([synth["preds"]["rand"], synth["preds"]["nocar"]], synth["gt"], k=K, use_cache=False)
+    ref, other = (m.context_error for m in res.models)
+    assert ref.per_class[CAR].queries > 0 and other.per_class[CAR].queries == 0
+    # Informative classes of this set (K = 5): person and car; the model has no car, so Δ is over person only.
+    want = (other.per_class[PERSON].ce - ref.per_class[PERSON].ce) / ref.per_class[PERSON].ce
+    assert res.relative_mean_ce(1) == pytest.approx(want)
+    assert res.delta_classes(1) == (PERSON,)
+    # The plain mean over all classes with queries: person, rider and bicycle in common.
+    every = compare_models([synth["preds"]["rand"], synth["preds"]["nocar"]], synth["gt"], k=K, use_cache=False,
+                           all_classes=True)
+    ref, other = (m.context_error for m in every.models)
+    common = (PERSON, RIDER, BICYCLE)
+    want = np.mean([other.per_class[c].ce for c in common]) / np.mean([ref.per_class[c].ce for c in common]) - 1
+    assert every.relative_mean_ce(1) == pytest.approx(want)
+    # ... and the table says so.
+    assert main(["compare", *_args(synth, "rand", "nocar"), "--no-cache", "--bootstrap", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "Δ mean CE of nocar is over the 1 class both it and rand have (without car)" in " ".join(out.split())
+    assert _row(out, "nocar")[-1] == f"{100 * res.relative_mean_ce(1):+.1f}%"
+    payload = res.to_dict()
+    assert payload["models"][1]["delta_classes"] == [PERSON]
+    boot = compare_models([synth["preds"]["rand"], synth["preds"]["nocar"]], synth["gt"], k=K, use_cache=False,
+                          bootstrap=BootstrapSettings(200)).bootstrap.context_error.differences[1]
+    assert boot.classes == (PERSON,)
+    assert boot.relative.estimate == pytest.approx(res.relative_mean_ce(1))
+
+
+def test_confidence_intervals_and_paired_differences(synth, tmp_path, capsys):
+    out = tmp_path / "res.json"
+    assert main(["compare", *_args(synth, "ctx", "rand", "pqonly"), "--json", str(out), "--no-cache",
+                 "--seed", "3"]) == 0
+    table = capsys.readouterr().out
+    res = json.loads(out.read_text())
+    bs = res["bootstrap"]
+    assert (bs["resamples"], bs["level"], bs["seed"]) == (1000, 0.95, 3)  # on by default
+    assert bs["pq"]["names"] == ["ctx", "rand", "pqonly"] and bs["context_error"]["names"] == ["ctx", "rand"]
+    ctx_pq, rand_pq = res["models"][0]["pq"], res["models"][1]["pq"]
+    rows = [m["rows"]["All"]["pq"] for m in bs["pq"]["models"]]
+    assert rows[0]["estimate"] == pytest.approx(ctx_pq["All"]["pq"])
+    assert rows[1]["estimate"] == pytest.approx(rand_pq["All"]["pq"])
+    assert rows[1]["low"] <= rows[1]["estimate"] <= rows[1]["high"]
+    d = bs["pq"]["differences"][1]["rows"]["All"]["pq"]
+    assert bs["pq"]["differences"][0] is None
+    assert d["estimate"] == pytest.approx(rand_pq["All"]["pq"] - ctx_pq["All"]["pq"])
+    assert d["high"] < 0 and d["significant"] is True and d["p_value"] == pytest.approx(2 / 1001)
+    ce = bs["context_error"]
+    ce_ctx = res["models"][0]["context_error"]
+    assert ce["models"][0]["mean"]["ce"]["estimate"] == pytest.approx(ce_ctx["mean"]["ce"])
+    dce = ce["differences"][1]
+    assert dce["paired"] is True and dce["ce"]["low"] > 0 and dce["ce"]["significant"] is True
+    assert dce["relative"]["estimate"] == pytest.approx(res["models"][1]["relative_mean_ce"])
+    # The second table: one row per metric, the Δ with its p-value, starred when significant.
+    assert "confidence intervals" in table and "Δ rand" in table and "Δ pqonly" in table
+    pq_row = _row(table, "PQ")
+    assert pq_row[1] == f"{100 * rows[0]['estimate']:.1f} [{100 * rows[0]['low']:.1f}, {100 * rows[0]['high']:.1f}]"
+    # Columns: Metric, ctx, rand, pqonly, Δ rand, p, Δ pqonly, p.
+    assert pq_row[4] == f"{100 * d['estimate']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
+    assert pq_row[5] == "0.002 *"
+    assert _row(table, "mean CE")[5] == "0.002 *" and _row(table, "mean CE")[6:] == ["—", "—"]
+
+
+def test_intervals_equal_the_single_model_commands(synth, capsys):
+    """Per-stratum seeds: a model's intervals do not depend on the models compared with it."""
+    assert main(["compare", *_args(synth, "ctx", "rand"), "--json", "-", "--no-cache", "--bootstrap", "300"]) == 0
+    bs = json.loads(capsys.readouterr().out)["bootstrap"]
+    rand = str(synth["preds"]["rand"])
+    assert main(["pq", rand, "--json", "-", "--no-cache", "--bootstrap", "300"]) == 0
+    assert json.loads(capsys.readouterr().out)["bootstrap"]["models"][0] == bs["pq"]["models"][1]
+    assert main(["context-error", rand, "--k", str(K), "--json", "-", "--no-cache", "--bootstrap", "300"]) == 0
+    assert json.loads(capsys.readouterr().out)["bootstrap"]["models"][0] == bs["context_error"]["models"][1]
+
+
+def test_bootstrap_off_and_all_classes(synth, capsys):
+    assert main(["compare", *_args(synth, "ctx", "rand"), "--json", "-", "--no-cache", "--bootstrap", "0",
+                 "--all-classes"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["bootstrap"] is None and res["all_classes"] is True
+    ce = res["models"][0]["context_error"]
+    assert ce["mean"] == ce["mean_all_classes"]
+    with_q = [r for r in ce["per_class"].values() if r["queries"]]
+    assert ce["mean"]["classes"] == len(with_q) and any(not r["informative"] for r in with_q)
+    assert main(["compare", *_args(synth, "ctx", "rand"), "--no-cache", "--bootstrap", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "confidence intervals" not in out and "°" in out  # uninformative classes still marked
+    assert main(["compare", *_args(synth, "ctx", "rand"), "--ci", "1.5"]) == 2

@@ -131,8 +131,9 @@ def test_hand_computed_context_error(tmp_path):
     assert car.score == pytest.approx(-2 / 3)
     assert res.mean.ce == pytest.approx(car.ce)
     d = res.to_dict()
-    assert set(d) == {"k", "per_class", "mean"}
+    assert set(d) == {"k", "all_classes", "per_class", "mean", "mean_all_classes"}
     assert set(d["per_class"]) == {"2"}  # only thing categories
+    assert d["per_class"]["2"]["informative"] is True  # K = 1 < 2 others
     assert d["per_class"]["2"]["queries"] == 3
 
 
@@ -189,8 +190,8 @@ def test_stats_merge_is_a_sum():
     from pss_bench.metrics.context_error import CategoryScores
 
     s1, s2, both = (ContextErrorStats(cats, 5) for _ in range(3))
-    a = CategoryScores(np.array([1.0, 2.0]), np.array([3.0, 3.0]), np.array([0.5, 0.5]), np.array([np.nan, 1.0]), 2)
-    b = CategoryScores(np.array([4.0]), np.array([5.0]), np.array([1.0]), np.array([0.0]), 1)
+    a = CategoryScores(np.array([1.0, 2.0]), np.array([3.0, 3.0]), np.array([0.5, 0.5]), np.array([np.nan, 1.0]), 2, 9)
+    b = CategoryScores(np.array([4.0]), np.array([5.0]), np.array([1.0]), np.array([0.0]), 1, 6)
     s1.add(2, a)
     s2.add(3, b)
     both.add(2, a)
@@ -200,6 +201,7 @@ def test_stats_merge_is_a_sum():
     r = both.compute()
     assert r.per_class[2].precision == 1.0 and r.per_class[3].precision == 0.0
     assert r.mean.ce == pytest.approx((1.5 + 4.0) / 2)
+    assert r.per_class[2].informative and r.per_class[3].informative  # 9 and 6 others > K = 5
 
 
 def test_search_excludes_the_query_even_with_ties():
@@ -277,8 +279,7 @@ def test_fast_matches_reference_on_real_frames(cs_reference, tmp_path, k):
             assert got.queries == ref["queries"], (name, c)
             for key in ("ce", "random", "oracle"):
                 assert getattr(got, key) == pytest.approx(ref[key], rel=1e-9, abs=1e-12), (name, c, key)
-        for key in ("ce", "random", "oracle"):
-            assert getattr(res.mean, key) == pytest.approx(mean[key], rel=1e-9), (name, key)
+        _check_means(res, per, mean, k, name)
 
 
 def test_min_area_and_gallery_match_reference(cs_reference, tmp_path):
@@ -301,7 +302,26 @@ def test_min_area_and_gallery_match_reference(cs_reference, tmp_path):
         assert got.queries == ref["queries"]
         for key in ("ce", "random", "oracle"):
             assert getattr(got, key) == pytest.approx(ref[key], rel=1e-9), (c, key)
-    assert res.mean.ce == pytest.approx(mean["ce"], rel=1e-9)
+    _check_means(res, per, mean, 4, "gallery")
+
+
+def _check_means(res, per, mean, k, name):
+    """The paper's plain mean over every class, and the default mean over the informative ones."""
+    for key in ("ce", "random", "oracle"):
+        assert getattr(res.mean_all_classes, key) == pytest.approx(mean[key], rel=1e-9), (name, key)
+    informative = [c for c, r in per.items() if r["others"] > k]
+    for c, r in per.items():
+        assert res.per_class[c].informative == (r["others"] > k), (name, c)
+        if r["others"] <= k:  # K covers every other instance: the CE says nothing about the embedding
+            assert res.per_class[c].ce == pytest.approx(res.per_class[c].random, rel=1e-9)
+            assert res.per_class[c].oracle == pytest.approx(res.per_class[c].random, rel=1e-9)
+    assert res.mean.classes == len(informative)
+    if informative:
+        for key in ("ce", "random", "oracle"):
+            want = float(np.mean([per[c][key] for c in informative]))
+            assert getattr(res.mean, key) == pytest.approx(want, rel=1e-9), (name, key)
+    else:
+        assert res.mean.ce is None
 
 
 def test_context_precision_with_constructed_labels(cs_reference, tmp_path):

@@ -45,13 +45,17 @@ def test_table_and_json_schema(ds, capsys):
     cap = capsys.readouterr()
     assert "car" in cap.out and "person" in cap.out and "oracle" in cap.out and "mean" in cap.out
     res = json.loads(out.read_text())
-    assert set(res) == {"k", "per_class", "mean"} and res["k"] == 3
+    assert set(res) == {"k", "all_classes", "per_class", "mean", "mean_all_classes", "bootstrap"} and res["k"] == 3
+    assert res["bootstrap"] is None and res["all_classes"] is False
     assert set(res["per_class"]) == {"2", "3"}
+    row_keys = {"ce", "random", "oracle", "score", "queries", "precision", "informative", "classes"}
     for row in res["per_class"].values():
-        assert set(row) == {"ce", "random", "oracle", "score", "queries", "precision"}
+        assert set(row) == row_keys
         assert row["queries"] == 6
+        assert row["informative"] is True  # 5 others > K = 3
         assert row["oracle"] <= row["ce"] + 1e-12
-    assert set(res["mean"]) == {"ce", "random", "oracle", "score", "queries", "precision"}
+    assert set(res["mean"]) == row_keys and res["mean"]["classes"] == 2
+    assert res["mean_all_classes"] == res["mean"]
     assert res["mean"]["ce"] == pytest.approx((res["per_class"]["2"]["ce"] + res["per_class"]["3"]["ce"]) / 2)
     assert f"{res['mean']['ce']:.3f}" in cap.out
 
@@ -62,7 +66,14 @@ def test_cli_runner_json_dash_and_manifest_gt(ds):
     res = runner.invoke(cli, ["context-error", str(pred), "--json", "-", "--cache-dir", str(tmp / "c")])
     assert res.exit_code == 0, res.output
     payload = json.loads(res.stdout)
-    assert payload["mean"]["queries"] == 12
+    # K = 20 covers the 5 other instances of each class: both are uninformative, the mean is undefined
+    # and only the paper's plain mean over all classes has a value.
+    assert payload["mean_all_classes"]["queries"] == 12
+    assert payload["mean"]["queries"] == 0 and payload["mean"]["ce"] is None
+    assert [r["informative"] for r in payload["per_class"].values()] == [False, False]
+    res = runner.invoke(cli, ["context-error", str(pred), "--json", "-", "--no-cache", "--all-classes"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["mean"] == payload["mean_all_classes"]
     assert list((tmp / "c").rglob("*.desc"))  # descriptors were cached
     # --min-area above every instance leaves no query: nulls, still exit 0
     res = runner.invoke(cli, ["context-error", str(pred), "--json", "-", "--no-cache", "--min-area", "1000"])
@@ -112,3 +123,30 @@ def test_usage_errors_exit_2(ds, capsys):
 def test_help_lists_the_command():
     res = CliRunner().invoke(cli, ["--help"])
     assert res.exit_code == 0 and "context-error" in res.output
+
+
+def test_wide_table_is_printed_at_its_natural_width(tmp_path, capsys, monkeypatch):
+    """Issue 13 item 16: with COCO's 80 thing classes the table was squeezed into the console to empty columns."""
+    monkeypatch.setenv("COLUMNS", "80")
+    cats = [{"id": 1, "name": "road", "isthing": 0}] + [
+        {"id": 10 + j, "name": f"thing-class-{j:02d}", "isthing": 1} for j in range(80)]
+    rng = np.random.default_rng(1)
+    images = {}
+    for n in range(8):
+        ids = np.ones((12, 16), np.uint32)
+        ids[: 1 + n % 3, :] = 0
+        ids[4:7, 2 + n : 5 + n] = 2
+        images[f"img{n}"] = (ids, [{"id": 1, "category_id": 1, "iscrowd": 0},
+                                   {"id": 2, "category_id": 10, "iscrowd": 0}])
+    gt_json, _ = write_tiny_gt(tmp_path, images, cats)
+    pred = write_embeddings(tmp_path / "pred", {k: ([2], rng.normal(size=(1, 4))) for k in images},
+                            gt_json=str(gt_json))
+    assert main(["context-error", str(pred), "--k", "3", "--json", str(tmp_path / "r.json"), "--no-cache"]) == 0
+    out = capsys.readouterr().out
+    res = json.loads((tmp_path / "r.json").read_text())
+    assert max(len(line) for line in out.splitlines()) > 80  # wider than the console, not squeezed
+    for c in cats[1:]:
+        assert c["name"] in out
+    ce = res["per_class"]["10"]["ce"]
+    assert f"{ce:.3f}" in out
+    assert f"{res['mean']['ce']:.3f}" in out

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import cache_options, console_err, debug_option, json_option, workers_option
+from pss_bench.cli.options import (
+    bootstrap_options,
+    cache_options,
+    console_err,
+    debug_option,
+    json_option,
+    workers_option,
+)
 from pss_bench.cli.progress import progress_bar
 
 
@@ -50,11 +57,12 @@ def print_wide_table(table) -> None:
                    "for the report's retrieval strips.")
 @click.option("--queries", "n_queries", type=click.IntRange(min=0), default=3, show_default=True,
               help="Query instances with retrieval strips in the report.")
+@bootstrap_options(1000)
 @workers_option
 @cache_options
 @debug_option
-def command(pred_dirs, gt_json, gt_dir, names, k, json_out, report_dir, images_root, n_queries, workers,
-            cache_dir, no_cache):
+def command(pred_dirs, gt_json, gt_dir, names, k, json_out, report_dir, images_root, n_queries, bootstrap,
+            all_classes, workers, cache_dir, no_cache):
     """Compare models: PQ and Context Error of each PRED_DIR against one ground truth.
 
     Each PRED_DIR is a prediction directory (manifest.json, panoptic.json +
@@ -63,10 +71,16 @@ def command(pred_dirs, gt_json, gt_dir, names, k, json_out, report_dir, images_r
     to the first model, and the random / oracle bounds. A directory without
     embeddings gets its PQ only; one without panoptic predictions its CE only.
     The GT is decoded once and shared by all models.
+
+    Unless --bootstrap 0, a second table gives every metric with its
+    confidence interval and, for each model after the first, the difference
+    with its interval and paired-bootstrap p-value. Classes whose K covers
+    every other instance (CE = random = oracle) are marked and left out of
+    the mean CE unless --all-classes.
     """
     from pss_bench.evaluation.compare import compare_models
     from pss_bench.io.atomic import write_json_atomic
-    from pss_bench.report_compare import check_report_target, compare_table, write_report
+    from pss_bench.report_compare import check_report_target, compare_table, interval_table, write_report
 
     if names is not None and len(names) != len(pred_dirs):
         raise click.UsageError(f"--names gives {len(names)} names for {len(pred_dirs)} prediction directories")
@@ -81,7 +95,7 @@ def command(pred_dirs, gt_json, gt_dir, names, k, json_out, report_dir, images_r
         result = compare_models(
             pred_dirs, gt_json, gt_dir=gt_dir, names=names, k=k, workers=workers, cache_dir=cache_dir,
             use_cache=not no_cache, keep_instances=report_dir is not None and images_root is not None,
-            progress=lambda stage, done, total: update(done, total),
+            progress=lambda stage, done, total: update(done, total), all_classes=all_classes, bootstrap=bootstrap,
         )
     if report_dir is not None:
         write_report(result, report_dir, images_root=images_root, n_queries=n_queries)
@@ -96,3 +110,6 @@ def command(pred_dirs, gt_json, gt_dir, names, k, json_out, report_dir, images_r
         console_err().print(f"wrote the report to {report_dir}/report.md (and report.html)")
     if json_out != "-":
         print_wide_table(compare_table(result))
+        intervals = interval_table(result)
+        if intervals is not None:
+            print_wide_table(intervals)

@@ -145,3 +145,35 @@ def emit_json(payload: dict, json_out: str | None) -> bool:
         write_json_atomic(json_out, payload)
         console_err().print(f"wrote {json_out}")
     return True
+
+
+def bootstrap_options(default_resamples: int, *, all_classes: bool = True):
+    """``--bootstrap N``, ``--ci LEVEL``, ``--seed S`` and (CE commands) ``--all-classes``.
+
+    The command receives ``bootstrap`` (a
+    :class:`~pss_bench.metrics.bootstrap.BootstrapSettings`, or ``None`` for
+    ``--bootstrap 0``) and, with ``all_classes=True``, ``all_classes``.
+    """
+
+    def decorate(f):
+        @functools.wraps(f)
+        def wrapped(*args, bootstrap_n, ci_level, seed, **kwargs):
+            from pss_bench.metrics.bootstrap import BootstrapSettings
+
+            settings = BootstrapSettings(bootstrap_n, ci_level, seed) if bootstrap_n else None
+            return f(*args, bootstrap=settings, **kwargs)
+
+        if all_classes:
+            wrapped = click.option("--all-classes", is_flag=True,
+                                   help="Average the CE over every class with queries (the paper's plain mean), "
+                                        "including uninformative ones whose K covers every other instance.")(wrapped)
+        wrapped = click.option("--seed", type=int, default=0, show_default=True,
+                               help="Seed of the bootstrap resampling.")(wrapped)
+        wrapped = click.option("--ci", "ci_level", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                               default=0.95, show_default=True,
+                               help="Confidence level of the bootstrap intervals.")(wrapped)
+        return click.option("--bootstrap", "bootstrap_n", type=click.IntRange(min=0), default=default_resamples,
+                            show_default=True,
+                            help="Bootstrap resamples for confidence intervals and paired p-values (0: none).")(wrapped)
+
+    return decorate

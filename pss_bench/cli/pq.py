@@ -6,7 +6,17 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import cache_options, console_out, debug_option, emit_json, gt_options, json_option, resolve_gt, workers_option
+from pss_bench.cli.options import (
+    bootstrap_options,
+    cache_options,
+    console_out,
+    debug_option,
+    emit_json,
+    gt_options,
+    json_option,
+    resolve_gt,
+    workers_option,
+)
 from pss_bench.cli.progress import progress_bar
 
 
@@ -20,15 +30,18 @@ from pss_bench.cli.progress import progress_bar
 @cache_options
 @click.option("--trust-gt-area", is_flag=True,
               help="Use the GT JSON's 'area' in IoUs as panopticapi does, instead of refusing areas that differ from the PNG.")
+@bootstrap_options(0, all_classes=False)
 @debug_option
-def command(pred, gt_json, pred_dir, gt_dir, workers, json_out, cache_dir, no_cache, trust_gt_area):
+def command(pred, gt_json, pred_dir, gt_dir, workers, json_out, cache_dir, no_cache, trust_gt_area, bootstrap):
     """Panoptic quality (PQ, SQ, RQ) of PRED against the ground truth.
 
     PRED is a COCO panoptic prediction JSON (PNGs in --pred-dir, default the
     JSON path without .json) or a prediction directory with panoptic.json and
-    panoptic/. Numbers follow panopticapi's evaluation exactly.
+    panoptic/. Numbers follow panopticapi's evaluation exactly. --bootstrap N
+    adds confidence intervals (images resampled, statistics re-summed).
     """
     from pss_bench.evaluation.pq import evaluate_pq
+    from pss_bench.metrics.bootstrap import bootstrap_pq
     from pss_bench.report import pq_table
 
     gt_json, gt_dir = resolve_gt(pred, gt_json, gt_dir)
@@ -37,5 +50,7 @@ def command(pred, gt_json, pred_dir, gt_dir, workers, json_out, cache_dir, no_ca
             pred, gt_json, pred_dir=pred_dir, gt_dir=gt_dir, workers=workers,
             cache_dir=cache_dir, use_cache=not no_cache, trust_gt_area=trust_gt_area, progress=progress,
         )
-    if emit_json(result.to_dict(), json_out):
-        console_out().print(pq_table(result))
+    boot = bootstrap_pq([result.images], settings=bootstrap) if bootstrap is not None else None
+    payload = {**result.to_dict(), "bootstrap": boot.to_dict() if boot is not None else None}
+    if emit_json(payload, json_out):
+        console_out().print(pq_table(result, bootstrap=boot))

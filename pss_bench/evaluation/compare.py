@@ -34,6 +34,13 @@ from pss_bench.errors import PredictionFormatError
 from pss_bench.evaluation.context_error import InstanceSet, load_instances, retrieve, score_instances
 from pss_bench.io.embeddings import read_manifest
 from pss_bench.io.panoptic import read_json_file
+from pss_bench.metrics.bootstrap import (
+    BootstrapSettings,
+    CEBootstrap,
+    PQBootstrap,
+    bootstrap_context_error,
+    bootstrap_pq,
+)
 from pss_bench.metrics.context_error import ContextErrorResult, PairTerms, pair_ce_rows
 from pss_bench.metrics.pq import PQResult
 from pss_bench.types import Category
@@ -104,6 +111,34 @@ class CEBounds:
 
 
 @dataclass(frozen=True)
+class CompareBootstrap:
+    """Confidence intervals and paired differences of every model.
+
+    Attributes:
+        settings: resamples, level, seed.
+        pq: the PQ bootstrap of the models with a PQ (the first is the
+            reference of its differences), or ``None``.
+        pq_models: indices into :attr:`CompareResult.models` of those models.
+        context_error: the Context Error bootstrap of the models with a CE.
+        ce_models: their indices.
+    """
+
+    settings: BootstrapSettings
+    pq: PQBootstrap | None
+    pq_models: tuple[int, ...]
+    context_error: CEBootstrap | None
+    ce_models: tuple[int, ...]
+
+    def to_dict(self, names: Sequence[str]) -> dict:
+        return {
+            **self.settings.to_dict(),
+            "pq": {"names": [names[i] for i in self.pq_models], **self.pq.to_dict()} if self.pq else None,
+            "context_error": ({"names": [names[i] for i in self.ce_models], **self.context_error.to_dict()}
+                              if self.context_error else None),
+        }
+
+
+@dataclass(frozen=True)
 class CompareResult:
     """Every model's PQ and Context Error against one GT.
 
@@ -115,6 +150,9 @@ class CompareResult:
         bounds: the CE bounds, or ``None`` when no model has a CE.
         reference: index of the model the relative mean CE refers to (the
             first model with a mean CE), or ``None``.
+        all_classes: whether mean CEs average every class with queries (the
+            paper's plain mean) rather than the informative ones only.
+        bootstrap: confidence intervals and paired differences, or ``None``.
         instances: model name -> its :class:`InstanceSet` (only with
             ``keep_instances=True``; not part of :meth:`to_dict`).
     """
@@ -125,34 +163,75 @@ class CompareResult:
     models: tuple[ModelComparison, ...]
     bounds: CEBounds | None
     reference: int | None
+    all_classes: bool = False
+    bootstrap: CompareBootstrap | None = None
     instances: dict[str, InstanceSet] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def thing_categories(self) -> tuple[Category, ...]:
         return tuple(c for c in self.categories if c.isthing)
 
-    def relative_mean_ce(self, i: int) -> float | None:
-        """``(CE_i - CE_ref) / CE_ref`` of the mean CE (``-0.137`` is the paper's "-13.7%")."""
+    def mean_classes(self, i: int) -> tuple[int, ...]:
+        """The classes model ``i``'s mean CE averages (empty without a CE)."""
+        ce = self.models[i].context_error
+        if ce is None:
+            return ()
+        return tuple(cid for cid, r in ce.per_class.items() if r.queries and (self.all_classes or r.informative))
+
+    def delta_classes(self, i: int) -> tuple[int, ...]:
+        """The classes the Δ mean CE of model ``i`` averages: those in both its and the reference's mean."""
         if self.reference is None:
+            return ()
+        ref = set(self.mean_classes(self.reference))
+        return tuple(c for c in self.mean_classes(i) if c in ref)
+
+    def relative_mean_ce(self, i: int) -> float | None:
+        """``(CE_i - CE_ref) / CE_ref`` of the mean CE (``-0.137`` is the paper's "-13.7%").
+
+        Both means are taken over :meth:`delta_classes` only, the classes both
+        models have: a class one model lacks would otherwise weigh in one
+        mean and not in the other.
+        """
+        classes = self.delta_classes(i)
+        if not classes:
             return None
         ce = self.models[i].context_error
         ref = self.models[self.reference].context_error
-        if ce is None or ce.mean.ce is None or ref is None or not ref.mean.ce:
+        a = float(np.mean([ce.per_class[c].ce for c in classes]))
+        r = float(np.mean([ref.per_class[c].ce for c in classes]))
+        if not r:
             return None
-        return (ce.mean.ce - ref.mean.ce) / ref.mean.ce
+        return (a - r) / r
+
+    def delta_note(self, i: int) -> str | None:
+        """A sentence when model ``i``'s Δ leaves out classes that one of the two means has."""
+        classes = set(self.delta_classes(i))
+        if self.reference is None or i == self.reference or self.models[i].context_error is None:
+            return None
+        dropped = (set(self.mean_classes(i)) | set(self.mean_classes(self.reference))) - classes
+        if not dropped:
+            return None
+        names = {c.id: c.name for c in self.categories}
+        return (f"Δ mean CE of {self.models[i].name} is over the {len(classes)} "
+                f"class{'es' if len(classes) != 1 else ''} both it and "
+                f"{self.models[self.reference].name} have (without {', '.join(names[c] for c in sorted(dropped))})")
 
     def to_dict(self) -> dict:
         models = []
+        names = [m.name for m in self.models]
         for i, m in enumerate(self.models):
             d = m.to_dict()
             d["relative_mean_ce"] = self.relative_mean_ce(i)
+            d["delta_classes"] = list(self.delta_classes(i)) if m.context_error is not None else None
             models.append(d)
         return {
             "gt_json": str(self.gt_json),
             "k": self.k,
+            "all_classes": self.all_classes,
             "reference": self.models[self.reference].name if self.reference is not None else None,
             "models": models,
             "bounds": self.bounds.to_dict() if self.bounds is not None else None,
+            "bootstrap": self.bootstrap.to_dict(names) if self.bootstrap is not None else None,
         }
 
 
@@ -275,6 +354,8 @@ def compare_models(
     use_cache: bool = True,
     keep_instances: bool = False,
     progress: Callable[[str, int, int], None] | None = None,
+    all_classes: bool = False,
+    bootstrap: BootstrapSettings | None = None,
 ) -> CompareResult:
     """PQ and Context Error of each prediction directory.
 
@@ -291,6 +372,12 @@ def compare_models(
         keep_instances: keep each model's :class:`InstanceSet` in the result
             (for retrieval figures).
         progress: ``progress(stage, done, total)``; ``stage`` is e.g. ``"PQ model_a"``.
+        all_classes: mean CEs over every class with queries (the paper's
+            plain mean) instead of the informative classes only.
+        bootstrap: when given, confidence intervals of every metric and
+            paired differences to the first model
+            (:func:`~pss_bench.metrics.bootstrap.bootstrap_pq`,
+            :func:`~pss_bench.metrics.bootstrap.bootstrap_context_error`).
 
     Returns:
         A :class:`CompareResult`.
@@ -330,7 +417,7 @@ def compare_models(
                 log.info("Context Error of %s (%s)", inp.name, inp.pred_dir)
                 inst = load_instances(inp.pred_dir, gt_json, gt_dir, workers=workers, cache_dir=cache,
                                       use_cache=True, progress=stage_progress(f"context {inp.name}"))
-                ce = score_instances(inst, None, k=k)
+                ce = score_instances(inst, None, k=k, all_classes=all_classes)
                 if keep_instances:
                     instances[inp.name] = inst
             elif inp.embeddings is None:
@@ -348,10 +435,25 @@ def compare_models(
                     "the bounds shown are %s's", bounds.source)
     reference = next((i for i, m in enumerate(models)
                       if m.context_error is not None and m.context_error.mean.ce is not None), None)
+    boot = _bootstrap(models, reference, bootstrap, all_classes) if bootstrap is not None else None
     return CompareResult(
         gt_json=Path(gt_json), k=k, categories=tuple(gt.categories.values()), models=tuple(models),
-        bounds=bounds, reference=reference, instances=instances,
+        bounds=bounds, reference=reference, all_classes=all_classes, bootstrap=boot, instances=instances,
     )
+
+
+def _bootstrap(models: Sequence[ModelComparison], reference: int | None, settings: BootstrapSettings,
+               all_classes: bool) -> CompareBootstrap:
+    """Paired bootstraps: PQ over the models with a PQ, CE over those with a CE (reference first)."""
+    pq_idx = tuple(i for i, m in enumerate(models) if m.pq is not None and m.pq.images is not None)
+    pq = bootstrap_pq([models[i].pq.images for i in pq_idx], settings=settings) if pq_idx else None
+    ce_idx = tuple(i for i, m in enumerate(models) if m.context_error is not None
+                   and m.context_error.queries is not None)
+    if reference is not None and reference in ce_idx:
+        ce_idx = (reference, *(i for i in ce_idx if i != reference))
+    ce = (bootstrap_context_error([models[i].context_error.queries for i in ce_idx], settings=settings,
+                                  all_classes=all_classes) if ce_idx else None)
+    return CompareBootstrap(settings, pq, pq_idx, ce, ce_idx)
 
 
 # --------------------------------------------------------------------------- per-instance CE, query choice

@@ -11,6 +11,7 @@ category list; checked entries). Retrieval is exact inner-product search with fa
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -41,6 +42,7 @@ from pss_bench.metrics.context_error import (
     ContextErrorResult,
     ContextErrorStats,
     PairTerms,
+    QueryScores,
     image_context_descriptors,
     score_category,
 )
@@ -500,8 +502,20 @@ def score_instances(
     gallery: InstanceSet | None = None,
     *,
     k: int = 20,
+    all_classes: bool = False,
 ) -> ContextErrorResult:
-    """Context Error of an instance set (``gallery=None``: retrieval within the set)."""
+    """Context Error of an instance set (``gallery=None``: retrieval within the set).
+
+    Args:
+        queries: the query instances.
+        gallery: another instance set to retrieve from, or ``None``.
+        k: neighbours per query.
+        all_classes: the headline mean averages every class with a query (the
+            paper's plain mean) instead of the informative ones only.
+
+    Returns:
+        The result, with its per-query values in ``result.queries``.
+    """
     if k < 1:
         raise ValueError("k must be at least 1")
     cats = tuple(c for c in queries.gt.categories.values() if c.isthing)
@@ -518,7 +532,8 @@ def score_instances(
     stats = ContextErrorStats(cats, k)
     gal = gallery if gallery is not None else queries
     use_labels = queries.labels is not None and gal.labels is not None
-    for c in cats:
+    per_query: dict[str, list[np.ndarray]] = {f: [] for f in ("cls", "rows", "ce", "random", "oracle", "precision")}
+    for ci, c in enumerate(cats):
         r = retrieve(queries, gallery, k, c.id)
         if r.query_rows.shape[0] == 0 or r.neighbours.shape[1] == 0:
             continue
@@ -530,9 +545,26 @@ def score_instances(
             gallery_labels=gal.labels[r.gallery_rows] if use_labels else None,
         )
         stats.add(c.id, scores)
-    result = stats.compute()
-    if result.mean.queries == 0:
+        per_query["cls"].append(np.full(r.query_rows.shape[0], ci, np.int64))
+        per_query["rows"].append(r.query_rows)
+        for f in ("ce", "random", "oracle", "precision"):
+            per_query[f].append(getattr(scores, f))
+    result = stats.compute(all_classes=all_classes)
+    cat = {f: (np.concatenate(v) if v else np.zeros(0, np.int64 if f in ("cls", "rows") else np.float64))
+           for f, v in per_query.items()}
+    rows = cat["rows"].astype(np.int64)
+    table = QueryScores(
+        categories=cats, k=k, class_index=cat["cls"].astype(np.int64),
+        keys=np.stack([queries.image_index[rows], queries.segment_ids[rows]], axis=1).astype(np.int64).reshape(-1, 2),
+        ce=cat["ce"], random=cat["random"], oracle=cat["oracle"], precision=cat["precision"],
+        others=stats.others.copy(),
+    )
+    result = dataclasses.replace(result, queries=table)
+    if result.mean_all_classes.queries == 0:
         log.warning("no category has two instances with embeddings: the Context Error is undefined")
+    elif result.mean.queries == 0:
+        log.warning("no category is informative (K=%d retrieves every other instance of each): the mean CE is "
+                    "undefined; use more images, a smaller K, or all_classes (--all-classes)", k)
     return result
 
 
@@ -550,6 +582,7 @@ def evaluate_context_error(
     cache_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    all_classes: bool = False,
 ) -> ContextErrorResult:
     """Context Error of a prediction directory's embeddings.
 
@@ -563,6 +596,8 @@ def evaluate_context_error(
         workers: decoding threads.
         cache_dir, use_cache: the GT descriptor cache.
         progress: ``progress(done, total)`` per decoded image.
+        all_classes: the headline mean averages every class with a query
+            (the paper's plain mean), not only the informative ones.
 
     Raises:
         GroundTruthFormatError | PredictionFormatError: the first bad input.
@@ -575,7 +610,7 @@ def evaluate_context_error(
             raise ValueError("a gallery needs its ground truth")
         g = load_instances(gallery, gallery_gt, gallery_gt_dir, min_area=min_area, workers=workers,
                            cache_dir=cache_dir, use_cache=use_cache, progress=progress)
-    return score_instances(q, g, k=k)
+    return score_instances(q, g, k=k, all_classes=all_classes)
 
 
 # --------------------------------------------------------------------------- pooling dense features

@@ -11,6 +11,7 @@ run decodes only the prediction PNGs.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -35,6 +36,7 @@ from pss_bench.io.panoptic import (
 )
 from pss_bench.metrics.pq import (
     ImageSegments,
+    PQImageStats,
     PQResult,
     PQStats,
     Runs,
@@ -228,12 +230,14 @@ def evaluate_pq(
         cache = GTCache(cache_dir if cache_dir is not None else default_cache_dir())
     evaluator = _Evaluator(gt, pr, cache, trust_gt_area)
     stats = PQStats(evaluator.categories)
+    per_image: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     workers = workers or default_workers()
     total = len(pairs)
     if workers == 1:
         results = map(evaluator, pairs)
         for done, r in enumerate(results, 1):
             stats.add(*r)
+            per_image.append(r)
             if progress:
                 progress(done, total)
     else:
@@ -241,12 +245,15 @@ def evaluate_pq(
             try:
                 for done, r in enumerate(ex.map(evaluator, pairs), 1):
                     stats.add(*r)
+                    per_image.append(r)
                     if progress:
                         progress(done, total)
             except BaseException:
                 ex.shutdown(wait=True, cancel_futures=True)
                 raise
-    result = stats.compute()
+    # The per-image statistics ride along for the bootstrap (images resampled, statistics re-summed).
+    images = PQImageStats.from_images(evaluator.categories, [p.gt.image_id for p in pairs], per_image)
+    result = dataclasses.replace(stats.compute(), images=images)
     for name in ("All", "Things", "Stuff"):
         if result.row(name) is None:
             log.warning("no %s class has a GT or predicted segment: the %s row is null", name.lower(), name)

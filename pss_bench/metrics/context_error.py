@@ -387,6 +387,9 @@ class CategoryScores:
         precision: ``(n_q,)`` share of neighbours with the query's context
             label; NaN where the query has no label (or labels were not given).
         k_eff: the number of neighbours each query got.
+        others: the gallery instances a query can retrieve (the query itself
+            excluded). ``others <= K`` makes the class uninformative: every
+            query retrieves all of them, so CE = random = oracle.
     """
 
     ce: np.ndarray
@@ -394,6 +397,7 @@ class CategoryScores:
     oracle: np.ndarray
     precision: np.ndarray
     k_eff: int
+    others: int
 
 
 def score_category(
@@ -441,7 +445,7 @@ def score_category(
     k_eff = max(0, min(k, others))
     empty = np.zeros(0)
     if nq == 0 or k_eff == 0:
-        return CategoryScores(empty, empty, empty, empty, 0)
+        return CategoryScores(empty, empty, empty, empty, 0, max(0, others))
     neighbours = np.asarray(neighbours, dtype=np.int64)[:, :k_eff]
     if neighbours.shape != (nq, k_eff):
         raise ValueError(f"neighbours must be ({nq}, >= {k_eff}), got {np.shape(neighbours)}")
@@ -492,7 +496,7 @@ def score_category(
         same = np.asarray(np.asarray(gallery_labels, dtype=object)[neighbours] == q_lab[:, None], dtype=bool)
         labelled = np.array([lab is not None for lab in q_lab], dtype=bool)
         precision[labelled] = same[labelled].mean(axis=1)
-    return CategoryScores(ce, rnd, orc, precision, k_eff)
+    return CategoryScores(ce, rnd, orc, precision, k_eff, others)
 
 
 # --------------------------------------------------------------------------- accumulator and result
@@ -511,6 +515,10 @@ class CERow:
     ``score = (random - ce) / (random - oracle)``: 0 for a random retrieval,
     1 for the oracle; ``None`` when ``random <= oracle``.
     ``precision`` is context precision@K (``None`` without context labels).
+    ``informative`` (classes only): whether ``K`` leaves some instances
+    unretrieved (``others > K``); an uninformative class has CE = random =
+    oracle whatever the embedding. ``classes`` (means only): how many classes
+    the mean averages.
     """
 
     ce: float | None
@@ -519,12 +527,50 @@ class CERow:
     score: float | None
     queries: int
     precision: float | None = None
+    informative: bool | None = None
+    classes: int | None = None
 
     def to_dict(self) -> dict:
         return {
             "ce": self.ce, "random": self.random, "oracle": self.oracle, "score": self.score,
-            "queries": self.queries, "precision": self.precision,
+            "queries": self.queries, "precision": self.precision, "informative": self.informative,
+            "classes": self.classes,
         }
+
+
+@dataclass(frozen=True)
+class QueryScores:
+    """The per-query values behind a Context Error result: what the bootstrap resamples.
+
+    Attributes:
+        categories: the thing categories (the class axis).
+        k: the requested K.
+        class_index: ``(n,)`` int64 each query's index into ``categories``.
+        keys: ``(n, 2)`` int64 ``(image index, segment id)`` of each query: its
+            identity, which pairs the queries of two models on the same GT.
+        ce, random, oracle: ``(n,)`` float64 per-query CE and bounds.
+        precision: ``(n,)`` float64 context precision@K, NaN when unlabelled.
+        others: ``(n_classes,)`` int64 gallery instances each query of the
+            class could retrieve (0 for a class without queries).
+    """
+
+    categories: tuple[Category, ...]
+    k: int
+    class_index: np.ndarray
+    keys: np.ndarray
+    ce: np.ndarray
+    random: np.ndarray
+    oracle: np.ndarray
+    precision: np.ndarray
+    others: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.class_index.shape[0])
+
+    def informative(self) -> np.ndarray:
+        """``(n_classes,)`` bool: the classes with a query and ``others > K``."""
+        counts = np.bincount(self.class_index, minlength=len(self.categories))
+        return (counts > 0) & (self.others > self.k)
 
 
 @dataclass(frozen=True)
@@ -536,20 +582,31 @@ class ContextErrorResult:
         categories: the thing categories, in the GT JSON's order.
         per_class: category id -> :class:`CERow` (every thing category; a
             class with no query has ``None`` values and ``queries == 0``).
-        mean: mean over classes with at least one query; its score is
-            computed from the mean CE and bounds.
+        mean: the headline mean: over the informative classes with queries
+            (default), or over every class with queries when ``all_classes``;
+            its score is computed from the mean CE and bounds.
+        mean_all_classes: the paper's plain mean over every class with a
+            query, informative or not (equal to ``mean`` with ``all_classes``).
+        all_classes: which classes ``mean`` averages.
+        queries: the per-query values (for the bootstrap); ``None`` when the
+            result was built from summed statistics only. Not in :meth:`to_dict`.
     """
 
     k: int
     categories: tuple[Category, ...]
     per_class: dict[int, CERow]
     mean: CERow
+    mean_all_classes: CERow | None = None
+    all_classes: bool = False
+    queries: QueryScores | None = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict:
         return {
             "k": self.k,
+            "all_classes": self.all_classes,
             "per_class": {str(cid): row.to_dict() for cid, row in self.per_class.items()},
             "mean": self.mean.to_dict(),
+            "mean_all_classes": self.mean_all_classes.to_dict() if self.mean_all_classes is not None else None,
         }
 
 
@@ -563,6 +620,8 @@ class ContextErrorStats:
         queries: ``(n_classes,)`` int64 query counts.
         precision_sum: ``(n_classes,)`` float64 sum of labelled queries' precision.
         precision_n: ``(n_classes,)`` int64 labelled query counts.
+        others: ``(n_classes,)`` int64 gallery instances a query could
+            retrieve (the largest seen; merged with ``max``).
     """
 
     categories: tuple[Category, ...]
@@ -571,6 +630,7 @@ class ContextErrorStats:
     queries: np.ndarray = field(default=None)  # type: ignore[assignment]
     precision_sum: np.ndarray = field(default=None)  # type: ignore[assignment]
     precision_n: np.ndarray = field(default=None)  # type: ignore[assignment]
+    others: np.ndarray = field(default=None)  # type: ignore[assignment]
 
     def __post_init__(self) -> None:
         self.categories = tuple(self.categories)
@@ -581,6 +641,8 @@ class ContextErrorStats:
             self.queries = np.zeros(n, np.int64)
             self.precision_sum = np.zeros(n)
             self.precision_n = np.zeros(n, np.int64)
+        if self.others is None:
+            self.others = np.zeros(n, np.int64)
 
     def add(self, category_id: int, scores: CategoryScores) -> None:
         i = self._index[category_id]
@@ -589,6 +651,7 @@ class ContextErrorStats:
         labelled = ~np.isnan(scores.precision)
         self.precision_sum[i] += scores.precision[labelled].sum()
         self.precision_n[i] += int(labelled.sum())
+        self.others[i] = max(int(self.others[i]), int(scores.others))
 
     def __iadd__(self, other: "ContextErrorStats") -> "ContextErrorStats":
         if other.categories != self.categories or other.k != self.k:
@@ -597,31 +660,39 @@ class ContextErrorStats:
         self.queries += other.queries
         self.precision_sum += other.precision_sum
         self.precision_n += other.precision_n
+        np.maximum(self.others, other.others, out=self.others)
         return self
 
-    def compute(self) -> ContextErrorResult:
+    def compute(self, *, all_classes: bool = False) -> ContextErrorResult:
+        """Per-class rows and the means.
+
+        Args:
+            all_classes: average every class with a query in ``mean`` (the
+                paper's plain mean), not only the informative ones.
+        """
         per_class: dict[int, CERow] = {}
-        rows = []
-        precisions = []
         for i, c in enumerate(self.categories):
             n = int(self.queries[i])
             prec = float(self.precision_sum[i] / self.precision_n[i]) if self.precision_n[i] else None
             if n:
                 ce, rnd, orc = (float(v) for v in self.sums[i] / n)
-                rows.append((ce, rnd, orc))
-                if prec is not None:
-                    precisions.append(prec)
-                per_class[c.id] = CERow(ce, rnd, orc, _score(ce, rnd, orc), n, prec)
+                per_class[c.id] = CERow(ce, rnd, orc, _score(ce, rnd, orc), n, prec,
+                                        informative=bool(self.others[i] > self.k))
             else:
                 per_class[c.id] = CERow(None, None, None, None, 0, None)
-        if rows:
-            ce, rnd, orc = (float(v) for v in np.mean(np.array(rows), axis=0))
-            mean = CERow(ce, rnd, orc, _score(ce, rnd, orc), int(self.queries.sum()),
-                         float(np.mean(precisions)) if precisions else None)
-        else:
-            mean = CERow(None, None, None, None, 0, None)
-        return ContextErrorResult(self.k, self.categories, per_class, mean)
+        plain = _mean_row([r for r in per_class.values() if r.queries])
+        mean = plain if all_classes else _mean_row([r for r in per_class.values() if r.queries and r.informative])
+        return ContextErrorResult(self.k, self.categories, per_class, mean, plain, all_classes)
 
+
+def _mean_row(rows: Sequence[CERow]) -> CERow:
+    """The plain mean of class rows (classes weigh equally); its score from the means."""
+    if not rows:
+        return CERow(None, None, None, None, 0, None, classes=0)
+    ce, rnd, orc = (float(v) for v in np.mean(np.array([(r.ce, r.random, r.oracle) for r in rows]), axis=0))
+    precisions = [r.precision for r in rows if r.precision is not None]
+    return CERow(ce, rnd, orc, _score(ce, rnd, orc), sum(r.queries for r in rows),
+                 float(np.mean(precisions)) if precisions else None, classes=len(rows))
 
 
 # --------------------------------------------------------------------------- pooling dense features

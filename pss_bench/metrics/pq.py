@@ -390,14 +390,58 @@ class PQClassResult:
 
 
 @dataclass(frozen=True)
+class PQImageStats:
+    """The PQ statistics of every image apart: what the bootstrap resamples.
+
+    Summing over the image axis gives the accumulator's statistics, so
+    images can be resampled without matching segments again.
+
+    Attributes:
+        categories: the class axis.
+        image_ids: the images, in evaluation order.
+        iou: ``(n_images, C)`` float64 IoU sums of the matches.
+        tp, fp, fn: ``(n_images, C)`` int64 counts.
+    """
+
+    categories: tuple[Category, ...]
+    image_ids: tuple
+    iou: np.ndarray
+    tp: np.ndarray
+    fp: np.ndarray
+    fn: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.iou.shape[0])
+
+    @classmethod
+    def from_images(cls, categories: Sequence[Category], image_ids: Sequence,
+                    stats: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]) -> "PQImageStats":
+        """From one :func:`match_image` tuple ``(iou, tp, fp, fn)`` per image."""
+        c = len(categories)
+        parts = [np.array([s[j] for s in stats], dtype=np.float64 if j == 0 else np.int64).reshape(-1, c)
+                 for j in range(4)]
+        return cls(tuple(categories), tuple(image_ids), *parts)
+
+    def total(self) -> "PQStats":
+        """The summed statistics."""
+        return PQStats(self.categories, self.iou.sum(axis=0), self.tp.sum(axis=0), self.fp.sum(axis=0),
+                       self.fn.sum(axis=0))
+
+
+@dataclass(frozen=True)
 class PQResult:
-    """The result of a PQ evaluation; a row is ``None`` when it has no class."""
+    """The result of a PQ evaluation; a row is ``None`` when it has no class.
+
+    ``images`` holds the per-image statistics when the evaluation kept them
+    (for the bootstrap); it is not part of :meth:`to_dict`.
+    """
 
     all: PQRow | None
     things: PQRow | None
     stuff: PQRow | None
     per_class: Mapping[int, PQClassResult]
     categories: Mapping[int, Category]
+    images: PQImageStats | None = field(default=None, compare=False, repr=False)
 
     def row(self, name: str) -> PQRow | None:
         return {"All": self.all, "Things": self.things, "Stuff": self.stuff}[name]
