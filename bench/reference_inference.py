@@ -31,7 +31,6 @@ from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DOC = ROOT / "docs" / "benchmarks.md"
 MARK = "reference_inference"
 
 
@@ -98,7 +97,7 @@ def main() -> int:
     ap.add_argument("--baseline-tree", help="another checkout of pss-bench to compare with (the 'before')")
     ap.add_argument("--label", default="", help="name of this measurement in the table")
     ap.add_argument("--json", action="store_true", help="print one JSON line (used for --baseline-tree)")
-    ap.add_argument("--write", metavar="NAME", help=f"write the table into {DOC.relative_to(ROOT)} as block NAME")
+    ap.add_argument("--write", metavar="NAME", help="write the table into docs/benchmarks.md as block NAME")
     args = ap.parse_args()
     if not args.checkpoint and not args.config:
         args.checkpoint = str(ROOT / "pss_bench" / "checkpoints" / "pss_synthstreets_tiny.pt")
@@ -126,14 +125,11 @@ def main() -> int:
     table = "\n".join(lines)
     print(table)
     if args.write:
-        text = DOC.read_text()
+        sys.path.insert(0, str(ROOT / "bench"))
+        from _docs import replace_block
+
         start, end = f"<!-- {MARK}:{args.write}:start -->", f"<!-- {MARK}:{args.write}:end -->"
-        block = f"{start}\n{table}\n{end}"
-        if start in text:
-            text = text[: text.index(start)] + block + text[text.index(end) + len(end):]
-        else:
-            text = text.rstrip("\n") + "\n\n" + block + "\n"
-        DOC.write_text(text)
+        replace_block(f"{start}\n{table}\n{end}", start, end, "PSS inference: network and post-processing")
     return 0
 
 

@@ -102,9 +102,10 @@ def main() -> int:
     table = "\n".join(lines)
     print(table)
     if args.write:
-        from _docs import write_block
+        from _docs import replace_block
 
-        write_block("reference_oracle", table)
+        start, end = "<!-- reference_oracle:start -->", "<!-- reference_oracle:end -->"
+        replace_block(f"{start}\n{table}\n{end}", start, end, "The PSS pipeline with ideal inputs")
     return 0
 
 
