@@ -206,3 +206,27 @@ def test_classifier_gets_its_own_learning_rate():
         assert is_cls or not any(id(p) in cls_params for p in g["params"])
         assert g["lr"] == pytest.approx(0.7 if is_cls else 0.1)
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(net.parameters()))
+
+
+@pytest.mark.slow
+def test_the_shipped_tiny_config_trains_200_iterations_after_a_5_iteration_warm_up(tmp_path):
+    """The fast warm-up that diverged to NaN within 20 iterations on an H200 (clipping on, as shipped)."""
+    import json
+    import math
+
+    from pss_bench.data.synthstreets import generate
+    from pss_bench.reference_model.data import build_dataset
+
+    generate(tmp_path / "synth", train=8, val=0, seed=0)
+    ds, cats = build_dataset("synthstreets", tmp_path / "synth", "train")
+    items = [ds[i] for i in range(len(ds))]
+    cfg = load_config("synthstreets_tiny", ["train.warmup_iterations=5", "train.iterations=200", "train.val_every=0",
+                                            "train.checkpoint_every=200", "train.log_every=10"])
+    assert cfg.train.clip_grad_norm > 0
+    train(cfg, tmp_path / "run", train_dataset=items, categories=cats)
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in log][-1] == 200
+    assert all(math.isfinite(v) for r in log for k, v in r.items() if k.startswith("loss_") or k == "grad_norm")
+    assert sum(r["loss_total"] for r in log[-5:]) / 5 < log[0]["loss_total"]
+    _, _, _, payload = load_checkpoint(tmp_path / "run" / FINAL_NAME)
+    assert all(torch.isfinite(v).all() for v in payload["state_dict"].values() if v.is_floating_point())
