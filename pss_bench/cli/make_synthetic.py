@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from pss_bench.cli.options import console_out, debug_option, json_option
-from pss_bench.data.synthstreets import MAX_FRAMES, MAX_SIDE
+from pss_bench.data.limits import MAX_FRAMES, MAX_SIDE
 
 
 @click.command("make-synthetic")
