@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from pss_bench.metrics.pq import PQResult
+from pss_bench.text import markup_escape
 
 
 def _pct(x: float) -> str:
@@ -12,14 +13,17 @@ def _pct(x: float) -> str:
 
 
 def pq_table(result: PQResult, title: str | None = None) -> Table:
-    """Per-category rows (PQ, SQ, RQ in percent; TP, FP, FN), then All / Things / Stuff with n."""
-    t = Table(title=title, show_lines=False)
+    """Per-category rows (PQ, SQ, RQ in percent; TP, FP, FN), then All / Things / Stuff with n.
+
+    Category names are escaped: a name such as ``[/bold]`` prints as itself.
+    """
+    t = Table(title=markup_escape(title) if title is not None else None, show_lines=False)
     for col, just in (("Category", "left"), ("PQ", "right"), ("SQ", "right"), ("RQ", "right"),
                       ("TP", "right"), ("FP", "right"), ("FN", "right"), ("n", "right")):
         t.add_column(col, justify=just)
     for cid, r in result.per_class.items():
         cat = result.categories[cid]
-        name = f"{cat.name} ({cid}){' *' if cat.isthing else ''}"
+        name = f"{markup_escape(cat.name)} ({cid}){' *' if cat.isthing else ''}"
         if not r.present:
             t.add_row(name, "—", "—", "—", "0", "0", "0", "", style="dim")
         else:

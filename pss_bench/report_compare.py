@@ -98,16 +98,19 @@ def compare_table(result: CompareResult, title: str | None = "pss-bench compare"
     """A rich table: one row per model, then the random / oracle bounds."""
     from rich.table import Table
 
+    from pss_bench.text import markup_escape as esc
+
     cells = summary_cells(result)
-    t = Table(title=title, caption=cells.caption)
+    # Model and category names are the user's: escaped, so "[/bold]" prints as itself.
+    t = Table(title=esc(title) if title is not None else None, caption=esc(cells.caption))
     for j, h in enumerate(cells.headers):
-        t.add_column(h, justify="left" if j == 0 else "right", no_wrap=j > 0)
+        t.add_column(esc(h), justify="left" if j == 0 else "right", no_wrap=j > 0)
     for row in cells.rows:
-        t.add_row(*row)
+        t.add_row(*map(esc, row))
     if cells.bound_rows:
         t.add_section()
         for row in cells.bound_rows:
-            t.add_row(*row, style="dim")
+            t.add_row(*map(esc, row), style="dim")
     return t
 
 

@@ -1,7 +1,8 @@
 """The ``pss-bench`` command line: one click group, one module per subcommand.
 
 Exit codes are decided here only: 0 success, 1 a :class:`PssBenchError`
-(one line on stderr, no traceback unless ``--debug``), 2 usage errors.
+(one line on stderr, no traceback unless ``--debug``), 2 usage errors, 130
+an interrupt (Ctrl-C), as shells report SIGINT.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import sys
 
 import click
 
-from pss_bench.cli.options import console_err, is_debug, reset_debug, setup_logging
+from pss_bench.cli.options import console_err, is_debug, print_error, reset_debug, setup_logging
 from pss_bench.errors import PssBenchError
 
 
@@ -47,21 +48,28 @@ def _register() -> None:
 _register()
 
 
+EXIT_INTERRUPTED = 130
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point."""
     reset_debug()
     try:
         cli.main(args=argv, prog_name="pss-bench", standalone_mode=False)
-    except click.exceptions.Abort:
-        console_err().print("aborted")
-        return 1
+    except KeyboardInterrupt:
+        console_err().print("aborted", highlight=False)
+        return EXIT_INTERRUPTED
+    except click.exceptions.Abort as exc:
+        console_err().print("aborted", highlight=False)
+        # click turns Ctrl-C (and EOF at a prompt) into Abort
+        return EXIT_INTERRUPTED if isinstance(exc.__context__, KeyboardInterrupt) else 1
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
     except PssBenchError as exc:
         if is_debug():
             raise
-        console_err().print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+        print_error(str(exc))
         return 1
     except click.exceptions.Exit as exc:
         return exc.exit_code

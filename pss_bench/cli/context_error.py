@@ -20,11 +20,13 @@ def ce_table(result, title: str = "Context Error"):
     """A rich table like the paper's Table 1: one column per category, then the mean."""
     from rich.table import Table
 
-    table = Table(title=f"{title} (K={result.k}, lower is better)")
+    from pss_bench.text import markup_escape
+
+    table = Table(title=f"{markup_escape(title)} (K={result.k}, lower is better)")
     table.add_column("", style="bold", no_wrap=True, min_width=10)
     cols = [(c.name, result.per_class[c.id]) for c in result.categories]
     for name, _ in cols:
-        table.add_column(name, justify="right", no_wrap=True, min_width=max(len(name), 6))
+        table.add_column(markup_escape(name), justify="right", no_wrap=True, min_width=max(len(name), 6))
     table.add_column("mean", justify="right", style="bold", no_wrap=True, min_width=6)
     rows = [("CE", "ce", False), ("random", "random", False), ("oracle", "oracle", False),
             ("score", "score", False)]

@@ -44,8 +44,16 @@ class Panel:
 
 class _PanelMaker:
     def __init__(self, images_root: str | os.PathLike | None) -> None:
-        self.finder = ImageFinder(images_root)
+        self.root = images_root
+        self._finders: dict[int, ImageFinder] = {}
         self._ids: dict[tuple[int, int], np.ndarray] = {}
+
+    def finder(self, inst: InstanceSet) -> ImageFinder:
+        """One finder per GT: it knows that GT's ``images[*].file_name``."""
+        f = self._finders.get(id(inst.gt))
+        if f is None:
+            f = self._finders[id(inst.gt)] = ImageFinder(self.root, inst.gt.image_files)
+        return f
 
     def __call__(self, inst: InstanceSet, row: int, title: str) -> Panel:
         j = int(inst.image_index[row])
@@ -62,7 +70,7 @@ class _PanelMaker:
         sem = semantic_map(ids, ann.segments, cats)
         context = colourise(crop_padded(sem, window, -2), colours)
         mask = crop_padded(ids == inst.segment_ids[row], window, False)
-        rgb = self.finder.load(ann.image_id, ids.shape)
+        rgb = self.finder(inst).load(ann.image_id, ids.shape)
         picture = crop_padded(rgb, window, 128) if rgb is not None else context
         return Panel(picture, context, mask, title)
 

@@ -25,6 +25,7 @@ import numpy as np
 from pss_bench.errors import PredictionFormatError, UnsafePathError
 from pss_bench.io.panoptic import read_json_file, safe_join
 from pss_bench.io.prediction import FORMAT_NAME, FORMAT_VERSION
+from pss_bench.io.safe_read import open_regular
 from pss_bench.types import ImageId
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,8 @@ def read_image_embeddings(path: str | os.PathLike, image_id: ImageId) -> ImageEm
     path = Path(path)
     where = f"{path}: image {image_id!r}"
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with open_regular(path, where, PredictionFormatError, "embeddings file") as f, \
+                np.load(f, allow_pickle=False) as npz:
             keys = set(npz.files)
             missing = {"segment_ids", "embeddings"} - keys
             if missing:

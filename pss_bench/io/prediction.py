@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from pss_bench.errors import FormatError, PssBenchError
 from pss_bench.io.atomic import write_json_atomic
 from pss_bench.io.panoptic import safe_join, write_id_png
 from pss_bench.types import ImageId
@@ -29,12 +30,45 @@ FORMAT_NAME = "pss-bench-predictions"
 FORMAT_VERSION = 1
 
 
+def check_replaceable(out_dir: str | os.PathLike) -> None:
+    """Refuses to replace anything but an earlier prediction directory or an empty folder.
+
+    ``--overwrite`` must never delete a user's folder that only happens to
+    have the name given to ``--out``: a folder is replaced only when its
+    ``manifest.json`` says this tool wrote it.
+
+    Raises:
+        PssBenchError: ``out_dir`` is a file or a link, or a non-empty folder
+            without a pss-bench ``manifest.json``.
+    """
+    from pss_bench.io.safe_read import read_json_file
+
+    out = Path(out_dir)
+    if not (out.exists() or out.is_symlink()):
+        return
+    if out.is_symlink() or not out.is_dir():
+        kind = "a symbolic link" if out.is_symlink() else "not a folder"
+        raise PssBenchError(f"{out}: exists and is {kind}; refusing to replace it with a prediction directory")
+    if not any(out.iterdir()):
+        return
+    try:
+        manifest = read_json_file(out / "manifest.json")
+    except FormatError:
+        manifest = None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise PssBenchError(
+            f"{out}: folder exists, is not empty and is not a pss-bench prediction directory (no manifest.json "
+            f"with format {FORMAT_NAME!r}); refusing to replace it"
+        )
+
+
 class PredictionWriter:
     """Collects per-image panoptic outputs, then publishes them in one rename.
 
     Args:
         out_dir: the directory to create; an existing one is replaced only on
-            :meth:`commit` and only with ``overwrite=True``.
+            :meth:`commit`, only with ``overwrite=True``, and only when it is
+            empty or an earlier prediction directory (:func:`check_replaceable`).
         model: a free-form model name for the manifest.
         extra: more manifest keys.
     """
@@ -43,6 +77,8 @@ class PredictionWriter:
         self.out_dir = Path(out_dir)
         if self.out_dir.exists() and not overwrite:
             raise FileExistsError(f"{self.out_dir}: already exists (pass overwrite to replace it)")
+        if overwrite:
+            check_replaceable(self.out_dir)
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.", dir=self.out_dir.parent))
         (self._tmp / "panoptic").mkdir()
@@ -110,6 +146,7 @@ class PredictionWriter:
         write_json_atomic(self._tmp / "panoptic.json", pan, indent=None)
         write_json_atomic(self._tmp / "manifest.json", self.manifest)
         if self.out_dir.exists():
+            check_replaceable(self.out_dir)  # it may have changed since __init__
             old = self.out_dir.with_name(f".{self.out_dir.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(self.out_dir, old)

@@ -112,7 +112,7 @@ def check_nesting(obj, where: str, error_cls: type[FormatError] = FormatError, *
     counted every time they appear, which is what a later walk would cost; a
     container that holds itself shows up as exceeding the depth.
     """
-    level = [obj]
+    level = [obj] if type(obj) is dict or type(obj) is list else []
     depth = 0
     seen = 0
     while level:
@@ -152,6 +152,8 @@ def read_json_file(path: str | os.PathLike, error_cls: type[FormatError] = Forma
         raise error_cls(f"{where}: not UTF-8 text") from None
     except RecursionError:
         raise error_cls(f"{where}: nested more than {MAX_DEPTH} levels deep") from None
+    except ValueError as exc:  # e.g. an integer past sys.get_int_max_str_digits()
+        raise error_cls(f"{where}: a JSON value cannot be read ({' '.join(str(exc).split())})") from None
     check_nesting(obj, where, error_cls)
     return obj
 

@@ -193,6 +193,7 @@ def convert_upsnet_results(
 
     with PredictionWriter(out_dir, model="upsnet-official", overwrite=overwrite, gt_json=str(gt_json.resolve()),
                           gt_dir=str(gt.png_dir.resolve()), source=str(results_dir)) as writer:
+        first_dim: tuple[int, Path] | None = None
         for k, im in enumerate(images):
             if entries is not None:
                 png = safe_join(pan_dir, im.upsnet_name, where=f"image {im.image_id!r}")
@@ -213,29 +214,38 @@ def convert_upsnet_results(
                 )
             writer.add_panoptic(im.image_id, im.ann.file_name, ids, segs)
             if features_dir is not None:
-                seg_ids, means = _pooled_features(Path(features_dir), im, gt)
+                fpath, seg_ids, means = _pooled_features(Path(features_dir), im, gt)
+                if first_dim is None:
+                    first_dim = (means.shape[1], fpath)
+                elif means.shape[1] != first_dim[0]:
+                    raise PredictionFormatError(
+                        f"{fpath}: image {im.image_id!r}: feature map has {means.shape[1]} channels but "
+                        f"{first_dim[1]} has {first_dim[0]}: every image needs the same D"
+                    )
                 writer.add_embeddings(im.image_id, seg_ids, means)
         writer.commit()
     return Path(out_dir)
 
 
-def _pooled_features(features_dir: Path, im: _Image, gt: PanopticJson) -> tuple[np.ndarray, np.ndarray]:
-    """Mean of the image's feature map over each GT segment present in its PNG."""
+def _pooled_features(features_dir: Path, im: _Image, gt: PanopticJson) -> tuple[Path, np.ndarray, np.ndarray]:
+    """The feature file, and the mean of its map over each GT segment present in the GT PNG."""
     from pss_bench.errors import GroundTruthFormatError
-    from pss_bench.evaluation.context_error import read_feature_map
+    from pss_bench.evaluation.context_error import check_feature_layout, read_feature_map
     from pss_bench.metrics.context_error import pool_features, segment_index_map
 
     stem = os.path.splitext(os.path.basename(im.upsnet_name))[0]
-    feats = read_feature_map(safe_join(features_dir, stem + ".npy", where=f"image {im.image_id!r}"), im.image_id)
+    fpath = safe_join(features_dir, stem + ".npy", where=f"image {im.image_id!r}")
+    feats = read_feature_map(fpath, im.image_id)
     ann = im.ann
     png = gt.png_path(ann)
     try:
         gt_ids = read_id_png(png, where=f"{png}: image {im.image_id!r}")
     except FormatError as exc:
         raise GroundTruthFormatError(str(exc)) from None
+    check_feature_layout(feats.shape, gt_ids.shape, f"{fpath}: image {im.image_id!r}")
     means, area = pool_features(feats, segment_index_map(gt_ids, ann.segments.ids), len(ann.segments))
     keep = area > 0
-    return ann.segments.ids[keep], means[keep]
+    return fpath, ann.segments.ids[keep], means[keep]
 
 
 def _read_rgb(png: Path, where: str) -> np.ndarray:
