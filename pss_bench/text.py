@@ -32,12 +32,18 @@ def short_repr(value: object) -> str:
         return f"<{type(value).__name__}>"
 
 
-def printable(text: object) -> str:
-    """``str(text)`` with lone surrogates (undecodable file names) as ``\\udcXX`` escapes.
+_CONTROLS = {c: repr(chr(c))[1:-1] for c in (*range(0x20), 0x7F)}
 
-    Any UTF-8 stream can write the result; everything else is unchanged.
+
+def printable(text: object) -> str:
+    """``str(text)`` safe to print as one line on any UTF-8 stream.
+
+    Lone surrogates (undecodable file names) become ``\\udcXX`` and control
+    characters ``\\n``, ``\\x1b``...: a file name can neither break a
+    one-line message nor send terminal escape sequences. Everything else is
+    unchanged.
     """
-    s = str(text)
+    s = str(text).translate(_CONTROLS)
     try:
         s.encode("utf-8")
         return s

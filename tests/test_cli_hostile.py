@@ -211,6 +211,28 @@ def test_markup_in_a_path_is_reported_against_the_right_file(ds, tmp_path, capsy
     assert "run[final]/pred.json" in line
 
 
+def test_control_characters_in_a_path_keep_the_error_on_one_line(ds, tmp_path, capsys):
+    gt_json, _ = ds
+    run = tmp_path / "a\nb\x1b[31m"
+    run.mkdir()
+    (run / "pred.json").write_text("{not json")
+    assert main(["pq", str(run / "pred.json"), "--gt", str(gt_json), "--no-cache"]) == 1
+    line = _one_line_error(capsys.readouterr())
+    assert "a\\nb\\x1b[31m/pred.json" in line
+
+
+@pytest.mark.parametrize("target", ["panoptic.json", "embeddings/a.npz"])
+def test_special_files_in_a_prediction_directory_are_refused(ds, target, capsys):
+    import os
+
+    gt_json, pred = ds
+    (pred / target).unlink()
+    os.mkfifo(pred / target)
+    assert main(_compare(gt_json, pred)) == 1
+    line = _one_line_error(capsys.readouterr())
+    assert target in line and "FIFO" in line
+
+
 @pytest.mark.parametrize("name", ["[/bold]", "[red]car", "a[b]c\\"])
 def test_markup_in_category_names_prints_verbatim(tmp_path, name, capsys):
     gt_json, pred = _make(tmp_path / "d", _cats(thing_name=name, stuff_name=f"[bold]{name}"))
@@ -277,6 +299,7 @@ def _billion_laughs(bad_key: str) -> str:
     (_billion_laughs("name").encode(), "expands to more than"),
     (b"train: &a\n  lr: *a\n", "refers to itself"),
     (b"train:\n  lr: 1" + b"1" * 5000 + b"\n", "cannot be read"),
+    (b"train:\n  lr: 0x" + b"f" * 400 + b"\n", "too large"),
     (b"train: [1, 2\n", "not valid YAML"),
 ])
 def test_hostile_yaml_config_is_one_line(tmp_path, content, needle, capsys):

@@ -251,6 +251,10 @@ def _deep_gt_json(tmp, gt_json, gt_dir, pred_json, pred_dir):
     _edit_json(gt_json, lambda o: o["categories"][0].update(isthing=json.loads("[" * 500 + "]" * 500)))
 
 
+def _huge_int_in_json(tmp, gt_json, gt_dir, pred_json, pred_dir):
+    pred_json.write_text('{"annotations": [], "x": ' + "1" * 5000 + "}")  # past Python's int-parsing limit
+
+
 def _gt_without_categories(tmp, gt_json, gt_dir, pred_json, pred_dir):
     _edit_json(gt_json, lambda o: o.pop("categories"))
 
@@ -295,6 +299,7 @@ CASES = [
     (_fifo_json, PredictionFormatError, ["pred.json", "FIFO"]),
     (_deep_json, PredictionFormatError, ["pred.json", "nested more than"]),
     (_deep_gt_json, GroundTruthFormatError, ["gt.json", "nested more than"]),
+    (_huge_int_in_json, PredictionFormatError, ["pred.json", "cannot be read"]),
     (_gt_without_categories, GroundTruthFormatError, ["gt.json", "'categories'", "missing"]),
 ]
 

@@ -62,8 +62,11 @@ def run_training(config, data_root, out_dir, device, resume, pretrained, stop_af
     init_distributed(device)
     rank = _dist_info()[0]
     show = rank == 0
+    # Off when stderr is not a terminal: rich would only print the bar's last state, which on an
+    # early failure is a stray line before the one-line error.
     progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                        TimeRemainingColumn(), console=console_err(), transient=False, disable=not show)
+                        TimeRemainingColumn(), console=console_err(), transient=False,
+                        disable=not show or not console_err().is_terminal)
     task = progress.add_task("train", total=cfg.train.iterations, info="")
 
     def update(it: int, total: int, rec: dict) -> None:
