@@ -33,6 +33,7 @@ from pss_bench.errors import FormatError, PredictionFormatError
 from pss_bench.io.panoptic import PanopticAnnotation, PanopticJson, load_panoptic_json, read_id_png, read_json_file, safe_join
 from pss_bench.io.prediction import PredictionWriter
 from pss_bench.io.safe_pickle import load_restricted_pickle
+from pss_bench.text import short_repr
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +63,24 @@ def coco_category_map(gt: PanopticJson) -> dict[int, int]:
 def load_category_map(path: str | os.PathLike, gt: PanopticJson) -> dict[int, int]:
     """A JSON ``{"<internal id>": <category id or name>}`` given by the user."""
     obj = read_json_file(path)
+    if not isinstance(obj, dict):
+        raise FormatError(f"{path}: expected an object {{\"<internal id>\": <category id or name>}}, "
+                          f"found {type(obj).__name__}")
     by_name = {c.name: c.id for c in gt.categories.values()}
     out = {}
     for k, v in obj.items():
-        cid = by_name.get(v) if isinstance(v, str) else v
+        key = k.strip()
+        if not (key.isdigit() and len(key) <= 9):
+            raise FormatError(f"{path}: key {short_repr(k)} is not an internal category id (a non-negative integer)")
+        if isinstance(v, str):
+            cid = by_name.get(v)
+        elif isinstance(v, int) and not isinstance(v, bool):
+            cid = v
+        else:
+            cid = None
         if cid not in gt.categories:
-            raise FormatError(f"{path}: internal id {k} maps to {v!r}, which is not a GT category")
-        out[int(k)] = cid
+            raise FormatError(f"{path}: internal id {key} maps to {short_repr(v)}, which is not a GT category")
+        out[int(key)] = cid
     return out
 
 
@@ -96,13 +108,19 @@ def _gt_images(gt: PanopticJson, gt_json: Path) -> list[_Image]:
         raise FormatError(f"{gt_json}: UPSNet results follow the GT's 'images' order, but it has no 'images' list")
     ann_by_id = {a.image_id: a for a in gt.annotations}
     out = []
-    for im in images:
-        image_id = im.get("id")
+    for i, im in enumerate(images):
+        image_id = im.get("id") if isinstance(im, dict) else None
+        if isinstance(image_id, bool) or not isinstance(image_id, (int, str)):
+            raise FormatError(f"{gt_json}: images[{i}] has no 'id' (int or string)")
         ann = ann_by_id.get(image_id)
         if ann is None:
             raise FormatError(f"{gt_json}: image {image_id!r} is in 'images' but has no annotation")
-        size = (im["height"], im["width"]) if "height" in im and "width" in im else None
-        out.append(_Image(image_id, ann, upsnet_png_name(im.get("file_name", ann.file_name)), size))
+        height, width = im.get("height"), im.get("width")
+        size = (height, width) if all(isinstance(v, int) and not isinstance(v, bool) for v in (height, width)) else None
+        file_name = im.get("file_name", ann.file_name)
+        if not isinstance(file_name, str) or not file_name:
+            raise FormatError(f"{gt_json}: image {image_id!r}: 'file_name' must be a string, found {short_repr(file_name)}")
+        out.append(_Image(image_id, ann, upsnet_png_name(file_name), size))
     return out
 
 
@@ -174,7 +192,7 @@ def convert_upsnet_results(
     unified = results_dir / "pans_unified" if (results_dir / "pans_unified").is_dir() else results_dir
     pan_dir, pred_json, two_ch = unified / "pan", unified / "pred.json", unified / "pan_2ch"
     entries = None
-    if pan_dir.is_dir() and pred_json.is_file():
+    if pan_dir.is_dir() and os.path.lexists(pred_json):  # a FIFO or folder there is refused by the reader
         obj = read_json_file(pred_json, PredictionFormatError)
         entries = obj.get("annotations") if isinstance(obj, dict) else None
         if not isinstance(entries, list):
@@ -262,11 +280,16 @@ def _segments_from_pred_json(entry, ids: np.ndarray, cat_map: dict[int, int], wh
     if not isinstance(segs_in, list):
         raise PredictionFormatError(f"{where}: entry has no 'segments_info' list")
     declared = {}
-    for s in segs_in:
-        sid, cat = s.get("id"), s.get("category_id")
-        if cat not in cat_map:
-            raise PredictionFormatError(f"{where}, segment {sid}: category {cat} is not an UPSNet category of this dataset")
-        declared[int(sid)] = cat_map[cat]
+    for i, s in enumerate(segs_in):
+        sid = s.get("id") if isinstance(s, dict) else None
+        if isinstance(sid, bool) or not isinstance(sid, int):
+            raise PredictionFormatError(f"{where}: segments_info[{i}] has no integer 'id'")
+        cat = s.get("category_id")
+        if isinstance(cat, bool) or not isinstance(cat, int) or cat not in cat_map:
+            raise PredictionFormatError(
+                f"{where}, segment {sid}: category {short_repr(cat)} is not an UPSNet category of this dataset"
+            )
+        declared[sid] = cat_map[cat]
     present = set(np.unique(ids).tolist()) - {0}
     if present != set(declared):
         extra = sorted(present - set(declared))[:3]
