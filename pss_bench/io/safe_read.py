@@ -6,6 +6,7 @@ One place for what every reader needs:
   under a data file's name is refused instead of blocking forever; a missing
   file, a folder, a name with a NUL byte, a name that cannot be encoded or that
   is too long for the file system each give one line naming the file.
+* :func:`open_image` is ``PIL.Image.open`` on a regular file only.
 * :func:`read_json_file` / :func:`read_yaml_file` turn syntax errors, text that
   is not UTF-8 and nesting deeper than :data:`MAX_DEPTH` (which would raise
   ``RecursionError`` in the parser or later) into one-line errors. YAML aliases
@@ -19,11 +20,12 @@ error.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 from pss_bench.errors import FormatError
 from pss_bench.text import printable
@@ -191,3 +193,27 @@ def parse_yaml_text(text: str, where: str, error_cls: type[FormatError] = Format
         raise error_cls(f"{where}: a YAML value cannot be read ({' '.join(str(exc).split())})") from None
     check_nesting(obj, where, error_cls, max_values=MAX_YAML_VALUES)
     return obj
+
+
+@contextlib.contextmanager
+def open_image(path: str | os.PathLike, where: str | None = None, error_cls: type[FormatError] = FormatError,
+               what: str = "image file") -> Iterator:
+    """``PIL.Image.open`` on a regular file only (see :func:`open_regular`), as a context manager.
+
+    Raises:
+        error_cls: not a regular file, not an image PIL can identify, or one
+            PIL refuses as a decompression bomb; one line. Errors raised later
+            while decoding (``im.load()``) are the caller's to catch.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    where = printable(where if where is not None else path)
+    with open_regular(path, where, error_cls, what) as f:
+        try:
+            im = Image.open(f)
+        except Image.DecompressionBombError as exc:
+            raise error_cls(f"{where}: image too large to decode safely ({exc})") from None
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise error_cls(f"{where}: not a readable image ({exc})") from None
+        with im:
+            yield im
