@@ -304,21 +304,7 @@ CASES = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _no_hang():
-    """A FIFO read would block forever: fail the test instead."""
-    import signal
-
-    def _timeout(signum, frame):
-        raise TimeoutError("hung (a FIFO read?)")
-
-    old = signal.signal(signal.SIGALRM, _timeout)
-    signal.alarm(60)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
-
-
+@pytest.mark.usefixtures("no_hang")  # a FIFO read would block forever
 @pytest.mark.parametrize("breaker,exc_type,needles", CASES, ids=[c[0].__name__.strip("_") for c in CASES])
 def test_bad_input_raises_one_clear_error(ds, breaker, exc_type, needles):
     tmp, gt_json, gt_dir, pred_json, pred_dir = ds

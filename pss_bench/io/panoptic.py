@@ -230,10 +230,18 @@ class PanopticJson:
     annotations: list[PanopticAnnotation]
     image_sizes: dict[ImageId, tuple[int, int]] = field(default_factory=dict)
     image_files: dict[ImageId, str] = field(default_factory=dict)
+    _checked_paths: dict[str, Path] = field(default_factory=dict, repr=False, compare=False)
 
     def png_path(self, ann: PanopticAnnotation) -> Path:
-        """``png_dir / file_name``, refusing names that escape ``png_dir`` (also through symlinks)."""
-        return safe_join(self.png_dir, ann.file_name, where=f"{self.path}: image {ann.image_id!r}")
+        """``png_dir / file_name``, refusing names that escape ``png_dir`` (also through symlinks).
+
+        A name is resolved once; later calls (messages, the cache key) reuse the result.
+        """
+        path = self._checked_paths.get(ann.file_name)
+        if path is None:
+            path = safe_join(self.png_dir, ann.file_name, where=f"{self.path}: image {ann.image_id!r}")
+            self._checked_paths[ann.file_name] = path
+        return path
 
     def png_path_problems(self) -> list[tuple[ImageId, str]]:
         """Every annotation whose PNG resolves outside ``png_dir`` or is also another annotation's PNG.
