@@ -92,14 +92,20 @@ def safe_join(folder: str | os.PathLike, name: str, *, where: str, resolve: bool
                               f"too long for the file system")
     joined = Path(folder) / pure
     if resolve:
-        root = os.path.realpath(folder)
-        real = os.path.realpath(joined)
-        if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
-            raise UnsafePathError(
-                f"{where}: file_name {short_repr(name)} is a symbolic link (or lies under one) that resolves to "
-                f"{short_repr(real)}, outside its folder {short_repr(str(folder))}"
-            )
+        _check_inside(folder, joined, name, where)
     return joined
+
+
+def _check_inside(folder, joined: Path, name: str, where: str, folder_real: str | None = None) -> str:
+    """``realpath(joined)``, raising unless it lies inside ``realpath(folder)``."""
+    root = folder_real if folder_real is not None else os.path.realpath(folder)
+    real = os.path.realpath(joined)
+    if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
+        raise UnsafePathError(
+            f"{where}: file_name {short_repr(name)} is a symbolic link (or lies under one) that resolves to "
+            f"{short_repr(real)}, outside its folder {short_repr(str(folder))}"
+        )
+    return real
 
 
 # --------------------------------------------------------------------------- PNG
@@ -230,18 +236,27 @@ class PanopticJson:
     annotations: list[PanopticAnnotation]
     image_sizes: dict[ImageId, tuple[int, int]] = field(default_factory=dict)
     image_files: dict[ImageId, str] = field(default_factory=dict)
-    _checked_paths: dict[str, Path] = field(default_factory=dict, repr=False, compare=False)
+    _checked_paths: dict[str, tuple[Path, str]] = field(default_factory=dict, repr=False, compare=False)
+    _png_dir_real: str | None = field(default=None, repr=False, compare=False)
 
     def png_path(self, ann: PanopticAnnotation) -> Path:
         """``png_dir / file_name``, refusing names that escape ``png_dir`` (also through symlinks).
 
         A name is resolved once; later calls (messages, the cache key) reuse the result.
         """
-        path = self._checked_paths.get(ann.file_name)
-        if path is None:
-            path = safe_join(self.png_dir, ann.file_name, where=f"{self.path}: image {ann.image_id!r}")
-            self._checked_paths[ann.file_name] = path
-        return path
+        return self._resolve(ann)[0]
+
+    def _resolve(self, ann: PanopticAnnotation) -> tuple[Path, str]:
+        """``(png_dir / file_name, its real path)``, checked once per name."""
+        hit = self._checked_paths.get(ann.file_name)
+        if hit is None:
+            if self._png_dir_real is None:
+                self._png_dir_real = os.path.realpath(self.png_dir)
+            where = f"{self.path}: image {ann.image_id!r}"
+            path = safe_join(self.png_dir, ann.file_name, where=where, resolve=False)
+            hit = (path, _check_inside(self.png_dir, path, ann.file_name, where, self._png_dir_real))
+            self._checked_paths[ann.file_name] = hit
+        return hit
 
     def png_path_problems(self) -> list[tuple[ImageId, str]]:
         """Every annotation whose PNG resolves outside ``png_dir`` or is also another annotation's PNG.
@@ -256,11 +271,10 @@ class PanopticJson:
         owner: dict[str, ImageId] = {}
         for ann in self.annotations:
             try:
-                path = self.png_path(ann)
+                _, real = self._resolve(ann)
             except UnsafePathError as exc:
                 problems.append((ann.image_id, str(exc)))
                 continue
-            real = os.path.realpath(path)
             other = owner.setdefault(real, ann.image_id)
             if other != ann.image_id:
                 problems.append((ann.image_id, f"{self.path}: image {ann.image_id!r}: its PNG "
