@@ -24,6 +24,7 @@ import numpy as np
 
 from pss_bench.errors import PssBenchError
 from pss_bench.evaluation.compare import CompareResult, Query, pick_queries
+from pss_bench.text import mpl_escape
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +175,7 @@ def plot_ce_bars(result: CompareResult, out: str | os.PathLike) -> Path | None:
     fig, ax = plt.subplots(figsize=(max(6.0, 1.0 + 0.35 * len(groups) * max(2, len(models))), 4.0))
     fig.subplots_adjust(bottom=0.22, top=0.9, left=0.08, right=0.98)
     for i, m in enumerate(models):
-        ax.bar(x - 0.4 + w * (i + 0.5), [value(m.context_error, cid) for _, cid in groups], w, label=m.name)
+        ax.bar(x - 0.4 + w * (i + 0.5), [value(m.context_error, cid) for _, cid in groups], w, label=mpl_escape(m.name))
     b = result.bounds
     if b is not None:
         for label, j, style, colour in (("random", 0, "--", "black"), ("oracle", 1, ":", "tab:green")):
@@ -187,7 +188,7 @@ def plot_ce_bars(result: CompareResult, out: str | os.PathLike) -> Path | None:
                           label=f"{label} bound" if first else None)
                 first = False
     ax.set_xticks(x)
-    ax.set_xticklabels([name for name, _ in groups], rotation=30, ha="right", fontsize=8)
+    ax.set_xticklabels([mpl_escape(name) for name, _ in groups], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("Context Error")
     ax.set_title(f"Context Error per category (K={result.k}, lower is better)", fontsize=10)
     ax.legend(fontsize=7)
@@ -211,9 +212,9 @@ def plot_pq_bars(result: CompareResult, out: str | os.PathLike) -> Path | None:
         for c in cats:
             r = m.pq.per_class.get(c.id)
             vals.append(100 * r.pq if r is not None and r.present else np.nan)
-        ax.bar(x - 0.4 + w * (i + 0.5), vals, w, label=m.name)
+        ax.bar(x - 0.4 + w * (i + 0.5), vals, w, label=mpl_escape(m.name))
     ax.set_xticks(x)
-    ax.set_xticklabels([f"{c.name}{' *' if c.isthing else ''}" for c in cats], rotation=45, ha="right", fontsize=8)
+    ax.set_xticklabels([f"{mpl_escape(c.name)}{' *' if c.isthing else ''}" for c in cats], rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("PQ (%)")
     ax.set_ylim(0, 100)
     ax.set_title("PQ per class (* = thing)", fontsize=10)

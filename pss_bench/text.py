@@ -1,8 +1,9 @@
 """User-supplied strings made safe for messages and for rich output.
 
 File names, category names, image ids and paths come from the user's files
-and command line: they may hold rich markup (``[/bold]``, ``run[final]``), lone
-surrogates that no encoder accepts, or be megabytes long. Everything that puts
+and command line: they may hold rich markup (``[/bold]``, ``run[final]``),
+matplotlib mathtext (``$x^$``), lone surrogates that no encoder accepts, or be
+megabytes long. Everything that puts
 such a string into a message or on the console goes through these helpers;
 nothing here prints.
 """
@@ -56,3 +57,12 @@ def markup_escape(text: object) -> str:
     from rich.markup import escape
 
     return escape(printable(text))
+
+
+def mpl_escape(text: object) -> str:
+    """:func:`printable` text for a matplotlib label: ``$`` escaped, so a name never starts mathtext.
+
+    Unescaped, a category named ``$x^$`` makes matplotlib fail to draw the
+    whole figure.
+    """
+    return printable(text).replace("$", r"\$")

@@ -297,3 +297,16 @@ def test_hostile_yaml_config_is_one_line(tmp_path, content, needle, capsys):
     line = _one_line_error(capsys.readouterr())
     assert "bad.yaml" in line and needle in line
     assert not (tmp_path / "run").exists()
+
+
+def test_mathtext_in_category_names_does_not_break_figures(tmp_path, capsys):
+    """matplotlib reads '$...$' as mathtext: a category named '$x^$' failed every figure."""
+    name = "$x^$"
+    gt_json, pred = _make(tmp_path / "d", _cats(thing_name=name))
+    out = tmp_path / "out"
+    assert main(["show-retrievals", str(pred), "--gt", str(gt_json), "--no-cache", "--query", "a:2", "--k", "1",
+                 "--out", str(out / "r.png")]) == 0
+    assert main(["context-map", str(pred), "--gt", str(gt_json), "--no-cache", "--category", name,
+                 "--out", str(out / "m.png")]) == 0
+    assert main([*_compare(gt_json, pred), "--report", str(out / "rep")]) == 0
+    assert (out / "r.png").is_file() and (out / "m.png").is_file() and (out / "rep" / "ce_per_category.png").is_file()

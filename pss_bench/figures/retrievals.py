@@ -20,6 +20,7 @@ from pss_bench.figures.common import (
     save_figure,
 )
 from pss_bench.metrics.context_error import PairTerms, pair_ce_rows, semantic_map
+from pss_bench.text import mpl_escape
 
 PANEL_INCHES = 2.0
 TITLE_INCHES = 0.4
@@ -120,7 +121,7 @@ def plot_retrievals(panels: list[Panel], out: str | os.PathLike, suptitle: str |
         top.imshow(p.picture, interpolation="nearest")
         if p.mask.any():
             top.contour(p.mask.astype(np.float32), levels=[0.5], colors=["yellow"], linewidths=1.0)
-        top.set_title(p.title, fontsize=6)
+        top.set_title(mpl_escape(p.title), fontsize=6)
         bottom.imshow(p.context, interpolation="nearest")
         h, w = p.context.shape[:2]
         for t in (1, 2):
@@ -130,5 +131,5 @@ def plot_retrievals(panels: list[Panel], out: str | os.PathLike, suptitle: str |
             ax.set_xticks([])
             ax.set_yticks([])
     if suptitle:
-        fig.suptitle(suptitle, fontsize=8)
+        fig.suptitle(mpl_escape(suptitle), fontsize=8)
     return save_figure(fig, out)
