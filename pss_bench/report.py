@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from pss_bench.metrics.pq import PQResult
+from pss_bench.text import markup_escape
 
 
 def _pct(x: float) -> str:
@@ -22,11 +23,10 @@ def pq_table(result: PQResult, title: str | None = None, bootstrap=None) -> Tabl
 
     With ``bootstrap`` (a :class:`~pss_bench.metrics.bootstrap.PQBootstrap`
     of this result), a column with the PQ's confidence interval follows PQ.
+    Category names are escaped: a name such as ``[/bold]`` prints as itself.
     """
-    from rich.markup import escape
-
     boot = bootstrap.models[0] if bootstrap is not None else None
-    t = Table(title=title, show_lines=False)
+    t = Table(title=markup_escape(title) if title is not None else None, show_lines=False)
     cols = [("Category", "left"), ("PQ", "right")]
     if boot is not None:
         cols.append((f"PQ {100 * bootstrap.settings.level:g}% CI", "right"))
@@ -39,7 +39,7 @@ def pq_table(result: PQResult, title: str | None = None, bootstrap=None) -> Tabl
 
     for cid, r in result.per_class.items():
         cat = result.categories[cid]
-        name = escape(f"{cat.name} ({cid}){' *' if cat.isthing else ''}")
+        name = f"{markup_escape(cat.name)} ({cid}){' *' if cat.isthing else ''}"
         if not r.present:
             t.add_row(name, "—", *ci(None), "—", "—", "0", "0", "0", "", style="dim")
         else:

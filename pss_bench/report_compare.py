@@ -23,6 +23,7 @@ import numpy as np
 
 from pss_bench.errors import PssBenchError
 from pss_bench.evaluation.compare import CompareResult, Query, pick_queries
+from pss_bench.text import mpl_escape
 
 log = logging.getLogger(__name__)
 
@@ -260,14 +261,17 @@ def interval_table(result: CompareResult, title: str | None = "confidence interv
     """The rich table of :func:`interval_cells` (``None`` without a bootstrap)."""
     from rich.table import Table
 
+    from pss_bench.text import markup_escape as esc
+
     cells = interval_cells(result)
     if cells is None:
         return None
-    t = Table(title=title, caption=cells.caption)
+    # Model and category names are the user's: escaped like compare_table's.
+    t = Table(title=esc(title) if title is not None else None, caption=esc(cells.caption))
     for j, h in enumerate(cells.headers):
-        t.add_column(h, justify="left" if j == 0 else "right", no_wrap=True)
+        t.add_column(esc(h), justify="left" if j == 0 else "right", no_wrap=True)
     for row in cells.rows:
-        t.add_row(*row)
+        t.add_row(*map(esc, row))
     return t
 
 
@@ -309,16 +313,19 @@ def compare_table(result: CompareResult, title: str | None = "pss-bench compare"
     """A rich table: one row per model, then the random / oracle bounds."""
     from rich.table import Table
 
+    from pss_bench.text import markup_escape as esc
+
     cells = summary_cells(result)
-    t = Table(title=title, caption=cells.caption)
+    # Model and category names are the user's: escaped, so "[/bold]" prints as itself.
+    t = Table(title=esc(title) if title is not None else None, caption=esc(cells.caption))
     for j, h in enumerate(cells.headers):
-        t.add_column(h, justify="left" if j == 0 else "right", no_wrap=j > 0)
+        t.add_column(esc(h), justify="left" if j == 0 else "right", no_wrap=j > 0)
     for row in cells.rows:
-        t.add_row(*row)
+        t.add_row(*map(esc, row))
     if cells.bound_rows:
         t.add_section()
         for row in cells.bound_rows:
-            t.add_row(*row, style="dim")
+            t.add_row(*map(esc, row), style="dim")
     return t
 
 
@@ -391,7 +398,7 @@ def plot_ce_bars(result: CompareResult, out: str | os.PathLike) -> Path | None:
     fig, ax = plt.subplots(figsize=(max(6.0, 1.0 + 0.35 * len(groups) * max(2, len(models))), 4.0))
     fig.subplots_adjust(bottom=0.22, top=0.9, left=0.08, right=0.98)
     for i, m in enumerate(models):
-        ax.bar(x - 0.4 + w * (i + 0.5), [value(m.context_error, cid) for _, cid in groups], w, label=m.name)
+        ax.bar(x - 0.4 + w * (i + 0.5), [value(m.context_error, cid) for _, cid in groups], w, label=mpl_escape(m.name))
     b = result.bounds
     if b is not None:
         for label, j, style, colour in (("random", 0, "--", "black"), ("oracle", 1, ":", "tab:green")):
@@ -404,7 +411,7 @@ def plot_ce_bars(result: CompareResult, out: str | os.PathLike) -> Path | None:
                           label=f"{label} bound" if first else None)
                 first = False
     ax.set_xticks(x)
-    ax.set_xticklabels([name for name, _ in groups], rotation=30, ha="right", fontsize=8)
+    ax.set_xticklabels([mpl_escape(name) for name, _ in groups], rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("Context Error")
     ax.set_title(f"Context Error per category (K={result.k}, lower is better)", fontsize=10)
     ax.legend(fontsize=7)
@@ -428,9 +435,9 @@ def plot_pq_bars(result: CompareResult, out: str | os.PathLike) -> Path | None:
         for c in cats:
             r = m.pq.per_class.get(c.id)
             vals.append(100 * r.pq if r is not None and r.present else np.nan)
-        ax.bar(x - 0.4 + w * (i + 0.5), vals, w, label=m.name)
+        ax.bar(x - 0.4 + w * (i + 0.5), vals, w, label=mpl_escape(m.name))
     ax.set_xticks(x)
-    ax.set_xticklabels([f"{c.name}{' *' if c.isthing else ''}" for c in cats], rotation=45, ha="right", fontsize=8)
+    ax.set_xticklabels([f"{mpl_escape(c.name)}{' *' if c.isthing else ''}" for c in cats], rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("PQ (%)")
     ax.set_ylim(0, 100)
     ax.set_title("PQ per class (* = thing)", fontsize=10)

@@ -48,3 +48,22 @@ def cityscapes_val_gt(sample_data, tmp_path_factory) -> tuple[Path, Path]:
 def _isolated_cache(tmp_path, monkeypatch):
     """No test reads or writes the user's GT cache."""
     monkeypatch.setenv("PSS_BENCH_CACHE_DIR", str(tmp_path / "pss-cache"))
+
+
+@pytest.fixture()
+def no_hang():
+    """Fails a test that blocks for two minutes (a FIFO opened for reading, say) instead of hanging the suite.
+
+    SIGALRM interrupts a blocking ``open()`` in the main thread; worker threads
+    are not interrupted, so a hang there still shows as a long test.
+    """
+    import signal
+
+    def _timeout(signum, frame):
+        raise TimeoutError("the test hung")
+
+    old = signal.signal(signal.SIGALRM, _timeout)
+    signal.alarm(120)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, old)

@@ -414,3 +414,43 @@ def test_outputs_are_not_left_half_written(sample_data, tmp_path):
     with pytest.raises(PssBenchError, match="already exists"):
         cf.deeplab2_to_coco(s / "panoptic_examples_2ch_format", tmp_path / "out.json", s / "panoptic_examples.json",
                             void_label=0)
+
+
+@pytest.mark.usefixtures("no_hang")  # a FIFO read would block forever
+def test_inputs_are_read_through_the_safe_readers(tmp_path):
+    """A FIFO input is refused, a pickled .npy is refused, an absurd declared shape is refused before allocating."""
+    import os
+
+    os.mkfifo(tmp_path / "fifo.png")
+    with pytest.raises(FormatError, match="fifo.png: .*FIFO"):
+        cf.read_deeplab2_prediction(tmp_path / "fifo.png", "2ch", 1000)
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(FormatError, match="objects.npy"):
+        cf.read_deeplab2_prediction(tmp_path / "objects.npy", "npy", 1000)
+    header = np.lib.format
+    with open(tmp_path / "huge.npy", "wb") as f:
+        header.write_array_header_1_0(f, {"descr": "<i4", "fortran_order": False, "shape": (10**6, 10**6, 2)})
+    with pytest.raises(FormatError, match="huge.npy"):
+        cf.read_deeplab2_prediction(tmp_path / "huge.npy", "npy", 1000)
+    with pytest.raises(FormatError, match="missing.npy: file not found"):
+        cf.read_deeplab2_prediction(tmp_path / "missing.npy", "npy", 1000)
+
+
+def test_output_folders_follow_the_umask_and_replace_atomically(sample_data, tmp_path):
+    """PNG folders are staged and published by io.atomic: the umask's mode (not mkdtemp's 0o700), no leftovers."""
+    import os
+    import stat
+
+    s = _panopticapi(sample_data)
+    old = os.umask(0o022)
+    try:
+        cf.deeplab2_to_coco(s / "panoptic_examples_2ch_format", tmp_path / "out.json", s / "panoptic_examples.json",
+                            void_label=0)
+        first = {p.name for p in (tmp_path / "out").iterdir()}
+        cf.deeplab2_to_coco(s / "panoptic_examples_2ch_format", tmp_path / "out.json", s / "panoptic_examples.json",
+                            void_label=0, overwrite=True)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "out").stat().st_mode) == 0o755
+    assert {p.name for p in (tmp_path / "out").iterdir()} == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "out.json"]

@@ -95,3 +95,83 @@ def test_embed_missing_feature_map_writes_nothing(tmp_path, capsys):
     assert main(["embed", str(feats), "--gt", str(gt_json), "--out", str(out)]) == 0
     assert main(["embed", str(feats), "--gt", str(gt_json), "--out", str(out)]) == 2  # exists, no --overwrite
     assert main(["embed", str(feats), "--gt", str(gt_json), "--out", str(out), "--overwrite"]) == 0
+
+
+def _two_image_gt(tmp_path, shape=(8, 16)):
+    ids = np.ones(shape, np.uint32)
+    ids[2:5, 2:5] = 2
+    ids[4:7, 9:13] = 3
+    segs = [{"id": 1, "category_id": 1, "iscrowd": 0}, {"id": 2, "category_id": 2, "iscrowd": 0},
+            {"id": 3, "category_id": 2, "iscrowd": 0}]
+    cats = [{"id": 1, "name": "road", "isthing": 0}, {"id": 2, "name": "car", "isthing": 1}]
+    gt_json, _ = write_tiny_gt(tmp_path, {"a": (ids, segs), "b": (ids, segs)}, cats)
+    feats = tmp_path / "feats"
+    feats.mkdir()
+    return gt_json, feats
+
+
+def test_embed_refuses_channels_last_feature_maps(tmp_path, capsys):
+    """(h, w, D) read as (D, h, w) would pool the wrong axis: the aspect ratio gives it away."""
+    gt_json, feats = _two_image_gt(tmp_path)  # 8 x 16 images
+    for image_id in ("a", "b"):
+        np.save(feats / f"{image_id}.npy", np.ones((4, 8, 5), np.float32))  # h=4, w=8, D=5, channels last
+    out = tmp_path / "pred"
+    assert main(["embed", str(feats), "--gt", str(gt_json), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "a.npy: image 'a'" in err and "channels-last" in err and "4 x 8 x 5" in err
+    assert not out.exists()
+    np.save(feats / "a.npy", np.ones((32, 8, 4), np.float32))  # D, w, h: the spatial axes swapped
+    np.save(feats / "b.npy", np.ones((32, 8, 4), np.float32))
+    assert main(["embed", str(feats), "--gt", str(gt_json), "--out", str(out)]) == 1
+    assert "swapped" in capsys.readouterr().err
+    # a map one stride cell off the image's aspect ratio (ceil at stride 3) is fine
+    for image_id in ("a", "b"):
+        np.save(feats / f"{image_id}.npy", np.ones((5, 3, 6), np.float32))
+    assert main(["embed", str(feats), "--gt", str(gt_json), "--out", str(out)]) == 0
+
+
+def test_embed_refuses_feature_dimensions_that_differ_between_images(tmp_path, capsys):
+    gt_json, feats = _two_image_gt(tmp_path)
+    np.save(feats / "a.npy", np.ones((5, 4, 8), np.float32))
+    np.save(feats / "b.npy", np.ones((6, 4, 8), np.float32))
+    out = tmp_path / "pred"
+    assert main(["embed", str(feats), "--gt", str(gt_json), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "b.npy: image 'b'" in err and "6 channels" in err and "a.npy" in err and "5" in err
+    assert not out.exists()
+
+
+def test_embed_overwrite_replaces_only_a_prediction_directory(tmp_path, capsys):
+    gt_json, feats = _two_image_gt(tmp_path)
+    for image_id in ("a", "b"):
+        np.save(feats / f"{image_id}.npy", np.ones((5, 4, 8), np.float32))
+    thesis = tmp_path / "thesis"
+    thesis.mkdir()
+    (thesis / "thesis.tex").write_text("years of work")
+    assert main(["embed", str(feats), "--gt", str(gt_json), "--out", str(thesis), "--overwrite"]) == 1
+    assert "not a pss-bench prediction directory" in capsys.readouterr().err
+    assert (thesis / "thesis.tex").read_text() == "years of work"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["feats", "gt", "gt.json", "thesis"]
+    # a file is refused too (a usage error); an empty folder and an earlier prediction directory are replaced
+    (tmp_path / "file").write_text("x")
+    assert main(["embed", str(feats), "--gt", str(gt_json), "--out", str(tmp_path / "file"), "--overwrite"]) == 2
+    assert (tmp_path / "file").read_text() == "x"
+    (tmp_path / "empty").mkdir()
+    assert main(["embed", str(feats), "--gt", str(gt_json), "--out", str(tmp_path / "empty"), "--overwrite"]) == 0
+    assert main(["embed", str(feats), "--gt", str(gt_json), "--out", str(tmp_path / "empty"), "--overwrite"]) == 0
+    assert (tmp_path / "empty" / "manifest.json").is_file()
+
+
+def test_prediction_writer_refuses_to_replace_a_foreign_folder(tmp_path):
+    from pss_bench.errors import PssBenchError
+    from pss_bench.io.prediction import PredictionWriter
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(PssBenchError, match="not a pss-bench prediction directory"):
+        PredictionWriter(mine, model="m", overwrite=True)
+    (mine / "manifest.json").write_text('{"format": "something-else"}')
+    with pytest.raises(PssBenchError, match="not a pss-bench prediction directory"):
+        PredictionWriter(mine, model="m", overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]

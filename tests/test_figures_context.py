@@ -51,6 +51,21 @@ def test_image_finder(tmp_path):
     assert f.load("x1", (2, 4)).shape == (2, 4, 3)
 
 
+def test_image_finder_uses_the_gt_file_names(tmp_path, caplog):
+    """COCO names image 142238 '000000142238.jpg': no image-id prefix finds it, the GT's file_name does."""
+    (tmp_path / "val2017").mkdir()
+    Image.new("RGB", (4, 2)).save(tmp_path / "val2017" / "000000142238.jpg")
+    Image.new("RGB", (4, 2)).save(tmp_path / "val2017" / "1422380.jpg")  # another id's prefix
+    f = ImageFinder(tmp_path, {142238: "000000142238.jpg", 7: "000000000007.jpg"})
+    assert f.find(142238).name == "000000142238.jpg"
+    assert f.load(142238, (2, 4)).shape == (2, 4, 3)
+    with caplog.at_level("WARNING", logger="pss_bench"):
+        assert f.load(7, (2, 4)) is None
+    assert any("000000000007.jpg" in m and "7" in m for m in caplog.messages)
+    nested = ImageFinder(tmp_path, {142238: "val2017/000000142238.jpg"})
+    assert nested.find(142238) == tmp_path / "val2017" / "000000142238.jpg"
+
+
 def test_show_retrievals_real_frames(cs_pred, sample_data, tmp_path, capsys):
     from pss_bench.figures.retrievals import figure_size_px
 

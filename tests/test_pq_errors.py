@@ -190,6 +190,75 @@ def _missing_gt_folder(tmp, gt_json, gt_dir, pred_json, pred_dir):
     gt_dir.rename(tmp / "elsewhere")
 
 
+def _link_file_outside(tmp, gt_json, gt_dir, pred_json, pred_dir):
+    (pred_dir / "img_a.png").unlink()
+    (pred_dir / "img_a.png").symlink_to(gt_dir / "img_a.png")  # a file outside the prediction folder
+
+
+def _link_folder_outside(tmp, gt_json, gt_dir, pred_json, pred_dir):
+    (pred_dir / "sub").symlink_to(gt_dir, target_is_directory=True)
+    _edit_json(pred_json, lambda o: o["annotations"][0].update(file_name="sub/img_a.png"))
+
+
+def _same_png_twice(tmp, gt_json, gt_dir, pred_json, pred_dir):
+    _edit_json(pred_json, lambda o: o["annotations"][1].update(file_name="./img_a.png"))
+
+
+def _same_gt_png_through_a_link(tmp, gt_json, gt_dir, pred_json, pred_dir):
+    (gt_dir / "img_b.png").unlink()
+    (gt_dir / "img_b.png").symlink_to("img_a.png")
+
+
+def _nul_in_file_name(tmp, gt_json, gt_dir, pred_json, pred_dir):
+    _edit_json(pred_json, lambda o: o["annotations"][0].update(file_name="img_a.png\u0000.png"))
+
+
+def _surrogate_in_file_name(tmp, gt_json, gt_dir, pred_json, pred_dir):
+    _edit_json(pred_json, lambda o: o["annotations"][0].update(file_name="img_\ud800.png"))
+
+
+def _file_name_too_long(tmp, gt_json, gt_dir, pred_json, pred_dir):
+    _edit_json(pred_json, lambda o: o["annotations"][0].update(file_name="x" * 300 + ".png"))
+
+
+def _fifo_png(tmp, gt_json, gt_dir, pred_json, pred_dir):
+    import os
+
+    (pred_dir / "img_b.png").unlink()
+    os.mkfifo(pred_dir / "img_b.png")
+
+
+def _fifo_gt_png(tmp, gt_json, gt_dir, pred_json, pred_dir):
+    import os
+
+    (gt_dir / "img_a.png").unlink()
+    os.mkfifo(gt_dir / "img_a.png")
+
+
+def _fifo_json(tmp, gt_json, gt_dir, pred_json, pred_dir):
+    import os
+
+    pred_json.unlink()
+    os.mkfifo(pred_json)
+
+
+def _deep_json(tmp, gt_json, gt_dir, pred_json, pred_dir):
+    pred_json.write_text('{"annotations": ' + "[" * 100_000 + "]" * 100_000 + "}")
+
+
+def _deep_gt_json(tmp, gt_json, gt_dir, pred_json, pred_dir):
+    # deep enough for a RecursionError in any later recursive walk, shallow enough for the parser
+    _edit_json(gt_json, lambda o: o["categories"][0].update(isthing=json.loads("[" * 500 + "]" * 500)))
+
+
+def _huge_int_in_json(tmp, gt_json, gt_dir, pred_json, pred_dir):
+    pred_json.write_text('{"annotations": [], "x": ' + "1" * 5000 + "}")  # past Python's int-parsing limit
+
+
+def _gt_without_categories(tmp, gt_json, gt_dir, pred_json, pred_dir):
+    _edit_json(gt_json, lambda o: o.pop("categories"))
+
+
 CASES = [
     (_missing_pred_png, PredictionFormatError, ["img_b.png", "'img_b'", "not found"]),
     (_missing_pred_folder, PredictionFormatError, ["pred", "folder", "not found"]),
@@ -218,9 +287,24 @@ CASES = [
     (_wrong_area, GroundTruthFormatError, ["img_a.png", "'img_a'", "segment 2001", "area 5", "36 pixels"]),
     (_escaping_file_name, PredictionFormatError, ["pred.json", "'img_a'", "../gt/img_a.png", "escapes"]),
     (_absolute_file_name, PredictionFormatError, ["pred.json", "'img_a'", "escapes"]),
+    (_link_file_outside, PredictionFormatError, ["pred.json", "'img_a'", "symbolic link", "outside its folder"]),
+    (_link_folder_outside, PredictionFormatError, ["pred.json", "'img_a'", "sub/img_a.png", "outside its folder"]),
+    (_same_png_twice, PredictionFormatError, ["pred.json", "'img_b'", "also the PNG of image 'img_a'"]),
+    (_same_gt_png_through_a_link, GroundTruthFormatError, ["gt.json", "'img_b'", "also the PNG of image 'img_a'"]),
+    (_nul_in_file_name, PredictionFormatError, ["pred.json", "'img_a'", "NUL byte"]),
+    (_surrogate_in_file_name, PredictionFormatError, ["pred.json", "'img_a'", "cannot be encoded"]),
+    (_file_name_too_long, PredictionFormatError, ["pred.json", "'img_a'", "too long"]),
+    (_fifo_png, PredictionFormatError, ["img_b.png", "'img_b'", "FIFO"]),
+    (_fifo_gt_png, GroundTruthFormatError, ["img_a.png", "'img_a'", "FIFO"]),
+    (_fifo_json, PredictionFormatError, ["pred.json", "FIFO"]),
+    (_deep_json, PredictionFormatError, ["pred.json", "nested more than"]),
+    (_deep_gt_json, GroundTruthFormatError, ["gt.json", "nested more than"]),
+    (_huge_int_in_json, PredictionFormatError, ["pred.json", "cannot be read"]),
+    (_gt_without_categories, GroundTruthFormatError, ["gt.json", "'categories'", "missing"]),
 ]
 
 
+@pytest.mark.usefixtures("no_hang")  # a FIFO read would block forever
 @pytest.mark.parametrize("breaker,exc_type,needles", CASES, ids=[c[0].__name__.strip("_") for c in CASES])
 def test_bad_input_raises_one_clear_error(ds, breaker, exc_type, needles):
     tmp, gt_json, gt_dir, pred_json, pred_dir = ds

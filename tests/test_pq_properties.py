@@ -218,8 +218,10 @@ def _ddp_worker(rank, world, port, cases, out):
     for gt, gs, pred, ps in cases[rank::world]:
         m.update(gt, gs, pred, ps)
     m.all_reduce()
+    first = m.stats.to_array().copy()
+    m.all_reduce()  # a second reduce must not sum the already-summed statistics again
     if rank == 0:
-        out.put(m.stats.to_array())
+        out.put((first, m.stats.to_array()))
     dist.destroy_process_group()
 
 
@@ -237,7 +239,7 @@ def test_all_reduce_over_two_gloo_ranks_equals_single_process():
     procs = [ctx.Process(target=_ddp_worker, args=(r, 2, port, cases, q)) for r in range(2)]
     for p in procs:
         p.start()
-    reduced = q.get(timeout=120)
+    reduced, reduced_twice = q.get(timeout=120)
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0
@@ -245,3 +247,93 @@ def test_all_reduce_over_two_gloo_ranks_equals_single_process():
     for gt, gs, pred, ps in cases:
         single.update(gt, gs, pred, ps)
     np.testing.assert_allclose(reduced, single.stats.to_array(), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(reduced_twice, single.stats.to_array(), rtol=0, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- issue 13: batches, categories, reduce
+
+
+def _two_images_same_ids():
+    """Two images whose segment ids coincide: merging them as one image changes the PQ."""
+    a = np.zeros((4, 4), np.int64)
+    a[:, :2] = 1
+    a[:, 2:] = 2
+    b = np.zeros((4, 4), np.int64)
+    b[:2] = 1
+    b[2:] = 2
+    gs = [{"id": 1, "category_id": 1}, {"id": 2, "category_id": 2}]
+    ps_a = [{"id": 1, "category_id": 1}, {"id": 2, "category_id": 2}]
+    ps_b = [{"id": 1, "category_id": 2}, {"id": 2, "category_id": 1}]  # both wrong
+    return (a, gs, a, ps_a), (b, gs, b, ps_b)
+
+
+def test_batched_update_scores_each_image_separately():
+    one, two = _two_images_same_ids()
+    single = PanopticQuality(CATEGORIES)
+    single.update(*one)
+    single.update(*two)
+    batched = PanopticQuality(CATEGORIES)
+    batched.update(np.stack([one[0], two[0]]), [one[1], two[1]], torch.from_numpy(np.stack([one[2], two[2]])),
+                   [one[3], two[3]])
+    assert batched.compute().to_dict() == single.compute().to_dict()
+    assert single.compute().all.pq == pytest.approx(0.5)
+
+
+def test_batched_update_without_one_segment_list_per_image_is_refused():
+    from pss_bench.errors import PssBenchError
+
+    one, two = _two_images_same_ids()
+    m = PanopticQuality(CATEGORIES)
+    gt = np.stack([one[0], two[0]])
+    with pytest.raises(PssBenchError, match=r"batch of 2 id maps .* one segment list per image"):
+        m.update(gt, one[1], gt, one[3])  # one flat list for two images: would merge them
+    with pytest.raises(PssBenchError, match=r"2 id maps but 3 gt segment lists"):
+        m.update(gt, [one[1]] * 3, gt, [one[3]] * 2)
+    with pytest.raises(PssBenchError, match=r"a single \(H, W\) id map takes one segment list"):
+        m.update(one[0], [one[1]], one[2], [one[3]])
+    with pytest.raises(PssBenchError, match=r"\(H, W\) or \(B, H, W\)"):
+        m.update(gt[None], [[one[1]]], gt[None], [[one[3]]])
+    assert m.stats.tp.sum() == 0  # nothing was added by a refused call
+
+
+def test_categories_may_be_raw_coco_dicts():
+    m = PanopticQuality(CATS)
+    assert m.categories == tuple(CATEGORIES)
+    by_id = PanopticQuality({c["id"]: c for c in CATS})
+    assert by_id.categories == tuple(CATEGORIES)
+    from pss_bench.errors import PssBenchError
+
+    with pytest.raises(PssBenchError, match=r"categories\[1\].*'id'"):
+        PanopticQuality([CATS[0], {"name": "x"}])
+
+
+def test_all_reduce_needs_an_initialised_process_group():
+    from pss_bench.errors import PssBenchError
+
+    m = PanopticQuality(CATEGORIES)
+    with pytest.raises(PssBenchError, match="torch.distributed is not initialised"):
+        m.all_reduce()
+
+
+def test_updates_after_all_reduce_are_counted_once(tmp_path):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        cases = [random_case(s, 10, 10, 300) for s in range(3)]
+        m = PanopticQuality(CATEGORIES)
+        for gt, gs, pred, ps in cases[:2]:
+            m.update(gt, gs, pred, ps)
+        local = m.stats.to_array().copy()
+        m.all_reduce()
+        m.all_reduce()
+        np.testing.assert_array_equal(m.stats.to_array(), local)
+        # updates after a reduce are kept; the next reduce covers them once
+        m.update(*cases[2])
+        m.all_reduce()
+        ref = PanopticQuality(CATEGORIES)
+        for c in cases:
+            ref.update(*c)
+        np.testing.assert_array_equal(m.stats.to_array(), ref.stats.to_array())
+    finally:
+        dist.destroy_process_group()

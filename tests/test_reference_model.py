@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 
 import pytest
 import torch
@@ -106,6 +107,9 @@ def test_checkpoint_roundtrip(tmp_path):
         assert torch.equal(a, b), k
     with pytest.raises(CheckpointError, match="file not found"):
         load_checkpoint(tmp_path / "missing.pt")
+    os.mkfifo(tmp_path / "fifo.pt")  # refused, not opened for a read that would block forever
+    with pytest.raises(CheckpointError, match="fifo.pt: expected a file, found a special file"):
+        load_checkpoint(tmp_path / "fifo.pt")
     # Pickled arbitrary objects are refused (weights_only).
     torch.save({"state_dict": {}, "config": {}, "evil": Category(9, "x", False)}, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError, match="weights-only"):

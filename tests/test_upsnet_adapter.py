@@ -212,3 +212,101 @@ def test_features_are_pooled_into_gt_segment_embeddings(official):
     sid = int(first.segments.ids[0])
     k = list(e.segment_ids).index(sid)
     np.testing.assert_allclose(e.embeddings[k], up[:, ids == sid].mean(axis=1), rtol=1e-4, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- hostile inputs (issue 13)
+
+
+@pytest.fixture()
+def tiny_official(tmp_path):
+    """A two-image GT with the Cityscapes categories and its official-format UPSNet outputs."""
+    from cityscapesscripts.helpers.labels import labels
+
+    from context_error_helpers import write_tiny_gt
+
+    cats = [{"id": l.id, "name": l.name, "isthing": int(l.hasInstances)}
+            for l in labels if not l.ignoreInEval and 0 <= l.trainId < 255]
+    ids = np.full((12, 16), 7, np.uint32)
+    ids[2:6, 2:6] = 26001
+    segs = [{"id": 7, "category_id": 7, "iscrowd": 0}, {"id": 26001, "category_id": 26, "iscrowd": 0}]
+    gt_json, _ = write_tiny_gt(tmp_path, {"a": (ids, segs), "b": (ids, segs)}, cats)
+    preds = [(i, ids.astype(np.int64), [{"id": 7, "category_id": 7}, {"id": 26001, "category_id": 26}])
+             for i in ("a", "b")]
+    results = tmp_path / "results"
+    _write_official(results, gt_json, preds, with_pkl=False)
+    return gt_json, results, tmp_path
+
+
+def _edit(path: Path, fn) -> None:
+    obj = json.loads(path.read_text())
+    fn(obj)
+    path.write_text(json.dumps(obj))
+
+
+@pytest.mark.parametrize("category_map, needle", [
+    ([7, 26], "expected an object"),
+    ({"x": 7}, "not an internal category id"),
+    ({"1" * 5000: 7}, "not an internal category id"),
+    ({"0": [7]}, "not a GT category"),
+    ({"0": {"id": 7}}, "not a GT category"),
+])
+def test_hostile_category_map_is_one_line(tiny_official, category_map, needle, capsys):
+    gt_json, results, tmp = tiny_official
+    cm = tmp / "map.json"
+    cm.write_text(json.dumps(category_map))
+    code = main(["import-upsnet", str(results), "--gt", str(gt_json), "--dataset", "cityscapes",
+                 "--out", str(tmp / "out"), "--category-map", str(cm)])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert "map.json" in err and needle in err
+    assert not (tmp / "out").exists()
+
+
+def _entry_not_object(o):
+    o["annotations"][0]["segments_info"][0] = [1]
+
+
+def _segment_id_missing(o):
+    o["annotations"][0]["segments_info"][0]["id"] = None
+
+
+def _segment_id_text(o):
+    o["annotations"][0]["segments_info"][0]["id"] = "x"
+
+
+def _category_a_list(o):
+    o["annotations"][0]["segments_info"][0]["category_id"] = [1]
+
+
+@pytest.mark.parametrize("breaker, needle", [
+    (_entry_not_object, "has no integer 'id'"),
+    (_segment_id_missing, "has no integer 'id'"),
+    (_segment_id_text, "has no integer 'id'"),
+    (_category_a_list, "not an UPSNet category"),
+])
+def test_hostile_pred_json_entries_are_one_line(tiny_official, breaker, needle):
+    gt_json, results, tmp = tiny_official
+    _edit(results / "pans_unified" / "pred.json", breaker)
+    with pytest.raises(PredictionFormatError, match=needle):
+        convert_upsnet_results(results, gt_json, "cityscapes", tmp / "out")
+    assert not (tmp / "out").exists()
+
+
+@pytest.mark.parametrize("breaker, needle", [
+    (lambda o: o["images"].__setitem__(0, [1]), r"images\[0\] has no 'id'"),
+    (lambda o: o["images"][0].update(id=[1]), r"images\[0\] has no 'id'"),
+    (lambda o: o["images"][0].update(file_name=5), "'file_name' must be a string"),
+])
+def test_hostile_gt_images_are_one_line(tiny_official, breaker, needle):
+    gt_json, results, tmp = tiny_official
+    _edit(gt_json, breaker)
+    with pytest.raises(FormatError, match=needle):
+        convert_upsnet_results(results, gt_json, "cityscapes", tmp / "out")
+
+
+def test_a_fifo_named_pred_json_is_refused(tiny_official):
+    gt_json, results, tmp = tiny_official
+    (results / "pans_unified" / "pred.json").unlink()
+    os.mkfifo(results / "pans_unified" / "pred.json")
+    with pytest.raises(PredictionFormatError, match="FIFO"):
+        convert_upsnet_results(results, gt_json, "cityscapes", tmp / "out")

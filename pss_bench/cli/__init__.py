@@ -1,7 +1,8 @@
 """The ``pss-bench`` command line: one click group, one module per subcommand.
 
 Exit codes are decided here only: 0 success, 1 a :class:`PssBenchError`
-(one line on stderr, no traceback unless ``--debug``), 2 usage errors.
+(one line on stderr, no traceback unless ``--debug``), 2 usage errors, 130
+an interrupt (Ctrl-C), as shells report SIGINT.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import sys
 
 import click
 
-from pss_bench.cli.options import console_err, is_debug, reset_debug, setup_logging
+from pss_bench.cli.options import console_err, is_debug, print_error, reset_debug, setup_logging
 from pss_bench.errors import PssBenchError
 
 
@@ -48,39 +49,42 @@ def _register() -> None:
 _register()
 
 
+EXIT_INTERRUPTED = 130
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console-script entry point."""
     reset_debug()
     try:
         cli.main(args=argv, prog_name="pss-bench", standalone_mode=False)
-    except click.exceptions.Abort:
-        console_err().print("aborted")
-        return 1
+    except KeyboardInterrupt:
+        console_err().print("aborted", highlight=False)
+        return EXIT_INTERRUPTED
+    except click.exceptions.Abort as exc:
+        console_err().print("aborted", highlight=False)
+        # click turns Ctrl-C (and EOF at a prompt) into Abort
+        return EXIT_INTERRUPTED if isinstance(exc.__context__, KeyboardInterrupt) else 1
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
     except PssBenchError as exc:
         if is_debug():
             raise
-        console_err().print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+        print_error(str(exc))
         return 1
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except MemoryError:
         if is_debug():
             raise
-        console_err().print("[bold red]error:[/] out of memory: the inputs or settings ask for more than this machine has",
-                            markup=True, highlight=False, soft_wrap=True)
+        print_error("out of memory: the inputs or settings ask for more than this machine has")
         return 1
     except OSError as exc:
         # A full disk that no writer turned into a DiskFullError: still one line.
         if is_debug() or exc.errno not in _DISK_FULL:
             raise
-        from rich.markup import escape
-
-        where = f" while writing {escape(str(exc.filename))}" if exc.filename else ""
-        console_err().print(f"[bold red]error:[/] {_DISK_FULL[exc.errno]}{where}", markup=True, highlight=False,
-                            soft_wrap=True)
+        where = f" while writing {exc.filename}" if exc.filename else ""
+        print_error(f"{_DISK_FULL[exc.errno]}{where}")
         return 1
     return 0
 

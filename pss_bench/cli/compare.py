@@ -11,10 +11,11 @@ import click
 from pss_bench.cli.options import (
     bootstrap_options,
     cache_options,
-    console_err,
     debug_option,
+    info,
     json_option,
     workers_option,
+    writable_folder,
 )
 from pss_bench.cli.progress import progress_bar
 
@@ -50,7 +51,7 @@ def print_wide_table(table) -> None:
 @click.option("--k", "k", type=click.IntRange(min=1), default=20, show_default=True,
               help="Neighbours retrieved per Context Error query.")
 @json_option
-@click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None,
+@click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None, callback=writable_folder,
               help="Write report.md, report.html, results.json and the charts to this folder (replaced atomically).")
 @click.option("--images", "images_root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="Folder searched (recursively) for <image_id>*.png/jpg RGB images, "
@@ -105,9 +106,9 @@ def command(pred_dirs, gt_json, gt_dir, names, k, json_out, report_dir, images_r
         sys.stdout.write("\n")
     elif json_out is not None:
         write_json_atomic(json_out, payload)
-        console_err().print(f"wrote {json_out}")
+        info(f"wrote {json_out}")
     if report_dir is not None:
-        console_err().print(f"wrote the report to {report_dir}/report.md (and report.html)")
+        info(f"wrote the report to {report_dir}/report.md (and report.html)")
     if json_out != "-":
         print_wide_table(compare_table(result))
         intervals = interval_table(result)

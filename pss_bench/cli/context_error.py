@@ -43,16 +43,17 @@ def ce_table(result, title: str = "Context Error", bootstrap=None):
         bootstrap: its :class:`~pss_bench.metrics.bootstrap.CEBootstrap`, for
             interval rows under CE, score and precision.
     """
-    from rich.markup import escape
     from rich.table import Table
+
+    from pss_bench.text import markup_escape
 
     flagged = [c.id for c in result.categories if result.per_class[c.id].queries and
                not result.per_class[c.id].informative]
-    table = Table(title=f"{title} (K={result.k}, lower is better)")
+    table = Table(title=f"{markup_escape(title)} (K={result.k}, lower is better)")
     table.add_column("", style="bold", no_wrap=True, min_width=10)
     cols = [(c.name + (UNINFORMATIVE if c.id in flagged else ""), c.id) for c in result.categories]
     for name, _ in cols:
-        table.add_column(escape(name), justify="right", no_wrap=True, min_width=max(len(name), 6))
+        table.add_column(markup_escape(name), justify="right", no_wrap=True, min_width=max(len(name), 6))
     means = [("mean", result.mean, None)]
     if flagged and not result.all_classes and result.mean_all_classes is not None:
         means.append(("all classes", result.mean_all_classes, None))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import console_err, debug_option
+from pss_bench.cli.options import debug_option, info
 from pss_bench.cli.progress import progress_bar
 
 _FORMATS = ("2ch", "3ch", "npy", "label")
@@ -27,10 +27,6 @@ def _optional_int(ctx, param, value):
 
 def _overwrite_option(f):
     return click.option("--overwrite", is_flag=True, help="Replace existing outputs.")(f)
-
-
-def _done(message: str) -> None:
-    console_err().print(message, highlight=False)
 
 
 @click.group("convert")
@@ -71,7 +67,7 @@ def from_deeplab2(src_dir, out_json, categories_json, fmt, label_divisor, void_l
             crowd_instance=crowd_instance, label_map=read_label_map(label_map), images_json=images_json,
             png_dir=png_dir, overwrite=overwrite, progress=progress,
         )
-    _done(f"wrote {out_json} ({n} images)")
+    info(f"wrote {out_json} ({n} images)")
 
 
 @command.command("to-deeplab2")
@@ -103,7 +99,7 @@ def to_deeplab2(panoptic_json, out_dir, png_dir, categories_json, fmt, label_div
             label_divisor=label_divisor, void_label=void_label, crowd_as_void=crowd_as_void,
             label_map=read_label_map(label_map), overwrite=overwrite, progress=progress,
         )
-    _done(f"wrote {out_dir} ({n} images)")
+    info(f"wrote {out_dir} ({n} images)")
 
 
 @command.command("combine")
@@ -137,7 +133,7 @@ def combine(out_json, instances_json, semantic, images_json, categories_json, co
             confidence_thr=confidence_thr, overlap_thr=overlap_thr, stuff_area_limit=stuff_area_limit,
             overwrite=overwrite, progress=progress,
         )
-    _done(f"wrote {out_json} ({n} images)")
+    info(f"wrote {out_json} ({n} images)")
 
 
 @command.command("to-detection")
@@ -157,7 +153,7 @@ def to_detection(panoptic_json, out_json, png_dir, categories_json, things_only,
     with progress_bar("convert") as progress:
         n = coco_to_detection(panoptic_json, out_json, png_dir=png_dir, categories_json=categories_json,
                               things_only=things_only, overwrite=overwrite, progress=progress)
-    _done(f"wrote {out_json} ({n} annotations)")
+    info(f"wrote {out_json} ({n} annotations)")
 
 
 @command.command("to-semantic")
@@ -177,4 +173,4 @@ def to_semantic(panoptic_json, out_dir, png_dir, categories_json, things_other, 
     with progress_bar("convert") as progress:
         n = coco_to_semantic_pngs(panoptic_json, out_dir, png_dir=png_dir, categories_json=categories_json,
                                   things_other=things_other, overwrite=overwrite, progress=progress)
-    _done(f"wrote {out_dir} ({n} images)")
+    info(f"wrote {out_dir} ({n} images)")

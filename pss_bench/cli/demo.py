@@ -7,12 +7,12 @@ from pathlib import Path
 import click
 
 from pss_bench.cli.compare import print_wide_table
-from pss_bench.cli.options import console_err, debug_option, workers_option
+from pss_bench.cli.options import console_err, debug_option, info, workers_option, writable_folder
 from pss_bench.demo import DEMO_FRAMES, DEMO_K, FEW_INSTANCES
 
 
 @click.command("demo")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo_out"),
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo_out"), callback=writable_folder,
               show_default=True, help="Where the demo writes its data, predictions and report.")
 @click.option("--frames", type=click.IntRange(min=2), default=DEMO_FRAMES, show_default=True,
               help="SynthStreets val frames to generate and evaluate.")
@@ -33,8 +33,8 @@ def command(out, frames, bootstrap_n, workers):
     from pss_bench.metrics.bootstrap import BootstrapSettings
     from pss_bench.report_compare import compare_table, interval_table, verdict_lines
 
-    console_err().print(f"pss-bench demo: SynthStreets val ({frames} frames) -> predict with the bundled "
-                        "checkpoints -> compare ...")
+    info(f"pss-bench demo: SynthStreets val ({frames} frames) -> predict with the bundled "
+         "checkpoints -> compare ...")
     with progress_bar("demo", delay_s=0.0) as bar:
         result, report = run_demo(out, frames=frames, workers=workers, bootstrap=BootstrapSettings(bootstrap_n),
                                   progress=lambda stage, done, total: bar(done, total))
@@ -55,5 +55,5 @@ def command(out, frames, bootstrap_n, workers):
         print("Differences (paired bootstrap):")
         for line in verdicts:
             print(f"  {line}")
-    console_err().print(f"report: {report / 'report.html'} (and report.md); score your own dumps with "
-                        "pss-bench pq / context-error / compare")
+    info(f"report: {report / 'report.html'} (and report.md); score your own dumps with "
+         "pss-bench pq / context-error / compare")

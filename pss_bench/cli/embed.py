@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import console_err, debug_option, workers_option
+from pss_bench.cli.options import debug_option, info, workers_option, writable_folder
 from pss_bench.cli.progress import progress_bar
 
 
@@ -17,9 +17,9 @@ from pss_bench.cli.progress import progress_bar
 @click.option("--gt-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Ground-truth PNG folder (default: the GT JSON path without .json).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Prediction directory to write (manifest.json, embeddings/).")
+              callback=writable_folder, help="Prediction directory to write (manifest.json, embeddings/).")
 @click.option("--model", default=None, help="Model name for the manifest (default: features:<FEATURES_DIR name>).")
-@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it is an earlier prediction directory (or empty).")
 @workers_option
 @debug_option
 def command(features_dir, gt_json, gt_dir, out_dir, model, overwrite, workers):
@@ -33,9 +33,12 @@ def command(features_dir, gt_json, gt_dir, out_dir, model, overwrite, workers):
     """
     from pss_bench.evaluation.context_error import embed_features
 
+    from pss_bench.io.prediction import check_replaceable
+
     if out_dir.exists() and not overwrite:
         raise click.UsageError(f"{out_dir} already exists (pass --overwrite to replace it)")
+    check_replaceable(out_dir)  # --overwrite replaces only an earlier prediction directory
     with progress_bar("embed") as progress:
         out = embed_features(features_dir, gt_json, out_dir, gt_dir=gt_dir, model=model, overwrite=overwrite,
                              workers=workers, progress=progress)
-    console_err().print(f"wrote {out}")
+    info(f"wrote {out}")

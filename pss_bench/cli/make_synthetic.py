@@ -7,12 +7,13 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import console_out, debug_option, json_option
-from pss_bench.data.synthstreets import MAX_FRAMES, MAX_SIDE
+from pss_bench.cli.options import console_out, debug_option, json_option, writable_folder
+from pss_bench.data.limits import MAX_FRAMES, MAX_SIDE
+from pss_bench.text import printable
 
 
 @click.command("make-synthetic")
-@click.argument("out", type=click.Path(path_type=Path))
+@click.argument("out", type=click.Path(path_type=Path), callback=writable_folder)
 @click.option("--train", type=click.IntRange(min=0, max=MAX_FRAMES), default=200, show_default=True, help="Number of train frames.")
 @click.option("--val", type=click.IntRange(min=0, max=MAX_FRAMES), default=50, show_default=True, help="Number of val frames.")
 @click.option("--seed", type=click.IntRange(min=0, max=2**63 - 1), default=0, show_default=True,
@@ -46,7 +47,7 @@ def command(out, train, val, seed, height, width, workers, json_out):
     if json_out:
         write_json_atomic(json_out, result)
     con = console_out()
-    con.print(f"{out}: {train} train + {val} val frames, {summary.instances} instances with context labels",
+    con.print(printable(f"{out}: {train} train + {val} val frames, {summary.instances} instances with context labels"),
               highlight=False, markup=False)
     for name, counts in summary.context_counts.items():
         con.print(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in counts.items()), highlight=False, markup=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -13,7 +14,9 @@ import click
 from rich.console import Console
 from rich.logging import RichHandler
 
-_state = {"debug": False}
+from pss_bench.text import printable
+
+_state = {"debug": False, "quiet": False}
 
 
 @lru_cache(maxsize=1)
@@ -33,9 +36,29 @@ def is_debug() -> bool:
 def reset_debug() -> None:
     """Called at the start of every command-line run (tests run several in one process)."""
     _state["debug"] = False
+    _state["quiet"] = False
+
+
+def info(message: str) -> None:
+    """A note for the user on stderr ("wrote out.json"), silenced by ``-q``.
+
+    ``message`` is printed as plain text: user strings in it (paths, names)
+    need no escaping, and brackets in them are never taken for rich markup.
+    """
+    if not _state["quiet"]:
+        console_err().print(printable(message), markup=False, highlight=False, soft_wrap=True)
+
+
+def print_error(message: str) -> None:
+    """``error: <message>`` on stderr, the message as plain text (never rich markup)."""
+    from rich.text import Text
+
+    console_err().print(Text.assemble(("error:", "bold red"), " ", printable(message)), highlight=False,
+                        soft_wrap=True)
 
 
 def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
+    _state["quiet"] = quiet
     level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
     root = logging.getLogger("pss_bench")
     root.handlers[:] = [RichHandler(console=console_err(), show_time=False, show_path=False, markup=False)]
@@ -60,7 +83,7 @@ def gt_options(f):
     """``--gt`` and ``--gt-dir``, defaulting to the prediction directory's manifest (see :func:`resolve_gt`)."""
     f = click.option("--gt-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
                      help="Ground-truth PNG folder (default: the GT JSON path without .json, or the manifest's gt_dir).")(f)
-    return click.option("--gt", "gt_json", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    return click.option("--gt", "gt_json", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
                         help="Ground-truth COCO panoptic JSON (default: 'gt_json' in PRED/manifest.json).")(f)
 
 
@@ -83,7 +106,7 @@ def gallery_options(f):
     """``--gallery``, ``--gallery-gt``, ``--gallery-gt-dir``: retrieve from another prediction directory."""
     f = click.option("--gallery-gt-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
                      help="Ground-truth PNG folder of --gallery (default: its GT JSON path without .json).")(f)
-    f = click.option("--gallery-gt", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    f = click.option("--gallery-gt", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
                      help="Ground-truth JSON of --gallery (default: 'gt_json' in its manifest).")(f)
     return click.option("--gallery", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
                         help="Retrieve from this other prediction directory (e.g. the train set) instead of PRED itself.")(f)
@@ -96,36 +119,118 @@ def workers_option(f):
     )(f)
 
 
+def check_writable_target(path: str | os.PathLike, *, folder: bool = False) -> None:
+    """Raises ``ValueError`` (one line) unless ``path`` can be created or replaced by us.
+
+    The nearest existing folder on the way must be a folder we can create
+    files in: probed with a real temporary file, so ``/proc``, read-only
+    mounts and missing permissions are caught before any work, not after it.
+    Missing folders in between are fine (the writers create them).
+
+    Args:
+        path: the file (or, with ``folder``, the folder) to be written.
+        folder: ``path`` is a folder to be created or replaced.
+    """
+    import tempfile
+
+    p = Path(path)
+    if p.exists() or p.is_symlink():
+        if folder and not p.is_dir():
+            raise ValueError(f"{printable(p)} exists and is not a folder")
+        if not folder and not p.is_file():
+            kind = "a folder" if p.is_dir() else "not a regular file"
+            raise ValueError(f"{printable(p)} exists and is {kind}")
+    parent = p.parent
+    while not parent.exists():
+        if parent.is_symlink() or parent == parent.parent:
+            raise ValueError(f"cannot create {printable(p)}: {printable(parent)} is a broken link")
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"cannot create {printable(p)}: {printable(parent)} is not a folder")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".pss-bench-probe.", dir=parent)
+    except OSError as exc:
+        raise ValueError(f"cannot write {printable(p)}: {printable(parent)}: {exc.strerror or exc}") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def writable_file(ctx: click.Context, param: click.Parameter, value):
+    """``callback=`` of a click option naming a file to write: checked before any work (exit 2)."""
+    if value is None or value == "-":
+        return value
+    try:
+        check_writable_target(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
+def writable_folder(ctx: click.Context, param: click.Parameter, value):
+    """``callback=`` of a click option naming a folder to create or replace: checked before any work (exit 2)."""
+    if value is None:
+        return value
+    try:
+        check_writable_target(value, folder=True)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    return value
+
+
 def json_option(f):
     return click.option(
         "--json", "json_out", type=click.Path(dir_okay=False, allow_dash=True), default=None,
+        callback=writable_file,
         help="Also write the result as JSON to this file ('-': stdout instead of the table).",
     )(f)
 
 
 def gt_from_manifest(pred: Path) -> tuple[Path, Path | None] | None:
-    """``(gt_json, gt_dir or None)`` recorded in a prediction directory's manifest, if any."""
+    """``(gt_json, gt_dir or None)`` recorded in a prediction directory's manifest, if any.
+
+    Returns ``None`` when there is no ``manifest.json`` or it names no
+    ``gt_json``.
+
+    Raises:
+        PredictionFormatError: the manifest exists but is not a readable JSON object.
+    """
+    from pss_bench.errors import PredictionFormatError
+    from pss_bench.io.safe_read import read_json_file
+
     manifest = Path(pred) / "manifest.json"
-    if not manifest.is_file():
+    if not (manifest.exists() or manifest.is_symlink()):
         return None
-    try:
-        obj = json.loads(manifest.read_text())
-        gt, gt_dir = obj.get("gt_json"), obj.get("gt_dir")
-    except (ValueError, OSError, AttributeError):
+    obj = read_json_file(manifest, PredictionFormatError)
+    if not isinstance(obj, dict):
+        raise PredictionFormatError(f"{manifest}: expected a JSON object, found {type(obj).__name__}")
+    gt, gt_dir = obj.get("gt_json"), obj.get("gt_dir")
+    if not isinstance(gt, str) or not gt:
         return None
-    if not isinstance(gt, str):
-        return None
-    return Path(gt), Path(gt_dir) if isinstance(gt_dir, str) else None
+    return Path(gt), Path(gt_dir) if isinstance(gt_dir, str) and gt_dir else None
 
 
 def resolve_gt(pred: Path, gt_json: Path | None, gt_dir: Path | None = None,
                option: str = "--gt") -> tuple[Path, Path | None]:
-    """The GT JSON and PNG folder: as given, else from PRED's manifest (a usage error if neither)."""
+    """The GT JSON and PNG folder: as given, else from PRED's manifest.
+
+    Raises:
+        click.UsageError: neither given nor named by the manifest, or the
+            manifest names a GT JSON that does not exist (exit 2, like a
+            missing ``--gt`` file).
+        PredictionFormatError: the manifest is unreadable.
+    """
     if gt_json is not None:
         return gt_json, gt_dir
+    manifest = Path(pred) / "manifest.json"
+    if not (manifest.exists() or manifest.is_symlink()):
+        raise click.UsageError(f"missing {option} GT_JSON ({printable(pred)} has no manifest.json naming its ground truth)")
     found = gt_from_manifest(pred)
     if found is None:
-        raise click.UsageError(f"missing {option} GT_JSON ({pred} has no manifest.json naming its ground truth)")
+        raise click.UsageError(f"missing {option} GT_JSON ({printable(manifest)} does not name its ground truth: "
+                               f"no 'gt_json' string)")
+    if not found[0].is_file():
+        raise click.UsageError(f"{option} GT_JSON from {printable(manifest)}: {printable(found[0])} does not exist "
+                               f"(pass {option})")
     return found[0], gt_dir if gt_dir is not None else found[1]
 
 
@@ -143,7 +248,7 @@ def emit_json(payload: dict, json_out: str | None) -> bool:
         from pss_bench.io.atomic import write_json_atomic
 
         write_json_atomic(json_out, payload)
-        console_err().print(f"wrote {json_out}")
+        info(f"wrote {json_out}")
     return True
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import debug_option
+from pss_bench.cli.options import debug_option, writable_folder
 from pss_bench.cli.progress import progress_bar
 
 
@@ -17,14 +17,14 @@ from pss_bench.cli.progress import progress_bar
               help="Dataset root, in the layout of the checkpoint config's data.dataset.")
 @click.option("--split", default="val", show_default=True, help="Split to predict.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Prediction directory to create (manifest.json, panoptic.json, panoptic/, embeddings/).")
+              callback=writable_folder, help="Prediction directory to create (manifest.json, panoptic.json, panoptic/, embeddings/).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--dataset", default=None, help="Dataset reader (default: the checkpoint config's data.dataset).")
 @click.option("--embeddings", "embed_mode", type=click.Choice(["gt-segments", "pred-segments", "none"]),
               default="gt-segments", show_default=True,
               help="Per-segment mean embeddings over GT segments (paper's Table 1), predicted segments, or none.")
 @click.option("--max-images", type=click.IntRange(min=0), default=0, help="Predict at most this many images (0: all).")
-@click.option("--overwrite", is_flag=True, help="Replace an existing OUT.")
+@click.option("--overwrite", is_flag=True, help="Replace OUT if it is an earlier prediction directory (or empty).")
 @click.argument("overrides", nargs=-1)
 @debug_option
 def command(checkpoint, data_root, split, out_dir, device, dataset, embed_mode, max_images, overwrite, overrides):
@@ -40,8 +40,11 @@ def command(checkpoint, data_root, split, out_dir, device, dataset, embed_mode, 
     for o in overrides:
         if not o.startswith(("inference.", "kmeans.")) or "=" not in o:
             raise click.UsageError(f"override {o!r}: predict takes inference.KEY=VALUE or kmeans.KEY=VALUE only")
+    from pss_bench.io.prediction import check_replaceable
+
     if out_dir.exists() and not overwrite:
         raise click.UsageError(f"{out_dir} exists (pass --overwrite to replace it)")
+    check_replaceable(out_dir)  # --overwrite replaces only an earlier prediction directory
     t0 = time.perf_counter()
     with progress_bar("predict") as update:
         n = write_predictions(checkpoint, data_root, out_dir, split=split, device=device, dataset=dataset,

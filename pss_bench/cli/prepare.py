@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import console_out, debug_option, workers_option
+from pss_bench.cli.options import console_out, debug_option, workers_option, writable_folder
+from pss_bench.text import printable
 
 
 @click.group("prepare")
@@ -18,7 +19,7 @@ def command() -> None:
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--split", "splits", multiple=True, default=("train", "val"), show_default=True,
               help="Split to convert (repeatable).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None, callback=writable_folder,
               help="Output folder (default: ROOT/gtFine, where cityscapesscripts' converter writes).")
 @click.option("--no-validate", is_flag=True, help="Skip the `pss-bench validate` check of the written GT.")
 @workers_option
@@ -34,7 +35,7 @@ def cityscapes(root: Path, splits: tuple[str, ...], out_dir: Path | None, no_val
     out = console_out()
     for split in splits:
         json_path, png_dir = prepare_cityscapes(root, split, out_dir, check=not no_validate, workers=workers)
-        out.print(f"{split}: {json_path} {png_dir}", highlight=False, markup=False)
+        out.print(printable(f"{split}: {json_path} {png_dir}"), highlight=False, markup=False)
 
 
 @command.command("voc")
@@ -43,7 +44,7 @@ def cityscapes(root: Path, splits: tuple[str, ...], out_dir: Path | None, no_val
               help="List in ImageSets/Segmentation to convert (repeatable; 'all': every labelled frame).")
 @click.option("--sbd-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="SBD 'dataset' folder (cls/, inst/, img/) for train_aug ids missing from VOC.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None, callback=writable_folder,
               help="Output folder (default: ROOT).")
 @debug_option
 def voc(root: Path, splits: tuple[str, ...], sbd_dir: Path | None, out_dir: Path | None) -> None:
@@ -59,4 +60,4 @@ def voc(root: Path, splits: tuple[str, ...], sbd_dir: Path | None, out_dir: Path
     for split in splits:
         with progress_bar(f"VOC {split}") as progress:
             json_path, png_dir = convert_voc(root, None if split == "all" else split, out_dir, sbd_dir, progress)
-        out.print(f"{split}: {json_path} {png_dir}", highlight=False, markup=False)
+        out.print(printable(f"{split}: {json_path} {png_dir}"), highlight=False, markup=False)

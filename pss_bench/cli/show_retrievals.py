@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import cache_options, console_err, debug_option, gallery_options, gt_options, resolve_gt, workers_option
+from pss_bench.cli.options import cache_options, debug_option, info, writable_file, gallery_options, gt_options, resolve_gt, workers_option
 
 
 def _parse_query(ctx, param, value: str) -> tuple[str, int]:
@@ -31,7 +31,7 @@ def _parse_query(ctx, param, value: str) -> tuple[str, int]:
 @click.option("--gallery-images", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="RGB image folder of --gallery (default: --images).")
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Figure to write (.png, .pdf or .svg).")
+              callback=writable_file, help="Figure to write (.png, .pdf or .svg).")
 @workers_option
 @cache_options
 @debug_option
@@ -62,6 +62,6 @@ def command(pred, gt_json, gt_dir, images_root, query, k, gallery, gallery_gt, g
         )
     panels = retrieval_panels(inst, row, gal, k, images_root, gallery_images)
     if len(panels) == 1:
-        console_err().print("warning: no other instance of this category to retrieve")
+        info("warning: no other instance of this category to retrieve")
     plot_retrievals(panels, out)
-    console_err().print(f"wrote {out}")
+    info(f"wrote {out}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import console_err, debug_option
+from pss_bench.cli.options import console_err, debug_option, writable_folder
 
 
 def training_options(f):
@@ -18,7 +18,7 @@ def training_options(f):
         click.option("--data", "data_root", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
                      help="Dataset root (the layout of the config's data.dataset, e.g. Cityscapes leftImg8bit/ + gtFine/)."),
         click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-                     help="Run folder: config.yaml, log.jsonl, checkpoint_last.pt, model_final.pt."),
+                     callback=writable_folder, help="Run folder: config.yaml, log.jsonl, checkpoint_last.pt, model_final.pt."),
         click.option("--device", default="cpu", show_default=True,
                      help="cpu, cuda or cuda:N (under torchrun each rank uses cuda:LOCAL_RANK)."),
         click.option("--resume", is_flag=True, help="Continue exactly from RUN/checkpoint_last.pt."),
@@ -62,8 +62,11 @@ def run_training(config, data_root, out_dir, device, resume, pretrained, stop_af
     init_distributed(device)
     rank = _dist_info()[0]
     show = rank == 0
+    # Off when stderr is not a terminal: rich would only print the bar's last state, which on an
+    # early failure is a stray line before the one-line error.
     progress = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-                        TimeRemainingColumn(), console=console_err(), transient=False, disable=not show)
+                        TimeRemainingColumn(), console=console_err(), transient=False,
+                        disable=not show or not console_err().is_terminal)
     task = progress.add_task("train", total=cfg.train.iterations, info="")
 
     def update(it: int, total: int, rec: dict) -> None:

@@ -9,10 +9,11 @@ import click
 from pss_bench.cli.options import console_out, debug_option, workers_option
 from pss_bench.cli.progress import progress_bar
 from pss_bench.errors import GroundTruthFormatError
+from pss_bench.text import printable
 
 
 @click.command("validate")
-@click.argument("gt_json", type=click.Path(path_type=Path))
+@click.argument("gt_json", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--gt-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="PNG folder (default: the JSON path without .json).")
 @click.option("--trust-gt-area", is_flag=True, help="Do not compare each segment's 'area' with its PNG pixel count.")
@@ -29,8 +30,9 @@ def command(gt_json, gt_dir, trust_gt_area, workers):
         report = validate_panoptic(gt_json, gt_dir, workers=workers, check_area=not trust_gt_area, progress=progress)
     out = console_out()
     if report.ok:
-        out.print(f"OK: {gt_json}: {report.images} images, {report.segments} segments", highlight=False)
+        out.print(printable(f"OK: {gt_json}: {report.images} images, {report.segments} segments"), highlight=False,
+                  markup=False)
         return
     for p in report.problems:
-        out.print(p, highlight=False, markup=False)
+        out.print(printable(p), highlight=False, markup=False)
     raise GroundTruthFormatError(f"{gt_json}: {len(report.problems)} problem(s) found")

@@ -12,7 +12,6 @@ import contextlib
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
@@ -33,7 +32,7 @@ from pss_bench.convert.labels import (
     split_panoptic_label,
 )
 from pss_bench.errors import FormatError, PssBenchError
-from pss_bench.io.atomic import atomic_path
+from pss_bench.io.atomic import atomic_path, disk_full_as_error, make_staging_dir, publish_dir
 from pss_bench.io.panoptic import default_png_dir, id2rgb, read_id_png, read_json_file, safe_join
 
 log = logging.getLogger(__name__)
@@ -55,16 +54,21 @@ def _check_free(path: Path, overwrite: bool) -> None:
 
 @contextlib.contextmanager
 def _atomic_dir(path: Path, overwrite: bool) -> Iterator[Path]:
-    """Yields a temporary folder next to ``path``; it replaces ``path`` on success only."""
+    """Yields a staging folder next to ``path``; it replaces ``path`` on success only.
+
+    The staging and the replacement are :mod:`pss_bench.io.atomic`'s: the
+    folder gets the umask's mode, a killed run's leftovers are cleaned by the
+    next one, and a full disk is one :class:`~pss_bench.errors.DiskFullError`.
+    """
     path = Path(path)
-    _check_free(path, overwrite)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = make_staging_dir(path)  # first: it may put back a folder a killed run was replacing
     try:
-        yield tmp
-        if path.exists():
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
-        os.replace(tmp, path)
+        _check_free(path, overwrite)
+        with disk_full_as_error(path, rename=True):
+            yield tmp
+            if os.path.lexists(path) and (path.is_symlink() or not path.is_dir()):
+                path.unlink()
+            publish_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -134,10 +138,12 @@ def read_deeplab2_prediction(path: Path, fmt: str, label_divisor: int) -> tuple[
     """
     where = str(path)
     if fmt == "npy":
+        from pss_bench.io.safe_arrays import read_npy
+
         try:
-            arr = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise FormatError(f"{where}: not a readable .npy array ({exc})") from None
+            arr = read_npy(path, where)  # plain numeric dtypes only, size bounded before allocating
+        except FileNotFoundError:
+            raise FormatError(f"{where}: file not found") from None
         if arr.dtype.kind not in "ui":
             raise FormatError(f"{where}: expected an integer array, found {arr.dtype}")
         if arr.ndim == 3 and arr.shape[2] >= 2:
@@ -145,15 +151,15 @@ def read_deeplab2_prediction(path: Path, fmt: str, label_divisor: int) -> tuple[
         if arr.ndim == 2:
             return split_panoptic_label(arr, label_divisor)
         raise FormatError(f"{where}: expected an (H, W, 2) or (H, W) array, found shape {arr.shape}")
-    from PIL import Image
+    from pss_bench.io.safe_read import open_image
 
     try:
-        with Image.open(path) as im:
+        with open_image(path, where, FormatError) as im:  # regular files only: a FIFO would block
             im.load()
             mode = im.mode
             arr = np.asarray(im)
-    except FileNotFoundError:
-        raise FormatError(f"{where}: file not found") from None
+    except FormatError:
+        raise
     except Exception as exc:  # PIL raises several types on corrupt files
         raise FormatError(f"{where}: not a readable image ({exc})") from None
     if fmt == "label":

@@ -139,19 +139,17 @@ def check_split(root: str | os.PathLike, split: str, workers: int | None = None)
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from PIL import Image
-
     from pss_bench.parallel import default_workers
 
     pairs = match_images(root, split)
 
     def check(pair: tuple[Path, Path]) -> None:
         img, lab = pair
-        try:
-            with Image.open(img) as im:
-                size = im.size
-        except OSError as exc:
-            raise PssBenchError(f"{img}: not a readable image ({exc})") from None
+        from pss_bench.errors import FormatError
+        from pss_bench.io.safe_read import open_image
+
+        with open_image(img, str(img), FormatError) as im:
+            size = im.size
         check_instance_png(lab, size)
 
     # PNG decoding releases the GIL; map() re-raises the first failure in order.

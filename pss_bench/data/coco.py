@@ -6,8 +6,8 @@ import os
 from pathlib import Path
 
 from pss_bench.data.common import PanopticJsonReader, load_gt
-from pss_bench.errors import GroundTruthFormatError, PssBenchError
-from pss_bench.io.panoptic import read_json_file, safe_join
+from pss_bench.errors import PssBenchError
+from pss_bench.io.panoptic import safe_join
 
 
 class CocoPanoptic(PanopticJsonReader):
@@ -31,11 +31,7 @@ class CocoPanoptic(PanopticJsonReader):
         if not image_dir.is_dir():
             raise PssBenchError(f"{image_dir}: image folder not found")
         gt = load_gt(gt_json, png_dir)
-        raw = read_json_file(gt.path, GroundTruthFormatError)
-        names: dict = {}
-        for im in raw.get("images") or []:
-            if isinstance(im, dict) and "id" in im and isinstance(im.get("file_name"), str):
-                names[im["id"]] = im["file_name"]
+        names = gt.image_files  # images[*].file_name, parsed and type-checked with the GT
         paths = {}
         for ann in gt.annotations:
             name = names.get(ann.image_id) or str(Path(ann.file_name).with_suffix(".jpg"))

@@ -17,6 +17,7 @@ import numpy as np
 from pss_bench.data.sample import PanopticSample
 from pss_bench.errors import FormatError, GroundTruthFormatError
 from pss_bench.io.panoptic import PanopticJson, load_panoptic_json, read_id_png
+from pss_bench.io.safe_read import open_image
 from pss_bench.types import Category, ImageId
 
 
@@ -26,20 +27,16 @@ def read_rgb(path: str | os.PathLike, where: str | None = None) -> np.ndarray:
     Raises:
         FormatError: missing, unreadable, or of a mode that is not an image (16-bit, float).
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     path = Path(path)
     where = where or str(path)
     try:
-        with Image.open(path) as im:
+        with open_image(path, where, FormatError, "image file") as im:
             if im.mode not in ("RGB", "RGBA", "L", "P", "LA", "CMYK", "YCbCr"):
                 raise FormatError(f"{where}: expected an 8-bit RGB image, found PIL mode {im.mode}")
             arr = np.asarray(im.convert("RGB"))
-    except FileNotFoundError:
-        raise FormatError(f"{where}: image file not found") from None
-    except IsADirectoryError:
-        raise FormatError(f"{where}: expected an image file, found a folder") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise FormatError(f"{where}: not a readable image ({exc})") from None
     return arr
 
@@ -53,20 +50,16 @@ def read_label_png(path: str | os.PathLike, modes: tuple[str, ...], where: str |
     Raises:
         FormatError: missing, unreadable, or of the wrong mode.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     path = Path(path)
     where = where or str(path)
     try:
-        with Image.open(path) as im:
+        with open_image(path, where, FormatError, "label PNG") as im:
             if im.mode not in modes:
                 raise FormatError(f"{where}: expected a label PNG of mode {' or '.join(modes)}, found {im.mode}")
             return np.array(im)
-    except FileNotFoundError:
-        raise FormatError(f"{where}: label PNG not found") from None
-    except IsADirectoryError:
-        raise FormatError(f"{where}: expected a PNG file, found a folder") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise FormatError(f"{where}: not a readable PNG ({exc})") from None
 
 

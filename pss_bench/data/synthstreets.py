@@ -32,6 +32,7 @@ import numpy as np
 from cityscapesscripts.helpers.labels import labels as _CS_LABELS
 from cityscapesscripts.helpers.labels import name2label
 
+from pss_bench.data.limits import MAX_FRAMES, MAX_SIDE
 from pss_bench.errors import PssBenchError
 
 log = logging.getLogger(__name__)
@@ -40,9 +41,6 @@ log = logging.getLogger(__name__)
 SPLIT_CODES = {"train": 0, "val": 1}
 CITY = "synth"
 GENERATOR_VERSION = 1
-# Upper bounds of make-synthetic's arguments: past them a typo is a memory or time bomb.
-MAX_FRAMES = 1_000_000
-MAX_SIDE = 8192
 
 #: The hidden context labels each thing category can get. Crowd segments get none.
 CONTEXTS: dict[str, tuple[str, ...]] = {

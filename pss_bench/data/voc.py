@@ -24,6 +24,8 @@ import numpy as np
 from pss_bench.data.common import check_same_size, read_label_png, read_rgb
 from pss_bench.data.sample import PanopticSample
 from pss_bench.errors import FormatError, PssBenchError
+from pss_bench.io.panoptic import safe_join
+from pss_bench.io.safe_read import open_image, read_bytes
 from pss_bench.types import Category, Segments
 
 # The VOC 2012 class list (index = label value). No library ships it as data.
@@ -144,9 +146,15 @@ class VocPanoptic:
             lst = self.root / "ImageSets" / "Segmentation" / f"{split}.txt"
             if not lst.is_file():
                 raise PssBenchError(f"{lst}: split list {split!r} not found")
-            ids = [line.split()[0] for line in lst.read_text().splitlines() if line.strip()]
+            try:
+                text = read_bytes(lst, what="split list").decode("utf-8")
+            except UnicodeDecodeError:
+                raise FormatError(f"{lst}: split list is not UTF-8 text") from None
+            ids = [line.split()[0] for line in text.splitlines() if line.strip()]
             if not ids:
                 raise PssBenchError(f"{lst}: split list is empty")
+            for i in ids:  # ids name files: none may climb out of the VOC folders
+                safe_join(cls_dir, f"{i}.png", where=f"{lst}: image {i!r}", resolve=False)
         self.split = split
         self.image_ids: list[str] = ids
         for i in ids:
@@ -226,8 +234,6 @@ def convert_voc(root: str | os.PathLike, split: str | None, out_dir: str | os.Pa
 
 
 def _convert_into(reader: VocPanoptic, out: Path, name: str, tmp: Path, progress) -> tuple[Path, Path]:
-    from PIL import Image
-
     from pss_bench.io.atomic import publish_dir, write_json_atomic
     from pss_bench.io.panoptic import write_id_png
 
@@ -237,11 +243,8 @@ def _convert_into(reader: VocPanoptic, out: Path, name: str, tmp: Path, progress
     for i, image_id in enumerate(reader.image_ids):
         img_path = reader.image_file(i)
         cls, obj, where = reader.labels(i)
-        try:
-            with Image.open(img_path) as im:
-                w, h = im.size
-        except OSError as exc:
-            raise PssBenchError(f"{img_path}: image {image_id!r} not readable ({exc})") from None
+        with open_image(img_path, f"{img_path}: image {image_id!r}", FormatError) as im:
+            w, h = im.size
         if (h, w) != cls.shape:
             raise FormatError(f"{where.split(': image')[0]}: label is {cls.shape[1]}x{cls.shape[0]} but its image "
                               f"{img_path} is {w}x{h} (WxH)")

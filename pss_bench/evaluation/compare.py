@@ -262,7 +262,7 @@ def default_names(pred_dirs: Sequence[str | os.PathLike]) -> list[str]:
 def _has_panoptic(pred_dir: Path) -> bool:
     """Whether ``panoptic.json`` exists and lists at least one image (``embed`` writes an empty one)."""
     path = pred_dir / "panoptic.json"
-    if not path.is_file():
+    if not os.path.lexists(path):  # present but a folder, FIFO or broken link: refused by the reader
         return False
     obj = read_json_file(path, PredictionFormatError)
     if not isinstance(obj, dict) or not isinstance(obj.get("annotations"), list):

@@ -638,6 +638,47 @@ def read_feature_map(path: Path, image_id: ImageId) -> np.ndarray:
     return arr
 
 
+def _aspect_fits(h: int, w: int, height: int, width: int) -> bool:
+    """Whether an ``h x w`` map covers a ``height x width`` image at one stride, within one stride cell.
+
+    At stride ``s = height / h`` the map should be ``width / s = width * h / height``
+    wide; rounding (floor, ceil, padding to a multiple of the stride) moves
+    either side by up to one cell: ``|w * height - h * width| <= max(height, width)``.
+    """
+    return abs(w * height - h * width) <= max(height, width)
+
+
+def check_feature_layout(shape: tuple[int, ...], image_hw: tuple[int, int], where: str) -> None:
+    """Refuses a ``D x h x w`` feature map whose spatial shape cannot be the image's at any stride.
+
+    A channels-last ``(h, w, D)`` array read as ``(D, h, w)`` pools the wrong
+    axis without any error, and so does one with ``h`` and ``w`` swapped; the
+    aspect ratio gives both away (unless the image is square).
+
+    Raises:
+        PredictionFormatError: the aspect ratio differs by more than one
+            stride cell; the message says which axis looks wrong.
+    """
+    d, h, w = shape
+    height, width = image_hw
+    if _aspect_fits(h, w, height, width):
+        return
+    found = f"{d} x {h} x {w}"
+    if _aspect_fits(d, h, height, width):
+        hint = (f"it looks channels-last (h x w x D = {found}): the last axis should be the first; "
+                f"save features.transpose(2, 0, 1)")
+    elif _aspect_fits(w, h, height, width):
+        hint = "its h and w axes look swapped (D x w x h): save features.transpose(0, 2, 1)"
+    elif _aspect_fits(d, w, height, width) or _aspect_fits(w, d, height, width):
+        hint = "its channel axis looks like a spatial one: expected D x h x w"
+    else:
+        hint = "no axis order fits the image; expected D x h x w at one stride"
+    raise PredictionFormatError(
+        f"{where}: feature map {found} (D x h x w) does not have the image's aspect ratio "
+        f"{height} x {width} (H x W) within one stride cell: {hint}"
+    )
+
+
 def embed_features(
     features_dir: str | os.PathLike,
     gt_json: str | os.PathLike,
@@ -674,15 +715,24 @@ def embed_features(
             ids = read_id_png(png, where=f"{png}: image {ann.image_id!r}")
         except FormatError as exc:
             raise GroundTruthFormatError(str(exc)) from None
+        check_feature_layout(feats.shape, ids.shape, f"{fpath}: image {ann.image_id!r}")
         seg = segment_index_map(ids, ann.segments.ids)
         means, area = pool_features(feats, seg, len(ann.segments))
         keep = area > 0
-        return ann.image_id, ann.segments.ids[keep], means[keep]
+        return ann.image_id, fpath, feats.shape[0], ann.segments.ids[keep], means[keep]
 
     writer = PredictionWriter(out_dir, model or f"features:{features_dir.name}", overwrite=overwrite,
                               embeddings="gt-segments", gt_json=str(Path(gt_json).resolve()))
     with writer:
-        for image_id, seg_ids, means in _map_images(one, gt.annotations, workers, progress):
+        first: tuple[int, Path] | None = None
+        for image_id, fpath, dim, seg_ids, means in _map_images(one, gt.annotations, workers, progress):
+            if first is None:
+                first = (dim, fpath)
+            elif dim != first[0]:  # refused here, not later by context-error
+                raise PredictionFormatError(
+                    f"{fpath}: image {image_id!r}: feature map has {dim} channels but {first[1]} has {first[0]}: "
+                    f"every image needs the same D"
+                )
             writer.add_embeddings(image_id, seg_ids, means)
         return writer.commit()
 

@@ -74,9 +74,13 @@ def validate_panoptic(
     if not pj.png_dir.is_dir():
         report.problems.append(f"{pj.png_dir}: PNG folder of {pj.path} not found")
         return report
-    total = len(pj.annotations)
+    path_problems = pj.png_path_problems()
+    report.problems.extend(msg for _, msg in path_problems)
+    bad = {image_id for image_id, _ in path_problems}
+    anns = [a for a in pj.annotations if a.image_id not in bad]
+    total = len(anns)
     with ThreadPoolExecutor(max_workers=workers or default_workers()) as ex:
-        for done, probs in enumerate(ex.map(lambda a: _image_problems(pj, a, check_area), pj.annotations), 1):
+        for done, probs in enumerate(ex.map(lambda a: _image_problems(pj, a, check_area), anns), 1):
             report.problems.extend(probs)
             if progress:
                 progress(done, total)

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
-from pss_bench.errors import FormatError, GroundTruthFormatError, PssBenchError
+from pss_bench.errors import FormatError, GroundTruthFormatError, PssBenchError, UnsafePathError
 from pss_bench.io.atomic import atomic_path
-from pss_bench.io.panoptic import PanopticJson, read_id_png
+from pss_bench.io.panoptic import PanopticJson, read_id_png, safe_join
+from pss_bench.io.safe_read import open_regular
 from pss_bench.types import ImageId
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 VOID_COLOUR = (0, 0, 0)
@@ -65,32 +69,68 @@ def crop_padded(arr: np.ndarray, window: tuple[int, int, int, int], fill) -> np.
 
 
 class ImageFinder:
-    """Finds an image id's RGB file under a root: the shortest file name starting with the id."""
+    """Finds an image id's RGB file under a root.
 
-    def __init__(self, root: str | os.PathLike | None) -> None:
+    With the GT's ``images[*].file_name`` (``file_names``), the image is
+    ``root/<file_name>`` or, failing that, the file of that name anywhere under
+    the root (e.g. ``leftImg8bit/val/frankfurt/<file_name>``): COCO's image
+    142238 is ``000000142238.jpg``, which no id prefix matches. Without a file
+    name for an id, or when no file has it, the shortest file name starting
+    with the id (and not continuing it: ``<id>0.png`` is another image) is
+    used. An image that is not found is drawn as its semantic map, with one
+    warning.
+    """
+
+    def __init__(self, root: str | os.PathLike | None, file_names: Mapping[ImageId, str] | None = None) -> None:
         self.root = Path(root) if root is not None else None
+        self.file_names = dict(file_names or {})
         self._files: list[Path] | None = None
+        self._warned: set = set()
+
+    def _all_files(self) -> list[Path]:
+        if self._files is None:
+            self._files = [p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+        return self._files
 
     def find(self, image_id: ImageId) -> Path | None:
         if self.root is None:
             return None
-        if self._files is None:
-            self._files = [p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+        name = self.file_names.get(image_id)
+        if name is not None:
+            try:
+                direct = safe_join(self.root, name, where=f"{self.root}: image {image_id!r}")
+            except UnsafePathError:
+                direct = None
+            if direct is not None and direct.is_file():
+                return direct
+            base = os.path.basename(name)
+            hits = [p for p in self._all_files() if p.name == base]
+            if hits:
+                return min(hits, key=lambda p: len(p.parts))
+            # cityscapesscripts' converter writes "<id>_gtFine_leftImg8bit.png", a name no file has:
+            # fall back to the id
         key = str(image_id)
-        hits = [p for p in self._files if p.name.startswith(key)]
+        hits = [p for p in self._all_files() if p.name.startswith(key)]
         # "<id>.png" and "<id>_leftImg8bit.png" match; "<id>0.png" (another id) must not.
         hits = [p for p in hits if len(p.stem) == len(key) or not p.stem[len(key)].isalnum()]
         return min(hits, key=lambda p: len(p.name)) if hits else None
 
     def load(self, image_id: ImageId, shape: tuple[int, int]) -> np.ndarray | None:
-        """``(H, W, 3)`` uint8, or ``None`` when not found or of another size."""
+        """``(H, W, 3)`` uint8, or ``None`` (with a warning) when not found."""
         path = self.find(image_id)
         if path is None:
+            if self.root is not None and image_id not in self._warned:
+                self._warned.add(image_id)
+                wanted = self.file_names.get(image_id)
+                looked = f"{wanted!r} (the GT's file_name)" if wanted else f"a file name starting with {str(image_id)!r}"
+                log.warning("%s: no RGB image for image %r (looked for %s); drawing its semantic map instead",
+                            self.root, image_id, looked)
             return None
         from PIL import Image
 
         try:
-            with Image.open(path) as im:
+            with open_regular(path, f"{path}: image {image_id!r}", FormatError, "image file") as f, \
+                    Image.open(f) as im:
                 rgb = np.asarray(im.convert("RGB"))
         except OSError as exc:
             raise FormatError(f"{path}: image {image_id!r}: unreadable image ({exc})") from None

@@ -17,6 +17,7 @@ from pss_bench.errors import PssBenchError
 from pss_bench.evaluation.context_error import InstanceSet
 from pss_bench.figures.common import colourise, context_window, crop_padded, gt_ids, palette, pyplot, save_figure
 from pss_bench.metrics.context_error import semantic_map
+from pss_bench.text import mpl_escape
 
 FIG_INCHES = (12.0, 6.0)
 THUMB_PX = 32
@@ -111,7 +112,7 @@ def plot_context_map(
     ax_map.set_ylim(lo[1] - 2 * half, hi[1] + 2 * half)
     ax_map.set_aspect("auto")
     name = inst.gt.categories[cat_id].name
-    ax_map.set_title(f"{name}: t-SNE of {rows.shape[0]} embeddings, {len(shown)} context masks", fontsize=9)
+    ax_map.set_title(f"{mpl_escape(name)}: t-SNE of {rows.shape[0]} embeddings, {len(shown)} context masks", fontsize=9)
 
     hist, xe, ye = np.histogram2d(xy[:, 0], xy[:, 1], bins=128, range=[[lo[0], hi[0] + 1e-9], [lo[1], hi[1] + 1e-9]])
     density = gaussian_filter(hist.T, sigma=3)

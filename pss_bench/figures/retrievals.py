@@ -20,6 +20,7 @@ from pss_bench.figures.common import (
     save_figure,
 )
 from pss_bench.metrics.context_error import PairTerms, pair_ce_rows, semantic_map
+from pss_bench.text import mpl_escape
 
 PANEL_INCHES = 2.0
 TITLE_INCHES = 0.4
@@ -44,8 +45,16 @@ class Panel:
 
 class _PanelMaker:
     def __init__(self, images_root: str | os.PathLike | None) -> None:
-        self.finder = ImageFinder(images_root)
+        self.root = images_root
+        self._finders: dict[int, ImageFinder] = {}
         self._ids: dict[tuple[int, int], np.ndarray] = {}
+
+    def finder(self, inst: InstanceSet) -> ImageFinder:
+        """One finder per GT: it knows that GT's ``images[*].file_name``."""
+        f = self._finders.get(id(inst.gt))
+        if f is None:
+            f = self._finders[id(inst.gt)] = ImageFinder(self.root, inst.gt.image_files)
+        return f
 
     def __call__(self, inst: InstanceSet, row: int, title: str) -> Panel:
         j = int(inst.image_index[row])
@@ -62,7 +71,7 @@ class _PanelMaker:
         sem = semantic_map(ids, ann.segments, cats)
         context = colourise(crop_padded(sem, window, -2), colours)
         mask = crop_padded(ids == inst.segment_ids[row], window, False)
-        rgb = self.finder.load(ann.image_id, ids.shape)
+        rgb = self.finder(inst).load(ann.image_id, ids.shape)
         picture = crop_padded(rgb, window, 128) if rgb is not None else context
         return Panel(picture, context, mask, title)
 
@@ -112,7 +121,7 @@ def plot_retrievals(panels: list[Panel], out: str | os.PathLike, suptitle: str |
         top.imshow(p.picture, interpolation="nearest")
         if p.mask.any():
             top.contour(p.mask.astype(np.float32), levels=[0.5], colors=["yellow"], linewidths=1.0)
-        top.set_title(p.title, fontsize=6)
+        top.set_title(mpl_escape(p.title), fontsize=6)
         bottom.imshow(p.context, interpolation="nearest")
         h, w = p.context.shape[:2]
         for t in (1, 2):
@@ -122,5 +131,5 @@ def plot_retrievals(panels: list[Panel], out: str | os.PathLike, suptitle: str |
             ax.set_xticks([])
             ax.set_yticks([])
     if suptitle:
-        fig.suptitle(suptitle, fontsize=8)
+        fig.suptitle(mpl_escape(suptitle), fontsize=8)
     return save_figure(fig, out)

@@ -24,7 +24,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import stat
 import struct
 from pathlib import Path
 from typing import Mapping
@@ -32,6 +31,7 @@ from typing import Mapping
 import numpy as np
 
 from pss_bench.io.atomic import atomic_path
+from pss_bench.io.safe_read import open_regular
 
 log = logging.getLogger(__name__)
 
@@ -126,23 +126,15 @@ class EntryStore:
              check=None):
         """The entry's arrays (after ``check(arrays)``, which raises :class:`BadEntry`), or None."""
         f = self.path(key)
-        try:
-            fd = os.open(f, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            self.drop(f, f"cannot be opened ({exc.strerror})")
+        if not os.path.lexists(f):
             return None
         try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                os.close(fd)
-                raise BadEntry("not a regular file")
-            if st.st_size > max_bytes:
-                os.close(fd)
-                raise BadEntry(f"{st.st_size} bytes, more than such an entry can have")
-            with os.fdopen(fd, "rb", buffering=0) as fh:
-                data = fh.readall()
+            # Regular files only (a FIFO planted in a shared cache folder would block).
+            with open_regular(f, None, BadEntry, "cache entry") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                if size > max_bytes:
+                    raise BadEntry(f"{size} bytes, more than such an entry can have")
+                data = fh.read()
             arrays = unpack(data, key, spec)
             return check(arrays) if check is not None else arrays
         except BadEntry as exc:

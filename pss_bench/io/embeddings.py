@@ -162,7 +162,7 @@ def load_embeddings(pred_dir: str | os.PathLike, image_ids) -> tuple[dict, dict[
     dim: tuple[int, Path] | None = None
     for image_id in image_ids:
         path = embeddings_path(pred_dir, image_id)
-        if not path.is_file():
+        if not os.path.lexists(path):  # a folder, FIFO or broken link under that name is refused by the reader
             missing.append(image_id)
             continue
         e = read_image_embeddings(path, image_id)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 
 from pss_bench.errors import FormatError, GroundTruthFormatError, PredictionFormatError, UnsafePathError
+from pss_bench.io.safe_read import open_regular, read_json_file  # noqa: F401  (read_json_file: re-exported)
+from pss_bench.text import short_repr
 from pss_bench.types import Category, ImageId, Segments
 
 VOID = 0
@@ -56,18 +57,60 @@ def id2rgb(ids: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- paths
 
 
-def safe_join(folder: str | os.PathLike, name: str, *, where: str) -> Path:
+#: Longest file name component (bytes) the usual file systems (ext4, xfs, btrfs, APFS, NTFS) accept.
+NAME_MAX = 255
+
+
+def safe_join(folder: str | os.PathLike, name: str, *, where: str, resolve: bool = True) -> Path:
     """Joins ``name`` (from a JSON) onto ``folder``, refusing names that escape it.
 
+    Args:
+        folder: the folder ``name`` must stay in.
+        name: a relative file name from a user's file.
+        where: the message prefix.
+        resolve: also resolve symlinks and refuse a name whose file (or one of
+            whose folders) is a link pointing outside ``folder``. The lexical
+            checks alone cost no system call.
+
+    Returns:
+        ``folder / name`` (not resolved: messages show the user's path).
+
     Raises:
-        UnsafePathError: ``name`` is absolute, empty, or climbs out with ``..``.
+        UnsafePathError: ``name`` is not a non-empty string, is absolute, climbs
+            out with ``..``, holds a NUL byte or a character the file system
+            cannot encode, has a component longer than :data:`NAME_MAX` bytes,
+            or (with ``resolve``) resolves outside ``folder``.
     """
     if not isinstance(name, str) or not name:
-        raise UnsafePathError(f"{where}: file_name must be a non-empty string, found {name!r}")
+        raise UnsafePathError(f"{where}: file_name must be a non-empty string, found {short_repr(name)}")
+    if "\0" in name:
+        raise UnsafePathError(f"{where}: file_name {short_repr(name)} contains a NUL byte")
+    try:
+        encoded = os.fsencode(name)
+    except UnicodeEncodeError:
+        raise UnsafePathError(f"{where}: file_name {short_repr(name)} cannot be encoded as a file name (lone surrogate)") from None
     pure = Path(name)
     if pure.is_absolute() or name.startswith(("/", "\\")) or ".." in pure.parts or "\\" in name:
-        raise UnsafePathError(f"{where}: file_name {name!r} escapes its folder {str(folder)!r}")
-    return Path(folder) / pure
+        raise UnsafePathError(f"{where}: file_name {short_repr(name)} escapes its folder {short_repr(str(folder))}")
+    if any(len(part) > NAME_MAX for part in encoded.split(b"/")):
+        raise UnsafePathError(f"{where}: file_name {short_repr(name)} has a component longer than {NAME_MAX} bytes, "
+                              f"too long for the file system")
+    joined = Path(folder) / pure
+    if resolve:
+        _check_inside(folder, joined, name, where)
+    return joined
+
+
+def _check_inside(folder, joined: Path, name: str, where: str, folder_real: str | None = None) -> str:
+    """``realpath(joined)``, raising unless it lies inside ``realpath(folder)``."""
+    root = folder_real if folder_real is not None else os.path.realpath(folder)
+    real = os.path.realpath(joined)
+    if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
+        raise UnsafePathError(
+            f"{where}: file_name {short_repr(name)} is a symbolic link (or lies under one) that resolves to "
+            f"{short_repr(real)}, outside its folder {short_repr(str(folder))}"
+        )
+    return real
 
 
 # --------------------------------------------------------------------------- PNG
@@ -84,17 +127,10 @@ def read_png_header(path: Path, where: str | None = None) -> tuple[int, int, int
     """Returns ``(width, height, bit_depth, color_type)`` from a PNG's IHDR chunk.
 
     Raises:
-        FormatError: the file is missing, not a PNG, or truncated.
+        FormatError: the file is missing, not a regular file, not a PNG, or truncated.
     """
-    where = where or str(path)
-    try:
-        with open(path, "rb") as f:
-            head = f.read(33)
-    except FileNotFoundError:
-        raise FormatError(f"{where}: PNG file not found") from None
-    except IsADirectoryError:
-        raise FormatError(f"{where}: expected a PNG file, found a folder") from None
-    return _parse_png_header(head, where)
+    with open_regular(path, where, FormatError, "PNG file") as f:
+        return _parse_png_header(f.read(33), where or str(path))
 
 
 @dataclass(frozen=True)
@@ -125,24 +161,9 @@ def read_png_file(path: str | os.PathLike, where: str | None = None) -> PngFile:
     """
     path = Path(path)
     where = where or str(path)
-    try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer (no effect on regular files).
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    except FileNotFoundError:
-        raise FormatError(f"{where}: PNG file not found") from None
-    except IsADirectoryError:
-        raise FormatError(f"{where}: expected a PNG file, found a folder") from None
-    except OSError as exc:
-        raise FormatError(f"{where}: cannot open the PNG file ({exc.strerror})") from None
-    mode = os.fstat(fd).st_mode
-    if not stat.S_ISREG(mode):
-        os.close(fd)
-        if stat.S_ISDIR(mode):
-            raise FormatError(f"{where}: expected a PNG file, found a folder")
-        raise FormatError(f"{where}: expected a PNG file, found a special file (FIFO, device or socket)")
-    with os.fdopen(fd, "rb", buffering=0) as f:
+    with open_regular(path, where, FormatError, "PNG file") as f:
         try:
-            data = f.readall()
+            data = f.read()
         except OSError as exc:
             raise FormatError(f"{where}: cannot read the PNG file ({exc.strerror})") from None
     width, height, bit_depth, color_type = _parse_png_header(data[:33], where)
@@ -204,10 +225,12 @@ def read_id_png(path: str | os.PathLike, where: str | None = None) -> np.ndarray
     """Decodes an RGB panoptic PNG to ``(H, W)`` uint32 segment ids.
 
     RGBA is accepted with its alpha ignored, as panopticapi does. Grayscale,
-    palette and 16-bit PNGs are refused: their values are not RGB ids.
+    palette and 16-bit PNGs are refused: their values are not RGB ids. Only
+    regular files are read (a FIFO would block).
 
     Raises:
-        FormatError: missing, not a PNG, wrong mode or depth, or corrupt data.
+        FormatError: missing, not a regular file, not a PNG, wrong mode or
+            depth, or corrupt data.
     """
     where = where or str(path)
     return decode_ids(read_png_file(path, where), where)
@@ -293,6 +316,8 @@ class PanopticJson:
             (empty for prediction JSONs, which take the ground truth's).
         annotations: in the JSON's order.
         image_sizes: image id -> ``(height, width)`` from ``images``, when given.
+        image_files: image id -> the RGB image's ``file_name`` from ``images``,
+            when given (e.g. ``000000142238.jpg`` for COCO image 142238).
     """
 
     path: Path
@@ -300,9 +325,52 @@ class PanopticJson:
     categories: dict[int, Category]
     annotations: list[PanopticAnnotation]
     image_sizes: dict[ImageId, tuple[int, int]] = field(default_factory=dict)
+    image_files: dict[ImageId, str] = field(default_factory=dict)
+    _checked_paths: dict[str, tuple[Path, str]] = field(default_factory=dict, repr=False, compare=False)
+    _png_dir_real: str | None = field(default=None, repr=False, compare=False)
 
     def png_path(self, ann: PanopticAnnotation) -> Path:
-        return safe_join(self.png_dir, ann.file_name, where=f"{self.path}: image {ann.image_id!r}")
+        """``png_dir / file_name``, refusing names that escape ``png_dir`` (also through symlinks).
+
+        A name is resolved once; later calls (messages, the cache key) reuse the result.
+        """
+        return self._resolve(ann)[0]
+
+    def _resolve(self, ann: PanopticAnnotation) -> tuple[Path, str]:
+        """``(png_dir / file_name, its real path)``, checked once per name."""
+        hit = self._checked_paths.get(ann.file_name)
+        if hit is None:
+            if self._png_dir_real is None:
+                self._png_dir_real = os.path.realpath(self.png_dir)
+            where = f"{self.path}: image {ann.image_id!r}"
+            path = safe_join(self.png_dir, ann.file_name, where=where, resolve=False)
+            hit = (path, _check_inside(self.png_dir, path, ann.file_name, where, self._png_dir_real))
+            self._checked_paths[ann.file_name] = hit
+        return hit
+
+    def png_path_problems(self) -> list[tuple[ImageId, str]]:
+        """Every annotation whose PNG resolves outside ``png_dir`` or is also another annotation's PNG.
+
+        Resolves each path once (symlinks followed): two names for one file,
+        such as a link next to its target, count as the same PNG.
+
+        Returns:
+            ``(image_id, message)`` pairs, in annotation order.
+        """
+        problems: list[tuple[ImageId, str]] = []
+        owner: dict[str, ImageId] = {}
+        for ann in self.annotations:
+            try:
+                _, real = self._resolve(ann)
+            except UnsafePathError as exc:
+                problems.append((ann.image_id, str(exc)))
+                continue
+            other = owner.setdefault(real, ann.image_id)
+            if other != ann.image_id:
+                problems.append((ann.image_id, f"{self.path}: image {ann.image_id!r}: its PNG "
+                                 f"{short_repr(ann.file_name)} is also the PNG of image {other!r} "
+                                 f"(each image needs its own PNG)"))
+        return problems
 
 
 class ProblemLog:
@@ -325,50 +393,50 @@ def default_png_dir(json_path: str | os.PathLike) -> Path:
     return p.with_suffix("") if p.suffix == ".json" else p.parent / (p.name + "_png")
 
 
-def read_json_file(path: str | os.PathLike, error_cls: type[FormatError] = FormatError):
-    """Loads a JSON file, turning I/O and syntax errors into one-line messages."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise error_cls(f"{path}: file not found") from None
-    except IsADirectoryError:
-        raise error_cls(f"{path}: expected a JSON file, found a folder") from None
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise error_cls(f"{path}: malformed or truncated JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
-    except UnicodeDecodeError:
-        raise error_cls(f"{path}: not UTF-8 text") from None
-
-
 def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _parse_categories(obj, path: Path, log: ProblemLog) -> dict[int, Category]:
+    """The GT's categories; without a single usable one, raises at once.
+
+    Every segment refers to a category, so a missing or unusable
+    ``categories`` list is the root cause of any later problem: it is
+    reported alone instead of as one false problem per segment.
+    """
     cats: dict[int, Category] = {}
     raw = obj.get("categories")
     if not isinstance(raw, list) or not raw:
-        log.add(f"{path}: 'categories' must be a non-empty list")
-        return cats
+        found = "missing" if "categories" not in obj else f"found {short_repr(raw)}"
+        raise log.error_cls(
+            f"{path}: 'categories' must be a non-empty list of {{id, name, isthing}} ({found}); "
+            f"segments cannot be checked without it"
+        )
+    problems: list[str] = []
     for i, c in enumerate(raw):
         if not isinstance(c, dict) or not _is_int(c.get("id")):
-            log.add(f"{path}: categories[{i}] has no integer 'id'")
+            problems.append(f"{path}: categories[{i}] has no integer 'id'")
             continue
         cid = c["id"]
         if not 0 <= cid <= MAX_CATEGORY_ID:
             log.add(f"{path}: categories[{i}]: id {cid} out of range [0, {MAX_CATEGORY_ID}]")
             continue
         if cid in cats:
-            log.add(f"{path}: category id {cid} is listed twice")
+            problems.append(f"{path}: category id {cid} is listed twice")
             continue
         isthing = c.get("isthing")
         if isthing not in (0, 1, True, False):
-            log.add(f"{path}: category {cid}: 'isthing' must be 0 or 1, found {isthing!r}")
+            problems.append(f"{path}: category {cid}: 'isthing' must be 0 or 1, found {short_repr(isthing)}")
             isthing = 0
-        cats[cid] = Category(id=cid, name=str(c.get("name", cid)), isthing=bool(isthing))
+        name = c.get("name", str(cid))
+        if not isinstance(name, str):
+            problems.append(f"{path}: category {cid}: 'name' must be a string, found {short_repr(name)}")
+            name = str(cid)
+        cats[cid] = Category(id=cid, name=name, isthing=bool(isthing))
+    if not cats:
+        raise log.error_cls(f"{problems[0]}; no usable category in 'categories', so segments cannot be checked")
+    for p in problems:
+        log.add(p)
     return cats
 
 
@@ -393,7 +461,7 @@ def _parse_segments(
             continue
         sid = s.get("id")
         if not _is_int(sid):
-            log.add(f"{where}: segments_info[{i}] has no integer 'id' (found {sid!r})")
+            log.add(f"{where}: segments_info[{i}] has no integer 'id' (found {short_repr(sid)})")
             continue
         here = f"{where}, segment {sid}"
         if sid == VOID:
@@ -407,19 +475,19 @@ def _parse_segments(
             continue
         cid = s.get("category_id")
         if not _is_int(cid):
-            log.add(f"{here}: no integer 'category_id' (found {cid!r})")
+            log.add(f"{here}: no integer 'category_id' (found {short_repr(cid)})")
             continue
         if categories is not None and cid not in categories:
             log.add(f"{here}: unknown category_id {cid}")
             continue
         isc = s.get("iscrowd", 0)
         if isc not in (0, 1, True, False):
-            log.add(f"{here}: 'iscrowd' must be 0 or 1, found {isc!r}")
+            log.add(f"{here}: 'iscrowd' must be 0 or 1, found {short_repr(isc)}")
             continue
         if need_area:
             area = s.get("area")
             if not _is_int(area) and not (isinstance(area, float) and area.is_integer()):
-                log.add(f"{here}: no integer 'area' (found {area!r})")
+                log.add(f"{here}: no integer 'area' (found {short_repr(area)})")
                 continue
             if not 1 <= area <= MAX_AREA:
                 log.add(f"{here}: 'area' must be a pixel count in [1, {MAX_AREA}], found {area!r}")
@@ -474,12 +542,19 @@ def load_panoptic_json(
         raise error_cls(f"{path}: 'annotations' must be a list")
 
     sizes: dict[ImageId, tuple[int, int]] = {}
-    for i, im in enumerate(obj.get("images") or []):
-        if isinstance(im, dict) and _is_int(im.get("height")) and _is_int(im.get("width")) and "id" in im:
+    image_files: dict[ImageId, str] = {}
+    raw_images = obj.get("images")
+    for im in raw_images if isinstance(raw_images, list) else []:
+        if not isinstance(im, dict) or not (_is_int(im.get("id")) or isinstance(im.get("id"), str)):
+            continue
+        if _is_int(im.get("height")) and _is_int(im.get("width")):
             sizes[im["id"]] = (im["height"], im["width"])
+        if isinstance(im.get("file_name"), str) and im["file_name"]:
+            image_files[im["id"]] = im["file_name"]
 
     annotations: list[PanopticAnnotation] = []
     seen_images: set[ImageId] = set()
+    png_owner: dict[str, ImageId] = {}
     for i, a in enumerate(raw_anns):
         if not isinstance(a, dict):
             log.add(f"{path}: annotations[{i}] is not an object")
@@ -495,9 +570,15 @@ def load_panoptic_json(
         seen_images.add(image_id)
         file_name = a.get("file_name")
         try:
-            safe_join(png_dir, file_name, where=where)
+            safe_join(png_dir, file_name, where=where, resolve=False)  # links are resolved by check_png_folder
         except UnsafePathError as exc:
             log.add(str(exc))
+            continue
+        norm = os.path.normpath(file_name)
+        other = png_owner.setdefault(norm, image_id)
+        if other != image_id:
+            log.add(f"{where}: file_name {short_repr(file_name)} is also the PNG of image {other!r} "
+                    f"(each image needs its own PNG)")
             continue
         segs = _parse_segments(a.get("segments_info"), where, log, categories, need_area=is_gt)
         annotations.append(PanopticAnnotation(image_id=image_id, file_name=file_name, segments=segs))
@@ -507,13 +588,18 @@ def load_panoptic_json(
         categories=categories or {},
         annotations=annotations,
         image_sizes=sizes,
+        image_files=image_files,
     )
 
 
 def check_png_folder(pj: PanopticJson, error_cls: type[FormatError]) -> None:
-    """Raises when the PNG folder is missing, before any decoding starts."""
+    """Raises when the PNG folder is missing, a PNG path resolves outside it, or
+    two annotations share one PNG: before any decoding starts."""
     if not pj.png_dir.is_dir():
         raise error_cls(f"{pj.png_dir}: PNG folder of {pj.path} not found")
+    problems = pj.png_path_problems()
+    if problems:
+        raise error_cls(problems[0][1])
 
 
 def segment_problems_against_png(

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from pss_bench.errors import FormatError, PssBenchError
 from pss_bench.io.atomic import clean_stale, disk_full_as_error, make_staging_dir, publish_dir, write_json_atomic
 from pss_bench.io.panoptic import safe_join, write_id_png
 from pss_bench.types import ImageId
@@ -29,12 +30,45 @@ FORMAT_NAME = "pss-bench-predictions"
 FORMAT_VERSION = 1
 
 
+def check_replaceable(out_dir: str | os.PathLike) -> None:
+    """Refuses to replace anything but an earlier prediction directory or an empty folder.
+
+    ``--overwrite`` must never delete a user's folder that only happens to
+    have the name given to ``--out``: a folder is replaced only when its
+    ``manifest.json`` says this tool wrote it.
+
+    Raises:
+        PssBenchError: ``out_dir`` is a file or a link, or a non-empty folder
+            without a pss-bench ``manifest.json``.
+    """
+    from pss_bench.io.safe_read import read_json_file
+
+    out = Path(out_dir)
+    if not (out.exists() or out.is_symlink()):
+        return
+    if out.is_symlink() or not out.is_dir():
+        kind = "a symbolic link" if out.is_symlink() else "not a folder"
+        raise PssBenchError(f"{out}: exists and is {kind}; refusing to replace it with a prediction directory")
+    if not any(out.iterdir()):
+        return
+    try:
+        manifest = read_json_file(out / "manifest.json")
+    except FormatError:
+        manifest = None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        raise PssBenchError(
+            f"{out}: folder exists, is not empty and is not a pss-bench prediction directory (no manifest.json "
+            f"with format {FORMAT_NAME!r}); refusing to replace it"
+        )
+
+
 class PredictionWriter:
     """Collects per-image panoptic outputs, then publishes them in one rename.
 
     Args:
         out_dir: the directory to create; an existing one is replaced only on
-            :meth:`commit` and only with ``overwrite=True``.
+            :meth:`commit`, only with ``overwrite=True``, and only when it is
+            empty or an earlier prediction directory (:func:`check_replaceable`).
         model: a free-form model name for the manifest.
         extra: more manifest keys.
     """
@@ -44,6 +78,8 @@ class PredictionWriter:
         clean_stale(self.out_dir)  # first: it may put back a directory a killed run was replacing
         if self.out_dir.exists() and not overwrite:
             raise FileExistsError(f"{self.out_dir}: already exists (pass overwrite to replace it)")
+        if overwrite:
+            check_replaceable(self.out_dir)
         self._tmp = make_staging_dir(self.out_dir)
         with disk_full_as_error(self.out_dir):
             (self._tmp / "panoptic").mkdir()
@@ -118,6 +154,8 @@ class PredictionWriter:
         with disk_full_as_error(self.out_dir, rename=True):
             write_json_atomic(self._tmp / "panoptic.json", pan, indent=None)
             write_json_atomic(self._tmp / "manifest.json", self.manifest)
+            if self.out_dir.exists() or self.out_dir.is_symlink():
+                check_replaceable(self.out_dir)  # it may have changed since __init__
             publish_dir(self._tmp, self.out_dir)
         return self.out_dir
 

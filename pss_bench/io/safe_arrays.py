@@ -26,6 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from pss_bench.errors import FormatError
+from pss_bench.io.safe_read import open_regular
 
 MAX_BYTES_ENV = "PSS_BENCH_MAX_ARRAY_BYTES"
 DEFAULT_MAX_BYTES = 2 * 2**30
@@ -48,6 +49,17 @@ def max_array_bytes() -> int:
         if value > 0:
             return value
     return DEFAULT_MAX_BYTES
+
+
+def _open(path: Path, where: str, error_cls: type[FormatError], what: str):
+    """``path`` opened by :func:`~pss_bench.io.safe_read.open_regular`; ``FileNotFoundError`` when nothing has its name.
+
+    Anything else under the name (a folder, a FIFO, a broken link) is refused
+    by ``error_cls`` instead of being taken as absent.
+    """
+    if not os.path.lexists(path):
+        raise FileNotFoundError(path)
+    return open_regular(path, where, error_cls, what)
 
 
 def _limit_hint(limit: int) -> str:
@@ -125,9 +137,7 @@ def read_npy(path: str | os.PathLike, where: str | None = None, *, error_cls: ty
     where = where or str(path)
     limit = max_array_bytes() if max_bytes is None else max_bytes
     try:
-        if not path.is_file():
-            raise FileNotFoundError(path)
-        with open(path, "rb") as f:
+        with _open(path, where, error_cls, ".npy file") as f:
             shape, fortran, dtype = _read_header(f, where, error_cls)
             available = os.fstat(f.fileno()).st_size - f.tell()
             return _read_data(f, shape, fortran, dtype, available, where, error_cls, limit)
@@ -159,9 +169,7 @@ def read_npz(path: str | os.PathLike, names: Sequence[str], where: str | None = 
     limit = max_array_bytes() if max_bytes is None else max_bytes
     out: dict[str, np.ndarray] = {}
     try:
-        if not path.is_file():
-            raise FileNotFoundError(path)
-        with zipfile.ZipFile(path) as zf:
+        with _open(path, where, error_cls, ".npz file") as raw, zipfile.ZipFile(raw) as zf:
             members = {i.filename: i for i in zf.infolist()}
             for name in names:
                 info = members.get(f"{name}.npy")

@@ -30,6 +30,7 @@ import numpy as np
 
 from pss_bench.errors import FormatError
 from pss_bench.io.safe_arrays import max_array_bytes
+from pss_bench.io.safe_read import read_bytes
 
 MAX_DEPTH = 100
 _NUMPY_MULTIARRAY = ("numpy.core.multiarray", "numpy._core.multiarray")
@@ -335,12 +336,7 @@ def load_restricted_pickle(path: str | os.PathLike):
             nests containers too deep, or declares sizes it does not hold.
     """
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise FormatError(f"{path}: file not found") from None
-    except OSError as exc:
-        raise FormatError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+    data = read_bytes(path, None, FormatError, "file")  # regular files only: a FIFO would block
     _scan(data, str(path))
     try:
         return _finish(_RestrictedUnpickler(io.BytesIO(data), str(path)).load())

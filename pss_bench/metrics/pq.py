@@ -548,10 +548,45 @@ def _to_numpy(x) -> np.ndarray:
     return np.asarray(x)
 
 
-def _as_segments(segs) -> Segments:
+def _is_batch_of_segment_lists(segs) -> bool:
+    """Whether ``segs`` is a list of per-image segment lists (not one image's list of dicts)."""
+    if isinstance(segs, Segments) or not isinstance(segs, (list, tuple)):
+        return False
+    return len(segs) > 0 and all(isinstance(s, (Segments, list, tuple)) for s in segs)
+
+
+def _as_segments(segs, image_id=None, role: str = "gt") -> Segments:
     if isinstance(segs, Segments):
         return segs
+    if not isinstance(segs, (str, bytes, Mapping)) and hasattr(segs, "__iter__"):
+        segs = list(segs)
+    if not isinstance(segs, list):
+        raise PssBenchError(f"image {image_id!r}: {role} segments must be Segments or a list of dicts, "
+                            f"found {type(segs).__name__}")
+    for i, r in enumerate(segs):
+        if not isinstance(r, Mapping):
+            raise PssBenchError(f"image {image_id!r}: {role} segment list item {i} is a {type(r).__name__}, "
+                                f"not a {{'id', 'category_id'}} dict")
+        for key in ("id", "category_id"):
+            v = r.get(key)
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                raise PssBenchError(f"image {image_id!r}: {role} segment list item {i} has no integer {key!r}")
     return Segments.from_records(segs)
+
+
+def _as_category(c, i: int) -> Category:
+    """A :class:`Category` from itself or from a COCO ``{"id", "name", "isthing"}`` dict."""
+    if isinstance(c, Category):
+        return c
+    if not isinstance(c, Mapping):
+        raise PssBenchError(f"categories[{i}]: expected a Category or a COCO category dict, found {type(c).__name__}")
+    cid = c.get("id")
+    if isinstance(cid, bool) or not isinstance(cid, (int, np.integer)):
+        raise PssBenchError(f"categories[{i}]: no integer 'id' (found {type(cid).__name__})")
+    isthing = c.get("isthing", 0)
+    if isthing not in (0, 1, True, False):
+        raise PssBenchError(f"categories[{i}] (id {int(cid)}): 'isthing' must be 0 or 1")
+    return Category(id=int(cid), name=str(c.get("name", cid)), isthing=bool(isthing))
 
 
 class PanopticQuality:
@@ -570,15 +605,29 @@ class PanopticQuality:
     ``{"id", "category_id", "iscrowd"}`` dicts. GT areas are the pixel counts.
     """
 
-    def __init__(self, categories: Iterable[Category] | Mapping[int, Category]) -> None:
+    def __init__(self, categories: Iterable[Category | Mapping] | Mapping[int, Category | Mapping]) -> None:
+        """
+        Args:
+            categories: :class:`~pss_bench.types.Category` objects or raw COCO
+                category dicts (``{"id", "name", "isthing"}``, e.g. a GT JSON's
+                ``categories``), as a sequence or a mapping by id.
+
+        Raises:
+            PssBenchError: a category dict without an integer ``id`` or with a
+                bad ``isthing``, or an id listed twice.
+        """
         if isinstance(categories, Mapping):
             categories = categories.values()
-        self.categories = tuple(categories)
+        self.categories = tuple(_as_category(c, i) for i, c in enumerate(categories))
         self._cat_index = {c.id: i for i, c in enumerate(self.categories)}
-        self.stats = PQStats(self.categories)
+        if len(self._cat_index) != len(self.categories):
+            raise PssBenchError("categories: a category id is listed twice")
+        self._local = PQStats(self.categories)
+        self.stats = self._local
 
     def reset(self) -> None:
-        self.stats = PQStats(self.categories)
+        self._local = PQStats(self.categories)
+        self.stats = self._local
 
     def _category_index(self, segs: Segments, role: str, image_id) -> np.ndarray:
         out = np.empty(len(segs), dtype=np.int64)
@@ -590,15 +639,62 @@ class PanopticQuality:
         return out
 
     def update(self, gt_ids, gt_segments, pred_ids, pred_segments, *, image_id=None) -> None:
-        """Adds one image.
+        """Adds one image, or a batch of images.
+
+        Args:
+            gt_ids, pred_ids: ``(H, W)`` integer id maps of one image, or
+                ``(B, H, W)`` batches (numpy or torch, any device).
+            gt_segments, pred_segments: for one image, its segment list
+                (:class:`~pss_bench.types.Segments` or ``{"id", "category_id",
+                "iscrowd"}`` dicts); for a batch, a list of ``B`` such lists.
+            image_id: names the image in error messages (for a batch: a list
+                of ``B`` ids, or ``None``).
 
         Raises:
-            PssBenchError: sizes differ, an id is undeclared, or a category is unknown.
+            PssBenchError: sizes differ, a batch without one segment list per
+                image, an id is undeclared, or a category is unknown. Nothing is
+                added when a batch is refused.
         """
         gt_map, pred_map = _to_numpy(gt_ids), _to_numpy(pred_ids)
-        gsegs, psegs = _as_segments(gt_segments), _as_segments(pred_segments)
         if gt_map.shape != pred_map.shape:
             raise PssBenchError(f"image {image_id!r}: prediction size {pred_map.shape} differs from GT size {gt_map.shape}")
+        if gt_map.ndim == 2:
+            for role, segs in (("gt", gt_segments), ("prediction", pred_segments)):
+                if _is_batch_of_segment_lists(segs):
+                    raise PssBenchError(
+                        f"image {image_id!r}: a single (H, W) id map takes one segment list, found a list of "
+                        f"{len(segs)} {role} segment lists (pass (B, H, W) id maps for a batch)"
+                    )
+            self._local.add(*self._image_stats(gt_map, gt_segments, pred_map, pred_segments, image_id))
+        elif gt_map.ndim == 3:
+            b = gt_map.shape[0]
+            ids = list(image_id) if isinstance(image_id, (list, tuple)) else [None] * b
+            if len(ids) != b:
+                raise PssBenchError(f"batch of {b} id maps but {len(ids)} image ids")
+            for role, segs in (("gt", gt_segments), ("prediction", pred_segments)):
+                if b == 0 and isinstance(segs, (list, tuple)) and not segs:
+                    continue
+                if not _is_batch_of_segment_lists(segs):
+                    raise PssBenchError(
+                        f"batch of {b} id maps {gt_map.shape}: {role} segments must be a list with one segment "
+                        f"list per image (one flat list would merge the images' segments)"
+                    )
+                if len(segs) != b:
+                    raise PssBenchError(f"batch of {b} id maps but {len(segs)} {role} segment lists")
+            per_image = [
+                self._image_stats(gt_map[i], gt_segments[i], pred_map[i], pred_segments[i],
+                                  ids[i] if ids[i] is not None else f"batch item {i}")
+                for i in range(b)
+            ]
+            for st in per_image:
+                self._local.add(*st)
+        else:
+            raise PssBenchError(f"image {image_id!r}: id maps must be (H, W) or (B, H, W), found shape {gt_map.shape}")
+        self.stats = self._local  # a later all_reduce() sums these again, once
+
+    def _image_stats(self, gt_map: np.ndarray, gt_segments, pred_map: np.ndarray, pred_segments, image_id):
+        """``(iou, tp, fp, fn)`` of one image (arrays from :func:`match_image`)."""
+        gsegs, psegs = _as_segments(gt_segments, image_id, "gt"), _as_segments(pred_segments, image_id, "prediction")
         for role, segs in (("gt", gsegs), ("prediction", psegs)):
             if (segs.ids == 0).any():
                 raise PssBenchError(f"image {image_id!r}, {role} segment 0: id 0 is reserved for VOID")
@@ -616,18 +712,32 @@ class PanopticQuality:
         conf = confusion_matrix(dense[0], dense[1], len(gsegs), len(psegs))
         gt = ImageSegments(self._category_index(gsegs, "gt", image_id), gsegs.iscrowd.astype(bool))
         pred = ImageSegments(self._category_index(psegs, "prediction", image_id), np.zeros(len(psegs), bool))
-        self.stats.add(*match_image(conf, gt, pred, len(self.categories)))
+        return match_image(conf, gt, pred, len(self.categories))
 
     def __iadd__(self, other: "PanopticQuality") -> "PanopticQuality":
-        self.stats += other.stats
+        self._local += other._local
+        self.stats = self._local
         return self
 
     def all_reduce(self, group=None) -> None:
-        """Sums the statistics over all ranks of a ``torch.distributed`` group."""
+        """Sums the statistics over all ranks of a ``torch.distributed`` group.
+
+        Idempotent: every call sums what each rank itself added (not an earlier
+        sum), so a second call gives the same totals. :meth:`compute` uses the
+        sum until the next :meth:`update`; call ``all_reduce()`` again after it.
+
+        Raises:
+            PssBenchError: ``torch.distributed`` is not initialised.
+        """
         import torch
         import torch.distributed as dist
 
-        t = torch.from_numpy(self.stats.to_array())
+        if not (dist.is_available() and dist.is_initialized()):
+            raise PssBenchError(
+                "PanopticQuality.all_reduce(): torch.distributed is not initialised "
+                "(call torch.distributed.init_process_group first, or skip the reduce in a single process)"
+            )
+        t = torch.from_numpy(self._local.to_array())
         if dist.get_backend(group) == "nccl":
             t = t.cuda()
         dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from pss_bench.errors import PssBenchError
+from pss_bench.io.safe_read import parse_yaml_text, read_yaml_file
+from pss_bench.text import short_repr
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 
@@ -254,30 +256,33 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, found {value!r}")
+            raise ConfigError(f"{where}: expected a list, found {short_repr(value)}")
         return [_coerce(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true/false, found {value!r}")
+            raise ConfigError(f"{where}: expected true/false, found {short_repr(value)}")
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, found {value!r}")
+            raise ConfigError(f"{where}: expected an integer, found {short_repr(value)}")
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, found {value!r}")
-        return float(value)
+            raise ConfigError(f"{where}: expected a number, found {short_repr(value)}")
+        try:
+            return float(value)
+        except OverflowError:
+            raise ConfigError(f"{where}: number too large, found {short_repr(value)}") from None
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, found {value!r}")
+            raise ConfigError(f"{where}: expected a string, found {short_repr(value)}")
         return value
     raise TypeError(f"unsupported config type {tp}")  # pragma: no cover
 
 
 def _build(cls: type, data: Any, where: str) -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(f"{where or 'config'}: expected a mapping, found {data!r}")
+        raise ConfigError(f"{where or 'config'}: expected a mapping, found {short_repr(data)}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -395,16 +400,11 @@ def shipped_configs() -> list[str]:
 
 
 def _set_override(data: dict, item: str) -> None:
-    import yaml
-
     if "=" not in item:
         raise ConfigError(f"override {item!r}: expected section.key=value")
     key, raw = item.split("=", 1)
     parts = key.strip().split(".")
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"override {item!r}: value is not valid YAML ({exc})") from None
+    value = parse_yaml_text(raw, f"override {short_repr(item)}", ConfigError)
     node = data
     for p in parts[:-1]:
         node = node.setdefault(p, {})
@@ -424,19 +424,14 @@ def load_config(name_or_path: str | os.PathLike, overrides: Sequence[str] = ()) 
     Raises:
         ConfigError: unknown name, unreadable YAML, unknown key or bad type.
     """
-    import yaml
-
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
         path = CONFIG_DIR / f"{name_or_path}.yaml"
         if not path.is_file():
             raise ConfigError(f"unknown config {str(name_or_path)!r} (shipped: {', '.join(shipped_configs())})")
-    if not path.is_file():
+    if not (path.exists() or path.is_symlink()):
         raise ConfigError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    data = read_yaml_file(path, ConfigError) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     data.setdefault("name", path.stem)

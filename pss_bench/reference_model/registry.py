@@ -123,10 +123,13 @@ def _build_upsnet(cfg: ModelConfig, *, categories, cfg_all=None, **_):
 def _torch_load(path: Path):
     import torch
 
-    if not path.is_file():
-        raise CheckpointError(f"{path}: file not found")
+    from pss_bench.io.safe_read import open_regular
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with open_regular(path, None, CheckpointError) as f:  # regular files only: a FIFO would block
+            return torch.load(f, map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise
     except Exception as exc:  # unpickling refused or corrupt file
         raise CheckpointError(f"{path}: cannot be read as a weights-only torch file ({exc.__class__.__name__}: {exc})") from None
 

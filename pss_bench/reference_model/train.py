@@ -253,15 +253,19 @@ def _save_atomic(payload: dict, path: Path) -> None:
 
 def _rewrite_log(path: Path, upto: int) -> None:
     """Drops log lines past iteration ``upto`` (written after the checkpoint we resume from)."""
+    from pss_bench.io.safe_read import read_bytes
+
     if not path.exists():
         return
     kept = []
-    for line in path.read_text().splitlines():
+    # A damaged line (not JSON, not UTF-8, nested absurdly deep) is dropped like a torn last line.
+    for line in read_bytes(path, what="training log").decode("utf-8", "replace").splitlines():
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             continue
-        if int(rec.get("iteration", 0)) <= upto:
+        it = rec.get("iteration", 0) if isinstance(rec, dict) else None
+        if isinstance(it, int) and not isinstance(it, bool) and it <= upto:
             kept.append(line)
     from pss_bench.io.atomic import atomic_path
 

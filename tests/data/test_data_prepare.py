@@ -104,8 +104,27 @@ def _break_unknown_label(root):
     return str(p)
 
 
+def _break_fifo_image(root):
+    import os
+
+    p = root / "leftImg8bit" / "train" / "town" / "town_000000_000001_leftImg8bit.png"
+    p.unlink()
+    os.mkfifo(p)  # would block a plain open() forever
+    return "FIFO"
+
+
+def _break_fifo_label(root):
+    import os
+
+    p = root / "gtFine" / "train" / "town" / "town_000000_000001_gtFine_instanceIds.png"
+    p.unlink()
+    os.mkfifo(p)
+    return "FIFO"
+
+
 @pytest.mark.parametrize("breaker", [_break_missing_split, _break_empty_folder, _break_mismatched_names,
-                                     _break_wrong_size, _break_wrong_mode, _break_unknown_label])
+                                     _break_wrong_size, _break_wrong_mode, _break_unknown_label,
+                                     _break_fifo_image, _break_fifo_label])
 def test_prepare_cityscapes_bad_input_one_line_naming_the_file(tmp_path, capsys, breaker):
     root = _tiny_cityscapes(tmp_path / "cs")
     needle = breaker(root)

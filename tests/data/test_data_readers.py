@@ -223,3 +223,18 @@ def test_coco_reader_on_transformers_sample(sample_data, tmp_path):
     assert_documented_sample(s)
     assert s.image_id == 39769 and s.image.shape == (480, 640, 3)
     assert sorted(s.segments.ids.tolist()) == sorted(x["id"] for x in segs)
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b"2007_000063\n\xff\xfe\n", "not UTF-8"),
+    (b"../../../etc/passwd\n", "escapes its folder"),
+])
+def test_voc_hostile_split_list_is_one_line(sample_data, tmp_path, content, needle):
+    root = tmp_path / "voc"
+    shutil.copytree(sample_data / "voc", root)
+    lst = root / "ImageSets" / "Segmentation" / "val.txt"
+    lst.parent.mkdir(parents=True, exist_ok=True)
+    lst.write_bytes(content)
+    with pytest.raises(FormatError if needle == "not UTF-8" else PssBenchError) as ei:
+        VocPanoptic(root, "val")
+    assert "val.txt" in str(ei.value) and needle in str(ei.value)

@@ -33,6 +33,7 @@ from pss_bench.errors import FormatError, PredictionFormatError
 from pss_bench.io.panoptic import PanopticAnnotation, PanopticJson, load_panoptic_json, read_id_png, read_json_file, safe_join
 from pss_bench.io.prediction import PredictionWriter
 from pss_bench.io.safe_pickle import load_restricted_pickle
+from pss_bench.text import short_repr
 
 log = logging.getLogger(__name__)
 
@@ -63,20 +64,28 @@ def load_category_map(path: str | os.PathLike, gt: PanopticJson) -> dict[int, in
     """A JSON ``{"<internal id>": <category id or name>}`` given by the user."""
     obj = read_json_file(path)
     if not isinstance(obj, dict):
-        raise FormatError(f"{path}: expected an object {{\"<internal id>\": <category id or name>}}")
+        raise FormatError(f"{path}: expected an object {{\"<internal id>\": <category id or name>}}, "
+                          f"found {type(obj).__name__}")
     by_name = {c.name: c.id for c in gt.categories.values()}
     out = {}
     for k, v in obj.items():
-        cid = by_name.get(v) if isinstance(v, str) else v
-        if not isinstance(cid, int) or isinstance(cid, bool) or cid not in gt.categories:
-            raise FormatError(f"{path}: internal id {k} maps to {v!r}, which is not a GT category")
-        try:
-            internal = int(k)
-        except ValueError:
-            raise FormatError(f"{path}: internal id {k!r} is not an integer") from None
-        if not 0 <= internal < 2**16:
-            raise FormatError(f"{path}: internal id {k} out of range [0, 65536)")
-        out[internal] = cid
+        key = k.strip()
+        digits = key[1:] if key.startswith("-") else key
+        if not (digits.isascii() and digits.isdigit()):
+            raise FormatError(f"{path}: internal id {short_repr(k)} is not an integer, so not an internal category id")
+        # The length check first: int() of thousands of digits is refused (or slow).
+        if len(digits) > 5 or not 0 <= int(key) < 2**16:
+            raise FormatError(f"{path}: internal id {short_repr(key)} out of range [0, 65536), "
+                              f"so not an internal category id")
+        if isinstance(v, str):
+            cid = by_name.get(v)
+        elif isinstance(v, int) and not isinstance(v, bool):
+            cid = v
+        else:
+            cid = None
+        if cid not in gt.categories:
+            raise FormatError(f"{path}: internal id {key} maps to {short_repr(v)}, which is not a GT category")
+        out[int(key)] = cid
     return out
 
 
@@ -105,14 +114,18 @@ def _gt_images(gt: PanopticJson, gt_json: Path) -> list[_Image]:
     ann_by_id = {a.image_id: a for a in gt.annotations}
     out = []
     for i, im in enumerate(images):
-        if not isinstance(im, dict):
-            raise FormatError(f"{gt_json}: images[{i}] is not an object")
-        image_id = im.get("id")
+        image_id = im.get("id") if isinstance(im, dict) else None
+        if isinstance(image_id, bool) or not isinstance(image_id, (int, str)):
+            raise FormatError(f"{gt_json}: images[{i}] has no 'id' (int or string)")
         ann = ann_by_id.get(image_id)
         if ann is None:
             raise FormatError(f"{gt_json}: image {image_id!r} is in 'images' but has no annotation")
-        size = (im["height"], im["width"]) if "height" in im and "width" in im else None
-        out.append(_Image(image_id, ann, upsnet_png_name(im.get("file_name", ann.file_name)), size))
+        height, width = im.get("height"), im.get("width")
+        size = (height, width) if all(isinstance(v, int) and not isinstance(v, bool) for v in (height, width)) else None
+        file_name = im.get("file_name", ann.file_name)
+        if not isinstance(file_name, str) or not file_name:
+            raise FormatError(f"{gt_json}: image {image_id!r}: 'file_name' must be a string, found {short_repr(file_name)}")
+        out.append(_Image(image_id, ann, upsnet_png_name(file_name), size))
     return out
 
 
@@ -184,7 +197,7 @@ def convert_upsnet_results(
     unified = results_dir / "pans_unified" if (results_dir / "pans_unified").is_dir() else results_dir
     pan_dir, pred_json, two_ch = unified / "pan", unified / "pred.json", unified / "pan_2ch"
     entries = None
-    if pan_dir.is_dir() and pred_json.is_file():
+    if pan_dir.is_dir() and os.path.lexists(pred_json):  # a FIFO or folder there is refused by the reader
         obj = read_json_file(pred_json, PredictionFormatError)
         entries = obj.get("annotations") if isinstance(obj, dict) else None
         if not isinstance(entries, list):
@@ -203,6 +216,7 @@ def convert_upsnet_results(
 
     with PredictionWriter(out_dir, model="upsnet-official", overwrite=overwrite, gt_json=str(gt_json.resolve()),
                           gt_dir=str(gt.png_dir.resolve()), source=str(results_dir)) as writer:
+        first_dim: tuple[int, Path] | None = None
         for k, im in enumerate(images):
             if entries is not None:
                 png = safe_join(pan_dir, im.upsnet_name, where=f"image {im.image_id!r}")
@@ -223,29 +237,38 @@ def convert_upsnet_results(
                 )
             writer.add_panoptic(im.image_id, im.ann.file_name, ids, segs)
             if features_dir is not None:
-                seg_ids, means = _pooled_features(Path(features_dir), im, gt)
+                fpath, seg_ids, means = _pooled_features(Path(features_dir), im, gt)
+                if first_dim is None:
+                    first_dim = (means.shape[1], fpath)
+                elif means.shape[1] != first_dim[0]:
+                    raise PredictionFormatError(
+                        f"{fpath}: image {im.image_id!r}: feature map has {means.shape[1]} channels but "
+                        f"{first_dim[1]} has {first_dim[0]}: every image needs the same D"
+                    )
                 writer.add_embeddings(im.image_id, seg_ids, means)
         writer.commit()
     return Path(out_dir)
 
 
-def _pooled_features(features_dir: Path, im: _Image, gt: PanopticJson) -> tuple[np.ndarray, np.ndarray]:
-    """Mean of the image's feature map over each GT segment present in its PNG."""
+def _pooled_features(features_dir: Path, im: _Image, gt: PanopticJson) -> tuple[Path, np.ndarray, np.ndarray]:
+    """The feature file, and the mean of its map over each GT segment present in the GT PNG."""
     from pss_bench.errors import GroundTruthFormatError
-    from pss_bench.evaluation.context_error import read_feature_map
+    from pss_bench.evaluation.context_error import check_feature_layout, read_feature_map
     from pss_bench.metrics.context_error import pool_features, segment_index_map
 
     stem = os.path.splitext(os.path.basename(im.upsnet_name))[0]
-    feats = read_feature_map(safe_join(features_dir, stem + ".npy", where=f"image {im.image_id!r}"), im.image_id)
+    fpath = safe_join(features_dir, stem + ".npy", where=f"image {im.image_id!r}")
+    feats = read_feature_map(fpath, im.image_id)
     ann = im.ann
     png = gt.png_path(ann)
     try:
         gt_ids = read_id_png(png, where=f"{png}: image {im.image_id!r}")
     except FormatError as exc:
         raise GroundTruthFormatError(str(exc)) from None
+    check_feature_layout(feats.shape, gt_ids.shape, f"{fpath}: image {im.image_id!r}")
     means, area = pool_features(feats, segment_index_map(gt_ids, ann.segments.ids), len(ann.segments))
     keep = area > 0
-    return ann.segments.ids[keep], means[keep]
+    return fpath, ann.segments.ids[keep], means[keep]
 
 
 def _read_rgb(png: Path, where: str) -> np.ndarray:
@@ -264,12 +287,16 @@ def _segments_from_pred_json(entry, ids: np.ndarray, cat_map: dict[int, int], wh
     declared = {}
     for i, s in enumerate(segs_in):
         if not isinstance(s, dict):
-            raise PredictionFormatError(f"{where}: segments_info[{i}] is not an object")
+            raise PredictionFormatError(f"{where}: segments_info[{i}] is not an object, so it has no integer 'id' "
+                                        f"(found {short_repr(s)})")
         sid, cat = s.get("id"), s.get("category_id")
         if not isinstance(sid, int) or isinstance(sid, bool) or not 0 < sid < 2**24:
-            raise PredictionFormatError(f"{where}: segments_info[{i}] has no integer 'id' in [1, 2**24) (found {sid!r})")
-        if not isinstance(cat, int) or isinstance(cat, bool) or cat not in cat_map:
-            raise PredictionFormatError(f"{where}, segment {sid}: category {cat} is not an UPSNet category of this dataset")
+            raise PredictionFormatError(f"{where}: segments_info[{i}] has no integer 'id' in [1, 2**24) "
+                                        f"(found {short_repr(sid)})")
+        if isinstance(cat, bool) or not isinstance(cat, int) or cat not in cat_map:
+            raise PredictionFormatError(
+                f"{where}, segment {sid}: category {short_repr(cat)} is not an UPSNet category of this dataset"
+            )
         declared[sid] = cat_map[cat]
     present = set(np.unique(ids).tolist()) - {0}
     if present != set(declared):
