@@ -53,22 +53,26 @@ def _tiny_cfg():
     return cfg
 
 
-@pytest.mark.parametrize("deformable", [True, False])
-def test_model_shapes_and_gradients_of_every_part(deformable):
+@pytest.mark.parametrize("deformable,stride", [(True, 4), (False, 4), (False, 2)])
+def test_model_shapes_and_gradients_of_every_part(deformable, stride):
     cfg = _tiny_cfg()
     cfg.model.deformable = deformable
+    cfg.model.output_stride = stride
     assert "pss" in list_models()
     net = create_model("pss", cfg.model)
     x = torch.randn(2, 3, 64, 96)
     out = net(x)
-    assert out["embedding"].shape == (2, 8, 16, 24)
-    assert out["seed"].shape == (2, 1, 16, 24)
-    assert torch.allclose(out["embedding"].norm(dim=1), torch.ones(2, 16, 24), atol=1e-5)
+    eh, ew = 64 // stride, 96 // stride
+    assert out["embedding"].shape == (2, 8, eh, ew)
+    assert out["seed"].shape == (2, 1, 16, 24)  # seeds stay at stride 4
+    assert torch.allclose(out["embedding"].norm(dim=1), torch.ones(2, eh, ew), atol=1e-5)
     logits = net.classifier(out["embedding"][:, :, 0, :5].permute(0, 2, 1).reshape(-1, 8))
     assert logits.shape == (10, 3)
     (out["embedding"][:, 0].sum() + out["seed"].sum() + logits.sum()).backward()
     parts = {"backbone.body": net.backbone.body, "backbone.fpn": net.backbone.fpn, "embed_head": net.embed_head,
              "seed_head": net.seed_head, "classifier": net.classifier}
+    if stride == 2:
+        parts["decoder"] = net.decoder
     for name, mod in parts.items():
         grads = [p.grad for p in mod.parameters() if p.requires_grad]
         assert grads and all(g is not None for g in grads), name
@@ -84,10 +88,13 @@ def test_parts_standalone_shapes():
     assert SegmentClassifier(5, 7, 3)(torch.randn(4, 5)).shape == (4, 3)
 
 
-def test_odd_input_size():
-    net = create_model("pss", _tiny_cfg().model)
-    out = net(torch.randn(1, 3, 50, 70))
-    assert out["embedding"].shape[-2:] == (13, 18)
+@pytest.mark.parametrize("stride,size", [(4, (13, 18)), (2, (25, 35))])
+def test_odd_input_size(stride, size):
+    cfg = _tiny_cfg()
+    cfg.model.output_stride = stride
+    out = create_model("pss", cfg.model)(torch.randn(1, 3, 50, 70))
+    assert out["embedding"].shape[-2:] == size
+    assert out["seed"].shape[-2:] == (13, 18)
 
 
 def test_unknown_model():
