@@ -295,3 +295,22 @@ def test_segsort_loss_is_finite_for_a_large_kappa():
     assert math.isfinite(float(loss))
     ref, _ = segsort_loss(emb.double(), image, cluster, instance, classes, isthing, kappa=500.0)
     assert float(loss) == pytest.approx(float(ref), rel=1e-3)
+
+
+def test_balanced_pixel_draw_gives_small_segments_their_share():
+    from pss_bench.reference_model.loss import _draw_pixels
+
+    torch.manual_seed(0)
+    image = torch.zeros(40_000, dtype=torch.long)
+    image[20_000:] = 1  # two images: segment id 1 exists in both and must not be pooled
+    seg = torch.zeros(40_000, dtype=torch.long)
+    seg[:19_900] = 1
+    seg[19_900:20_000] = 2  # a 100-pixel instance next to a 19,900-pixel road
+    seg[20_000:] = 1
+    shares = {}
+    for balance in (0.0, 1.0):
+        idx = _draw_pixels(image, seg, 90, balance)
+        assert idx.unique().numel() == 90  # without replacement
+        shares[balance] = float((seg[idx] == 2).float().mean())
+    assert shares[0.0] < 0.02  # uniform: about 100/40,000
+    assert 0.2 < shares[1.0] < 0.5  # balanced: about a third for each of the three segments

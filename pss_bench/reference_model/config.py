@@ -100,6 +100,11 @@ class LossConfig:
         max_pixels: evaluate the SegSort likelihood on at most this many
             uniformly drawn labelled pixels per batch (prototypes still use all
             pixels); 0: all. Keeps stride-2 training affordable.
+        pixel_balance: with ``max_pixels``, draw the pixels with probability
+            proportional to (area of their segment) ** -pixel_balance: 0 is the
+            pixel mean of the paper's loss, 1 weighs every GT segment of the
+            batch alike. In the pixel mean the small instances, which decide
+            PQ-Th, hardly count.
     """
 
     kappa: float = 10.0
@@ -111,6 +116,7 @@ class LossConfig:
     small_instance_area: int = 0
     seed_loss: str = "focal"
     max_pixels: int = 0
+    pixel_balance: float = 0.0
 
 
 @dataclass
@@ -322,7 +328,7 @@ _RANGES: dict[str, tuple[float, bool, float | None]] = {
     "loss.kappa": (0, False, None), "loss.memory_iterations": (0, True, None),
     "loss.segsort_weight": (0, True, None), "loss.classifier_weight": (0, True, None),
     "loss.seed_weight": (0, True, None), "loss.seed_sigma": (0, False, None), "loss.small_instance_area": (0, True, None),
-    "loss.max_pixels": (0, True, None), "train.clip_grad_norm": (0, True, None), "train.classifier_lr_mult": (0, False, None),
+    "loss.max_pixels": (0, True, None), "loss.pixel_balance": (0, True, 1), "train.clip_grad_norm": (0, True, None), "train.classifier_lr_mult": (0, False, None),
     "inference.grid": (1, True, MAX_GRID), "inference.split_k": (1, True, MAX_GRID),
     "inference.merge_threshold": (-1, True, 1), "inference.seed_nms_kernel": (1, True, 255),
     "inference.min_area": (0, True, None),
