@@ -102,10 +102,10 @@ def spherical_kmeans(
 
     centroids, counts = m_step(assign)
     active = counts > 0
+    # -inf for clusters that never had a pixel, added inside the product (one pass over (B, N, K))
+    bias = torch.zeros(b, 1, k, device=x.device).masked_fill(~active[:, None, :], float("-inf"))
     for _ in range(iterations):
-        scores = torch.bmm(x, centroids.transpose(1, 2))  # (B, N, K)
-        scores = scores.masked_fill(~active[:, None, :], float("-inf"))
-        new = scores.argmax(dim=2)
+        new = torch.baddbmm(bias, x, centroids.transpose(1, 2)).argmax(dim=2)  # (B, N, K) scores
         assign = torch.where(valid, new, torch.full_like(new, -1))
         new_centroids, counts = m_step(assign)
         centroids = torch.where((counts > 0)[..., None], new_centroids, centroids)
@@ -129,8 +129,8 @@ def assign_to_centroids(features: torch.Tensor, centroids: torch.Tensor, valid: 
     b, f, h, w = features.shape
     x = features.float().permute(0, 2, 3, 1).reshape(b, h * w, f)
     active = centroids.abs().sum(-1) > 0
-    scores = torch.bmm(x, centroids.float().transpose(1, 2)).masked_fill(~active[:, None, :], float("-inf"))
-    assign = scores.argmax(dim=2).reshape(b, h, w)
+    bias = torch.zeros(b, 1, centroids.shape[1], device=x.device).masked_fill(~active[:, None, :], float("-inf"))
+    assign = torch.baddbmm(bias, x, centroids.float().transpose(1, 2)).argmax(dim=2).reshape(b, h, w)
     if valid is not None:
         assign = torch.where(valid, assign, torch.full_like(assign, -1))
     return assign
