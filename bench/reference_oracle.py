@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 def _cityscapes_items(sample: Path, tmp: Path, scale: int):
     from pss_bench.data.cityscapes import build_panoptic_gt
     from pss_bench.reference_model.data import build_dataset
-    from pss_bench.reference_model.loss import downsample_labels
+    from pss_bench.reference_model.oracle import downsized_labels
 
     root = tmp / "cs"
     if not root.exists():
@@ -39,12 +39,7 @@ def _cityscapes_items(sample: Path, tmp: Path, scale: int):
         (root / "gtFine" / gt_json.name).symlink_to(gt_json)
         (root / "gtFine" / gt_dir.name).symlink_to(gt_dir, target_is_directory=True)
     ds, cats = build_dataset("cityscapes", root, "train")
-    items = []
-    for i in range(len(ds)):
-        it = ds[i]
-        h, w = it["panoptic"].shape
-        items.append({k: downsample_labels(it[k][None], h // scale, w // scale)[0] for k in ("panoptic", "semantic", "crowd")})
-    return items, cats
+    return downsized_labels(ds, scale), cats
 
 
 def main() -> int:

@@ -16,8 +16,7 @@ import torch
 
 from pss_bench.reference_model.config import load_config
 from pss_bench.reference_model.data import build_dataset
-from pss_bench.reference_model.loss import downsample_labels
-from pss_bench.reference_model.oracle import ideal_input_pq, ideal_outputs, stride_cap
+from pss_bench.reference_model.oracle import downsized_labels, ideal_input_pq, ideal_outputs, stride_cap
 
 RATIO = 0.95  # ideal inputs must reach this share of the cap (PQ and PQ-Th)
 
@@ -41,12 +40,7 @@ def cityscapes_quarter(sample_data, cityscapes_train_gt, tmp_path_factory):
     (root / "gtFine" / gt_json.name).symlink_to(gt_json)
     (root / "gtFine" / gt_dir.name).symlink_to(gt_dir, target_is_directory=True)
     ds, cats = build_dataset("cityscapes", root, "train")
-    items = []
-    for i in range(len(ds)):
-        it = ds[i]
-        h, w = it["panoptic"].shape
-        items.append({k: downsample_labels(it[k][None], h // 4, w // 4)[0] for k in ("panoptic", "semantic", "crowd")})
-    return items, cats
+    return downsized_labels(ds, 4), cats
 
 
 def _check(items, cats, stride, record):

@@ -150,8 +150,8 @@ def pooled_kmeans(
     With ``pool == 1`` this is :func:`spherical_kmeans` on
     :func:`kmeans_features`. With ``pool == 2`` (stride-2 embeddings) the
     clustering runs at stride 4, as the paper's, and every stride-2 pixel then
-    joins its most similar centroid (:func:`assign_to_centroids`): four times
-    cheaper than clustering all stride-2 pixels, with the same segments.
+    joins its most similar centroid (:func:`assign_to_centroids`): the EM
+    iterations see a quarter of the stride-2 pixels.
 
     Args:
         embedding: ``(B, D, h, w)`` unit-norm embeddings.

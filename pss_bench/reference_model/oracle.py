@@ -44,6 +44,16 @@ def _gt_as_prediction(ids: np.ndarray, gt: Segments) -> Segments:
                     np.zeros(len(present), dtype=bool))
 
 
+def downsized_labels(dataset, scale: int) -> list[dict]:
+    """The ``panoptic``, ``semantic`` and ``crowd`` maps of every item at ``1/scale`` size (centre pixels)."""
+    items = []
+    for i in range(len(dataset)):
+        it = dataset[i]
+        h, w = it["panoptic"].shape
+        items.append({k: downsample_labels(it[k][None], h // scale, w // scale)[0] for k in ("panoptic", "semantic", "crowd")})
+    return items
+
+
 def stride_cap(items: Iterable[dict], categories: Sequence[Category], stride: int) -> PQResult:
     """PQ of the GT taken to ``stride`` and back (nearest both ways).
 
