@@ -170,6 +170,7 @@ def merge_things(
     isthing: torch.Tensor,
     threshold: float,
     seeds: torch.Tensor | None = None,
+    adjacent: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Nearest-neighbour merging of thing segments, in rounds of disjoint pairs.
 
@@ -197,6 +198,9 @@ def merge_things(
         isthing: ``(N,)`` bool.
         threshold: T_P.
         seeds: ``(N,)`` bool seed segments, or None for the unseeded rule.
+        adjacent: ``(N, N)`` bool, which segments touch (:func:`adjacency`);
+            when given, only touching segments are candidates (a merged
+            segment touches what either part touched).
 
     Returns:
         ``(N,)`` int64 parent: the index of the segment each one was merged into
@@ -210,6 +214,7 @@ def merge_things(
     sums = sums.clone().float()
     active = isthing.clone()
     seeds = None if seeds is None else seeds.clone()
+    adjacent = None if adjacent is None else adjacent.clone()
     same = classes[:, None] == classes[None, :]
     idx = torch.arange(n, device=dev)
     eye = idx[:, None] == idx[None, :]
@@ -217,6 +222,8 @@ def merge_things(
         proto = F.normalize(sums, dim=1)
         sim = proto @ proto.t()
         pair_ok = same & active[:, None] & active[None, :] & ~eye
+        if adjacent is not None:
+            pair_ok &= adjacent
         nn = sim.masked_fill(~pair_ok, float("-inf")).argmax(dim=1)
         is_nn = (nn[:, None] == idx[None, :]) & pair_ok.any(dim=1, keepdim=True)
         allowed = pair_ok & (sim >= threshold) & (is_nn | is_nn.t())
@@ -244,7 +251,20 @@ def merge_things(
         parent = remap[parent]
         if seeds is not None:
             seeds[keep] |= seeds[drop]
+        if adjacent is not None:
+            adjacent[keep] |= adjacent[drop]
+            adjacent[:, keep] |= adjacent[:, drop]
     return parent
+
+
+def adjacency(labels: torch.Tensor, n: int) -> torch.Tensor:
+    """``(n, n)`` bool: segments ``i != j`` of ``labels`` (``-1`` VOID) that share a pixel edge."""
+    adj = torch.zeros(n * n, dtype=torch.bool, device=labels.device)
+    for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1, :], labels[1:, :])):
+        edge = (a != b) & (a >= 0) & (b >= 0)
+        adj[a[edge] * n + b[edge]] = True
+    adj = adj.reshape(n, n)
+    return adj | adj.t()
 
 
 def find_seeds(seed_map: torch.Tensor, threshold: float, kernel: int) -> torch.Tensor:
@@ -347,7 +367,8 @@ def panoptic_inference(
         seeds = torch.zeros(m, dtype=torch.bool, device=emb.device)
         seeds[hit[hit >= 0]] = True
         seeds &= isthing
-    parent = merge_things(sums, cls_m, isthing, cfg.merge_threshold, seeds)
+    adjacent = adjacency(labels, m) if cfg.merge_adjacent else None
+    parent = merge_things(sums, cls_m, isthing, cfg.merge_threshold, seeds, adjacent)
     labels = _apply_parent(labels, parent)
     _, first = torch.unique(parent, return_inverse=True)
     k = int(first.max()) + 1 if m else 0
