@@ -206,3 +206,12 @@ def test_upsample_and_region_embeddings():
     assert seg_ids.tolist() == [5, 9]
     assert torch.allclose(e[0], torch.tensor([1.0, 0.0]), atol=1e-6)
     assert torch.allclose(e[1], torch.tensor([0.0, 1.0]), atol=1e-6)
+
+
+def test_compact_keeps_order_and_void():
+    from pss_bench.reference_model.postprocess import _compact
+
+    labels = torch.tensor([[7, -1, 3], [3, 12, 7]])
+    assert _compact(labels).tolist() == [[1, -1, 0], [0, 2, 1]]
+    assert _compact(torch.full((2, 2), -1)).tolist() == [[-1, -1], [-1, -1]]
+    assert _compact(torch.zeros(0, 3, dtype=torch.long)).shape == (0, 3)

@@ -26,17 +26,20 @@ import torch
 import torch.nn.functional as F
 
 from pss_bench.reference_model.config import InferenceConfig
-from pss_bench.reference_model.kmeans import grouped_kmeans, kmeans_features, pooled_kmeans
+from pss_bench.reference_model.kmeans import grouped_kmeans, pooled_kmeans
 
 
 def _compact(labels: torch.Tensor) -> torch.Tensor:
     """Renumbers the non-negative labels to ``0..N-1`` (order kept); -1 stays -1."""
-    out = torch.full_like(labels, -1)
-    keep = labels >= 0
-    if bool(keep.any()):
-        _, inv = torch.unique(labels[keep], return_inverse=True)
-        out[keep] = inv
-    return out
+    if labels.numel() == 0:
+        return labels.clone()
+    top = int(labels.max())
+    if top < 0:
+        return torch.full_like(labels, -1)
+    # a rank table over the label values (a bincount, not a sort of every pixel)
+    present = torch.bincount(labels.reshape(-1) + 1, minlength=top + 2)[1:] > 0
+    rank = torch.cumsum(present, 0) - 1
+    return torch.where(labels >= 0, rank[labels.clamp(min=0)], torch.full_like(labels, -1))
 
 
 def oversegment(
@@ -140,8 +143,12 @@ def dynamic_partition(
     ry = ((ys - y0[g_inv]) / (y1 - y0 + 1)[g_inv] * rows).floor().long()
     rx = ((xs - x0[g_inv]) / (x1 - x0 + 1)[g_inv] * cols).floor().long()
     init = (ry * cols + rx).clamp(max=k - 1)
-    feats = kmeans_features(embedding[None], coord_weight)[0].reshape(embedding.shape[0] + (2 if coord_weight else 0), -1)
-    sub = grouped_kmeans(feats[:, pix].t(), g_inv, init, k, iterations)
+    # the k-means features (kmeans_features) of the selected pixels only
+    feats = embedding.reshape(embedding.shape[0], -1)[:, pix].t().float()
+    if coord_weight:
+        coords = torch.stack([(ys + 0.5) / h, (xs + 0.5) / w], 1)
+        feats = torch.cat([feats, coord_weight * coords], 1)
+    sub = grouped_kmeans(F.normalize(feats, dim=1), g_inv, init, k, iterations)
     new = flat * (k + 1)
     new[pix] = seg * (k + 1) + 1 + sub
     new = torch.where(flat >= 0, new, torch.full_like(new, -1))
