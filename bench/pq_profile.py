@@ -1,14 +1,17 @@
 """Where a whole ``pss-bench pq`` process spends its time, cold and warm.
 
 Samples one ``pss-bench pq --no-cache`` run and one run with a warm GT cache
-with py-spy (``pip install py-spy``; it samples every thread of the process,
-idle ones included, without changing the code), on the same 48-frame set as
-``bench/pq_speed.py``, and sorts every sample by the innermost pss-bench step
-on its stack: PNG decoding, PNG file reading, runs, pair counts, matching,
-cache key / read / write, JSON parsing and validation, imports, idle threads.
-A thread waiting for the GIL is counted in the step it waits in.
+with py-spy (``pip install py-spy``; it samples every thread of the process
+and of its forked workers, idle ones included, without changing the code),
+on the same 48-frame set as ``bench/pq_speed.py``, and sorts every sample by
+the innermost pss-bench step on its stack. The main process: interpreter and
+CLI, imports, JSON parsing and validation, starting and waiting for the
+workers, output. The workers (threads or forked processes): PNG decoding, PNG
+file reading, runs, pair counts, matching, cache key / read / write, idle. A
+thread waiting for the GIL is counted in the step it waits in.
 
-Prints a markdown table and, unless ``--no-write``, puts it into
+Prints markdown tables (seconds of samples per step: py-spy takes ``--rate``
+samples per second of each thread) and, unless ``--no-write``, puts them into
 docs/benchmarks.md between the pq_profile markers.
 
 Usage::
@@ -34,46 +37,59 @@ from pq_speed import build_set, export_ref, load_avg, pss_bench_command, write_b
 
 MARK_START, MARK_END = "<!-- pq_profile:start -->", "<!-- pq_profile:end -->"
 
+# A stack belongs to a worker when it runs in a pool thread or in a forked worker process.
+WORKER_MARKS = ["Thread._bootstrap", "_worker (pss_bench/parallel.py"]
+
 # (category, substrings of a frame); the first category whose substring is on
 # the stack wins, innermost steps first.
-CATEGORIES = [
+WORKER_CATEGORIES = [
     ("PNG decode", ["decode_id_words", "_decode_png_pil", "(pyspng/", "_decode_png ("]),
     ("imports", ["_find_and_load"]),
     ("PNG file read and header check", ["read_png_file", "check_id_png", "read_png_header"]),
-    # main's steps (e1cb981): RGB to ids, a 2**24 lookup table to dense indices, a per-pixel pair histogram
-    ("ids to runs (main: to dense index maps)", ["id_runs", "run_starts", "dense_index", "_hwc_bytes_to_ids", "IdIndexer"]),
-    ("pair counts (joint runs; main: per pixel)", ["confusion_from_runs", "confusion_matrix"]),
+    # main's steps before e1cb981: RGB to ids, a 2**24 lookup table to dense indices, a per-pixel pair histogram
+    ("ids to runs", ["id_runs", "run_starts", "dense_index", "_hwc_bytes_to_ids", "IdIndexer"]),
+    ("pair counts (joint runs)", ["confusion_from_runs", "confusion_matrix"]),
     ("matching", ["match_image"]),
     ("GT cache key (hash of the PNG)", ["GTCache.key"]),
     ("GT cache read and check", ["GTCache.get", "decode_entry"]),
     ("GT cache write", ["GTCache.put", "encode_entry"]),
-    ("JSON parsing and validation", ["load_pair", "load_panoptic_json", "read_json_file", "match_annotations"]),
     ("other per-image work", ["_Evaluator"]),
-    ("summing results, thread pool", ["evaluate_pq"]),
+    ("sending results to the main process", ["_worker (pss_bench/parallel.py"]),
     ("idle (waiting for work)", ["_worker (concurrent", "Thread._bootstrap"]),
 ]
+MAIN_CATEGORIES = [
+    ("imports", ["_find_and_load"]),
+    ("JSON parsing and validation", ["load_pair", "load_panoptic_json", "read_json_file", "match_annotations"]),
+    ("waiting for the workers", ["map_forked", "Future.result", "_score", "ThreadPoolExecutor", "as_completed",
+                                 "ex.map", "result_iterator"]),
+    ("summing, per-image statistics", ["evaluate_pq"]),
+    ("output (JSON file, table)", ["emit_json", "write_json_atomic", "pq_table", "Console.print"]),
+]
+OTHER = "CLI, interpreter"
 
 
-def categorize(stack: str) -> str:
-    for name, needles in CATEGORIES:
+def categorize(stack: str, categories) -> str:
+    for name, needles in categories:
         if any(n in stack for n in needles):
             return name
-    return "CLI, output, interpreter"
+    return OTHER
 
 
 def profile(cmd: list[str], out: Path, rate: int, env: dict | None = None) -> tuple[collections.Counter, collections.Counter, float]:
-    """Runs ``cmd`` under py-spy; returns per-category samples of worker threads and of the main thread."""
+    """Runs ``cmd`` under py-spy; returns seconds per category of the workers and of the main thread, and the wall time."""
     py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     t = time.perf_counter()
-    subprocess.run([py_spy, "record", "--idle", "--threads", "--nonblocking", "-r", str(rate), "-f", "raw",
-                    "-o", str(out), "--", *cmd], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                   env=env)
+    subprocess.run([py_spy, "record", "--idle", "--threads", "--subprocesses", "--nonblocking", "-r", str(rate),
+                    "-f", "raw", "-o", str(out), "--", *cmd], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, env=env)
     wall = time.perf_counter() - t
     workers, main = collections.Counter(), collections.Counter()
     for line in out.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
-        # worker threads start in threading's bootstrap; py-spy does not always know their names
-        (workers if "Thread._bootstrap" in stack else main)[categorize(stack)] += int(n)
+        if any(m in stack for m in WORKER_MARKS):
+            workers[categorize(stack, WORKER_CATEGORIES)] += int(n) / rate
+        else:
+            main[categorize(stack, MAIN_CATEGORIES)] += int(n) / rate
     return workers, main, wall
 
 
@@ -112,29 +128,31 @@ def main() -> int:
             runs["warm" + label] = profile(warm_cmd, work / "warm.txt", args.rate, env)
         load.append(load_avg())
 
-    names = [c for c, _ in CATEGORIES] + ["CLI, output, interpreter"]
     lines = [
         MARK_START,
         f"Profiled {time.strftime('%Y-%m-%d %H:%M')} on {platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}, PNG decoder {png_decoder_name()} (PIL before pyspng was added); "
-        f"{args.frames} Cityscapes frames; py-spy at {args.rate} Hz over every thread, idle included "
+        f"{platform.python_version()}, PNG decoder {png_decoder_name()}; {args.frames} Cityscapes frames; "
+        f"py-spy at {args.rate} Hz over every thread of the process and of its forked workers, idle included "
         f"(load average before {load[0]}, after {load[1]}).",
         "",
         f"Command: `python bench/pq_profile.py --frames {args.frames} --rate {args.rate}"
         + (f" --compare-ref {args.compare_ref}`" if args.compare_ref else "`"),
         "",
-        "Wall time under py-spy: " + ", ".join(f"{k} {v[2]:.2f} s" for k, v in runs.items()) + ".",
+        "Wall time under py-spy (which slows every process down): "
+        + ", ".join(f"{k} {v[2]:.2f} s" for k, v in runs.items()) + ".",
     ]
-    for title, idx in (("worker threads (the per-image work, all workers together)", 0), ("main thread", 1)):
-        lines += ["", f"Share of the samples of the {title}:", "",
+    for title, idx, categories in (
+        ("main process (its main thread)", 1, MAIN_CATEGORIES),
+        ("workers (threads or forked processes, all together)", 0, WORKER_CATEGORIES),
+    ):
+        names = [c for c, _ in categories] + [OTHER]
+        lines += ["", f"Seconds of samples of the {title}:", "",
                   "| step | " + " | ".join(runs) + " |", "|---|" + "---:|" * len(runs)]
         for name in names:
-            cells = []
-            for k, v in runs.items():
-                c = v[idx]
-                cells.append(f"{100 * c[name] / (sum(c.values()) or 1):.1f}%")
-            if any(c != "0.0%" for c in cells):
+            cells = [f"{v[idx][name]:.2f}" for v in runs.values()]
+            if any(c != "0.00" for c in cells):
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("| **total** | " + " | ".join(f"{sum(v[idx].values()):.2f}" for v in runs.values()) + " |")
     lines.append(MARK_END)
     block = "\n".join(lines)
     print(block)
