@@ -93,6 +93,97 @@ def profile(cmd: list[str], out: Path, rate: int, env: dict | None = None) -> tu
     return workers, main, wall
 
 
+# CPU breakdown: (step, "file:function" entries whose cumulative times it sums), from cProfile of a
+# --workers 1 process; "importlib:_find_and_load" counts the outermost import of each import chain.
+CPU_STEPS = [
+    ("imports (after interpreter start-up)", ["importlib._bootstrap>:_find_and_load"]),
+    ("JSON parsing and validation", ["evaluation/pq.py:load_pair", "evaluation/pq.py:match_annotations"]),
+    ("PNG file read and header check", ["io/panoptic.py:read_png_file"]),
+    ("PNG decode", ["io/panoptic.py:decode_id_words"]),
+    ("ids to runs", ["metrics/pq.py:id_runs"]),
+    ("pair counts (joint runs)", ["metrics/pq.py:confusion_from_runs"]),
+    ("matching", ["metrics/pq.py:match_image"]),
+    ("GT cache key, read and check", ["evaluation/gt_cache.py:key", "evaluation/gt_cache.py:get"]),
+    ("GT cache write", ["evaluation/gt_cache.py:put"]),
+    ("output (JSON file, table)", ["cli/options.py:emit_json", "report.py:pq_table", "rich/console.py:print"]),
+]
+CPROFILE_SCRIPT = """
+import cProfile, sys, time
+out, argv = sys.argv[1], sys.argv[2:]
+prof = cProfile.Profile(time.process_time)  # CPU time: other jobs on the machine do not count
+prof.enable()
+from pss_bench.cli import main
+rc = main(argv)
+prof.disable()
+prof.dump_stats(out)
+sys.exit(rc)
+"""
+
+
+def cpu_breakdown(argv: list[str], out: Path, env: dict | None = None) -> tuple[dict[str, float], float]:
+    """CPU seconds per step of ``pss-bench ARGV --workers 1`` (one thread: every step in one profile).
+
+    cProfile sees what runs after the interpreter started: the total is the
+    process's user + system time, and "other" is the rest (interpreter
+    start-up, CLI, cProfile's own overhead).
+    """
+    import pstats
+
+    t0 = os.times()
+    subprocess.run([sys.executable, "-c", CPROFILE_SCRIPT, str(out), *argv, "--workers", "1"], check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    t1 = os.times()
+    total = (t1.children_user - t0.children_user) + (t1.children_system - t0.children_system)
+    stats = pstats.Stats(str(out)).stats  # (file, line, name) -> (calls, primitive calls, own time, cumulative, callers)
+    steps = {step: sum(ct for (file, _, name), (_, _, _, ct, _) in stats.items() if _qualifies(file, name, names))
+             for step, names in CPU_STEPS}
+    return steps, total
+
+
+def tiny_set(work: Path) -> tuple[Path, Path]:
+    """A 1-image 64x48 GT and prediction: a process on it costs what every run costs besides its frames."""
+    import json
+
+    import numpy as np
+
+    from pss_bench.io.panoptic import write_id_png
+
+    ids = np.full((48, 64), 7, np.int64)
+    ids[10:30, 20:40] = 1000
+    cats = [{"id": 1, "name": "car", "isthing": 1}, {"id": 2, "name": "road", "isthing": 0}]
+    for name, with_area in (("tiny_gt", True), ("tiny_pred", False)):
+        (work / name).mkdir()
+        write_id_png(work / name / "a.png", ids)
+        segs = [{"id": 7, "category_id": 2}, {"id": 1000, "category_id": 1}]
+        if with_area:
+            segs = [{**s, "area": int((ids == s["id"]).sum()), "iscrowd": 0} for s in segs]
+        obj = {"annotations": [{"image_id": "a", "file_name": "a.png", "segments_info": segs}],
+               "images": [{"id": "a", "height": 48, "width": 64, "file_name": "a.jpg"}]}
+        if with_area:
+            obj["categories"] = cats
+        (work / f"{name}.json").write_text(json.dumps(obj))
+    return work / "tiny_gt.json", work / "tiny_pred.json"
+
+
+def process_cpu(cmd: list[str], env: dict | None, repeats: int) -> float:
+    """Median user + system seconds of ``cmd`` (and the children it waited for)."""
+    import statistics
+
+    cpu = []
+    for _ in range(repeats):
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        _, status, usage = os.wait4(proc.pid, 0)
+        if status:
+            raise RuntimeError(f"{' '.join(cmd)} failed ({status})")
+        cpu.append(usage.ru_utime + usage.ru_stime)
+    return statistics.median(cpu)
+
+
+def _qualifies(file: str, name: str, entries: list[str]) -> bool:
+    """Whether the profiled function ``name`` of ``file`` is one of ``entries`` ("file suffix:function")."""
+    return any(file.endswith(suffix) and name == fn for suffix, fn in (e.split(":") for e in entries))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--frames", type=int, default=48)
@@ -118,7 +209,10 @@ def main() -> int:
         if args.compare_ref:
             label, env = export_ref(args.compare_ref, work / "ref")
             variants.insert(0, (f" at {label}", env, work / "ref_cache"))
+        tiny_gt, tiny_pred = tiny_set(work)
         load = [load_avg()]
+        fixed: dict[str, float] = {"`python -c pass`": process_cpu([sys.executable, "-c", "pass"], None, 7)}
+        cpu_steps: dict[str, tuple[dict[str, float], float]] = {}
         for label, env, cache in variants:
             cold_cmd = base + ["--no-cache"]
             warm_cmd = base + ["--cache-dir", str(cache)]
@@ -126,6 +220,11 @@ def main() -> int:
                 subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, env=env)
             runs["cold" + label] = profile(cold_cmd, work / "cold.txt", args.rate, env)
             runs["warm" + label] = profile(warm_cmd, work / "warm.txt", args.rate, env)
+        for label, env, cache in variants:
+            fixed[f"`pss-bench pq` on one 64x48 image{label}"] = process_cpu(
+                pss + ["pq", str(tiny_pred), "--gt", str(tiny_gt), "--no-cache", "--json", str(work / "t.json")], env, 7)
+            for kind, extra in (("cold", ["--no-cache"]), ("warm", ["--cache-dir", str(cache)])):
+                cpu_steps[kind + label] = cpu_breakdown(base[len(pss):] + extra, work / "cpu.prof", env)
         load.append(load_avg())
 
     lines = [
@@ -153,6 +252,17 @@ def main() -> int:
             if any(c != "0.00" for c in cells):
                 lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("| **total** | " + " | ".join(f"{sum(v[idx].values()):.2f}" for v in runs.values()) + " |")
+    lines += ["", "CPU seconds of each step, from cProfile (CPU clock) of the same runs with `--workers 1` (every "
+              "step in one thread; other jobs on the machine do not count). cProfile's cost per Python call "
+              "inflates Python-heavy steps (imports above all) several times; the C steps (decoding, the numpy "
+              "work) are measured as they are:", "",
+              "| step | " + " | ".join(cpu_steps) + " |", "|---|" + "---:|" * len(cpu_steps)]
+    for step, _ in CPU_STEPS:
+        lines.append(f"| {step} | " + " | ".join(f"{v[0][step]:.2f}" for v in cpu_steps.values()) + " |")
+    lines.append("| **process total (user + system)** | " + " | ".join(f"{v[1]:.2f}" for v in cpu_steps.values()) + " |")
+    lines += ["", "What every process costs besides its frames, without a profiler (CPU seconds, median of 7):", "",
+              "| process | CPU (s) |", "|---|---:|"]
+    lines += [f"| {k} | {v:.2f} |" for k, v in fixed.items()]
     lines.append(MARK_END)
     block = "\n".join(lines)
     print(block)

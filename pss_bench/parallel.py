@@ -59,6 +59,8 @@ def map_forked(fn: Callable[[T], R], items: Sequence[T], workers: int) -> Iterat
 
     Raises:
         WorkerDied: a worker ended without a result for the item it was on.
+        KeyboardInterrupt: a worker was ended by SIGINT (Ctrl-C reaches the
+            whole process group; the workers' may arrive first).
     """
     import pickle
     import select
@@ -86,15 +88,21 @@ def map_forked(fn: Callable[[T], R], items: Sequence[T], workers: int) -> Iterat
         bufs = {r: bytearray() for _, r in children}
         next_index = {r: k for k, (_, r) in enumerate(children)}  # the item each worker is on
         open_fds = set(bufs)
+        poller = select.poll()  # not select.select: no limit on descriptor numbers
+        for r in open_fds:
+            poller.register(r, select.POLLIN)
         failure: tuple[int, BaseException] | None = None
         while open_fds:
-            ready, _, _ = select.select(sorted(open_fds), [], [])
-            for r in ready:
+            for r, _ in poller.poll():
                 chunk = os.read(r, 1 << 16)
                 if not chunk:  # the worker closed its pipe: it exited
                     open_fds.discard(r)
+                    poller.unregister(r)
                     _, status = os.waitpid(pid_of[r], 0)
                     pid_of[r] = None
+                    if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGINT:
+                        # Ctrl-C reached the worker first; this process's own KeyboardInterrupt may lag
+                        raise KeyboardInterrupt
                     if next_index[r] < n:
                         how = (f"was killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
                                else f"exited with status {os.WEXITSTATUS(status)}")
@@ -107,7 +115,7 @@ def map_forked(fn: Callable[[T], R], items: Sequence[T], workers: int) -> Iterat
                     (size,) = frame.unpack_from(buf)
                     if len(buf) < frame.size + size:
                         break
-                    kind, i, payload = pickle.loads(memoryview(buf)[frame.size:frame.size + size])
+                    kind, i, payload = pickle.loads(buf[frame.size:frame.size + size])
                     del buf[:frame.size + size]
                     if kind == "log":  # a worker's log record, handled here as if logged here
                         logging.getLogger(payload.name).handle(payload)
@@ -150,7 +158,8 @@ def _worker(fn, items, first: int, step: int, fd: int, frame, pickle, signal) ->
             send(("log", None, _portable_record(record)))
 
     try:
-        signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C: the parent reports it, workers just end
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # ignored stays ignored (nohup, `cmd &`)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)  # Ctrl-C: the parent reports it, workers just end
         logging.Logger.handle = ship  # this process only lives to run fn
         for i in range(first, len(items), step):
             try:
@@ -175,6 +184,13 @@ def _portable_record(record: logging.LogRecord) -> logging.LogRecord:
     if record.exc_info and not record.exc_text:
         record.exc_text = logging.Formatter().formatException(record.exc_info)
     record.msg, record.args, record.exc_info = record.getMessage(), None, None
+    import pickle
+
+    try:
+        pickle.dumps(record)
+    except Exception:  # noqa: BLE001  (an ``extra=`` value that does not pickle: the standard fields only)
+        standard = logging.makeLogRecord({}).__dict__
+        record = logging.makeLogRecord({k: v for k, v in record.__dict__.items() if k in standard})
     return record
 
 

@@ -80,11 +80,39 @@ def test_a_worker_killed_by_a_signal():
         list(map_forked(fn, [0, 1], 2))
 
 
+def test_a_worker_ended_by_ctrl_c_is_an_interrupt_here():
+    import signal
+
+    def fn(x: int) -> int:
+        if x == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return x
+
+    with pytest.raises(KeyboardInterrupt):
+        list(map_forked(fn, [0, 1, 2, 3], 2))
+
+
+def test_an_ignored_ctrl_c_stays_ignored_in_the_workers():  # `pss-bench pq ... &`, nohup
+    import signal
+
+    def fn(x: int) -> int:
+        if x == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return x
+
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert sorted(i for i, _ in map_forked(fn, [0, 1, 2, 3], 2)) == [0, 1, 2, 3]
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def test_worker_log_records_reach_this_process(caplog):
     log = logging.getLogger("pss_bench.test_parallel")
 
     def fn(x: int) -> int:
-        log.warning("item %d says %s", x, {"a": object()} if x == 1 else "hi")  # args need not pickle
+        log.warning("item %d says %s", x, {"a": object()} if x == 1 else "hi",  # args need not pickle,
+                    extra={"thing": (lambda: None) if x == 2 else 1})  # nor extras
         log.debug("not enabled, not sent")
         return x
 

@@ -115,7 +115,7 @@ def gallery_options(f):
 def workers_option(f):
     return click.option(
         "--workers", type=click.IntRange(min=1), default=None,
-        help="Decoding threads (default: the usable CPU cores).",
+        help="Parallel workers, threads or processes (default: the usable CPU cores).",
     )(f)
 
 

@@ -31,7 +31,6 @@ from pss_bench.errors import FormatError, GroundTruthFormatError, PredictionForm
 from pss_bench.evaluation.gt_cache import GTCache
 from pss_bench.io.panoptic import (
     MAX_SEGMENT_ID,
-    png_decoder_name,
     PanopticAnnotation,
     PanopticJson,
     PngFile,
@@ -39,6 +38,7 @@ from pss_bench.io.panoptic import (
     check_png_folder,
     decode_id_words,
     load_panoptic_json,
+    png_decoder_name,
     read_png_file,
     resolve_panoptic_input,
 )
