@@ -165,18 +165,21 @@ def tiny_set(work: Path) -> tuple[Path, Path]:
     return work / "tiny_gt.json", work / "tiny_pred.json"
 
 
-def process_cpu(cmd: list[str], env: dict | None, repeats: int) -> float:
-    """Median user + system seconds of ``cmd`` (and the children it waited for)."""
+def process_cpu(cmds: dict[str, tuple[list[str], dict | None]], rounds: int) -> dict[str, float]:
+    """Median user + system seconds of each command (and the children it waited for), in alternating rounds."""
     import statistics
 
-    cpu = []
-    for _ in range(repeats):
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        _, status, usage = os.wait4(proc.pid, 0)
-        if status:
-            raise RuntimeError(f"{' '.join(cmd)} failed ({status})")
-        cpu.append(usage.ru_utime + usage.ru_stime)
-    return statistics.median(cpu)
+    cpu: dict[str, list[float]] = {k: [] for k in cmds}
+    names = list(cmds)
+    for r in range(rounds):
+        for k in names[r % len(names):] + names[: r % len(names)]:
+            cmd, env = cmds[k]
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+            _, status, usage = os.wait4(proc.pid, 0)
+            if status:
+                raise RuntimeError(f"{' '.join(cmd)} failed ({status})")
+            cpu[k].append(usage.ru_utime + usage.ru_stime)
+    return {k: statistics.median(v) for k, v in cpu.items()}
 
 
 def _qualifies(file: str, name: str, entries: list[str]) -> bool:
@@ -211,7 +214,7 @@ def main() -> int:
             variants.insert(0, (f" at {label}", env, work / "ref_cache"))
         tiny_gt, tiny_pred = tiny_set(work)
         load = [load_avg()]
-        fixed: dict[str, float] = {"`python -c pass`": process_cpu([sys.executable, "-c", "pass"], None, 7)}
+        fixed_cmds = {"`python -c pass`": ([sys.executable, "-c", "pass"], None)}
         cpu_steps: dict[str, tuple[dict[str, float], float]] = {}
         for label, env, cache in variants:
             cold_cmd = base + ["--no-cache"]
@@ -221,10 +224,11 @@ def main() -> int:
             runs["cold" + label] = profile(cold_cmd, work / "cold.txt", args.rate, env)
             runs["warm" + label] = profile(warm_cmd, work / "warm.txt", args.rate, env)
         for label, env, cache in variants:
-            fixed[f"`pss-bench pq` on one 64x48 image{label}"] = process_cpu(
-                pss + ["pq", str(tiny_pred), "--gt", str(tiny_gt), "--no-cache", "--json", str(work / "t.json")], env, 7)
+            fixed_cmds[f"`pss-bench pq` on one 64x48 image{label}"] = (
+                pss + ["pq", str(tiny_pred), "--gt", str(tiny_gt), "--no-cache", "--json", str(work / "t.json")], env)
             for kind, extra in (("cold", ["--no-cache"]), ("warm", ["--cache-dir", str(cache)])):
                 cpu_steps[kind + label] = cpu_breakdown(base[len(pss):] + extra, work / "cpu.prof", env)
+        fixed = process_cpu(fixed_cmds, 15)
         load.append(load_avg())
 
     lines = [
@@ -260,7 +264,8 @@ def main() -> int:
     for step, _ in CPU_STEPS:
         lines.append(f"| {step} | " + " | ".join(f"{v[0][step]:.2f}" for v in cpu_steps.values()) + " |")
     lines.append("| **process total (user + system)** | " + " | ".join(f"{v[1]:.2f}" for v in cpu_steps.values()) + " |")
-    lines += ["", "What every process costs besides its frames, without a profiler (CPU seconds, median of 7):", "",
+    lines += ["", "What every process costs besides its frames, without a profiler (CPU seconds, medians of 15 "
+              "alternating rounds):", "",
               "| process | CPU (s) |", "|---|---:|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in fixed.items()]
     lines.append(MARK_END)

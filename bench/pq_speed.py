@@ -218,6 +218,7 @@ def run_process(cmd: list[str], env: dict | None = None) -> float:
     t = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     err = proc.stderr.read()
+    proc.stderr.close()
     _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - t
     proc.returncode = os.waitstatus_to_exitcode(status)
