@@ -51,7 +51,7 @@ def prepare(work: Path, frames: int, made: list[str]) -> tuple[Path, dict[str, P
     from pss_bench.data.synthstreets import generate
     from pss_bench.demo import bundled_checkpoints
     from pss_bench.parallel import default_workers
-    from pss_bench.reference_model.predict import write_predictions
+    from pss_bench.models.predict import write_predictions
 
     data = work / f"synthstreets_val_seed{SEED}_{frames}"
     if not (data / "gtFine" / "cityscapes_panoptic_val.json").is_file():

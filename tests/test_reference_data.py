@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pss_bench.errors import PssBenchError
-from pss_bench.reference_model.data import (
+from pss_bench.models.data import (
     AugmentedItems,
     ResumableBatchSampler,
     TrainTransform,
