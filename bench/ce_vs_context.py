@@ -50,7 +50,7 @@ def prepare(work: Path, frames: int, made: list[str]) -> tuple[Path, dict[str, P
     """The val set and one prediction directory per bundled checkpoint (made once; ``made`` says what was)."""
     from pss_bench.data.synthstreets import generate
     from pss_bench.demo import bundled_checkpoints
-    from pss_bench.parallel import default_workers
+    from pss_bench.threads import default_workers
     from pss_bench.models.predict import write_predictions
 
     data = work / f"synthstreets_val_seed{SEED}_{frames}"

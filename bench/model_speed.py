@@ -30,7 +30,8 @@ def main() -> int:
 
     from pss_bench.data.synthstreets import generate
     from pss_bench.models.config import load_config
-    from pss_bench.models.data import AugmentedItems, TrainTransform, build_dataset, collate
+    from pss_bench.data.transforms import TrainTransform
+    from pss_bench.models.data import AugmentedItems, build_dataset, collate
     from pss_bench.models.registry import create_model
     from pss_bench.models.train import build_optimizer, training_module
 

@@ -47,7 +47,7 @@ def main() -> int:
 
     from pss_bench.evaluation.gt_cache import GTCache
     from pss_bench.evaluation.pq import _Evaluator, load_pair, match_annotations
-    from pss_bench.parallel import default_workers
+    from pss_bench.threads import default_workers
 
     workers = default_workers()
     with tempfile.TemporaryDirectory(prefix="pss-bench-pq-parallel-") as tmp:

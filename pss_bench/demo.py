@@ -75,7 +75,7 @@ def run_demo(
 
     from pss_bench.data.synthstreets import generate
     from pss_bench.evaluation.compare import compare_models
-    from pss_bench.parallel import default_workers
+    from pss_bench.threads import default_workers
     from pss_bench.models.predict import write_predictions
     from pss_bench.report_compare import write_report
 

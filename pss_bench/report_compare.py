@@ -14,7 +14,6 @@ import html
 import json
 import logging
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -606,23 +605,17 @@ def write_report(
         PssBenchError: ``out_dir`` is something else than an earlier report.
         DiskFullError: the disk filled up (nothing is left behind).
     """
-    from pss_bench.io.atomic import disk_full_as_error, make_staging_dir, publish_dir
+    from pss_bench.io.atomic import staged_dir
 
     out = Path(out_dir)
     check_report_target(out)
-    stage = make_staging_dir(out)
-    try:
-        with disk_full_as_error(out, rename=True):
-            blocks = _document(result, stage, images_root, n_queries, strip_k)
-            (stage / "report.md").write_text(render_markdown(blocks), encoding="utf-8")
-            (stage / "report.html").write_text(render_html(blocks, "pss-bench compare"), encoding="utf-8")
-            with open(stage / RESULTS, "w", encoding="utf-8") as f:
-                json.dump(result.to_dict(), f, indent=2)
-                f.write("\n")
-            publish_dir(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+    with staged_dir(out) as stage:
+        blocks = _document(result, stage, images_root, n_queries, strip_k)
+        (stage / "report.md").write_text(render_markdown(blocks), encoding="utf-8")
+        (stage / "report.html").write_text(render_html(blocks, "pss-bench compare"), encoding="utf-8")
+        with open(stage / RESULTS, "w", encoding="utf-8") as f:
+            json.dump(result.to_dict(), f, indent=2)
+            f.write("\n")
     return out
 
 

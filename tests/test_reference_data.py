@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pss_bench.data.transforms import TrainTransform
 from pss_bench.errors import PssBenchError
 from pss_bench.models.data import (
     AugmentedItems,
     ResumableBatchSampler,
-    TrainTransform,
     build_dataset,
     collate,
     segments_from_item,

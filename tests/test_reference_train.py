@@ -118,7 +118,8 @@ def test_two_process_gloo_ddp_step_equals_single_process(tmp_path):
     """Two gloo ranks with one image each == one process averaging the two per-rank gradients."""
     import torch.multiprocessing as mp
 
-    from pss_bench.models.data import AugmentedItems, ResumableBatchSampler, TrainTransform, collate
+    from pss_bench.data.transforms import TrainTransform
+    from pss_bench.models.data import AugmentedItems, ResumableBatchSampler, collate
     from pss_bench.models.registry import create_model
     from pss_bench.reference_model.model import PSSTrainingModule
 

@@ -137,9 +137,7 @@ def check_split(root: str | os.PathLike, split: str, workers: int | None = None)
     Raises:
         PssBenchError: the first bad file, in sorted order.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from pss_bench.parallel import default_workers
+    from pss_bench.threads import map_ordered
 
     pairs = match_images(root, split)
 
@@ -152,10 +150,9 @@ def check_split(root: str | os.PathLike, split: str, workers: int | None = None)
             size = im.size
         check_instance_png(lab, size)
 
-    # PNG decoding releases the GIL; map() re-raises the first failure in order.
-    with ThreadPoolExecutor(max_workers=workers or default_workers()) as ex:
-        for _ in ex.map(check, pairs.values()):
-            pass
+    # PNG decoding releases the GIL; the first failure is re-raised in order.
+    for _ in map_ordered(check, list(pairs.values()), workers, None, "pss-prepare"):
+        pass
     return pairs
 
 

@@ -15,15 +15,15 @@ import dataclasses
 import hashlib
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from pss_bench.errors import FormatError, GroundTruthFormatError, PredictionFormatError
+from pss_bench.errors import FormatError, GroundTruthFormatError, PredictionFormatError, UnsafePathError
 from pss_bench.io.cache_entry import BadEntry, EntryStore
+from pss_bench.io.context_labels import find_context_labels, read_context_labels
 from pss_bench.io.embeddings import ImageEmbeddings, load_embeddings
 from pss_bench.io.panoptic import (
     PanopticAnnotation,
@@ -32,9 +32,9 @@ from pss_bench.io.panoptic import (
     check_png_folder,
     decode_ids,
     load_panoptic_json,
-    read_id_png,
-    read_json_file,
+    read_ids,
     read_png_file,
+    safe_join,
 )
 from pss_bench.metrics.context_error import (
     CategoryScores,
@@ -47,12 +47,11 @@ from pss_bench.metrics.context_error import (
     score_category,
 )
 from pss_bench.types import Category, ImageId, Segments
-from pss_bench.parallel import default_workers
+from pss_bench.threads import map_ordered
 
 log = logging.getLogger(__name__)
 
 CACHE_VERSION = "ce-v2"
-CONTEXT_FILE = "context.json"
 
 
 # --------------------------------------------------------------------------- descriptor cache
@@ -148,28 +147,6 @@ def _image_descriptors(gt: PanopticJson, ann: PanopticAnnotation, cats: Sequence
     return d
 
 
-def _map_images(fn, items, workers: int | None, progress: Callable[[int, int], None] | None) -> list:
-    workers = workers or default_workers()
-    total = len(items)
-    out = []
-    if workers == 1 or total <= 1:
-        for done, item in enumerate(items, 1):
-            out.append(fn(item))
-            if progress:
-                progress(done, total)
-        return out
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pss-ce") as ex:
-        try:
-            for done, r in enumerate(ex.map(fn, items), 1):
-                out.append(r)
-                if progress:
-                    progress(done, total)
-        except BaseException:
-            ex.shutdown(wait=True, cancel_futures=True)
-            raise
-    return out
-
-
 def gt_descriptors(
     gt: PanopticJson,
     *,
@@ -179,7 +156,7 @@ def gt_descriptors(
 ) -> list[ContextDescriptors]:
     """The :class:`ContextDescriptors` of every GT image, in ``gt.annotations`` order."""
     cats = tuple(gt.categories.values())
-    return _map_images(lambda a: _image_descriptors(gt, a, cats, cache), gt.annotations, workers, progress)
+    return list(map_ordered(lambda a: _image_descriptors(gt, a, cats, cache), gt.annotations, workers, progress, "pss-ce"))
 
 
 # --------------------------------------------------------------------------- instances
@@ -247,34 +224,6 @@ class InstanceSet:
         return None
 
 
-def find_context_labels(gt_json: str | os.PathLike) -> Path | None:
-    """SynthStreets' ``context.json``: in the GT JSON's folder, else its parent."""
-    p = Path(gt_json).resolve().parent
-    for folder in (p, p.parent):
-        f = folder / CONTEXT_FILE
-        if f.is_file():
-            return f
-    return None
-
-
-def read_context_labels(path: str | os.PathLike) -> dict[str, dict[str, str]]:
-    """``{"<image_id>": {"<segment id>": "<label>"}}``, checked.
-
-    Raises:
-        GroundTruthFormatError: not that shape.
-    """
-    obj = read_json_file(path, GroundTruthFormatError)
-    if not isinstance(obj, dict):
-        raise GroundTruthFormatError(f"{path}: expected an object {{image_id: {{segment_id: label}}}}")
-    for image_id, segs in obj.items():
-        if not isinstance(segs, dict):
-            raise GroundTruthFormatError(f"{path}: image {image_id!r}: expected an object {{segment_id: label}}")
-        for sid, lab in segs.items():
-            if not isinstance(lab, str):
-                raise GroundTruthFormatError(f"{path}: image {image_id!r}, segment {sid}: label must be a string, found {lab!r}")
-    return obj
-
-
 def load_instances(
     pred_dir: str | os.PathLike,
     gt_json: str | os.PathLike,
@@ -339,7 +288,7 @@ def load_instances(
         parts["emb"].append(e.embeddings[rows])
         if labels is not None:
             img_labels = labels.get(str(ann.image_id), {})
-            parts["lab"].append(np.array([img_labels.get(str(int(s))) for s in d.segment_ids[sel]], dtype=object))
+            parts["lab"].append(np.array([img_labels.get(int(s)) for s in d.segment_ids[sel]], dtype=object))
     n_cls = len(gt.categories)
     if not parts["seg"]:
         raise PredictionFormatError(f"{pred_dir}: no embedding of a GT instance (non-crowd thing segment) found")
@@ -369,14 +318,8 @@ def _match_pred_to_gt(gt: PanopticJson, pred: PanopticJson, ann: PanopticAnnotat
             f"{e.path}: image {ann.image_id!r}, segment {int(e.segment_ids[unknown[0]])}: not a segment of "
             f"the predicted image in {pred.path} (the manifest says \"pred-segments\")"
         )
-    try:
-        gids = read_id_png(gpath, where=gwhere)
-    except FormatError as exc:
-        raise GroundTruthFormatError(str(exc)) from None
-    try:
-        pids = read_id_png(ppath, where=pwhere)
-    except FormatError as exc:
-        raise PredictionFormatError(str(exc)) from None
+    gids = read_ids(gpath, gwhere, GroundTruthFormatError)
+    pids = read_ids(ppath, pwhere, PredictionFormatError)
     if pids.shape != gids.shape:
         raise PredictionFormatError(f"{pwhere}: prediction is {pids.shape[1]}x{pids.shape[0]} (WxH) but the GT is "
                                     f"{gids.shape[1]}x{gids.shape[0]}")
@@ -430,7 +373,7 @@ def pred_embeddings_on_gt(pred_dir, gt: PanopticJson, emb: dict, *, workers: int
         if pann is None:
             raise PredictionFormatError(f"{e.path}: image {ann.image_id!r} has embeddings but no entry in {pred.path}")
         todo.append((ann, pann, e))
-    matched = _map_images(lambda t: _match_pred_to_gt(gt, pred, *t), todo, workers, None)
+    matched = list(map_ordered(lambda t: _match_pred_to_gt(gt, pred, *t), todo, workers, None, "pss-ce"))
     return {m.image_id: m for m in matched}
 
 
@@ -708,13 +651,13 @@ def embed_features(
     features_dir = Path(features_dir)
 
     def one(ann: PanopticAnnotation):
-        fpath = embeddings_safe_path(features_dir, ann.image_id, ".npy")
+        try:  # an image id that escapes the folder is the prediction's fault
+            fpath = safe_join(features_dir, f"{ann.image_id}.npy", where=f"{features_dir}: image {ann.image_id!r}")
+        except UnsafePathError as exc:
+            raise PredictionFormatError(str(exc)) from None
         feats = read_feature_map(fpath, ann.image_id)
         png = gt.png_path(ann)
-        try:
-            ids = read_id_png(png, where=f"{png}: image {ann.image_id!r}")
-        except FormatError as exc:
-            raise GroundTruthFormatError(str(exc)) from None
+        ids = read_ids(png, f"{png}: image {ann.image_id!r}", GroundTruthFormatError)
         check_feature_layout(feats.shape, ids.shape, f"{fpath}: image {ann.image_id!r}")
         seg = segment_index_map(ids, ann.segments.ids)
         means, area = pool_features(feats, seg, len(ann.segments))
@@ -725,7 +668,7 @@ def embed_features(
                               embeddings="gt-segments", gt_json=str(Path(gt_json).resolve()))
     with writer:
         first: tuple[int, Path] | None = None
-        for image_id, fpath, dim, seg_ids, means in _map_images(one, gt.annotations, workers, progress):
+        for image_id, fpath, dim, seg_ids, means in map_ordered(one, gt.annotations, workers, progress, "pss-ce"):
             if first is None:
                 first = (dim, fpath)
             elif dim != first[0]:  # refused here, not later by context-error
@@ -735,14 +678,3 @@ def embed_features(
                 )
             writer.add_embeddings(image_id, seg_ids, means)
         return writer.commit()
-
-
-def embeddings_safe_path(folder: Path, image_id: ImageId, suffix: str) -> Path:
-    """``folder/<image_id><suffix>``, refusing image ids that escape ``folder``."""
-    from pss_bench.errors import UnsafePathError
-    from pss_bench.io.panoptic import safe_join
-
-    try:
-        return safe_join(folder, f"{image_id}{suffix}", where=f"{folder}: image {image_id!r}")
-    except UnsafePathError as exc:
-        raise PredictionFormatError(str(exc)) from None

@@ -45,7 +45,7 @@ from pss_bench.metrics.pq import (
     id_runs,
     match_image,
 )
-from pss_bench.parallel import default_workers
+from pss_bench.threads import default_workers
 
 log = logging.getLogger(__name__)
 

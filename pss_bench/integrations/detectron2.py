@@ -259,7 +259,8 @@ class _PanopticEvaluator:
                 "area": d.areas[keep], "box": d.boxes[keep], "dist": d.distributions()[keep], "emb": means[keep]}
 
     def _context_error(self, parts: list[dict]):
-        from pss_bench.evaluation.context_error import InstanceSet, find_context_labels, read_context_labels, score_instances
+        from pss_bench.evaluation.context_error import InstanceSet, score_instances
+        from pss_bench.io.context_labels import find_context_labels, read_context_labels
 
         parts = sorted((p for p in parts if p["seg"].shape[0]), key=lambda p: p["image"])
         if not parts:
@@ -269,7 +270,7 @@ class _PanopticEvaluator:
         if labels_file is not None:
             table = read_context_labels(labels_file)
             labels = np.concatenate([
-                np.array([table.get(str(self._gt.annotations[p["image"]].image_id), {}).get(str(int(s)))
+                np.array([table.get(str(self._gt.annotations[p["image"]].image_id), {}).get(int(s))
                           for s in p["seg"]], dtype=object) for p in parts])
         vecs = np.concatenate([p["emb"] for p in parts]).astype(np.float32)
         norms = np.linalg.norm(vecs, axis=1, keepdims=True)

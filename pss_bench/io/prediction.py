@@ -87,11 +87,6 @@ class PredictionWriter:
         self.annotations: list[dict] = []
         self.overwrite = overwrite
 
-    @property
-    def staging_dir(self) -> Path:
-        """Where files go before :meth:`commit` (for extra outputs such as embeddings)."""
-        return self._tmp
-
     def add_panoptic(
         self, image_id: ImageId, file_name: str, ids: np.ndarray, segments_info: Sequence[dict]
     ) -> None:

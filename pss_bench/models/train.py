@@ -37,12 +37,12 @@ from torch import nn
 
 from pss_bench.errors import PssBenchError
 from pss_bench.io.atomic import append_line, clean_stale
+from pss_bench.data.transforms import TrainTransform
 from pss_bench.models.checkpoint import load_pretrained_backbone, save_checkpoint_payload, torch_load
 from pss_bench.models.config import Config
 from pss_bench.models.data import (
     AugmentedItems,
     ResumableBatchSampler,
-    TrainTransform,
     build_dataset,
     collate,
     segments_from_item,
