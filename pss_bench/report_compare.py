@@ -573,7 +573,8 @@ def _strip_blocks(result: CompareResult, stage: Path, queries: list[Query], imag
             rows = np.flatnonzero((inst.image_index == q.image_index) & (inst.segment_ids == q.segment_id))
             if rows.size == 0:
                 continue
-            panels = retrieval_panels(inst, int(rows[0]), None, strip_k, images_root)
+            panels = retrieval_panels(inst, int(rows[0]), None, strip_k, images_root,
+                                      retrieval=result.retrievals.get(name, {}).get(q.category_id))
             rel = f"{STRIPS_DIR}/q{qi}_m{mi + 1}.png"
             ce = q.ce.get(name)
             title = name if ce is None else f"{name}: query CE {ce:.3f}"

@@ -242,7 +242,7 @@ def load_instances(
         GroundTruthFormatError | PredictionFormatError: the first bad input,
             e.g. an embedded segment id that is not in the GT.
     """
-    gt = load_panoptic_json(gt_json, gt_dir, role="gt")
+    gt = gt_json if isinstance(gt_json, PanopticJson) else load_panoptic_json(gt_json, gt_dir, role="gt")
     check_png_folder(gt, GroundTruthFormatError)
     manifest, emb = load_embeddings(pred_dir, [a.image_id for a in gt.annotations])
     kind = manifest.get("embeddings")
@@ -446,6 +446,7 @@ def score_instances(
     *,
     k: int = 20,
     all_classes: bool = False,
+    retrievals: dict[int, CategoryRetrieval] | None = None,
 ) -> ContextErrorResult:
     """Context Error of an instance set (``gallery=None``: retrieval within the set).
 
@@ -455,6 +456,9 @@ def score_instances(
         k: neighbours per query.
         all_classes: the headline mean averages every class with a query (the
             paper's plain mean) instead of the informative ones only.
+        retrievals: a dict to receive each category's
+            :class:`CategoryRetrieval` (category id -> retrieval), for
+            pictures of the retrievals without searching again.
 
     Returns:
         The result, with its per-query values in ``result.queries``.
@@ -478,6 +482,8 @@ def score_instances(
     per_query: dict[str, list[np.ndarray]] = {f: [] for f in ("cls", "rows", "ce", "random", "oracle", "precision")}
     for ci, c in enumerate(cats):
         r = retrieve(queries, gallery, k, c.id)
+        if retrievals is not None:
+            retrievals[c.id] = r
         if r.query_rows.shape[0] == 0 or r.neighbours.shape[1] == 0:
             continue
         qt = PairTerms.from_distributions(queries.distributions[r.query_rows])

@@ -165,8 +165,8 @@ def load_pair(
     pred_dir: str | os.PathLike | None = None,
     gt_dir: str | os.PathLike | None = None,
 ) -> tuple[PanopticJson, PanopticJson]:
-    """Loads and cross-checks a GT and a prediction JSON (no PNG decoded)."""
-    gt = load_panoptic_json(gt_json, gt_dir, role="gt")
+    """Loads and cross-checks a GT and a prediction JSON (no PNG decoded); a parsed GT is used as it is."""
+    gt = gt_json if isinstance(gt_json, PanopticJson) else load_panoptic_json(gt_json, gt_dir, role="gt")
     check_png_folder(gt, GroundTruthFormatError)
     pred_json_path, pred_png_dir = resolve_panoptic_input(pred_json, pred_dir)
     pred = load_panoptic_json(pred_json_path, pred_png_dir, role="prediction", categories=gt.categories)
@@ -206,7 +206,8 @@ def evaluate_pq(
     Args:
         pred: a prediction JSON, or a directory with ``panoptic.json`` and
             ``panoptic/``.
-        gt_json: the ground-truth JSON.
+        gt_json: the ground-truth JSON, or the :class:`~pss_bench.io.panoptic.PanopticJson`
+            parsed from it (then ``gt_dir`` is not used).
         pred_dir, gt_dir: PNG folders (default: the JSON path without ``.json``).
         workers: decoding threads (default: the usable cores).
         cache_dir: GT cache root (default :func:`~pss_bench.evaluation.gt_cache.default_cache_dir`).
