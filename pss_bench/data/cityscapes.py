@@ -164,7 +164,7 @@ def prepare_cityscapes(root: str | os.PathLike, split: str, out_dir: str | os.Pa
         root: the folder holding ``leftImg8bit/`` and ``gtFine/``.
         split: ``train``, ``val`` or ``test``.
         out_dir: where to write (default ``root/gtFine``, the converter's default).
-        check: validate the written JSON + PNGs with :func:`~pss_bench.evaluation.validate.validate_panoptic`.
+        check: validate the written JSON + PNGs with :func:`~pss_bench.io.validate.validate_panoptic`.
         workers: threads for the checks (default: the usable cores).
 
     Returns:
@@ -191,7 +191,7 @@ def prepare_cityscapes(root: str | os.PathLike, split: str, out_dir: str | os.Pa
         with disk_full_as_error(final_json, rename=True):
             json_path, png_dir = build_panoptic_gt(root / "gtFine", split, tmp)
             if check:
-                from pss_bench.evaluation.validate import validate_panoptic
+                from pss_bench.io.validate import validate_panoptic
 
                 report = validate_panoptic(json_path, png_dir, workers=workers)
                 if not report.ok:

@@ -25,6 +25,7 @@ from pss_bench.errors import FormatError, GroundTruthFormatError, PredictionForm
 from pss_bench.io.cache_entry import BadEntry, EntryStore
 from pss_bench.io.context_labels import find_context_labels, read_context_labels
 from pss_bench.io.embeddings import ImageEmbeddings, load_embeddings
+from pss_bench.io.features import check_feature_layout, read_feature_map
 from pss_bench.io.panoptic import (
     PanopticAnnotation,
     PanopticJson,
@@ -44,7 +45,9 @@ from pss_bench.metrics.context_error import (
     PairTerms,
     QueryScores,
     image_context_descriptors,
+    pool_features,
     score_category,
+    segment_index_map,
 )
 from pss_bench.types import Category, ImageId, Segments
 from pss_bench.threads import map_ordered
@@ -562,70 +565,29 @@ def evaluate_context_error(
     return score_instances(q, g, k=k, all_classes=all_classes)
 
 
-# --------------------------------------------------------------------------- pooling dense features
+# --------------------------------------------------------------------------- pooling dense features (embed)
 
 
-def read_feature_map(path: Path, image_id: ImageId) -> np.ndarray:
-    """``(D, h, w)`` float32 from ``<image_id>.npy``, checked (:func:`~pss_bench.io.safe_arrays.read_npy`).
+def pool_gt_segments(fpath: Path, image_id: ImageId, gt: PanopticJson, ann: PanopticAnnotation,
+                     ) -> tuple[int, np.ndarray, np.ndarray]:
+    """The mean of the feature map ``fpath`` over each GT segment of ``ann`` present in its PNG.
 
-    Raises:
-        PredictionFormatError: missing, unreadable, a declared size over the
-            limit, not 3-D float, or not finite.
-    """
-    from pss_bench.io.safe_arrays import read_npy
+    The pooling of ``pss-bench embed`` and of ``import-upsnet --features``.
 
-    where = f"{path}: image {image_id!r}"
-    try:
-        arr = read_npy(path, where, error_cls=PredictionFormatError)
-    except FileNotFoundError:
-        raise PredictionFormatError(f"{where}: feature map not found (expected <image_id>.npy, D x h x w)") from None
-    if not isinstance(arr, np.ndarray) or arr.ndim != 3 or arr.dtype.kind != "f" or min(arr.shape) == 0:
-        raise PredictionFormatError(f"{where}: expected a D x h x w float array, found {getattr(arr, 'dtype', type(arr))} {getattr(arr, 'shape', '')}")
-    arr = arr.astype(np.float32, copy=False)
-    if not np.isfinite(arr).all():
-        raise PredictionFormatError(f"{where}: feature map holds NaN or infinite values")
-    return arr
-
-
-def _aspect_fits(h: int, w: int, height: int, width: int) -> bool:
-    """Whether an ``h x w`` map covers a ``height x width`` image at one stride, within one stride cell.
-
-    At stride ``s = height / h`` the map should be ``width / s = width * h / height``
-    wide; rounding (floor, ceil, padding to a multiple of the stride) moves
-    either side by up to one cell: ``|w * height - h * width| <= max(height, width)``.
-    """
-    return abs(w * height - h * width) <= max(height, width)
-
-
-def check_feature_layout(shape: tuple[int, ...], image_hw: tuple[int, int], where: str) -> None:
-    """Refuses a ``D x h x w`` feature map whose spatial shape cannot be the image's at any stride.
-
-    A channels-last ``(h, w, D)`` array read as ``(D, h, w)`` pools the wrong
-    axis without any error, and so does one with ``h`` and ``w`` swapped; the
-    aspect ratio gives both away (unless the image is square).
+    Returns:
+        ``(D, segment_ids (N,) int64, means (N, D) float32)``.
 
     Raises:
-        PredictionFormatError: the aspect ratio differs by more than one
-            stride cell; the message says which axis looks wrong.
+        PredictionFormatError | GroundTruthFormatError: a bad feature map
+            (:func:`~pss_bench.io.features.read_feature_map`, its layout) or GT PNG.
     """
-    d, h, w = shape
-    height, width = image_hw
-    if _aspect_fits(h, w, height, width):
-        return
-    found = f"{d} x {h} x {w}"
-    if _aspect_fits(d, h, height, width):
-        hint = (f"it looks channels-last (h x w x D = {found}): the last axis should be the first; "
-                f"save features.transpose(2, 0, 1)")
-    elif _aspect_fits(w, h, height, width):
-        hint = "its h and w axes look swapped (D x w x h): save features.transpose(0, 2, 1)"
-    elif _aspect_fits(d, w, height, width) or _aspect_fits(w, d, height, width):
-        hint = "its channel axis looks like a spatial one: expected D x h x w"
-    else:
-        hint = "no axis order fits the image; expected D x h x w at one stride"
-    raise PredictionFormatError(
-        f"{where}: feature map {found} (D x h x w) does not have the image's aspect ratio "
-        f"{height} x {width} (H x W) within one stride cell: {hint}"
-    )
+    feats = read_feature_map(fpath, image_id)
+    png = gt.png_path(ann)
+    ids = read_ids(png, f"{png}: image {image_id!r}", GroundTruthFormatError)
+    check_feature_layout(feats.shape, ids.shape, f"{fpath}: image {image_id!r}")
+    means, area = pool_features(feats, segment_index_map(ids, ann.segments.ids), len(ann.segments))
+    keep = area > 0
+    return feats.shape[0], ann.segments.ids[keep], means[keep]
 
 
 def embed_features(
@@ -650,7 +612,6 @@ def embed_features(
         GroundTruthFormatError | PredictionFormatError: bad GT or feature maps.
     """
     from pss_bench.io.prediction import PredictionWriter
-    from pss_bench.metrics.context_error import pool_features, segment_index_map
 
     gt = load_panoptic_json(gt_json, gt_dir, role="gt")
     check_png_folder(gt, GroundTruthFormatError)
@@ -661,14 +622,8 @@ def embed_features(
             fpath = safe_join(features_dir, f"{ann.image_id}.npy", where=f"{features_dir}: image {ann.image_id!r}")
         except UnsafePathError as exc:
             raise PredictionFormatError(str(exc)) from None
-        feats = read_feature_map(fpath, ann.image_id)
-        png = gt.png_path(ann)
-        ids = read_ids(png, f"{png}: image {ann.image_id!r}", GroundTruthFormatError)
-        check_feature_layout(feats.shape, ids.shape, f"{fpath}: image {ann.image_id!r}")
-        seg = segment_index_map(ids, ann.segments.ids)
-        means, area = pool_features(feats, seg, len(ann.segments))
-        keep = area > 0
-        return ann.image_id, fpath, feats.shape[0], ann.segments.ids[keep], means[keep]
+        dim, seg_ids, means = pool_gt_segments(fpath, ann.image_id, gt, ann)
+        return ann.image_id, fpath, dim, seg_ids, means
 
     writer = PredictionWriter(out_dir, model or f"features:{features_dir.name}", overwrite=overwrite,
                               embeddings="gt-segments", gt_json=str(Path(gt_json).resolve()))

@@ -258,20 +258,12 @@ def convert_upsnet_results(
 
 def _pooled_features(features_dir: Path, im: _Image, gt: PanopticJson) -> tuple[Path, np.ndarray, np.ndarray]:
     """The feature file, and the mean of its map over each GT segment present in the GT PNG."""
-    from pss_bench.errors import GroundTruthFormatError
-    from pss_bench.evaluation.context_error import check_feature_layout, read_feature_map
-    from pss_bench.metrics.context_error import pool_features, segment_index_map
+    from pss_bench.evaluation.context_error import pool_gt_segments
 
     stem = os.path.splitext(os.path.basename(im.upsnet_name))[0]
     fpath = safe_join(features_dir, stem + ".npy", where=f"image {im.image_id!r}")
-    feats = read_feature_map(fpath, im.image_id)
-    ann = im.ann
-    png = gt.png_path(ann)
-    gt_ids = read_ids(png, f"{png}: image {im.image_id!r}", GroundTruthFormatError)
-    check_feature_layout(feats.shape, gt_ids.shape, f"{fpath}: image {im.image_id!r}")
-    means, area = pool_features(feats, segment_index_map(gt_ids, ann.segments.ids), len(ann.segments))
-    keep = area > 0
-    return fpath, ann.segments.ids[keep], means[keep]
+    _, seg_ids, means = pool_gt_segments(fpath, im.image_id, gt, im.ann)
+    return fpath, seg_ids, means
 
 
 def _segments_from_pred_json(entry, ids: np.ndarray, cat_map: dict[int, int], where: str) -> list[dict]:
