@@ -45,7 +45,7 @@ def main() -> int:
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
 
-    from pss_bench.evaluation.gt_cache import GTCache
+    from pss_bench.evaluation.cache import GTCache
     from pss_bench.evaluation.pq import _Evaluator, load_pair, match_annotations
     from pss_bench.threads import default_workers
 

@@ -50,7 +50,7 @@ def measure(checkpoint: str | None, config: str | None, size: tuple[int, int], r
     else:
         from pss_bench.models.config import load_config
         from pss_bench.models.registry import create_model
-        from pss_bench.types import Category
+        from pss_bench.structures import Category
 
         cfg = load_config(config)
         cats = [Category(i, f"c{i}", i >= 11) for i in range(19)]

@@ -395,7 +395,7 @@ def test_bootstrap_off_and_all_classes(synth, capsys):
 def test_compare_parses_the_gt_json_once_and_the_report_searches_no_more(synth, tmp_path, monkeypatch, capsys):
     """The GT JSON is parsed once for all models and metrics; the report draws the retrievals already scored."""
     import pss_bench.evaluation.context_error as ce_mod
-    import pss_bench.figures.retrievals as fig_mod
+    import pss_bench.report.retrievals as fig_mod
     import pss_bench.io.panoptic as panoptic_mod
 
     parses: list[Path] = []

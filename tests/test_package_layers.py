@@ -19,13 +19,13 @@ import pss_bench
 
 ROOT = Path(pss_bench.__file__).parent
 LAYERS = {
-    "errors": 0, "types": 0, "text": 0, "threads": 0,
+    "errors": 0, "structures": 0, "text": 0, "threads": 0,
     "io": 1,
     "metrics": 2, "data": 2,
     "evaluation": 3, "convert": 3,
     "models": 4,
     "reference_model": 5, "baselines": 5,
-    "figures": 6, "report": 6, "report_compare": 6, "integrations": 6, "testing": 6,
+    "report": 6, "integrations": 6, "testing": 6,
     "demo": 7, "pytest_plugin": 7,
     "cli": 8, "__init__": 8,
 }

@@ -14,7 +14,7 @@ from pss_bench.models.data import (
     collate,
     segments_from_item,
 )
-from pss_bench.types import Category
+from pss_bench.structures import Category
 
 
 def test_sampler_ranks_partition_each_global_batch_and_resume_matches():

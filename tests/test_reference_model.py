@@ -18,7 +18,7 @@ from pss_bench.models.checkpoint import (
     save_checkpoint_payload,
 )
 from pss_bench.models.registry import create_model, list_models
-from pss_bench.types import Category
+from pss_bench.structures import Category
 
 
 def test_shipped_configs_load():

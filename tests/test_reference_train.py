@@ -11,7 +11,7 @@ import torch
 from pss_bench.models.config import load_config
 from pss_bench.models.checkpoint import load_checkpoint
 from pss_bench.models.train import FINAL_NAME, build_optimizer, learning_rate, set_learning_rate, train
-from pss_bench.types import Category
+from pss_bench.structures import Category
 
 CATS = [Category(7, "road", False), Category(21, "vegetation", False), Category(24, "person", True), Category(26, "car", True)]
 

@@ -79,7 +79,8 @@ def command(pred_dirs, gt_json, gt_dir, names, k, json_out, report_dir, images_r
     the mean CE unless --all-classes.
     """
     from pss_bench.evaluation.compare import compare_models
-    from pss_bench.report_compare import check_report_target, compare_table, interval_table, write_report
+    from pss_bench.report.document import check_report_target, write_report
+    from pss_bench.report.tables import compare_table, interval_table
 
     if names is not None and len(names) != len(pred_dirs):
         raise click.UsageError(f"--names gives {len(names)} names for {len(pred_dirs)} prediction directories")

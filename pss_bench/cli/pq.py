@@ -42,7 +42,7 @@ def command(pred, gt_json, pred_dir, gt_dir, workers, json_out, cache_dir, no_ca
     """
     from pss_bench.evaluation.pq import evaluate_pq
     from pss_bench.metrics.bootstrap import bootstrap_pq
-    from pss_bench.report import pq_table
+    from pss_bench.report.tables import pq_table
 
     gt_json, gt_dir = resolve_gt(pred, gt_json, gt_dir)
     with progress_bar("PQ") as progress:

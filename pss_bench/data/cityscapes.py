@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from pss_bench.errors import PssBenchError
-from pss_bench.types import Category
+from pss_bench.structures import Category
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from pss_bench.data.sample import PanopticSample
 from pss_bench.data.transforms import TrainTransform, item_generator, label_maps, normalize
-from pss_bench.types import Category, ImageId
+from pss_bench.structures import Category, ImageId
 
 
 class PanopticReader(Protocol):

@@ -43,7 +43,7 @@ from pss_bench.metrics.bootstrap import (
 )
 from pss_bench.metrics.context_error import ContextErrorResult, PairTerms, pair_ce_rows
 from pss_bench.metrics.pq import PQResult
-from pss_bench.types import Category
+from pss_bench.structures import Category
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,8 @@ class histograms of every instance
 (:func:`pss_bench.metrics.context_error.image_context_descriptors`); those are
 cached on disk per image (key: the PNG's bytes, the image's segments and the
 category list; checked entries). Retrieval is exact inner-product search with faiss
-(``IndexFlatIP`` on L2-normalised float32 vectors), one index per category.
+(``IndexFlatIP`` on L2-normalised float32 vectors, :func:`pss_bench.metrics.retrieval.search`), one index per
+category. ``pss-bench embed`` is :mod:`pss_bench.evaluation.embed`.
 """
 
 from __future__ import annotations
@@ -21,11 +22,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from pss_bench.errors import FormatError, GroundTruthFormatError, PredictionFormatError, UnsafePathError
+from pss_bench.errors import FormatError, GroundTruthFormatError, PredictionFormatError
 from pss_bench.io.cache_entry import BadEntry, EntryStore
 from pss_bench.io.context_labels import find_context_labels, read_context_labels
 from pss_bench.io.embeddings import ImageEmbeddings, load_embeddings
-from pss_bench.io.features import check_feature_layout, read_feature_map
 from pss_bench.io.panoptic import (
     PanopticAnnotation,
     PanopticJson,
@@ -35,7 +35,6 @@ from pss_bench.io.panoptic import (
     load_panoptic_json,
     read_ids,
     read_png_file,
-    safe_join,
 )
 from pss_bench.metrics.context_error import (
     CategoryScores,
@@ -45,11 +44,10 @@ from pss_bench.metrics.context_error import (
     PairTerms,
     QueryScores,
     image_context_descriptors,
-    pool_features,
     score_category,
-    segment_index_map,
 )
-from pss_bench.types import Category, ImageId, Segments
+from pss_bench.metrics.retrieval import search
+from pss_bench.structures import Category, ImageId, Segments
 from pss_bench.threads import map_ordered
 
 log = logging.getLogger(__name__)
@@ -114,7 +112,7 @@ def make_cache(cache_dir: str | os.PathLike | None, use_cache: bool) -> Descript
     if not use_cache:
         return None
     if cache_dir is None:
-        from pss_bench.evaluation.gt_cache import default_cache_dir
+        from pss_bench.evaluation.cache import default_cache_dir
 
         cache_dir = default_cache_dir()
     return DescriptorCache(cache_dir)
@@ -383,40 +381,6 @@ def pred_embeddings_on_gt(pred_dir, gt: PanopticJson, emb: dict, *, workers: int
 # --------------------------------------------------------------------------- retrieval
 
 
-def search(queries: np.ndarray, gallery: np.ndarray, k: int, self_index: np.ndarray | None) -> np.ndarray:
-    """Exact cosine retrieval with faiss.
-
-    Args:
-        queries: ``(n_q, D)`` float32 L2-normalised.
-        gallery: ``(n_g, D)`` float32 L2-normalised.
-        k: neighbours wanted.
-        self_index: ``(n_q,)`` each query's own gallery row (removed from its
-            results), or ``None``.
-
-    Returns:
-        ``(n_q, K_eff)`` int64 gallery rows, most similar first, with
-        ``K_eff = min(k, n_g - (1 if self_index is not None else 0))``.
-    """
-    import faiss
-
-    nq, ng = queries.shape[0], gallery.shape[0]
-    k_eff = max(0, min(k, ng - (1 if self_index is not None else 0)))
-    if nq == 0 or k_eff == 0:
-        return np.zeros((nq, 0), np.int64)
-    index = faiss.IndexFlatIP(gallery.shape[1])
-    index.add(np.ascontiguousarray(gallery, dtype=np.float32))
-    kk = min(ng, k_eff + (1 if self_index is not None else 0))
-    _, found = index.search(np.ascontiguousarray(queries, dtype=np.float32), kk)
-    found = found.astype(np.int64)
-    if self_index is None:
-        return found[:, :k_eff]
-    drop = found == self_index[:, None]
-    # Ties can push the query itself out of its own top list: then drop the last.
-    no_self = ~drop.any(axis=1)
-    drop[no_self, -1] = True
-    return found[~drop].reshape(nq, kk - 1)[:, :k_eff]
-
-
 @dataclass(frozen=True)
 class CategoryRetrieval:
     """Queries, gallery rows and neighbours of one category (indices into the sets)."""
@@ -563,79 +527,3 @@ def evaluate_context_error(
         g = load_instances(gallery, gallery_gt, gallery_gt_dir, min_area=min_area, workers=workers,
                            cache_dir=cache_dir, use_cache=use_cache, progress=progress)
     return score_instances(q, g, k=k, all_classes=all_classes)
-
-
-# --------------------------------------------------------------------------- pooling dense features (embed)
-
-
-def pool_gt_segments(fpath: Path, image_id: ImageId, gt: PanopticJson, ann: PanopticAnnotation,
-                     ) -> tuple[int, np.ndarray, np.ndarray]:
-    """The mean of the feature map ``fpath`` over each GT segment of ``ann`` present in its PNG.
-
-    The pooling of ``pss-bench embed`` and of ``import-upsnet --features``.
-
-    Returns:
-        ``(D, segment_ids (N,) int64, means (N, D) float32)``.
-
-    Raises:
-        PredictionFormatError | GroundTruthFormatError: a bad feature map
-            (:func:`~pss_bench.io.features.read_feature_map`, its layout) or GT PNG.
-    """
-    feats = read_feature_map(fpath, image_id)
-    png = gt.png_path(ann)
-    ids = read_ids(png, f"{png}: image {image_id!r}", GroundTruthFormatError)
-    check_feature_layout(feats.shape, ids.shape, f"{fpath}: image {image_id!r}")
-    means, area = pool_features(feats, segment_index_map(ids, ann.segments.ids), len(ann.segments))
-    keep = area > 0
-    return feats.shape[0], ann.segments.ids[keep], means[keep]
-
-
-def embed_features(
-    features_dir: str | os.PathLike,
-    gt_json: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    *,
-    gt_dir: str | os.PathLike | None = None,
-    model: str | None = None,
-    overwrite: bool = False,
-    workers: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> Path:
-    """Pools ``FEATURES_DIR/<image_id>.npy`` over the GT segments into a prediction directory.
-
-    Every GT segment present in its PNG gets the mean of the feature map
-    resized bilinearly to the GT size (:func:`~pss_bench.metrics.context_error.pool_features`).
-    The directory is written atomically (nothing is left on failure); its
-    manifest says ``"embeddings": "gt-segments"`` and names the GT JSON.
-
-    Raises:
-        GroundTruthFormatError | PredictionFormatError: bad GT or feature maps.
-    """
-    from pss_bench.io.prediction import PredictionWriter
-
-    gt = load_panoptic_json(gt_json, gt_dir, role="gt")
-    check_png_folder(gt, GroundTruthFormatError)
-    features_dir = Path(features_dir)
-
-    def one(ann: PanopticAnnotation):
-        try:  # an image id that escapes the folder is the prediction's fault
-            fpath = safe_join(features_dir, f"{ann.image_id}.npy", where=f"{features_dir}: image {ann.image_id!r}")
-        except UnsafePathError as exc:
-            raise PredictionFormatError(str(exc)) from None
-        dim, seg_ids, means = pool_gt_segments(fpath, ann.image_id, gt, ann)
-        return ann.image_id, fpath, dim, seg_ids, means
-
-    writer = PredictionWriter(out_dir, model or f"features:{features_dir.name}", overwrite=overwrite,
-                              embeddings="gt-segments", gt_json=str(Path(gt_json).resolve()))
-    with writer:
-        first: tuple[int, Path] | None = None
-        for image_id, fpath, dim, seg_ids, means in map_ordered(one, gt.annotations, workers, progress, "pss-ce"):
-            if first is None:
-                first = (dim, fpath)
-            elif dim != first[0]:  # refused here, not later by context-error
-                raise PredictionFormatError(
-                    f"{fpath}: image {image_id!r}: feature map has {dim} channels but {first[1]} has {first[0]}: "
-                    f"every image needs the same D"
-                )
-            writer.add_embeddings(image_id, seg_ids, means)
-        return writer.commit()

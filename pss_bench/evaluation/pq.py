@@ -5,7 +5,7 @@ decoded (pyspng where installed, PIL otherwise), each id map becomes runs of
 equal pixels with dense segment indices (:func:`~pss_bench.metrics.pq.id_runs`),
 and the pair counts come from the joint runs. Past decoding, no step touches
 every pixel more than twice, and nothing loops over segments in Python. GT
-runs can be cached on disk (:mod:`pss_bench.evaluation.gt_cache`), so a warm
+runs can be cached on disk (:mod:`pss_bench.evaluation.cache`), so a warm
 run decodes only the prediction PNGs.
 """
 
@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from pss_bench.errors import FormatError, GroundTruthFormatError, PredictionFormatError
-from pss_bench.evaluation.gt_cache import GTCache
+from pss_bench.evaluation.cache import GTCache
 from pss_bench.io.panoptic import (
     MAX_SEGMENT_ID,
     PanopticAnnotation,
@@ -210,7 +210,7 @@ def evaluate_pq(
             parsed from it (then ``gt_dir`` is not used).
         pred_dir, gt_dir: PNG folders (default: the JSON path without ``.json``).
         workers: decoding threads (default: the usable cores).
-        cache_dir: GT cache root (default :func:`~pss_bench.evaluation.gt_cache.default_cache_dir`).
+        cache_dir: GT cache root (default :func:`~pss_bench.evaluation.cache.default_cache_dir`).
         use_cache: read and write the GT cache.
         trust_gt_area: use the GT JSON's ``area`` in the IoU, as panopticapi
             does, instead of refusing a GT whose areas differ from its PNGs.
@@ -226,7 +226,7 @@ def evaluate_pq(
     pairs = match_annotations(gt, pr)
     cache = None
     if use_cache:
-        from pss_bench.evaluation.gt_cache import default_cache_dir
+        from pss_bench.evaluation.cache import default_cache_dir
 
         cache = GTCache(cache_dir if cache_dir is not None else default_cache_dir())
     evaluator = _Evaluator(gt, pr, cache, trust_gt_area)

@@ -36,7 +36,7 @@ import numpy as np
 from pss_bench.errors import GroundTruthFormatError, PredictionFormatError, PssBenchError
 from pss_bench.io.panoptic import check_png_folder, load_panoptic_json, read_id_png
 from pss_bench.metrics.pq import PanopticQuality, PQResult, PQStats, UnknownSegmentError, thread_indexer
-from pss_bench.types import Segments
+from pss_bench.structures import Segments
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from pss_bench.errors import PredictionFormatError
-from pss_bench.types import ImageId
+from pss_bench.structures import ImageId
 
 
 def read_feature_map(path: Path, image_id: ImageId) -> np.ndarray:

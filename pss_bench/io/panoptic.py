@@ -17,7 +17,7 @@ import numpy as np
 from pss_bench.errors import FormatError, GroundTruthFormatError, PredictionFormatError, UnsafePathError
 from pss_bench.io.safe_read import open_regular, read_json_file  # noqa: F401  (read_json_file: re-exported)
 from pss_bench.text import short_repr
-from pss_bench.types import Category, ImageId, Segments
+from pss_bench.structures import Category, ImageId, Segments
 
 VOID = 0
 MAX_SEGMENT_ID = 256**3 - 1

@@ -24,7 +24,7 @@ import numpy as np
 from pss_bench.errors import FormatError, PssBenchError
 from pss_bench.io.atomic import clean_stale, disk_full_as_error, make_staging_dir, publish_dir, write_json_atomic
 from pss_bench.io.panoptic import safe_join, write_id_png
-from pss_bench.types import ImageId
+from pss_bench.structures import ImageId
 
 FORMAT_NAME = "pss-bench-predictions"
 FORMAT_VERSION = 1

@@ -94,7 +94,7 @@ def save_checkpoint_payload(model, cfg, categories, **extra) -> dict:
 
 
 def _check_categories(raw, where: str) -> list:
-    from pss_bench.types import Category
+    from pss_bench.structures import Category
 
     if not isinstance(raw, list) or not raw:
         raise CheckpointError(f"{where}: 'categories' must be a non-empty list of {{id, name, isthing}}, found {type(raw).__name__}")
@@ -134,7 +134,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, object, list]:
     Returns:
         ``(payload, cfg, categories)``: the raw dict, its :class:`~pss_bench.models.config.Config`
         (``model.num_classes`` set from the categories) and its list of
-        :class:`~pss_bench.types.Category`.
+        :class:`~pss_bench.structures.Category`.
 
     Raises:
         CheckpointError: a missing or unreadable file, or a payload that is
@@ -177,7 +177,7 @@ def load_checkpoint(path: str | os.PathLike, *, device: str = "cpu"):
     Returns:
         ``(model, cfg, categories, payload)``: the model in eval mode on
         ``device``, its :class:`~pss_bench.models.config.Config`, its list of
-        :class:`~pss_bench.types.Category`, and the raw payload dict.
+        :class:`~pss_bench.structures.Category`, and the raw payload dict.
 
     Raises:
         CheckpointError: missing file, refused pickle, a malformed payload

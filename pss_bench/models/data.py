@@ -23,7 +23,7 @@ import torch
 
 from pss_bench.data.transforms import TrainTransform, item_generator
 from pss_bench.errors import PssBenchError
-from pss_bench.types import Category, Segments
+from pss_bench.structures import Category, Segments
 
 log = logging.getLogger(__name__)
 

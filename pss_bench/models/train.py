@@ -49,7 +49,7 @@ from pss_bench.models.data import (
 )
 from pss_bench.models.predict import predict_panoptic
 from pss_bench.models.registry import create_model, get_model
-from pss_bench.types import Category
+from pss_bench.structures import Category
 
 log = logging.getLogger(__name__)
 

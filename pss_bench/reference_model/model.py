@@ -15,7 +15,7 @@ from torch import nn
 from pss_bench.models.config import Config
 from pss_bench.reference_model.loss import PrototypeMemory, pss_losses
 from pss_bench.reference_model.postprocess import panoptic_inference, to_panoptic
-from pss_bench.types import Category
+from pss_bench.structures import Category
 
 
 class PSSTrainingModule(nn.Module):

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 from pss_bench.data.sample import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, PanopticSample
 from pss_bench.data.torch_dataset import PanopticTorchDataset, sample_to_item
 from pss_bench.data.transforms import TrainTransform
-from pss_bench.types import Category, Segments
+from pss_bench.structures import Category, Segments
 
 CATS = {7: Category(7, "road", False), 24: Category(24, "person", True), 26: Category(26, "car", True)}
 # segment id -> category id, crowd flag, colour

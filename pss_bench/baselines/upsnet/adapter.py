@@ -258,7 +258,7 @@ def convert_upsnet_results(
 
 def _pooled_features(features_dir: Path, im: _Image, gt: PanopticJson) -> tuple[Path, np.ndarray, np.ndarray]:
     """The feature file, and the mean of its map over each GT segment present in the GT PNG."""
-    from pss_bench.evaluation.context_error import pool_gt_segments
+    from pss_bench.evaluation.embed import pool_gt_segments
 
     stem = os.path.splitext(os.path.basename(im.upsnet_name))[0]
     fpath = safe_join(features_dir, stem + ".npy", where=f"image {im.image_id!r}")

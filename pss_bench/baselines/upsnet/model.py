@@ -35,7 +35,7 @@ from pss_bench.data.sample import IGNORE_INDEX
 from pss_bench.baselines.upsnet.config import UPSNetConfig
 from pss_bench.models.backbone import PyramidHead, ResNetFPN
 from pss_bench.models.config import Config, ModelConfig
-from pss_bench.types import Category
+from pss_bench.structures import Category
 
 
 def instance_targets(panoptic: torch.Tensor, semantic: torch.Tensor, crowd: torch.Tensor,

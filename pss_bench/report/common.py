@@ -13,7 +13,7 @@ from pss_bench.errors import FormatError, GroundTruthFormatError, PssBenchError,
 from pss_bench.io.atomic import atomic_path
 from pss_bench.io.panoptic import PanopticJson, read_ids, safe_join
 from pss_bench.io.safe_read import open_regular
-from pss_bench.types import ImageId
+from pss_bench.structures import ImageId
 
 log = logging.getLogger(__name__)
 

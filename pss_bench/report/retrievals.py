@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from pss_bench.evaluation.context_error import CategoryRetrieval, InstanceSet, retrieve
-from pss_bench.figures.common import (
+from pss_bench.report.common import (
     ImageFinder,
     colourise,
     context_window,
@@ -117,7 +117,7 @@ def retrieval_panels(
 
 def figure_size_px(n_panels: int) -> tuple[int, int]:
     """``(width, height)`` in pixels of a retrieval figure with ``n_panels`` columns."""
-    from pss_bench.figures.common import DPI
+    from pss_bench.report.common import DPI
 
     return round(n_panels * PANEL_INCHES * DPI), round((2 * PANEL_INCHES + TITLE_INCHES) * DPI)
 
