@@ -96,7 +96,8 @@ def main() -> int:
 
     from scipy.stats import spearmanr
 
-    from pss_bench.evaluation.context_error import load_instances, score_instances
+    from pss_bench.evaluation.context_error import score_instances
+    from pss_bench.evaluation.instances import load_instances
 
     t0 = time.perf_counter()
     made: list[str] = []

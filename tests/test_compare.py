@@ -128,7 +128,7 @@ def test_matches_the_single_model_evaluators(synth, tmp_path):
 
 def test_gt_decoded_once_without_cache(synth, monkeypatch):
     """--no-cache: the second model reuses the first one's GT decoding (per metric)."""
-    import pss_bench.evaluation.context_error as ce_mod
+    import pss_bench.evaluation.instances as ce_mod  # the GT descriptors of the Context Error
     import pss_bench.evaluation.pq as pq_mod
 
     reads: dict[str, list[str]] = {"pq": [], "ce": []}

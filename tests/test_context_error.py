@@ -15,7 +15,8 @@ from context_error_helpers import (
     write_embeddings,
     write_tiny_gt,
 )
-from pss_bench.evaluation.context_error import evaluate_context_error, load_instances
+from pss_bench.evaluation.context_error import evaluate_context_error
+from pss_bench.evaluation.instances import load_instances
 from pss_bench.metrics.retrieval import search
 from pss_bench.io.panoptic import load_panoptic_json, read_id_png
 from pss_bench.metrics.context_error import (

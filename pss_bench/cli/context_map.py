@@ -33,7 +33,7 @@ def command(pred, gt_json, gt_dir, category, out, max_thumbnails, perplexity, se
     semantic context masks; embeddings that encode context put similar masks
     together. Right: the density of the points.
     """
-    from pss_bench.evaluation.context_error import load_instances
+    from pss_bench.evaluation.instances import load_instances
     from pss_bench.report.context_map import plot_context_map
 
     gt_json, gt_dir = resolve_gt(pred, gt_json, gt_dir)

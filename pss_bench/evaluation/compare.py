@@ -3,7 +3,7 @@
 The engine behind ``pss-bench compare`` (the paper's Tables 1 and 2 for any
 set of models). It only calls the existing evaluators:
 :func:`~pss_bench.evaluation.pq.evaluate_pq` for PQ, and
-:func:`~pss_bench.evaluation.context_error.load_instances` +
+:func:`~pss_bench.evaluation.instances.load_instances` +
 :func:`~pss_bench.evaluation.context_error.score_instances` (what
 ``evaluate_context_error`` does, keeping the instance set for the report's
 retrieval strips) for the Context Error.
@@ -31,7 +31,8 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from pss_bench.errors import PredictionFormatError
-from pss_bench.evaluation.context_error import CategoryRetrieval, InstanceSet, load_instances, retrieve, score_instances
+from pss_bench.evaluation.context_error import CategoryRetrieval, retrieve, score_instances
+from pss_bench.evaluation.instances import InstanceSet, load_instances
 from pss_bench.io.embeddings import read_manifest
 from pss_bench.io.panoptic import read_json_file
 from pss_bench.metrics.bootstrap import (

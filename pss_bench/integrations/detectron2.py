@@ -259,7 +259,8 @@ class _PanopticEvaluator:
                 "area": d.areas[keep], "box": d.boxes[keep], "dist": d.distributions()[keep], "emb": means[keep]}
 
     def _context_error(self, parts: list[dict]):
-        from pss_bench.evaluation.context_error import InstanceSet, score_instances
+        from pss_bench.evaluation.context_error import score_instances
+        from pss_bench.evaluation.instances import InstanceSet
         from pss_bench.io.context_labels import find_context_labels, read_context_labels
 
         parts = sorted((p for p in parts if p["seg"].shape[0]), key=lambda p: p["image"])

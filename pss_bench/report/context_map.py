@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from pss_bench.errors import PssBenchError
-from pss_bench.evaluation.context_error import InstanceSet
+from pss_bench.evaluation.instances import InstanceSet
 from pss_bench.report.common import colourise, context_window, crop_padded, gt_ids, palette, pyplot, save_figure
 from pss_bench.metrics.context_error import semantic_map
 from pss_bench.text import mpl_escape

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pss_bench.evaluation.context_error import CategoryRetrieval, InstanceSet, retrieve
+from pss_bench.evaluation.context_error import CategoryRetrieval, retrieve
+from pss_bench.evaluation.instances import InstanceSet
 from pss_bench.report.common import (
     ImageFinder,
     colourise,
