@@ -8,8 +8,10 @@ prediction of it, then measures, alternating (the order rotates every round):
    cityscapesscripts' ``evaluatePanoptic`` (its process pool over all cores)
    against ``pss-bench pq --no-cache`` (cold) and ``pss-bench pq`` with a
    warm GT cache, each writing its JSON result;
-2. the same three in one process (``evaluatePanoptic`` against
-   ``pss_bench.evaluate_pq``), without interpreter start-up and imports;
+2. the same in one process (``evaluatePanoptic`` against
+   ``pss_bench.evaluate_pq``, with worker threads, the library's default, and
+   with forked worker processes, what ``pss-bench pq`` uses), without
+   interpreter start-up and imports;
 3. start-up: ``python -c pass``, ``pss-bench --help``, ``pss-bench pq --help``,
    and which heavy modules ``pss-bench pq`` imports (it must import none);
 4. per image on in-memory maps, pss-bench's ``PanopticQuality.update``
@@ -207,12 +209,22 @@ def pss_bench_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "pss_bench.cli"]
 
 
+#: CPU seconds (user + system, the process and the children it waited for) of every run_process call, by command.
+CPU: dict[str, list[float]] = {}
+
+
 def run_process(cmd: list[str], env: dict | None = None) -> float:
+    """Wall seconds of ``cmd``; its CPU seconds go to :data:`CPU` (less disturbed by other jobs than wall time)."""
     t = time.perf_counter()
-    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    err = proc.stderr.read()
+    proc.stderr.close()
+    _, status, usage = os.wait4(proc.pid, 0)
     elapsed = time.perf_counter() - t
+    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr[-2000:]}")
+        raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {err.decode(errors='replace')[-2000:]}")
+    CPU.setdefault(" ".join(cmd), []).append(usage.ru_utime + usage.ru_stime)
     return elapsed
 
 
@@ -245,9 +257,12 @@ def heavy_modules_of(argv: list[str]) -> list[str]:
     return json.loads(proc.stderr.strip().splitlines()[-1])
 
 
-def table(rows: list[tuple[str, list[float]]], base: float | None, frames: int | None) -> list[str]:
-    cols = ["command", "median (s)"] + (["ms / frame"] if frames else []) + (["speed-up vs cityscapesscripts"] if base else []) + ["runs (s)"]
+def table(rows: list[tuple[str, list[float]]], base: float | None, frames: int | None,
+          cpu: dict[str, list[float]] | None = None) -> list[str]:
+    cols = (["command", "median (s)"] + (["ms / frame"] if frames else []) + (["speed-up vs cityscapesscripts"] if base else [])
+            + (["CPU (s)", "CPU ratio"] if cpu else []) + ["runs (s)"])
     out = ["| " + " | ".join(cols) + " |", "|---|" + "---:|" * (len(cols) - 2) + "---|"]
+    cpu_base = statistics.median(cpu[rows[0][0]]) if cpu else None
     for name, ts in rows:
         med = statistics.median(ts)
         cells = [name, f"{med:.2f}"]
@@ -255,6 +270,9 @@ def table(rows: list[tuple[str, list[float]]], base: float | None, frames: int |
             cells.append(f"{1000 * med / frames:.1f}")
         if base:
             cells.append(f"{base / med:.2f}x")
+        if cpu:
+            c = statistics.median(cpu[name])
+            cells += [f"{c:.2f}", f"{cpu_base / c:.2f}x"]
         cells.append(", ".join(f"{t:.2f}" for t in ts))
         out.append("| " + " | ".join(cells) + " |")
     return out
@@ -312,23 +330,34 @@ def main() -> int:
 
         check()
         load_proc = [load_avg()]
+        CPU.clear()
         proc_times = alternate(commands, args.repeats)
         load_proc.append(load_avg())
+        # every command line ran the same number of times, in the same order as its name's runs
+        assert len(CPU) == len(proc_times)
+        proc_cpu = dict(zip(proc_times, CPU.values()))
         check()
 
-        # in one process
+        # in one process: worker threads (the library's default) and forked worker processes (the CLI's)
         ours_kw = dict(gt_dir=gt_dir, workers=workers)
         ref = run_cityscapes(gt_json, gt_dir, pred, work / "cs_in.json")
-        diffs.append(max_abs_diff(evaluate_pq(pred, gt_json, use_cache=False, **ours_kw).to_dict(), ref))
-        diffs.append(max_abs_diff(evaluate_pq(pred, gt_json, cache_dir=cache, **ours_kw).to_dict(), ref))
+        for processes in (False, True):
+            diffs.append(max_abs_diff(evaluate_pq(pred, gt_json, use_cache=False, processes=processes,
+                                                  **ours_kw).to_dict(), ref))
+            diffs.append(max_abs_diff(evaluate_pq(pred, gt_json, cache_dir=cache, processes=processes,
+                                                  **ours_kw).to_dict(), ref))
         load_in = [load_avg()]
         in_times = alternate({
             "cityscapesscripts `evaluatePanoptic`": lambda: time_once(
                 lambda: run_cityscapes(gt_json, gt_dir, pred, work / "cs_in.json")),
-            "`evaluate_pq(use_cache=False)`": lambda: time_once(
+            "`evaluate_pq(use_cache=False)`, threads": lambda: time_once(
                 lambda: evaluate_pq(pred, gt_json, use_cache=False, **ours_kw)),
-            "`evaluate_pq` (warm GT cache)": lambda: time_once(
+            "`evaluate_pq` (warm GT cache), threads": lambda: time_once(
                 lambda: evaluate_pq(pred, gt_json, cache_dir=cache, **ours_kw)),
+            "`evaluate_pq(use_cache=False, processes=True)` (as `pss-bench pq`)": lambda: time_once(
+                lambda: evaluate_pq(pred, gt_json, use_cache=False, processes=True, **ours_kw)),
+            "`evaluate_pq(processes=True)` (warm GT cache)": lambda: time_once(
+                lambda: evaluate_pq(pred, gt_json, cache_dir=cache, processes=True, **ours_kw)),
         }, args.repeats)
         load_in.append(load_avg())
 
@@ -353,7 +382,8 @@ def main() -> int:
     cs_proc = statistics.median(next(iter(proc_times.values())))
     cs_in = statistics.median(next(iter(in_times.values())))
     machine = (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-               f"PNG decoder {png_decoder_name()}, {workers} worker threads (cityscapesscripts: {os.cpu_count()} processes)")
+               f"PNG decoder {png_decoder_name()}, {workers} workers (`pss-bench pq`: forked processes; "
+               f"cityscapesscripts: a pool of {os.cpu_count()} processes)")
     lines = [
         MARK_START,
         f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {machine}; {args.frames} Cityscapes frames of 2048x1024 "
@@ -365,7 +395,10 @@ def main() -> int:
         "",
         f"**Whole processes**, as a user runs them (load average 1/5/15 min before {load_proc[0]}, after {load_proc[1]}):",
         "",
-        *table(list(proc_times.items()), cs_proc, args.frames),
+        *table(list(proc_times.items()), cs_proc, args.frames, proc_cpu),
+        "",
+        "CPU: user + system seconds of the process and its workers (cityscapesscripts: its pool's processes); "
+        "the CPU ratio is what the speed-up approaches when other jobs hold the cores.",
         "",
         f"**In one process** (no interpreter start-up or imports; load before {load_in[0]}, after {load_in[1]}):",
         "",

@@ -305,12 +305,14 @@ CASES = [
 
 
 @pytest.mark.usefixtures("no_hang")  # a FIFO read would block forever
+@pytest.mark.parametrize("processes", [False, True], ids=["threads", "processes"])
 @pytest.mark.parametrize("breaker,exc_type,needles", CASES, ids=[c[0].__name__.strip("_") for c in CASES])
-def test_bad_input_raises_one_clear_error(ds, breaker, exc_type, needles):
+def test_bad_input_raises_one_clear_error(ds, breaker, exc_type, needles, processes):
     tmp, gt_json, gt_dir, pred_json, pred_dir = ds
     breaker(*ds)
     with pytest.raises(exc_type) as ei:
-        evaluate_pq(pred_json, gt_json, gt_dir=gt_dir if gt_dir.exists() else None, pred_dir=pred_dir, use_cache=False)
+        evaluate_pq(pred_json, gt_json, gt_dir=gt_dir if gt_dir.exists() else None, pred_dir=pred_dir, use_cache=False,
+                    workers=2, processes=processes)
     msg = str(ei.value)
     assert "\n" not in msg
     for n in needles:

@@ -156,3 +156,19 @@ def test_pooled_kmeans_assigns_every_fine_pixel_to_its_nearest_coarse_centroid()
     cents[0, 1, 0] = 1.0
     a = assign_to_centroids(-emb, cents, None)
     assert (a == 1).all()
+
+
+def test_nearest_centroid_in_blocks_equals_the_dense_argmax(monkeypatch):
+    from pss_bench.reference_model import kmeans
+
+    torch.manual_seed(0)
+    # integer-valued scores make ties common; -inf skips a cluster
+    x = torch.randint(-2, 3, (2, 1000, 3)).float()
+    c = torch.randint(-2, 3, (2, 7, 3)).float()
+    bias = torch.zeros(2, 1, 7)
+    bias[0, 0, 2] = float("-inf")
+    dense = torch.baddbmm(bias, x, c.transpose(1, 2)).argmax(dim=2)
+    monkeypatch.setitem(kmeans._BLOCK_ELEMENTS, "cpu", 2 * 7 * 300)  # blocks of 300 rows (the floor is 256)
+    assert torch.equal(kmeans.nearest_centroid(x, c, bias), dense)
+    monkeypatch.setitem(kmeans._BLOCK_ELEMENTS, "cpu", 1 << 30)  # one block
+    assert torch.equal(kmeans.nearest_centroid(x, c, bias), dense)

@@ -314,3 +314,17 @@ def test_balanced_pixel_draw_gives_small_segments_their_share():
         shares[balance] = float((seg[idx] == 2).float().mean())
     assert shares[0.0] < 0.02  # uniform: about 100/40,000
     assert 0.2 < shares[1.0] < 0.5  # balanced: about a third for each of the three segments
+
+
+def test_balanced_cross_entropy_gives_every_class_the_same_weight():
+    from pss_bench.reference_model.loss import balanced_cross_entropy
+
+    torch.manual_seed(0)
+    logits = torch.randn(103, 4)
+    target = torch.zeros(103, dtype=torch.long)
+    target[100:] = 3  # 100 segments of class 0, 3 of class 3
+    ce = torch.nn.functional.cross_entropy(logits, target, reduction="none")
+    assert float(balanced_cross_entropy(logits, target, 0.0)) == pytest.approx(float(ce.mean()))
+    # balance 1: the mean of the two classes' own means
+    expected = (ce[:100].mean() + ce[100:].mean()) / 2
+    assert float(balanced_cross_entropy(logits, target, 1.0)) == pytest.approx(float(expected), rel=1e-6)

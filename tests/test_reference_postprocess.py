@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from pss_bench.reference_model.config import InferenceConfig
 from pss_bench.reference_model.postprocess import (
+    adjacency,
     concentration,
     dynamic_partition,
     find_seeds,
@@ -40,6 +41,22 @@ def test_merge_things_nearest_neighbour_rule_and_threshold():
     assert parent[3] == 3
     # A threshold above every similarity merges nothing.
     assert merge_things(sums, classes, things, threshold=0.999).tolist() == [0, 1, 2, 3]
+
+
+def test_adjacency_and_merging_only_touching_segments():
+    # 0 | 1 | 2 side by side, 3 far right after a VOID column; all the same direction.
+    labels = torch.tensor([[0, 0, 1, 1, 2, -1, 3],
+                           [0, 0, 1, 1, 2, -1, 3]])
+    adj = adjacency(labels, 4)
+    assert adj.tolist() == [[False, True, False, False], [True, False, True, False],
+                            [False, True, False, False], [False, False, False, False]]
+    sums = torch.stack([_unit(1, 0), _unit(1, 0.01), _unit(1, 0.02), _unit(1, 0.015)])
+    classes = torch.zeros(4, dtype=torch.long)
+    things = torch.ones(4, dtype=torch.bool)
+    assert len(set(merge_things(sums, classes, things, 0.5).tolist())) == 1  # anything merges
+    parent = merge_things(sums, classes, things, 0.5, adjacent=adj)
+    # 0, 1, 2 join through touching pairs (2 touches the merged 0+1 via 1); 3 touches nothing
+    assert parent[0] == parent[1] == parent[2] and parent[3] == 3
 
 
 def test_merge_things_respects_class_and_stuff():
@@ -189,3 +206,12 @@ def test_upsample_and_region_embeddings():
     assert seg_ids.tolist() == [5, 9]
     assert torch.allclose(e[0], torch.tensor([1.0, 0.0]), atol=1e-6)
     assert torch.allclose(e[1], torch.tensor([0.0, 1.0]), atol=1e-6)
+
+
+def test_compact_keeps_order_and_void():
+    from pss_bench.reference_model.postprocess import _compact
+
+    labels = torch.tensor([[7, -1, 3], [3, 12, 7]])
+    assert _compact(labels).tolist() == [[1, -1, 0], [0, 2, 1]]
+    assert _compact(torch.full((2, 2), -1)).tolist() == [[-1, -1], [-1, -1]]
+    assert _compact(torch.zeros(0, 3, dtype=torch.long)).shape == (0, 3)

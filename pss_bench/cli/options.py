@@ -115,7 +115,7 @@ def gallery_options(f):
 def workers_option(f):
     return click.option(
         "--workers", type=click.IntRange(min=1), default=None,
-        help="Decoding threads (default: the usable CPU cores).",
+        help="Parallel workers, threads or processes (default: the usable CPU cores).",
     )(f)
 
 
@@ -131,8 +131,6 @@ def check_writable_target(path: str | os.PathLike, *, folder: bool = False) -> N
         path: the file (or, with ``folder``, the folder) to be written.
         folder: ``path`` is a folder to be created or replaced.
     """
-    import tempfile
-
     p = Path(path)
     if p.exists() or p.is_symlink():
         if folder and not p.is_dir():
@@ -147,8 +145,10 @@ def check_writable_target(path: str | os.PathLike, *, folder: bool = False) -> N
         parent = parent.parent
     if not parent.is_dir():
         raise ValueError(f"cannot create {printable(p)}: {printable(parent)} is not a folder")
+    # What tempfile.mkstemp does, without importing it (and shutil, random) on every command's path.
+    probe = parent / f".pss-bench-probe.{os.getpid()}.{os.urandom(6).hex()}"
     try:
-        fd, probe = tempfile.mkstemp(prefix=".pss-bench-probe.", dir=parent)
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     except OSError as exc:
         raise ValueError(f"cannot write {printable(p)}: {printable(parent)}: {exc.strerror or exc}") from None
     os.close(fd)
@@ -263,9 +263,11 @@ def bootstrap_options(default_resamples: int, *, all_classes: bool = True):
     def decorate(f):
         @functools.wraps(f)
         def wrapped(*args, bootstrap_n, ci_level, seed, **kwargs):
-            from pss_bench.metrics.bootstrap import BootstrapSettings
+            settings = None
+            if bootstrap_n:  # the bootstrap module imports the Context Error metrics: only when asked
+                from pss_bench.metrics.bootstrap import BootstrapSettings
 
-            settings = BootstrapSettings(bootstrap_n, ci_level, seed) if bootstrap_n else None
+                settings = BootstrapSettings(bootstrap_n, ci_level, seed)
             return f(*args, bootstrap=settings, **kwargs)
 
         if all_classes:

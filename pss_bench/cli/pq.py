@@ -41,16 +41,21 @@ def command(pred, gt_json, pred_dir, gt_dir, workers, json_out, cache_dir, no_ca
     adds confidence intervals (images resampled, statistics re-summed).
     """
     from pss_bench.evaluation.pq import evaluate_pq
-    from pss_bench.metrics.bootstrap import bootstrap_pq
     from pss_bench.report.tables import pq_table
 
     gt_json, gt_dir = resolve_gt(pred, gt_json, gt_dir)
     with progress_bar("PQ") as progress:
+        # Forked workers: this process runs no other thread yet (the bar starts after the workers).
         result = evaluate_pq(
             pred, gt_json, pred_dir=pred_dir, gt_dir=gt_dir, workers=workers,
             cache_dir=cache_dir, use_cache=not no_cache, trust_gt_area=trust_gt_area, progress=progress,
+            processes=True,
         )
-    boot = bootstrap_pq([result.images], settings=bootstrap) if bootstrap is not None else None
+    boot = None
+    if bootstrap is not None:
+        from pss_bench.metrics.bootstrap import bootstrap_pq  # imports the Context Error metrics too: only when asked
+
+        boot = bootstrap_pq([result.images], settings=bootstrap)
     payload = {**result.to_dict(), "bootstrap": boot.to_dict() if boot is not None else None}
     if emit_json(payload, json_out):
         console_out().print(pq_table(result, bootstrap=boot))

@@ -6,8 +6,6 @@ import contextlib
 import time
 from typing import Callable, Iterator
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
 from pss_bench.cli.options import console_err
 
 
@@ -21,6 +19,9 @@ def progress_bar(label: str, delay_s: float = 1.0) -> Iterator[Callable[[int, in
         if state["progress"] is None:
             if time.monotonic() - start < delay_s or not console_err().is_terminal:
                 return
+            # imported only when a bar is shown (not in scripts, not in short runs)
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
             p = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                          console=console_err(), transient=True)
             p.start()

@@ -1,12 +1,19 @@
 """PQ over folders of COCO panoptic PNGs: the engine behind ``pss-bench pq``.
 
-Each image pair is scored in a worker thread: both PNGs are read and
+Each image pair is scored in a worker thread, or (``processes=True``, what
+``pss-bench pq`` uses on Linux) in a forked worker process: both PNGs are read and
 decoded (pyspng where installed, PIL otherwise), each id map becomes runs of
 equal pixels with dense segment indices (:func:`~pss_bench.metrics.pq.id_runs`),
 and the pair counts come from the joint runs. Past decoding, no step touches
 every pixel more than twice, and nothing loops over segments in Python. GT
 runs can be cached on disk (:mod:`pss_bench.evaluation.cache`), so a warm
 run decodes only the prediction PNGs.
+
+Why processes: pyspng holds the GIL while it decodes, so threads decode one
+PNG at a time; forked workers each have their own interpreter and decode in
+parallel, and only the per-image statistics (four arrays of one value per
+category) travel back. The parent sums them in image order, so the result is
+bit-identical to the threaded and the serial runs.
 """
 
 from __future__ import annotations
@@ -14,13 +21,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
+import threading
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
-from pss_bench.errors import FormatError, GroundTruthFormatError, PredictionFormatError
+from pss_bench.errors import FormatError, GroundTruthFormatError, PredictionFormatError, PssBenchError
 from pss_bench.evaluation.cache import GTCache
 from pss_bench.io.panoptic import (
     MAX_SEGMENT_ID,
@@ -31,6 +38,7 @@ from pss_bench.io.panoptic import (
     check_png_folder,
     decode_id_words,
     load_panoptic_json,
+    png_decoder_name,
     read_png_file,
     resolve_panoptic_input,
 )
@@ -45,7 +53,7 @@ from pss_bench.metrics.pq import (
     id_runs,
     match_image,
 )
-from pss_bench.threads import default_workers
+from pss_bench.threads import WorkerDied, default_workers, fork_available, map_forked
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +167,33 @@ class _Evaluator:
         return match_image(conf, gt, pred, len(self.categories), gt_area=used_area)
 
 
+def _score(evaluator: _Evaluator, pairs: list[_Pair], workers: int,
+           processes: bool) -> Iterator[tuple[int, tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]]:
+    """``(i, statistics of pairs[i])`` for every pair, in completion order."""
+    if workers <= 1:
+        yield from enumerate(map(evaluator, pairs))
+    elif processes and fork_available() and threading.active_count() == 1:
+        # (with another thread running, a lock it holds at the fork would stay locked in the workers: threads then)
+        png_decoder_name()  # import the decoder once, before forking, not in every worker
+        try:
+            yield from map_forked(evaluator, pairs, workers)
+        except WorkerDied as exc:
+            pair = pairs[exc.index]
+            raise PssBenchError(
+                f"image {pair.gt.image_id!r} ({evaluator.pred.png_path(pair.pred)}): the worker process scoring it "
+                f"{exc.how} (out of memory? --workers 1 scores in this process)"
+            ) from None
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pss-pq") as ex:
+            try:
+                yield from enumerate(ex.map(evaluator, pairs))
+            except BaseException:
+                ex.shutdown(wait=True, cancel_futures=True)
+                raise
+
+
 def load_pair(
     pred_json: str | os.PathLike,
     gt_json: str | os.PathLike,
@@ -200,6 +235,7 @@ def evaluate_pq(
     use_cache: bool = True,
     trust_gt_area: bool = False,
     progress: Callable[[int, int], None] | None = None,
+    processes: bool = False,
 ) -> PQResult:
     """Panoptic quality of a COCO panoptic prediction against the ground truth.
 
@@ -215,6 +251,11 @@ def evaluate_pq(
         trust_gt_area: use the GT JSON's ``area`` in the IoU, as panopticapi
             does, instead of refusing a GT whose areas differ from its PNGs.
         progress: called as ``progress(done, total)`` after each image.
+        processes: score images in ``workers`` forked processes instead of
+            threads: pyspng holds the GIL, so only processes decode in
+            parallel. Used on Linux when no other thread is running (as in
+            ``pss-bench pq``), threads otherwise; the result is the same
+            either way.
 
     Returns:
         The :class:`~pss_bench.metrics.pq.PQResult`.
@@ -230,28 +271,16 @@ def evaluate_pq(
 
         cache = GTCache(cache_dir if cache_dir is not None else default_cache_dir())
     evaluator = _Evaluator(gt, pr, cache, trust_gt_area)
+    workers = min(workers or default_workers(), max(len(pairs), 1))
+    per_image: list = [None] * len(pairs)
+    for done, (i, r) in enumerate(_score(evaluator, pairs, workers, processes), 1):
+        per_image[i] = r
+        if progress:
+            progress(done, len(pairs))
+    # Summed in image order whatever order they arrived in: the same float sums every run.
     stats = PQStats(evaluator.categories)
-    per_image: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
-    workers = workers or default_workers()
-    total = len(pairs)
-    if workers == 1:
-        results = map(evaluator, pairs)
-        for done, r in enumerate(results, 1):
-            stats.add(*r)
-            per_image.append(r)
-            if progress:
-                progress(done, total)
-    else:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pss-pq") as ex:
-            try:
-                for done, r in enumerate(ex.map(evaluator, pairs), 1):
-                    stats.add(*r)
-                    per_image.append(r)
-                    if progress:
-                        progress(done, total)
-            except BaseException:
-                ex.shutdown(wait=True, cancel_futures=True)
-                raise
+    for r in per_image:
+        stats.add(*r)
     # The per-image statistics ride along for the bootstrap (images resampled, statistics re-summed).
     images = PQImageStats.from_images(evaluator.categories, [p.gt.image_id for p in pairs], per_image)
     result = dataclasses.replace(stats.compute(), images=images)

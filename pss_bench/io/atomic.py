@@ -31,7 +31,6 @@ import os
 import re
 import secrets
 import shutil
-import socket
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -49,6 +48,8 @@ FOREIGN_STALE_SECONDS = 24 * 3600
 
 
 def _host_tag() -> str:
+    import socket  # here, not at the top: every command's path imports this module
+
     return hashlib.sha256(socket.gethostname().encode("utf-8", "surrogateescape")).hexdigest()[:6]
 
 

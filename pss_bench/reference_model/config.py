@@ -62,6 +62,11 @@ class LossConfig:
             pixel mean of the paper's loss, 1 weighs every GT segment of the
             batch alike. In the pixel mean the small instances, which decide
             PQ-Th, hardly count.
+        classifier_balance: weigh each segment's cross-entropy by (segments
+            of its GT class in the batch) ** -classifier_balance: 0 is the
+            plain mean over segments, 1 weighs every class of the batch alike
+            (PQ averages over classes; a rare class such as rider is a few
+            segments among thousands).
     """
 
     kappa: float = 10.0
@@ -74,6 +79,7 @@ class LossConfig:
     seed_loss: str = "focal"
     max_pixels: int = 0
     pixel_balance: float = 0.0
+    classifier_balance: float = 0.0
 
 
 @dataclass
@@ -90,6 +96,8 @@ class InferenceConfig:
         seed_nms_kernel: max-pool window of the seed peak detection (stride-4 pixels).
         min_area: segments (after merging) smaller than this many stride-4
             pixels are dropped to VOID.
+        merge_adjacent: merge only thing segments that touch (4-neighbourhood
+            at the embedding's resolution); False merges any pair, as the paper.
     """
 
     grid: list[int] = field(default_factory=lambda: [8, 16])
@@ -100,6 +108,7 @@ class InferenceConfig:
     seed_threshold: float = 0.3
     seed_nms_kernel: int = 7
     min_area: int = 4
+    merge_adjacent: bool = False
 
 
 # key -> (lower bound, whether the bound itself is allowed, upper bound or None); ints and floats alike.
@@ -108,7 +117,7 @@ RANGES: dict[str, tuple[float, bool, float | None]] = {
     "loss.kappa": (0, False, None), "loss.memory_iterations": (0, True, None),
     "loss.segsort_weight": (0, True, None), "loss.classifier_weight": (0, True, None),
     "loss.seed_weight": (0, True, None), "loss.seed_sigma": (0, False, None), "loss.small_instance_area": (0, True, None),
-    "loss.max_pixels": (0, True, None), "loss.pixel_balance": (0, True, 1),
+    "loss.max_pixels": (0, True, None), "loss.pixel_balance": (0, True, 1), "loss.classifier_balance": (0, True, 1),
     "inference.grid": (1, True, MAX_GRID), "inference.split_k": (1, True, MAX_GRID),
     "inference.merge_threshold": (-1, True, 1), "inference.seed_nms_kernel": (1, True, 255),
     "inference.min_area": (0, True, None),

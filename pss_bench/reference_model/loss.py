@@ -393,7 +393,7 @@ def pss_losses(
     # Always call the classifier so every parameter gets a gradient (DDP needs it).
     logits = classifier(segments.prototypes)
     if segments.prototypes.shape[0] > 0:
-        cls_loss = F.cross_entropy(logits.float(), segments.classes)
+        cls_loss = balanced_cross_entropy(logits.float(), segments.classes, loss_cfg.classifier_balance)
     else:
         cls_loss = logits.sum() * 0.0
 
@@ -409,6 +409,18 @@ def pss_losses(
 
     total = loss_cfg.segsort_weight * seg_loss + loss_cfg.classifier_weight * cls_loss + loss_cfg.seed_weight * seed_loss
     return {"total": total, "segsort": seg_loss, "classifier": cls_loss, "seed": seed_loss}, segments
+
+
+def balanced_cross_entropy(logits: torch.Tensor, target: torch.Tensor, balance: float) -> torch.Tensor:
+    """Cross-entropy with each row weighted by (rows of its target class) ** -balance, normalised.
+
+    ``balance`` 0 is the plain mean; 1 gives every class present the same total weight.
+    """
+    if balance <= 0:
+        return F.cross_entropy(logits, target)
+    counts = torch.bincount(target, minlength=logits.shape[1]).float()
+    weight = counts[target].pow(-balance)
+    return (F.cross_entropy(logits, target, reduction="none") * weight).sum() / weight.sum()
 
 
 def _draw_pixels(image: torch.Tensor, segment: torch.Tensor, n: int, balance: float) -> torch.Tensor:

@@ -26,17 +26,20 @@ import torch
 import torch.nn.functional as F
 
 from pss_bench.reference_model.config import InferenceConfig
-from pss_bench.reference_model.kmeans import grouped_kmeans, kmeans_features, pooled_kmeans
+from pss_bench.reference_model.kmeans import grouped_kmeans, pooled_kmeans
 
 
 def _compact(labels: torch.Tensor) -> torch.Tensor:
     """Renumbers the non-negative labels to ``0..N-1`` (order kept); -1 stays -1."""
-    out = torch.full_like(labels, -1)
-    keep = labels >= 0
-    if bool(keep.any()):
-        _, inv = torch.unique(labels[keep], return_inverse=True)
-        out[keep] = inv
-    return out
+    if labels.numel() == 0:
+        return labels.clone()
+    top = int(labels.max())
+    if top < 0:
+        return torch.full_like(labels, -1)
+    # a rank table over the label values (a bincount, not a sort of every pixel)
+    present = torch.bincount(labels.reshape(-1) + 1, minlength=top + 2)[1:] > 0
+    rank = torch.cumsum(present, 0) - 1
+    return torch.where(labels >= 0, rank[labels.clamp(min=0)], torch.full_like(labels, -1))
 
 
 def oversegment(
@@ -140,8 +143,12 @@ def dynamic_partition(
     ry = ((ys - y0[g_inv]) / (y1 - y0 + 1)[g_inv] * rows).floor().long()
     rx = ((xs - x0[g_inv]) / (x1 - x0 + 1)[g_inv] * cols).floor().long()
     init = (ry * cols + rx).clamp(max=k - 1)
-    feats = kmeans_features(embedding[None], coord_weight)[0].reshape(embedding.shape[0] + (2 if coord_weight else 0), -1)
-    sub = grouped_kmeans(feats[:, pix].t(), g_inv, init, k, iterations)
+    # the k-means features (kmeans_features) of the selected pixels only
+    feats = embedding.reshape(embedding.shape[0], -1)[:, pix].t().float()
+    if coord_weight:
+        coords = torch.stack([(ys + 0.5) / h, (xs + 0.5) / w], 1)
+        feats = torch.cat([feats, coord_weight * coords], 1)
+    sub = grouped_kmeans(F.normalize(feats, dim=1), g_inv, init, k, iterations)
     new = flat * (k + 1)
     new[pix] = seg * (k + 1) + 1 + sub
     new = torch.where(flat >= 0, new, torch.full_like(new, -1))
@@ -170,6 +177,7 @@ def merge_things(
     isthing: torch.Tensor,
     threshold: float,
     seeds: torch.Tensor | None = None,
+    adjacent: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Nearest-neighbour merging of thing segments, in rounds of disjoint pairs.
 
@@ -197,6 +205,9 @@ def merge_things(
         isthing: ``(N,)`` bool.
         threshold: T_P.
         seeds: ``(N,)`` bool seed segments, or None for the unseeded rule.
+        adjacent: ``(N, N)`` bool, which segments touch (:func:`adjacency`);
+            when given, only touching segments are candidates (a merged
+            segment touches what either part touched).
 
     Returns:
         ``(N,)`` int64 parent: the index of the segment each one was merged into
@@ -210,6 +221,7 @@ def merge_things(
     sums = sums.clone().float()
     active = isthing.clone()
     seeds = None if seeds is None else seeds.clone()
+    adjacent = None if adjacent is None else adjacent.clone()
     same = classes[:, None] == classes[None, :]
     idx = torch.arange(n, device=dev)
     eye = idx[:, None] == idx[None, :]
@@ -217,6 +229,8 @@ def merge_things(
         proto = F.normalize(sums, dim=1)
         sim = proto @ proto.t()
         pair_ok = same & active[:, None] & active[None, :] & ~eye
+        if adjacent is not None:
+            pair_ok &= adjacent
         nn = sim.masked_fill(~pair_ok, float("-inf")).argmax(dim=1)
         is_nn = (nn[:, None] == idx[None, :]) & pair_ok.any(dim=1, keepdim=True)
         allowed = pair_ok & (sim >= threshold) & (is_nn | is_nn.t())
@@ -244,7 +258,20 @@ def merge_things(
         parent = remap[parent]
         if seeds is not None:
             seeds[keep] |= seeds[drop]
+        if adjacent is not None:
+            adjacent[keep] |= adjacent[drop]
+            adjacent[:, keep] |= adjacent[:, drop]
     return parent
+
+
+def adjacency(labels: torch.Tensor, n: int) -> torch.Tensor:
+    """``(n, n)`` bool: segments ``i != j`` of ``labels`` (``-1`` VOID) that share a pixel edge."""
+    adj = torch.zeros(n * n, dtype=torch.bool, device=labels.device)
+    for a, b in ((labels[:, :-1], labels[:, 1:]), (labels[:-1, :], labels[1:, :])):
+        edge = (a != b) & (a >= 0) & (b >= 0)
+        adj[a[edge] * n + b[edge]] = True
+    adj = adj.reshape(n, n)
+    return adj | adj.t()
 
 
 def find_seeds(seed_map: torch.Tensor, threshold: float, kernel: int) -> torch.Tensor:
@@ -347,7 +374,8 @@ def panoptic_inference(
         seeds = torch.zeros(m, dtype=torch.bool, device=emb.device)
         seeds[hit[hit >= 0]] = True
         seeds &= isthing
-    parent = merge_things(sums, cls_m, isthing, cfg.merge_threshold, seeds)
+    adjacent = adjacency(labels, m) if cfg.merge_adjacent else None
+    parent = merge_things(sums, cls_m, isthing, cfg.merge_threshold, seeds, adjacent)
     labels = _apply_parent(labels, parent)
     _, first = torch.unique(parent, return_inverse=True)
     k = int(first.max()) + 1 if m else 0

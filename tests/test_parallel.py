@@ -1,0 +1,136 @@
+"""``map_forked``: every result once, the first error in item order, dead workers named, logs forwarded."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import pytest
+
+from pss_bench.errors import PssBenchError
+from pss_bench.threads import WorkerDied, fork_available, map_forked
+
+pytestmark = pytest.mark.skipif(not fork_available(), reason="forked workers are used on Linux only")
+
+
+def _square(x: int) -> int:
+    return x * x
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 8])
+def test_every_item_once(workers):
+    items = list(range(11))
+    got = dict(map_forked(_square, items, workers))
+    assert got == {i: i * i for i in items}
+
+
+def test_empty():
+    assert list(map_forked(_square, [], 2)) == []
+
+
+def _fail_at(bad: dict[int, BaseException], slow: set[int] = frozenset()):
+    def fn(x: int) -> int:
+        if x in slow:
+            time.sleep(0.3)
+        if x in bad:
+            raise bad[x]
+        return x
+
+    return fn
+
+
+def test_the_error_of_the_first_failing_item_is_raised_even_when_a_later_one_fails_first():
+    # item 1 (worker 1) fails late, item 2 (worker 0) fails at once: item 1's error wins, as in Executor.map
+    fn = _fail_at({1: PssBenchError("one"), 2: PssBenchError("two")}, slow={1})
+    with pytest.raises(PssBenchError, match="^one$"):
+        list(map_forked(fn, list(range(6)), 2))
+
+
+def test_results_before_the_error_arrive_and_a_bug_keeps_its_type_and_traceback():
+    fn = _fail_at({4: ValueError("boom")})
+    got = {}
+    with pytest.raises(ValueError, match="boom") as ei:
+        for i, r in map_forked(fn, list(range(8)), 2):
+            got[i] = r
+    assert {0, 1, 2, 3} <= set(got)
+    assert any("worker process" in note and "test_parallel.py" in note for note in ei.value.__notes__)
+
+
+def test_a_worker_that_dies_is_named_by_its_item():
+    def fn(x: int) -> int:
+        if x == 3:
+            os._exit(7)
+        return x
+
+    with pytest.raises(WorkerDied) as ei:
+        list(map_forked(fn, list(range(6)), 2))
+    assert ei.value.index == 3 and "exited with status 7" in str(ei.value)
+
+
+def test_a_worker_killed_by_a_signal():
+    import signal
+
+    def fn(x: int) -> int:
+        if x == 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return x
+
+    with pytest.raises(WorkerDied, match="killed by signal 9"):
+        list(map_forked(fn, [0, 1], 2))
+
+
+def test_a_worker_ended_by_ctrl_c_is_an_interrupt_here():
+    import signal
+
+    def fn(x: int) -> int:
+        if x == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return x
+
+    with pytest.raises(KeyboardInterrupt):
+        list(map_forked(fn, [0, 1, 2, 3], 2))
+
+
+def test_an_ignored_ctrl_c_stays_ignored_in_the_workers():  # `pss-bench pq ... &`, nohup
+    import signal
+
+    def fn(x: int) -> int:
+        if x == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return x
+
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert sorted(i for i, _ in map_forked(fn, [0, 1, 2, 3], 2)) == [0, 1, 2, 3]
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def test_worker_log_records_reach_this_process(caplog):
+    log = logging.getLogger("pss_bench.test_parallel")
+
+    def fn(x: int) -> int:
+        log.warning("item %d says %s", x, {"a": object()} if x == 1 else "hi",  # args need not pickle,
+                    extra={"thing": (lambda: None) if x == 2 else 1})  # nor extras
+        log.debug("not enabled, not sent")
+        return x
+
+    with caplog.at_level(logging.WARNING, logger="pss_bench.test_parallel"):
+        assert sorted(i for i, _ in map_forked(fn, [0, 1, 2], 2)) == [0, 1, 2]
+    messages = sorted(r.getMessage() for r in caplog.records if r.name == "pss_bench.test_parallel")
+    assert len(messages) == 3 and messages[0] == "item 0 says hi" and messages[1].startswith("item 1 says {'a':")
+
+
+def test_closing_early_ends_the_workers():
+    def fn(x: int) -> int:
+        time.sleep(0.05)
+        return x
+
+    gen = map_forked(fn, list(range(200)), 2)
+    next(gen)
+    t = time.perf_counter()
+    gen.close()  # kills and reaps, does not wait for the 200 items
+    assert time.perf_counter() - t < 2
+    with pytest.raises(ChildProcessError):
+        os.waitpid(-1, os.WNOHANG)  # no child left to reap
