@@ -53,7 +53,7 @@ from pss_bench.metrics.pq import (
     id_runs,
     match_image,
 )
-from pss_bench.threads import WorkerDied, default_workers, fork_available, map_forked
+from pss_bench.threads import WorkerDied, default_workers, fork_available, map_forked, map_ordered
 
 log = logging.getLogger(__name__)
 
@@ -184,14 +184,7 @@ def _score(evaluator: _Evaluator, pairs: list[_Pair], workers: int,
                 f"{exc.how} (out of memory? --workers 1 scores in this process)"
             ) from None
     else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pss-pq") as ex:
-            try:
-                yield from enumerate(ex.map(evaluator, pairs))
-            except BaseException:
-                ex.shutdown(wait=True, cancel_futures=True)
-                raise
+        yield from enumerate(map_ordered(evaluator, pairs, workers, None, "pss-pq"))
 
 
 def load_pair(
