@@ -33,7 +33,7 @@ from _docs import replace_block  # noqa: E402
 from pss_bench.metrics.bootstrap import BootstrapSettings, bootstrap_context_error, bootstrap_pq  # noqa: E402
 from pss_bench.metrics.context_error import QueryScores  # noqa: E402
 from pss_bench.metrics.pq import PQImageStats  # noqa: E402
-from pss_bench.types import Category  # noqa: E402
+from pss_bench.structures import Category  # noqa: E402
 
 MARK_START, MARK_END = "<!-- bootstrap_speed:start -->", "<!-- bootstrap_speed:end -->"
 THINGS = {"person": 3419, "rider": 556, "car": 4660, "truck": 93, "bus": 98, "train": 23, "motorcycle": 149,

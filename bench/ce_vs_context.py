@@ -50,8 +50,8 @@ def prepare(work: Path, frames: int, made: list[str]) -> tuple[Path, dict[str, P
     """The val set and one prediction directory per bundled checkpoint (made once; ``made`` says what was)."""
     from pss_bench.data.synthstreets import generate
     from pss_bench.demo import bundled_checkpoints
-    from pss_bench.parallel import default_workers
-    from pss_bench.reference_model.predict import write_predictions
+    from pss_bench.threads import default_workers
+    from pss_bench.models.predict import write_predictions
 
     data = work / f"synthstreets_val_seed{SEED}_{frames}"
     if not (data / "gtFine" / "cityscapes_panoptic_val.json").is_file():
@@ -96,7 +96,8 @@ def main() -> int:
 
     from scipy.stats import spearmanr
 
-    from pss_bench.evaluation.context_error import load_instances, score_instances
+    from pss_bench.evaluation.context_error import score_instances
+    from pss_bench.evaluation.instances import load_instances
 
     t0 = time.perf_counter()
     made: list[str] = []

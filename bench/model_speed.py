@@ -29,10 +29,11 @@ def main() -> int:
     import torch
 
     from pss_bench.data.synthstreets import generate
-    from pss_bench.reference_model.config import load_config
-    from pss_bench.reference_model.data import AugmentedItems, TrainTransform, build_dataset, collate
-    from pss_bench.reference_model.registry import create_model
-    from pss_bench.reference_model.train import build_optimizer, training_module
+    from pss_bench.models.config import load_config
+    from pss_bench.data.transforms import TrainTransform
+    from pss_bench.models.data import AugmentedItems, build_dataset, collate
+    from pss_bench.models.registry import create_model
+    from pss_bench.models.train import build_optimizer, training_module
 
     with tempfile.TemporaryDirectory(prefix="pss-bench-model-speed-") as tmp:
         root = Path(tmp) / "synth"

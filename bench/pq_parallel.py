@@ -3,7 +3,7 @@
 pyspng holds the GIL while it decodes, PIL releases it; this checks whether
 ``evaluate_pq``'s thread pool with pyspng is the right choice, against the
 same thread pool with PIL and against forked worker processes with pyspng
-(``pss_bench.parallel.map_forked``, what ``pss-bench pq`` uses: each worker
+(``pss_bench.threads.map_forked``, what ``pss-bench pq`` uses: each worker
 process scores whole images and returns only their statistics). Cold (no GT
 cache) and warm, alternating, medians of the wall time and of the CPU time
 (this process's threads and its reaped workers), which other jobs on the
@@ -49,9 +49,9 @@ def main() -> int:
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
 
-    from pss_bench.evaluation.gt_cache import GTCache
+    from pss_bench.evaluation.cache import GTCache
     from pss_bench.evaluation.pq import _Evaluator, load_pair, match_annotations
-    from pss_bench.parallel import default_workers, map_forked
+    from pss_bench.threads import default_workers, map_forked
 
     workers = default_workers()
     with tempfile.TemporaryDirectory(prefix="pss-bench-pq-parallel-") as tmp:

@@ -38,7 +38,7 @@ from pq_speed import build_set, export_ref, load_avg, pss_bench_command, write_b
 MARK_START, MARK_END = "<!-- pq_profile:start -->", "<!-- pq_profile:end -->"
 
 # A stack belongs to a worker when it runs in a pool thread or in a forked worker process.
-WORKER_MARKS = ["Thread._bootstrap", "_worker (pss_bench/parallel.py"]
+WORKER_MARKS = ["Thread._bootstrap", "_worker (pss_bench/threads.py"]
 
 # (category, substrings of a frame); the first category whose substring is on
 # the stack wins, innermost steps first.
@@ -54,7 +54,7 @@ WORKER_CATEGORIES = [
     ("GT cache read and check", ["GTCache.get", "decode_entry"]),
     ("GT cache write", ["GTCache.put", "encode_entry"]),
     ("other per-image work", ["_Evaluator"]),
-    ("sending results to the main process", ["_worker (pss_bench/parallel.py"]),
+    ("sending results to the main process", ["_worker (pss_bench/threads.py"]),
     ("idle (waiting for work)", ["_worker (concurrent", "Thread._bootstrap"]),
 ]
 MAIN_CATEGORIES = [
@@ -103,8 +103,8 @@ CPU_STEPS = [
     ("ids to runs", ["metrics/pq.py:id_runs"]),
     ("pair counts (joint runs)", ["metrics/pq.py:confusion_from_runs"]),
     ("matching", ["metrics/pq.py:match_image"]),
-    ("GT cache key, read and check", ["evaluation/gt_cache.py:key", "evaluation/gt_cache.py:get"]),
-    ("GT cache write", ["evaluation/gt_cache.py:put"]),
+    ("GT cache key, read and check", ["evaluation/cache.py:key", "evaluation/cache.py:get"]),
+    ("GT cache write", ["evaluation/cache.py:put"]),
     ("output (JSON file, table)", ["cli/options.py:emit_json", "report.py:pq_table", "rich/console.py:print"]),
 ]
 CPROFILE_SCRIPT = """

@@ -62,7 +62,7 @@ def measure(gt_json: str, gt_dir: str, pred_dir: str, frames: int = 8, passes: i
                     words = t(f"decode ({'PIL' if dec == 'pil' else dec})", panoptic.decode_id_words, png)
                 os.environ.pop("PSS_BENCH_PNG_DECODER")
                 runs = t("ids to runs", pq.id_runs, words, g.segments.ids, id_mask=panoptic.MAX_SEGMENT_ID)
-                from pss_bench.evaluation import gt_cache
+                from pss_bench.evaluation import cache as gt_cache
 
                 key = t("GT cache key (SHA-256 of the PNG)", gt_cache.GTCache.key, png, g.segments.ids)
                 entry = gt_cache.encode_entry(key, png.height, png.width, len(g.segments), runs)

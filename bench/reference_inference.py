@@ -43,16 +43,16 @@ def measure(checkpoint: str | None, config: str | None, size: tuple[int, int], r
 
     from pss_bench.data.sample import IMAGENET_MEAN, IMAGENET_STD
     from pss_bench.data.synthstreets import render_frame
-    from pss_bench.reference_model.train import predict_image
+    from pss_bench.reference_model.model import predict_image
 
     if checkpoint:
-        from pss_bench.reference_model.registry import load_checkpoint
+        from pss_bench.models.checkpoint import load_checkpoint
 
         net, cfg, cats, _ = load_checkpoint(checkpoint)
     else:
-        from pss_bench.reference_model.config import load_config
-        from pss_bench.reference_model.registry import create_model
-        from pss_bench.types import Category
+        from pss_bench.models.config import load_config
+        from pss_bench.models.registry import create_model
+        from pss_bench.structures import Category
 
         cfg = load_config(config)
         cats = [Category(i, f"c{i}", i >= 11) for i in range(19)]

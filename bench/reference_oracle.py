@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 def _cityscapes_items(sample: Path, tmp: Path, scale: int):
     from pss_bench.data.cityscapes import build_panoptic_gt
-    from pss_bench.reference_model.data import build_dataset
+    from pss_bench.models.data import build_dataset
     from pss_bench.reference_model.oracle import downsized_labels
 
     root = tmp / "cs"
@@ -49,8 +49,8 @@ def main() -> int:
     args = ap.parse_args()
 
     from pss_bench.data.synthstreets import generate
-    from pss_bench.reference_model.config import load_config
-    from pss_bench.reference_model.data import build_dataset
+    from pss_bench.models.config import load_config
+    from pss_bench.models.data import build_dataset
     from pss_bench.reference_model.oracle import ideal_input_pq, stride_cap
 
     rows = []

@@ -75,9 +75,9 @@ def run_demo(
 
     from pss_bench.data.synthstreets import generate
     from pss_bench.evaluation.compare import compare_models
-    from pss_bench.parallel import default_workers
-    from pss_bench.reference_model.predict import write_predictions
-    from pss_bench.report_compare import write_report
+    from pss_bench.threads import default_workers
+    from pss_bench.models.predict import write_predictions
+    from pss_bench.report.document import write_report
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

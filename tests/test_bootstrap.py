@@ -30,7 +30,7 @@ from pss_bench.metrics.bootstrap import (
 )
 from pss_bench.metrics.context_error import QueryScores
 from pss_bench.metrics.pq import PQImageStats
-from pss_bench.types import Category
+from pss_bench.structures import Category
 
 K = 20
 CATS = (Category(24, "person", True), Category(25, "rider", True), Category(26, "car", True))

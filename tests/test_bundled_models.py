@@ -27,7 +27,7 @@ def val_set(tmp_path_factory):
 
 
 def _predict(name, val_set, tmp_path_factory):
-    from pss_bench.reference_model.predict import write_predictions
+    from pss_bench.models.predict import write_predictions
 
     out = tmp_path_factory.mktemp("bundled_pred") / name
     write_predictions(bundled_checkpoints()[name], val_set[0], out, split="val")

@@ -128,7 +128,7 @@ def test_matches_the_single_model_evaluators(synth, tmp_path):
 
 def test_gt_decoded_once_without_cache(synth, monkeypatch):
     """--no-cache: the second model reuses the first one's GT decoding (per metric)."""
-    import pss_bench.evaluation.context_error as ce_mod
+    import pss_bench.evaluation.instances as ce_mod  # the GT descriptors of the Context Error
     import pss_bench.evaluation.pq as pq_mod
 
     reads: dict[str, list[str]] = {"pq": [], "ce": []}
@@ -390,3 +390,36 @@ def test_bootstrap_off_and_all_classes(synth, capsys):
     out = capsys.readouterr().out
     assert "confidence intervals" not in out and "°" in out  # uninformative classes still marked
     assert main(["compare", *_args(synth, "ctx", "rand"), "--ci", "1.5"]) == 2
+
+
+def test_compare_parses_the_gt_json_once_and_the_report_searches_no_more(synth, tmp_path, monkeypatch, capsys):
+    """The GT JSON is parsed once for all models and metrics; the report draws the retrievals already scored."""
+    import pss_bench.evaluation.context_error as ce_mod
+    import pss_bench.report.retrievals as fig_mod
+    import pss_bench.io.panoptic as panoptic_mod
+
+    parses: list[Path] = []
+    real_read = panoptic_mod.read_json_file
+
+    def counting_read(path, *a, **kw):
+        parses.append(Path(path).resolve())
+        return real_read(path, *a, **kw)
+
+    searches: list[tuple[str, int]] = []
+    real_retrieve = ce_mod.retrieve
+
+    def counting_retrieve(queries, gallery, k, category_id):
+        searches.append((queries.gt.path.name, category_id))
+        return real_retrieve(queries, gallery, k, category_id)
+
+    monkeypatch.setattr(panoptic_mod, "read_json_file", counting_read)
+    monkeypatch.setattr(ce_mod, "retrieve", counting_retrieve)
+    monkeypatch.setattr(fig_mod, "retrieve", counting_retrieve)
+    rep = tmp_path / "rep"
+    assert main(["compare", *_args(synth, "ctx", "rand", "pqonly"), "--report", str(rep),
+                 "--images", str(synth["images"]), "--no-cache", "--workers", "1"]) == 0
+    capsys.readouterr()
+    assert parses.count(Path(synth["gt"]).resolve()) == 1
+    assert len(list((rep / "retrievals").glob("*.png"))) == 3 * 2
+    things = [c for c in json.loads(Path(synth["gt"]).read_text())["categories"] if c["isthing"]]
+    assert len(searches) == 2 * len(things)  # score_instances' search of each thing class, per model with embeddings

@@ -15,7 +15,9 @@ from context_error_helpers import (
     write_embeddings,
     write_tiny_gt,
 )
-from pss_bench.evaluation.context_error import evaluate_context_error, load_instances, search
+from pss_bench.evaluation.context_error import evaluate_context_error
+from pss_bench.evaluation.instances import load_instances
+from pss_bench.metrics.retrieval import search
 from pss_bench.io.panoptic import load_panoptic_json, read_id_png
 from pss_bench.metrics.context_error import (
     ContextErrorStats,
@@ -26,7 +28,7 @@ from pss_bench.metrics.context_error import (
     region_boxes,
     run_lengths,
 )
-from pss_bench.types import Category, Segments
+from pss_bench.structures import Category, Segments
 
 ROAD, CAR = 1, 2
 TINY_CATS = [{"id": ROAD, "name": "road", "isthing": 0}, {"id": CAR, "name": "car", "isthing": 1}]

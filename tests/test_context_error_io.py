@@ -9,7 +9,7 @@ import pytest
 
 from context_error_helpers import write_embeddings, write_tiny_gt
 from pss_bench.errors import PredictionFormatError, UnsafePathError
-from pss_bench.evaluation.context_error import load_instances
+from pss_bench.evaluation.instances import load_instances
 from pss_bench.io.embeddings import load_embeddings, read_manifest
 from pss_bench.io.prediction import PredictionWriter
 

@@ -57,7 +57,7 @@ def test_extreme_scales_give_the_same_context_error(synth, scale):
 
 
 def test_l2_normalise_is_scale_free():
-    from pss_bench.evaluation.context_error import l2_normalise
+    from pss_bench.evaluation.instances import l2_normalise
 
     v = np.array([[3.0, 4.0], [0.0, 0.0], [1e-10, 0.0]], np.float32)
     for s in (1.0, 1e20, 1e-25, 2.0**100):

@@ -8,7 +8,7 @@ from PIL import Image
 
 from context_error_helpers import reset_cli_debug, write_embeddings
 from pss_bench.cli import main
-from pss_bench.figures.common import ImageFinder, context_window, crop_padded
+from pss_bench.report.common import ImageFinder, context_window, crop_padded
 
 
 @pytest.fixture(autouse=True)
@@ -67,7 +67,7 @@ def test_image_finder_uses_the_gt_file_names(tmp_path, caplog):
 
 
 def test_show_retrievals_real_frames(cs_pred, sample_data, tmp_path, capsys):
-    from pss_bench.figures.retrievals import figure_size_px
+    from pss_bench.report.retrievals import figure_size_px
 
     gt_json, png_dir, pred, cars = cs_pred
     image_id, seg = cars[0]
@@ -100,7 +100,7 @@ def test_show_retrievals_errors(cs_pred, tmp_path, capsys):
 
 
 def test_context_map_real_frames(cs_pred, tmp_path, capsys):
-    from pss_bench.figures.context_map import figure_size_px
+    from pss_bench.report.context_map import figure_size_px
 
     gt_json, png_dir, pred, cars = cs_pred
     out = tmp_path / "map.png"

@@ -265,7 +265,8 @@ def test_bad_outputs_name_the_image_and_segment(coco_case):
 
 def test_context_error_from_per_pixel_embeddings_equals_the_cli_path(cityscapes_train_gt, tmp_path):
     """outputs["pss_embedding"] (D, h, w) pooled over GT instances: the same CE as embed + context-error."""
-    from pss_bench.evaluation.context_error import embed_features, evaluate_context_error
+    from pss_bench.evaluation.context_error import evaluate_context_error
+    from pss_bench.evaluation.embed import embed_features
 
     gt_json, gt_dir = cityscapes_train_gt
     pred_json, pred_dir = perturbed_prediction(gt_json, gt_dir, tmp_path, 5, "shift")

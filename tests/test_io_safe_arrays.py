@@ -140,7 +140,7 @@ def test_other_compressions_are_refused(tmp_path):
 
 
 def test_feature_map_npy_with_absurd_shape_is_refused(tmp_path):
-    from pss_bench.evaluation.context_error import read_feature_map
+    from pss_bench.io.features import read_feature_map
 
     p = tmp_path / "a.npy"
     p.write_bytes(_npy_header("(512, 100000, 100000)") + b"\0" * 64)

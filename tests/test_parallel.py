@@ -9,7 +9,7 @@ import time
 import pytest
 
 from pss_bench.errors import PssBenchError
-from pss_bench.parallel import WorkerDied, fork_available, map_forked
+from pss_bench.threads import WorkerDied, fork_available, map_forked
 
 pytestmark = pytest.mark.skipif(not fork_available(), reason="forked workers are used on Linux only")
 

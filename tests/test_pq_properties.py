@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from pq_oracle import assert_same_as_oracle, oracle_pq, write_dataset
 from pss_bench.evaluation.pq import evaluate_pq
 from pss_bench.metrics.pq import PanopticQuality, PQStats
-from pss_bench.types import Category
+from pss_bench.structures import Category
 
 CATS = [
     {"id": 1, "name": "person", "isthing": 1},

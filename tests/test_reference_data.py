@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pss_bench.data.transforms import TrainTransform
 from pss_bench.errors import PssBenchError
-from pss_bench.reference_model.data import (
+from pss_bench.models.data import (
     AugmentedItems,
     ResumableBatchSampler,
-    TrainTransform,
     build_dataset,
     collate,
     segments_from_item,
 )
-from pss_bench.types import Category
+from pss_bench.structures import Category
 
 
 def test_sampler_ranks_partition_each_global_batch_and_resume_matches():

@@ -16,9 +16,9 @@ import torch
 from child_process import child_env
 from pss_bench.cli import main
 from pss_bench.errors import PssBenchError
-from pss_bench.reference_model.config import ConfigError, load_config
-from pss_bench.reference_model.registry import CheckpointError, load_checkpoint
-from pss_bench.reference_model.train import CHECKPOINT_NAME, FINAL_NAME, train
+from pss_bench.models.config import ConfigError, load_config
+from pss_bench.models.checkpoint import CheckpointError, load_checkpoint
+from pss_bench.models.train import CHECKPOINT_NAME, FINAL_NAME, train
 from test_reference_train import CATS, tiny_cfg, toy_items
 
 BUNDLED = Path(__file__).parent.parent / "pss_bench" / "checkpoints" / "pss_synthstreets_tiny.pt"
@@ -55,7 +55,7 @@ def test_config_values_out_of_range_are_config_errors(override, match):
 
 
 def test_shipped_configs_are_valid():
-    from pss_bench.reference_model.config import shipped_configs
+    from pss_bench.models.config import shipped_configs
 
     for name in shipped_configs():
         load_config(name)
@@ -286,7 +286,7 @@ def test_checkpoint_temp_of_a_killed_run_is_removed_by_resume(cut_run, tmp_path)
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         import torch
         from test_reference_train import CATS, tiny_cfg, toy_items
-        from pss_bench.reference_model.train import train
+        from pss_bench.models.train import train
         real = torch.save
         def save(obj, f, *a, **k):
             f.write(b"PK half a checkpoint")

@@ -8,17 +8,17 @@ import pytest
 import torch
 
 from pss_bench.errors import PssBenchError
-from pss_bench.reference_model.config import ConfigError, load_config, shipped_configs
-from pss_bench.reference_model.network import PyramidHead, ResNetFPN, SegmentClassifier
-from pss_bench.reference_model.registry import (
+from pss_bench.models.config import ConfigError, load_config, shipped_configs
+from pss_bench.models.backbone import PyramidHead, ResNetFPN
+from pss_bench.reference_model.network import SegmentClassifier
+from pss_bench.models.checkpoint import (
     CheckpointError,
-    create_model,
-    list_models,
     load_checkpoint,
     load_pretrained_backbone,
     save_checkpoint_payload,
 )
-from pss_bench.types import Category
+from pss_bench.models.registry import create_model, list_models
+from pss_bench.structures import Category
 
 
 def test_shipped_configs_load():

@@ -14,8 +14,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pss_bench.reference_model.config import load_config
-from pss_bench.reference_model.data import build_dataset
+from pss_bench.models.config import load_config
+from pss_bench.models.data import build_dataset
 from pss_bench.reference_model.oracle import downsized_labels, ideal_input_pq, ideal_outputs, stride_cap
 
 RATIO = 0.95  # ideal inputs must reach this share of the cap (PQ and PQ-Th)

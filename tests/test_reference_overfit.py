@@ -21,11 +21,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pss_bench.reference_model.config import load_config
-from pss_bench.reference_model.data import build_dataset
+from pss_bench.models.config import load_config
+from pss_bench.models.data import build_dataset
 from pss_bench.reference_model.oracle import stride_cap
-from pss_bench.reference_model.registry import load_checkpoint
-from pss_bench.reference_model.train import FINAL_NAME, evaluate, train
+from pss_bench.models.checkpoint import load_checkpoint
+from pss_bench.models.train import FINAL_NAME, evaluate, train
 
 SCALE = 4
 ITERATIONS = 1000

@@ -8,10 +8,10 @@ import socket
 import pytest
 import torch
 
-from pss_bench.reference_model.config import load_config
-from pss_bench.reference_model.registry import load_checkpoint
-from pss_bench.reference_model.train import FINAL_NAME, build_optimizer, learning_rate, set_learning_rate, train
-from pss_bench.types import Category
+from pss_bench.models.config import load_config
+from pss_bench.models.checkpoint import load_checkpoint
+from pss_bench.models.train import FINAL_NAME, build_optimizer, learning_rate, set_learning_rate, train
+from pss_bench.structures import Category
 
 CATS = [Category(7, "road", False), Category(21, "vegetation", False), Category(24, "person", True), Category(26, "car", True)]
 
@@ -118,9 +118,10 @@ def test_two_process_gloo_ddp_step_equals_single_process(tmp_path):
     """Two gloo ranks with one image each == one process averaging the two per-rank gradients."""
     import torch.multiprocessing as mp
 
-    from pss_bench.reference_model.data import AugmentedItems, ResumableBatchSampler, TrainTransform, collate
-    from pss_bench.reference_model.registry import create_model
-    from pss_bench.reference_model.train import PSSTrainingModule
+    from pss_bench.data.transforms import TrainTransform
+    from pss_bench.models.data import AugmentedItems, ResumableBatchSampler, collate
+    from pss_bench.models.registry import create_model
+    from pss_bench.reference_model.model import PSSTrainingModule
 
     items = toy_items(4)
     out = tmp_path / "ddp"
@@ -180,7 +181,7 @@ def test_gradient_clipping_bounds_the_update_and_is_logged(tmp_path):
                    "train.warmup_iterations=0", "train.weight_decay=0.0", "train.momentum=0.0")
     cfg.model.num_classes = len(CATS)
     torch.manual_seed(cfg.train.seed)
-    from pss_bench.reference_model.registry import create_model
+    from pss_bench.models.registry import create_model
 
     init = create_model("pss", cfg.model).state_dict()
     train(cfg, tmp_path / "clip", train_dataset=toy_items(2), categories=CATS)
@@ -195,7 +196,7 @@ def test_gradient_clipping_bounds_the_update_and_is_logged(tmp_path):
 def test_classifier_gets_its_own_learning_rate():
     cfg = tiny_cfg("train.classifier_lr_mult=7.0", "train.lr=0.1")
     cfg.model.num_classes = len(CATS)
-    from pss_bench.reference_model.registry import create_model
+    from pss_bench.models.registry import create_model
 
     net = create_model("pss", cfg.model)
     opt = build_optimizer(net, cfg)
@@ -215,7 +216,7 @@ def test_the_shipped_tiny_config_trains_200_iterations_after_a_5_iteration_warm_
     import math
 
     from pss_bench.data.synthstreets import generate
-    from pss_bench.reference_model.data import build_dataset
+    from pss_bench.models.data import build_dataset
 
     generate(tmp_path / "synth", train=8, val=0, seed=0)
     ds, cats = build_dataset("synthstreets", tmp_path / "synth", "train")

@@ -46,7 +46,7 @@ def _victim(tmp_path: Path, root: Path, rep: Path, body: str) -> None:
         import os, signal
         from pathlib import Path
         from pss_bench.evaluation.compare import compare_models
-        from pss_bench.report_compare import write_report
+        from pss_bench.report.document import write_report
         def die():
             os.kill(os.getpid(), signal.SIGKILL)
         root, rep = Path({str(root)!r}), Path({str(rep)!r})
@@ -62,7 +62,7 @@ def _hidden(folder: Path) -> list[str]:
 
 
 def test_kill_between_the_two_renames_keeps_the_report(compared, tmp_path):
-    from pss_bench.report_compare import check_report_target, write_report
+    from pss_bench.report.document import check_report_target, write_report
 
     result, root = compared
     rep = tmp_path / "rep"
@@ -86,12 +86,12 @@ def test_kill_between_the_two_renames_keeps_the_report(compared, tmp_path):
 
 
 def test_kill_while_staging_leaves_nothing_after_the_next_run(compared, tmp_path):
-    from pss_bench.report_compare import write_report
+    from pss_bench.report.document import write_report
 
     result, root = compared
     rep = tmp_path / "rep"
     _victim(tmp_path, root, rep, """
-        import pss_bench.report_compare as rc
+        import pss_bench.report.document as rc
         rc.render_html = lambda *a, **k: die()
         write_report(result, rep)
     """)
@@ -102,7 +102,7 @@ def test_kill_while_staging_leaves_nothing_after_the_next_run(compared, tmp_path
 
 def test_full_disk_while_writing_the_report(compared, tmp_path, monkeypatch):
     from pss_bench.errors import PssBenchError
-    from pss_bench.report_compare import write_report
+    from pss_bench.report.document import write_report
 
     result, _ = compared
     rep = tmp_path / "rep"
@@ -173,7 +173,7 @@ def test_report_and_dataset_respect_the_umask(compared, tmp_path):
     import stat
 
     from pss_bench.data.synthstreets import generate
-    from pss_bench.report_compare import write_report
+    from pss_bench.report.document import write_report
 
     result, _ = compared
     old = os.umask(0o027)

@@ -9,10 +9,12 @@ import torch
 
 from pss_bench.baselines.upsnet.model import instance_targets
 from pss_bench.cli import main
-from pss_bench.reference_model.config import load_config
-from pss_bench.reference_model.data import collate
-from pss_bench.reference_model.registry import create_model, load_checkpoint
-from pss_bench.reference_model.train import FINAL_NAME, predict_panoptic, train, training_module
+from pss_bench.models.config import load_config
+from pss_bench.models.data import collate
+from pss_bench.models.checkpoint import load_checkpoint
+from pss_bench.models.registry import create_model
+from pss_bench.models.predict import predict_panoptic
+from pss_bench.models.train import FINAL_NAME, train, training_module
 from test_reference_train import CATS, toy_items
 
 SMALL = ["model.arch=upsnet", "model.fpn_channels=16", "model.head_channels=16", "upsnet.box_head_dim=32",

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 
 import click
@@ -12,6 +10,7 @@ from pss_bench.cli.options import (
     bootstrap_options,
     cache_options,
     debug_option,
+    emit_json,
     info,
     json_option,
     workers_option,
@@ -80,8 +79,8 @@ def command(pred_dirs, gt_json, gt_dir, names, k, json_out, report_dir, images_r
     the mean CE unless --all-classes.
     """
     from pss_bench.evaluation.compare import compare_models
-    from pss_bench.io.atomic import write_json_atomic
-    from pss_bench.report_compare import check_report_target, compare_table, interval_table, write_report
+    from pss_bench.report.document import check_report_target, write_report
+    from pss_bench.report.tables import compare_table, interval_table
 
     if names is not None and len(names) != len(pred_dirs):
         raise click.UsageError(f"--names gives {len(names)} names for {len(pred_dirs)} prediction directories")
@@ -100,16 +99,10 @@ def command(pred_dirs, gt_json, gt_dir, names, k, json_out, report_dir, images_r
         )
     if report_dir is not None:
         write_report(result, report_dir, images_root=images_root, n_queries=n_queries)
-    payload = result.to_dict()
-    if json_out == "-":
-        json.dump(payload, sys.stdout, indent=2)
-        sys.stdout.write("\n")
-    elif json_out is not None:
-        write_json_atomic(json_out, payload)
-        info(f"wrote {json_out}")
+    table = emit_json(result.to_dict(), json_out)
     if report_dir is not None:
         info(f"wrote the report to {report_dir}/report.md (and report.html)")
-    if json_out != "-":
+    if table:
         print_wide_table(compare_table(result))
         intervals = interval_table(result)
         if intervals is not None:

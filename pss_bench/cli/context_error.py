@@ -19,77 +19,6 @@ from pss_bench.cli.options import (
 )
 from pss_bench.cli.progress import progress_bar
 
-UNINFORMATIVE = "°"
-
-
-def _fmt(v: float | None, pct: bool = False) -> str:
-    if v is None:
-        return "-"
-    return f"{100 * v:.1f}" if pct else f"{v:.3f}"
-
-
-def _interval(iv, pct: bool = False) -> str:
-    if iv is None or iv.low is None or iv.high is None:
-        return "-"
-    return f"[{_fmt(iv.low, pct)}, {_fmt(iv.high, pct)}]"
-
-
-def ce_table(result, title: str = "Context Error", bootstrap=None):
-    """A rich table like the paper's Table 1: one column per category, then the mean.
-
-    Args:
-        result: a :class:`~pss_bench.metrics.context_error.ContextErrorResult`.
-        title: the table's title.
-        bootstrap: its :class:`~pss_bench.metrics.bootstrap.CEBootstrap`, for
-            interval rows under CE, score and precision.
-    """
-    from rich.table import Table
-
-    from pss_bench.text import markup_escape
-
-    flagged = [c.id for c in result.categories if result.per_class[c.id].queries and
-               not result.per_class[c.id].informative]
-    table = Table(title=f"{markup_escape(title)} (K={result.k}, lower is better)")
-    table.add_column("", style="bold", no_wrap=True, min_width=10)
-    cols = [(c.name + (UNINFORMATIVE if c.id in flagged else ""), c.id) for c in result.categories]
-    for name, _ in cols:
-        table.add_column(markup_escape(name), justify="right", no_wrap=True, min_width=max(len(name), 6))
-    means = [("mean", result.mean, None)]
-    if flagged and not result.all_classes and result.mean_all_classes is not None:
-        means.append(("all classes", result.mean_all_classes, None))
-    for label, _, _ in means:
-        table.add_column(label, justify="right", style="bold", no_wrap=True, min_width=6)
-    boot = bootstrap.models[0] if bootstrap is not None else None
-    rows = [("CE", "ce", False), ("random", "random", False), ("oracle", "oracle", False),
-            ("score", "score", False)]
-    if result.mean.precision is not None or (result.mean_all_classes and result.mean_all_classes.precision is not None):
-        rows.append((f"context P@{result.k} %", "precision", True))
-    level = f"{100 * bootstrap.settings.level:g}% CI" if bootstrap is not None else ""
-    for label, attr, pct in rows:
-        table.add_row(label, *(_fmt(getattr(result.per_class[cid], attr), pct) for _, cid in cols),
-                      *(_fmt(getattr(row, attr), pct) for _, row, _ in means))
-        if boot is not None and attr in ("ce", "score", "precision"):
-            table.add_row(f"  {level}", *(_interval(boot.per_class.get(cid, {}).get(attr), pct) for _, cid in cols),
-                          _interval(boot.mean.get(attr), pct), *([""] * (len(means) - 1)), style="dim")
-    table.add_row("queries", *(str(result.per_class[cid].queries) for _, cid in cols),
-                  *(str(row.queries) for _, row, _ in means))
-    table.add_row("informative", *(("-" if not result.per_class[cid].queries else
-                                    "yes" if result.per_class[cid].informative else "no") for _, cid in cols),
-                  *(f"{row.classes} classes" for _, row, _ in means))
-    caption = []
-    if flagged:
-        where = "kept in the mean (--all-classes)" if result.all_classes else \
-            "left out of the mean (--all-classes keeps it)"
-        caption.append(f"{UNINFORMATIVE} uninformative: K={result.k} retrieves every other instance, so "
-                       f"CE = random = oracle; {where}")
-    if bootstrap is not None:
-        s = bootstrap.settings
-        caption.append(f"CI: percentile interval of {s.resamples} bootstrap resamples of the queries within "
-                       f"each class (seed {s.seed})")
-    if caption:
-        table.caption = "; ".join(caption)
-    return table
-
 
 @click.command("context-error")
 @click.argument("pred", type=click.Path(exists=True, file_okay=False, path_type=Path))
@@ -141,4 +70,6 @@ def command(pred, gt_json, gt_dir, k, gallery, gallery_gt, gallery_gt_dir, min_a
     if not emit_json(payload, json_out):
         return
     # One column per category, as in the paper: printed at the table's natural width (wider than the console).
+    from pss_bench.report.tables import ce_table
+
     print_wide_table(ce_table(result, bootstrap=boot))

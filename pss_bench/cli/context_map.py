@@ -33,8 +33,8 @@ def command(pred, gt_json, gt_dir, category, out, max_thumbnails, perplexity, se
     semantic context masks; embeddings that encode context put similar masks
     together. Right: the density of the points.
     """
-    from pss_bench.evaluation.context_error import load_instances
-    from pss_bench.figures.context_map import plot_context_map
+    from pss_bench.evaluation.instances import load_instances
+    from pss_bench.report.context_map import plot_context_map
 
     gt_json, gt_dir = resolve_gt(pred, gt_json, gt_dir)
     inst = load_instances(pred, gt_json, gt_dir, min_area=min_area, workers=workers, cache_dir=cache_dir,

@@ -31,7 +31,7 @@ def command(out, frames, bootstrap_n, workers):
     from pss_bench.cli.progress import progress_bar
     from pss_bench.demo import run_demo, thing_instance_counts
     from pss_bench.metrics.bootstrap import BootstrapSettings
-    from pss_bench.report_compare import compare_table, interval_table, verdict_lines
+    from pss_bench.report.tables import compare_table, interval_table, verdict_lines
 
     info(f"pss-bench demo: SynthStreets val ({frames} frames) -> predict with the bundled "
          "checkpoints -> compare ...")

@@ -31,7 +31,7 @@ def command(features_dir, gt_json, gt_dir, out_dir, model, overwrite, workers):
     every GT segment, giving embeddings/<image_id>.npz for `pss-bench
     context-error`.
     """
-    from pss_bench.evaluation.context_error import embed_features
+    from pss_bench.evaluation.embed import embed_features
 
     from pss_bench.io.prediction import check_replaceable
 

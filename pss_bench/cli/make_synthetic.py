@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import console_out, debug_option, json_option, writable_folder
+from pss_bench.cli.options import console_out, debug_option, emit_json, json_option, writable_folder
 from pss_bench.data.limits import MAX_FRAMES, MAX_SIDE
 from pss_bench.text import printable
 
@@ -34,18 +33,13 @@ def command(out, train, val, seed, height, width, workers, json_out):
     """
     from pss_bench.cli.progress import progress_bar
     from pss_bench.data.synthstreets import generate
-    from pss_bench.parallel import default_workers
-    from pss_bench.io.atomic import write_json_atomic
+    from pss_bench.threads import default_workers
 
     with progress_bar("SynthStreets") as progress:
         summary = generate(out, train, val, seed=seed, height=height, width=width,
                            workers=workers or default_workers(), progress=progress)
-    result = summary.to_dict()
-    if json_out == "-":
-        click.echo(json.dumps(result, indent=2))
+    if not emit_json(summary.to_dict(), json_out):
         return
-    if json_out:
-        write_json_atomic(json_out, result)
     con = console_out()
     con.print(printable(f"{out}: {train} train + {val} val frames, {summary.instances} instances with context labels"),
               highlight=False, markup=False)

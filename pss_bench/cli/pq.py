@@ -41,7 +41,7 @@ def command(pred, gt_json, pred_dir, gt_dir, workers, json_out, cache_dir, no_ca
     adds confidence intervals (images resampled, statistics re-summed).
     """
     from pss_bench.evaluation.pq import evaluate_pq
-    from pss_bench.report import pq_table
+    from pss_bench.report.tables import pq_table
 
     gt_json, gt_dir = resolve_gt(pred, gt_json, gt_dir)
     with progress_bar("PQ") as progress:

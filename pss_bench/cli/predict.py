@@ -1,4 +1,4 @@
-"""``pss-bench predict``: run a trained model (PSS or the UPSNet-style baseline) and write a prediction directory."""
+"""``pss-bench predict``: run a trained model (any registered one) and write a prediction directory."""
 
 from __future__ import annotations
 
@@ -35,11 +35,14 @@ def command(checkpoint, data_root, split, out_dir, device, dataset, embed_mode, 
     """
     import time
 
-    from pss_bench.reference_model.predict import write_predictions
+    from pss_bench.models.predict import write_predictions
+    from pss_bench.models.registry import get_model, list_models
 
+    sections = list(dict.fromkeys(s for m in list_models() for s in get_model(m).inference_sections))
     for o in overrides:
-        if not o.startswith(("inference.", "kmeans.")) or "=" not in o:
-            raise click.UsageError(f"override {o!r}: predict takes inference.KEY=VALUE or kmeans.KEY=VALUE only")
+        if not o.startswith(tuple(f"{s}." for s in sections)) or "=" not in o:
+            allowed = " or ".join(f"{s}.KEY=VALUE" for s in sections)
+            raise click.UsageError(f"override {o!r}: predict takes {allowed} only")
     from pss_bench.io.prediction import check_replaceable
 
     if out_dir.exists() and not overwrite:

@@ -44,8 +44,8 @@ def command(pred, gt_json, gt_dir, images_root, query, k, gallery, gallery_gt, g
     context masks the Context Error compares.
     """
     from pss_bench.errors import PssBenchError
-    from pss_bench.evaluation.context_error import load_instances
-    from pss_bench.figures.retrievals import plot_retrievals, retrieval_panels
+    from pss_bench.evaluation.instances import load_instances
+    from pss_bench.report.retrievals import plot_retrievals, retrieval_panels
 
     gt_json, gt_dir = resolve_gt(pred, gt_json, gt_dir)
     opts = dict(workers=workers, cache_dir=cache_dir, use_cache=not no_cache)

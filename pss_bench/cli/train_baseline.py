@@ -1,4 +1,4 @@
-"""``pss-bench train-baseline``: train a baseline with the reference model's configs and trainer."""
+"""``pss-bench train-baseline``: train a registered baseline with the shared configs and trainer."""
 
 from __future__ import annotations
 
@@ -6,18 +6,25 @@ import click
 
 from pss_bench.cli.train_reference import run_training, training_options
 
-BASELINES = {"upsnet": "model.arch=upsnet"}
+
+def _baseline(ctx, param, value: str) -> str:
+    from pss_bench.models.registry import list_models
+
+    known = [m for m in list_models() if m != "pss"]
+    if value not in known:
+        raise click.BadParameter(f"{value!r} is not one of {', '.join(map(repr, known))}.", ctx, param)
+    return value
 
 
 @click.command("train-baseline")
-@click.argument("baseline", type=click.Choice(sorted(BASELINES)))
+@click.argument("baseline", callback=_baseline)
 @training_options
 def command(baseline, config, data_root, out_dir, device, resume, pretrained, stop_after, overrides):
-    """Train BASELINE (upsnet: the UPSNet-style two-branch model) on DATA into OUT.
+    """Train BASELINE (a registered model: upsnet, the UPSNet-style two-branch model) on DATA into OUT.
 
     Same data, schedule, crops, logging, checkpoints, --resume and torchrun
-    DDP as train-reference; the config's `upsnet:` section holds the
-    baseline's own settings. `pss-bench predict` runs its checkpoints.
+    DDP as train-reference; the config's section of the baseline (`upsnet:`)
+    holds its own settings. `pss-bench predict` runs its checkpoints.
     """
     run_training(config, data_root, out_dir, device, resume, pretrained, stop_after,
-                 (BASELINES[baseline], *overrides))
+                 (f"model.arch={baseline}", *overrides))

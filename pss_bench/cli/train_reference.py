@@ -52,15 +52,15 @@ def run_training(config, data_root, out_dir, device, resume, pretrained, stop_af
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from pss_bench.reference_model.config import load_config
-    from pss_bench.reference_model.train import _dist_info, init_distributed, train
+    from pss_bench.models.config import load_config
+    from pss_bench.models.train import dist_info, init_distributed, train
 
     for o in overrides:
         if "=" not in o:
             raise click.UsageError(f"override {o!r}: expected section.key=value")
     cfg = load_config(config, overrides)
     init_distributed(device)
-    rank = _dist_info()[0]
+    rank = dist_info()[0]
     show = rank == 0
     # Off when stderr is not a terminal: rich would only print the bar's last state, which on an
     # early failure is a stray line before the one-line error.

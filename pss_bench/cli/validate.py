@@ -24,7 +24,7 @@ def command(gt_json, gt_dir, trust_gt_area, workers):
 
     Exit code 0 when it is clean, 1 when anything is wrong.
     """
-    from pss_bench.evaluation.validate import validate_panoptic
+    from pss_bench.io.validate import validate_panoptic
 
     with progress_bar("validate") as progress:
         report = validate_panoptic(gt_json, gt_dir, workers=workers, check_area=not trust_gt_area, progress=progress)

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shutil
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
@@ -32,7 +31,7 @@ from pss_bench.convert.labels import (
     split_panoptic_label,
 )
 from pss_bench.errors import FormatError, PssBenchError
-from pss_bench.io.atomic import atomic_path, disk_full_as_error, make_staging_dir, publish_dir
+from pss_bench.io.atomic import atomic_path, staged_dir
 from pss_bench.io.panoptic import default_png_dir, id2rgb, read_id_png, read_json_file, safe_join
 
 log = logging.getLogger(__name__)
@@ -61,17 +60,14 @@ def _atomic_dir(path: Path, overwrite: bool) -> Iterator[Path]:
     next one, and a full disk is one :class:`~pss_bench.errors.DiskFullError`.
     """
     path = Path(path)
-    tmp = make_staging_dir(path)  # first: it may put back a folder a killed run was replacing
-    try:
-        _check_free(path, overwrite)
-        with disk_full_as_error(path, rename=True):
-            yield tmp
-            if os.path.lexists(path) and (path.is_symlink() or not path.is_dir()):
-                path.unlink()
-            publish_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    def clear_file() -> None:
+        if os.path.lexists(path) and (path.is_symlink() or not path.is_dir()):
+            path.unlink()
+
+    # The check comes after the staging folder: making it may put back a folder a killed run was replacing.
+    with staged_dir(path, before=lambda: _check_free(path, overwrite), before_publish=clear_file) as tmp:
+        yield tmp
 
 
 def _write_json(path: Path, obj) -> None:

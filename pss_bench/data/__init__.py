@@ -7,7 +7,7 @@
 * :mod:`~pss_bench.data.coco`: :class:`CocoPanoptic`.
 * :mod:`~pss_bench.data.voc`: :class:`VocPanoptic`, ``convert_voc``.
 * :mod:`~pss_bench.data.transforms` and :mod:`~pss_bench.data.torch_dataset`:
-  training transforms and the torch ``Dataset`` wrapper.
+  the one training augmentation (``TrainTransform``) and the torch ``Dataset`` wrapper.
 * :mod:`~pss_bench.data.synthstreets`: the SynthStreets generator and its
   hidden context labels.
 

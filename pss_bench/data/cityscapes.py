@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from pss_bench.errors import PssBenchError
-from pss_bench.types import Category
+from pss_bench.structures import Category
 
 log = logging.getLogger(__name__)
 
@@ -137,9 +137,7 @@ def check_split(root: str | os.PathLike, split: str, workers: int | None = None)
     Raises:
         PssBenchError: the first bad file, in sorted order.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from pss_bench.parallel import default_workers
+    from pss_bench.threads import map_ordered
 
     pairs = match_images(root, split)
 
@@ -152,10 +150,9 @@ def check_split(root: str | os.PathLike, split: str, workers: int | None = None)
             size = im.size
         check_instance_png(lab, size)
 
-    # PNG decoding releases the GIL; map() re-raises the first failure in order.
-    with ThreadPoolExecutor(max_workers=workers or default_workers()) as ex:
-        for _ in ex.map(check, pairs.values()):
-            pass
+    # PNG decoding releases the GIL; the first failure is re-raised in order.
+    for _ in map_ordered(check, list(pairs.values()), workers, None, "pss-prepare"):
+        pass
     return pairs
 
 
@@ -167,7 +164,7 @@ def prepare_cityscapes(root: str | os.PathLike, split: str, out_dir: str | os.Pa
         root: the folder holding ``leftImg8bit/`` and ``gtFine/``.
         split: ``train``, ``val`` or ``test``.
         out_dir: where to write (default ``root/gtFine``, the converter's default).
-        check: validate the written JSON + PNGs with :func:`~pss_bench.evaluation.validate.validate_panoptic`.
+        check: validate the written JSON + PNGs with :func:`~pss_bench.io.validate.validate_panoptic`.
         workers: threads for the checks (default: the usable cores).
 
     Returns:
@@ -194,7 +191,7 @@ def prepare_cityscapes(root: str | os.PathLike, split: str, out_dir: str | os.Pa
         with disk_full_as_error(final_json, rename=True):
             json_path, png_dir = build_panoptic_gt(root / "gtFine", split, tmp)
             if check:
-                from pss_bench.evaluation.validate import validate_panoptic
+                from pss_bench.io.validate import validate_panoptic
 
                 report = validate_panoptic(json_path, png_dir, workers=workers)
                 if not report.ok:

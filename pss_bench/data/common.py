@@ -18,7 +18,7 @@ from pss_bench.data.sample import PanopticSample
 from pss_bench.errors import FormatError, GroundTruthFormatError
 from pss_bench.io.panoptic import PanopticJson, load_panoptic_json, read_id_png
 from pss_bench.io.safe_read import open_image
-from pss_bench.types import Category, ImageId
+from pss_bench.structures import Category, ImageId
 
 
 def read_rgb(path: str | os.PathLike, where: str | None = None) -> np.ndarray:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pss_bench.types import Category, ImageId, Segments
+from pss_bench.structures import Category, ImageId, Segments
 
 IGNORE_INDEX = 255
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

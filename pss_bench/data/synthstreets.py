@@ -22,7 +22,6 @@ from __future__ import annotations
 import colorsys
 import logging
 import os
-import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -868,52 +867,47 @@ def generate(
         raise PssBenchError(f"{out}: image size {height}x{width} is too large (at most {MAX_SIDE} a side)")
     if not 0 <= seed < 2**63:
         raise PssBenchError(f"{out}: seed must be in [0, 2**63), got {seed}")
-    from pss_bench.io.atomic import disk_full_as_error, make_staging_dir, publish_dir
+    from pss_bench.io.atomic import staged_dir
 
-    tmp = make_staging_dir(out)  # also removes the staging folders of killed runs
-    try:
-        with disk_full_as_error(out, rename=True):
-            tasks = [(tmp, seed, split, i, height, width) for split, n in (("train", train), ("val", val)) for i in range(n)]
-            contexts: dict[str, dict[str, str]] = {}
-            total = len(tasks)
-            # Never more processes than frames, and chunks small enough to use them all.
-            workers = max(1, min(workers, total))
-            chunksize = max(1, min(8, total // workers))
-            if workers <= 1:
-                results = map(_make_one, tasks)
-                for done, (image_id, ctx) in enumerate(results, 1):
+    # published onto a missing or empty folder; the staging folders of killed runs are removed first
+    with staged_dir(out) as tmp:
+        tasks = [(tmp, seed, split, i, height, width) for split, n in (("train", train), ("val", val)) for i in range(n)]
+        contexts: dict[str, dict[str, str]] = {}
+        total = len(tasks)
+        # Never more processes than frames, and chunks small enough to use them all.
+        workers = max(1, min(workers, total))
+        chunksize = max(1, min(8, total // workers))
+        if workers <= 1:
+            results = map(_make_one, tasks)
+            for done, (image_id, ctx) in enumerate(results, 1):
+                contexts[image_id] = {str(k): v for k, v in sorted(ctx.items())}
+                if progress:
+                    progress(done, total)
+        else:
+            with ProcessPoolExecutor(max_workers=workers) as ex:
+                for done, (image_id, ctx) in enumerate(ex.map(_make_one, tasks, chunksize=chunksize), 1):
                     contexts[image_id] = {str(k): v for k, v in sorted(ctx.items())}
                     if progress:
                         progress(done, total)
-            else:
-                with ProcessPoolExecutor(max_workers=workers) as ex:
-                    for done, (image_id, ctx) in enumerate(ex.map(_make_one, tasks, chunksize=chunksize), 1):
-                        contexts[image_id] = {str(k): v for k, v in sorted(ctx.items())}
-                        if progress:
-                            progress(done, total)
-            for split, n in (("train", train), ("val", val)):
-                if n:
-                    log.info("building the %s panoptic GT with cityscapesscripts (%d frames)", split, n)
-                    build_panoptic_gt(tmp / "gtFine", split)
-            write_json_atomic(tmp / "context.json", contexts, indent=None)
-            counts: dict[str, dict[str, int]] = {}
-            n_inst = 0
-            for ctx in contexts.values():
-                for sid, lab in ctx.items():
-                    name = _label_name(int(sid) // 1000)
-                    counts.setdefault(name, {}).setdefault(lab, 0)
-                    counts[name][lab] += 1
-                    n_inst += 1
-            counts = {k: dict(sorted(v.items())) for k, v in sorted(counts.items())}
-            write_json_atomic(tmp / "synthstreets.json", {
-                "generator_version": GENERATOR_VERSION, "seed": seed, "height": height, "width": width,
-                "frames": {"train": train, "val": val}, "contexts": {k: list(v) for k, v in CONTEXTS.items()},
-                "context_counts": counts,
-            })
-            publish_dir(tmp, out)  # onto a missing or empty folder
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        for split, n in (("train", train), ("val", val)):
+            if n:
+                log.info("building the %s panoptic GT with cityscapesscripts (%d frames)", split, n)
+                build_panoptic_gt(tmp / "gtFine", split)
+        write_json_atomic(tmp / "context.json", contexts, indent=None)
+        counts: dict[str, dict[str, int]] = {}
+        n_inst = 0
+        for ctx in contexts.values():
+            for sid, lab in ctx.items():
+                name = _label_name(int(sid) // 1000)
+                counts.setdefault(name, {}).setdefault(lab, 0)
+                counts[name][lab] += 1
+                n_inst += 1
+        counts = {k: dict(sorted(v.items())) for k, v in sorted(counts.items())}
+        write_json_atomic(tmp / "synthstreets.json", {
+            "generator_version": GENERATOR_VERSION, "seed": seed, "height": height, "width": width,
+            "frames": {"train": train, "val": val}, "contexts": {k: list(v) for k, v in CONTEXTS.items()},
+            "context_counts": counts,
+        })
     return SynthSummary(root=out, frames={"train": train, "val": val}, instances=n_inst, context_counts=counts)
 
 
@@ -921,27 +915,3 @@ def _label_name(label_id: int) -> str:
     from cityscapesscripts.helpers.labels import id2label
 
     return id2label[label_id].name
-
-
-def load_context(root: str | os.PathLike) -> dict[str, dict[int, str]]:
-    """Reads ``root/context.json``: image id -> {panoptic segment id: context label}.
-
-    Raises:
-        FormatError: missing or malformed file.
-    """
-    from pss_bench.errors import FormatError
-    from pss_bench.io.panoptic import read_json_file
-
-    path = Path(root) / "context.json"
-    raw = read_json_file(path, FormatError)
-    if not isinstance(raw, dict):
-        raise FormatError(f"{path}: expected an object {{image_id: {{segment id: label}}}}")
-    out: dict[str, dict[int, str]] = {}
-    for image_id, segs in raw.items():
-        if not isinstance(segs, dict):
-            raise FormatError(f"{path}: image {image_id!r}: expected an object of segment id -> label")
-        try:
-            out[image_id] = {int(k): str(v) for k, v in segs.items()}
-        except ValueError:
-            raise FormatError(f"{path}: image {image_id!r}: segment ids must be integers") from None
-    return out

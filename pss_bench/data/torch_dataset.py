@@ -16,8 +16,8 @@ import torch
 from torch.utils.data import Dataset
 
 from pss_bench.data.sample import PanopticSample
-from pss_bench.data.transforms import AugmentConfig, augment, label_maps, normalize
-from pss_bench.types import Category, ImageId
+from pss_bench.data.transforms import TrainTransform, item_generator, label_maps, normalize
+from pss_bench.structures import Category, ImageId
 
 
 class PanopticReader(Protocol):
@@ -46,20 +46,20 @@ def sample_to_item(sample: PanopticSample, image: np.ndarray | None = None,
 
 
 class PanopticTorchDataset(Dataset):
-    """Wraps a reader; applies :func:`~pss_bench.data.transforms.augment` when training.
+    """Wraps a reader; applies :class:`~pss_bench.data.transforms.TrainTransform` when training.
 
     Args:
         reader: any reader (Cityscapes, COCO, VOC, SynthStreets via Cityscapes).
         train: apply the random transforms; otherwise items are the full images.
-        augment_cfg: the transform settings.
+        transform: the augmentation (default: 256x512 crops, scale 0.5-2, flips).
         seed: base seed of the per-item generators.
     """
 
     def __init__(self, reader: PanopticReader, *, train: bool = True,
-                 augment_cfg: AugmentConfig | None = None, seed: int = 0) -> None:
+                 transform: TrainTransform | None = None, seed: int = 0) -> None:
         self.reader = reader
         self.train = train
-        self.cfg = augment_cfg or AugmentConfig()
+        self.transform = transform or TrainTransform((256, 512), (0.5, 2.0), True)
         self.seed = int(seed)
         self.epoch = 0
 
@@ -81,6 +81,4 @@ class PanopticTorchDataset(Dataset):
         sample = self.reader[index]
         if not self.train:
             return sample_to_item(sample)
-        rng = np.random.default_rng([self.seed, self.epoch, int(index)])
-        image, panoptic = augment(sample.image, sample.panoptic, self.cfg, rng)
-        return sample_to_item(sample, image, panoptic)
+        return self.transform(sample_to_item(sample), item_generator(self.seed, self.epoch, int(index)))

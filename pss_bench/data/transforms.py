@@ -1,110 +1,67 @@
-"""Training transforms applied to an image and its panoptic labels together (pure numpy).
+"""The one training augmentation, and the label maps and normalisation of a training item.
 
 Geometry is shared exactly: the image is resampled bilinearly and the label
 maps by nearest neighbour on the same pixel-centre grid, so a label never
 moves relative to its pixels. Randomness comes only from the
-``numpy.random.Generator`` passed in.
+``torch.Generator`` passed in (:func:`item_generator`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from pss_bench.data.sample import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, PanopticSample
 
 
-@dataclass(frozen=True)
-class AugmentConfig:
-    """Random scale, then crop (padding with VOID), then horizontal flip.
-
-    Attributes:
-        crop_size: ``(height, width)`` of the training crop; ``None``: no crop.
-        scale_range: ``(min, max)`` of the uniform random scale factor.
-        flip: flip horizontally with probability 0.5.
-    """
-
-    crop_size: tuple[int, int] | None = (256, 512)
-    scale_range: tuple[float, float] = (0.5, 2.0)
-    flip: bool = True
-
-
-def _nearest_index(n_out: int, n_in: int) -> np.ndarray:
-    """Source index of each output pixel centre (half-pixel convention, as bilinear resizing)."""
-    return np.minimum(((np.arange(n_out) + 0.5) * (n_in / n_out)).astype(np.int64), n_in - 1)
-
-
-def resize(image: np.ndarray, panoptic: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Resizes an image bilinearly and its id map by nearest neighbour.
+class TrainTransform:
+    """Random rescale, random crop (padding with VOID) and horizontal flip of a training item.
 
     Args:
-        image: ``(H, W, 3)`` uint8.
-        panoptic: ``(H, W)`` int64 segment ids.
-        size: ``(height, width)`` of the output.
-
-    Returns:
-        ``(image, panoptic)`` at ``size``.
+        crop_size: ``(H, W)`` output size.
+        scale_range: ``(min, max)`` uniform rescale factor.
+        flip: random horizontal flip with probability 0.5.
     """
-    from PIL import Image
 
-    h, w = size
-    if (h, w) == panoptic.shape:
-        return image, panoptic
-    img = np.asarray(Image.fromarray(image).resize((w, h), Image.BILINEAR))
-    pan = panoptic[_nearest_index(h, panoptic.shape[0])][:, _nearest_index(w, panoptic.shape[1])]
-    return img, pan
+    def __init__(self, crop_size: Sequence[int], scale_range: Sequence[float], flip: bool) -> None:
+        self.crop = (int(crop_size[0]), int(crop_size[1]))
+        self.scale_range = (float(scale_range[0]), float(scale_range[1]))
+        self.flip = flip
 
-
-def pad_crop(image: np.ndarray, panoptic: np.ndarray, crop: tuple[int, int], rng: np.random.Generator,
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pads to at least ``crop`` (image with the ImageNet mean, labels with VOID), then crops at random.
-
-    Returns:
-        ``(image, panoptic, valid)``: the crop and a bool mask of the pixels
-        that came from the image (False on padding).
-    """
-    ch, cw = crop
-    h, w = panoptic.shape
-    ph, pw = max(ch, h), max(cw, w)
-    valid = np.ones((h, w), dtype=bool)
-    if (ph, pw) != (h, w):
-        mean = np.round(np.array(IMAGENET_MEAN) * 255).astype(np.uint8)
-        img = np.empty((ph, pw, 3), dtype=np.uint8)
-        img[:] = mean
-        img[:h, :w] = image
-        pan = np.zeros((ph, pw), dtype=panoptic.dtype)
-        pan[:h, :w] = panoptic
-        v = np.zeros((ph, pw), dtype=bool)
-        v[:h, :w] = True
-        image, panoptic, valid = img, pan, v
-    y0 = int(rng.integers(0, ph - ch + 1))
-    x0 = int(rng.integers(0, pw - cw + 1))
-    return image[y0:y0 + ch, x0:x0 + cw], panoptic[y0:y0 + ch, x0:x0 + cw], valid[y0:y0 + ch, x0:x0 + cw]
+    def __call__(self, item: dict, gen: torch.Generator) -> dict:
+        img, pan, sem, crowd = item["image"], item["panoptic"], item["semantic"], item["crowd"]
+        lo, hi = self.scale_range
+        s = lo + (hi - lo) * float(torch.rand((), generator=gen))
+        h, w = pan.shape
+        nh, nw = max(1, round(h * s)), max(1, round(w * s))
+        if (nh, nw) != (h, w):
+            img = F.interpolate(img[None], size=(nh, nw), mode="bilinear", align_corners=False)[0]
+            rows = ((torch.arange(nh) + 0.5) * h / nh).long().clamp_(max=h - 1)
+            cols = ((torch.arange(nw) + 0.5) * w / nw).long().clamp_(max=w - 1)
+            pan, sem, crowd = (t[rows[:, None], cols[None, :]] for t in (pan, sem, crowd))
+        ch, cw = self.crop
+        y0 = int(torch.randint(0, max(nh - ch, 0) + 1, (), generator=gen))
+        x0 = int(torch.randint(0, max(nw - cw, 0) + 1, (), generator=gen))
+        out_img = torch.zeros(3, ch, cw)
+        out_pan = torch.zeros(ch, cw, dtype=torch.long)
+        out_sem = torch.full((ch, cw), IGNORE_INDEX, dtype=torch.long)
+        out_crowd = torch.zeros(ch, cw, dtype=torch.bool)
+        hh, ww = min(ch, nh - y0), min(cw, nw - x0)
+        out_img[:, :hh, :ww] = img[:, y0 : y0 + hh, x0 : x0 + ww]
+        out_pan[:hh, :ww] = pan[y0 : y0 + hh, x0 : x0 + ww]
+        out_sem[:hh, :ww] = sem[y0 : y0 + hh, x0 : x0 + ww]
+        out_crowd[:hh, :ww] = crowd[y0 : y0 + hh, x0 : x0 + ww]
+        if self.flip and bool(torch.rand((), generator=gen) < 0.5):
+            out_img, out_pan, out_sem, out_crowd = (t.flip(-1) for t in (out_img, out_pan, out_sem, out_crowd))
+        return {"image": out_img, "panoptic": out_pan, "semantic": out_sem, "crowd": out_crowd, "image_id": item["image_id"]}
 
 
-def augment(image: np.ndarray, panoptic: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator,
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """Random scale, pad-and-crop and flip, identical for image and labels.
-
-    Args:
-        image: ``(H, W, 3)`` uint8.
-        panoptic: ``(H, W)`` int64 segment ids, 0 = VOID.
-        cfg: the transform settings.
-        rng: the only source of randomness.
-
-    Returns:
-        ``(image, panoptic)``, contiguous; padding is VOID.
-    """
-    lo, hi = cfg.scale_range
-    s = float(rng.uniform(lo, hi))
-    h, w = panoptic.shape
-    image, panoptic = resize(image, panoptic, (max(1, round(h * s)), max(1, round(w * s))))
-    if cfg.crop_size is not None:
-        image, panoptic, _ = pad_crop(image, panoptic, tuple(cfg.crop_size), rng)
-    if cfg.flip and rng.random() < 0.5:
-        image, panoptic = image[:, ::-1], panoptic[:, ::-1]
-    return np.ascontiguousarray(image), np.ascontiguousarray(panoptic)
+def item_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """The augmentation RNG of item ``index`` in ``epoch``: a function of ``(seed, epoch, index)`` only."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 1_000_033 + index)
 
 
 def label_maps(panoptic: np.ndarray, sample: PanopticSample) -> tuple[np.ndarray, np.ndarray]:

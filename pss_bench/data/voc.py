@@ -26,7 +26,7 @@ from pss_bench.data.sample import PanopticSample
 from pss_bench.errors import FormatError, PssBenchError
 from pss_bench.io.panoptic import safe_join
 from pss_bench.io.safe_read import open_image, read_bytes
-from pss_bench.types import Category, Segments
+from pss_bench.structures import Category, Segments
 
 # The VOC 2012 class list (index = label value). No library ships it as data.
 VOC_CLASSES = (

@@ -3,7 +3,7 @@
 The engine behind ``pss-bench compare`` (the paper's Tables 1 and 2 for any
 set of models). It only calls the existing evaluators:
 :func:`~pss_bench.evaluation.pq.evaluate_pq` for PQ, and
-:func:`~pss_bench.evaluation.context_error.load_instances` +
+:func:`~pss_bench.evaluation.instances.load_instances` +
 :func:`~pss_bench.evaluation.context_error.score_instances` (what
 ``evaluate_context_error`` does, keeping the instance set for the report's
 retrieval strips) for the Context Error.
@@ -31,7 +31,8 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from pss_bench.errors import PredictionFormatError
-from pss_bench.evaluation.context_error import InstanceSet, load_instances, retrieve, score_instances
+from pss_bench.evaluation.context_error import CategoryRetrieval, retrieve, score_instances
+from pss_bench.evaluation.instances import InstanceSet, load_instances
 from pss_bench.io.embeddings import read_manifest
 from pss_bench.io.panoptic import read_json_file
 from pss_bench.metrics.bootstrap import (
@@ -43,7 +44,7 @@ from pss_bench.metrics.bootstrap import (
 )
 from pss_bench.metrics.context_error import ContextErrorResult, PairTerms, pair_ce_rows
 from pss_bench.metrics.pq import PQResult
-from pss_bench.types import Category
+from pss_bench.structures import Category
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +156,8 @@ class CompareResult:
         bootstrap: confidence intervals and paired differences, or ``None``.
         instances: model name -> its :class:`InstanceSet` (only with
             ``keep_instances=True``; not part of :meth:`to_dict`).
+        retrievals: model name -> category id -> the retrieval its Context
+            Error was scored on (with ``instances``; the report draws them).
     """
 
     gt_json: Path
@@ -166,6 +169,7 @@ class CompareResult:
     all_classes: bool = False
     bootstrap: CompareBootstrap | None = None
     instances: dict[str, InstanceSet] = field(default_factory=dict, repr=False, compare=False)
+    retrievals: dict[str, dict[int, CategoryRetrieval]] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def thing_categories(self) -> tuple[Category, ...]:
@@ -396,6 +400,7 @@ def compare_models(
     gt = load_panoptic_json(gt_json, gt_dir, role="gt")
     models: list[ModelComparison] = []
     instances: dict[str, InstanceSet] = {}
+    retrievals: dict[str, dict[int, CategoryRetrieval]] = {}
 
     def stage_progress(stage: str):
         if progress is None:
@@ -408,18 +413,20 @@ def compare_models(
             pq = None
             if inp.has_panoptic:
                 log.info("PQ of %s (%s)", inp.name, inp.pred_dir)
-                pq = evaluate_pq(inp.pred_dir, gt_json, gt_dir=gt_dir, workers=workers, cache_dir=cache,
+                pq = evaluate_pq(inp.pred_dir, gt, workers=workers, cache_dir=cache,
                                  use_cache=True, progress=stage_progress(f"PQ {inp.name}"))
             else:
                 notes.append("no panoptic prediction (panoptic.json lists no image): no PQ")
             ce = None
             if inp.embeddings == "gt-segments":
                 log.info("Context Error of %s (%s)", inp.name, inp.pred_dir)
-                inst = load_instances(inp.pred_dir, gt_json, gt_dir, workers=workers, cache_dir=cache,
+                inst = load_instances(inp.pred_dir, gt, workers=workers, cache_dir=cache,
                                       use_cache=True, progress=stage_progress(f"context {inp.name}"))
-                ce = score_instances(inst, None, k=k, all_classes=all_classes)
+                found: dict[int, CategoryRetrieval] = {}
+                ce = score_instances(inst, None, k=k, all_classes=all_classes, retrievals=found)
                 if keep_instances:
                     instances[inp.name] = inst
+                    retrievals[inp.name] = found
             elif inp.embeddings is None:
                 notes.append("no embeddings in the manifest: no Context Error")
             else:
@@ -439,6 +446,7 @@ def compare_models(
     return CompareResult(
         gt_json=Path(gt_json), k=k, categories=tuple(gt.categories.values()), models=tuple(models),
         bounds=bounds, reference=reference, all_classes=all_classes, bootstrap=boot, instances=instances,
+        retrievals=retrievals,
     )
 
 
@@ -495,12 +503,14 @@ class Query:
     ce: dict[str, float]
 
 
-def _instance_ce_table(inst: InstanceSet, k: int) -> dict[tuple[int, int], tuple[float, int]]:
-    """``{(image index, segment id): (CE, category id)}`` of the instances with a CE."""
-    ce = instance_context_errors(inst, k)
+def _query_ce_table(model: ModelComparison) -> dict[tuple[int, int], tuple[float, int]]:
+    """``{(image index, segment id): (CE, category id)}`` of the model's scored queries (no new retrieval)."""
+    q = model.context_error.queries if model.context_error is not None else None
+    if q is None:
+        return {}
     return {
-        (int(j), int(s)): (float(v), int(c))
-        for j, s, c, v in zip(inst.image_index, inst.segment_ids, inst.category_ids, ce)
+        (int(j), int(s)): (float(v), q.categories[int(ci)].id)
+        for (j, s), ci, v in zip(q.keys.tolist(), q.class_index.tolist(), q.ce.tolist())
         if np.isfinite(v)
     }
 
@@ -512,12 +522,13 @@ def pick_queries(result: CompareResult, n: int = 3) -> list[Query]:
     With a single such model, its ``n`` worst (largest-CE) instances. Needs
     ``result.instances`` (``keep_instances=True``); empty without them.
     """
-    names = [m.name for m in result.models if m.name in result.instances]
+    models = {m.name: m for m in result.models if m.name in result.instances}
+    names = list(models)
     if not names or n < 1:
         return []
     per: dict[str, dict[tuple[int, int], tuple[float, int]]] = {}
     for name in names[:2]:
-        per[name] = _instance_ce_table(result.instances[name], result.k)
+        per[name] = _query_ce_table(models[name])
     first = per[names[0]]
     if len(names) >= 2:
         second = per[names[1]]
@@ -529,7 +540,7 @@ def pick_queries(result: CompareResult, n: int = 3) -> list[Query]:
     chosen = sorted(keys, key=lambda key: (-score[key], key))[:n]
     gt_anns = next(iter(result.instances.values())).gt.annotations
     for name in names[2:]:
-        per[name] = _instance_ce_table(result.instances[name], result.k)
+        per[name] = _query_ce_table(models[name])
     out = []
     for j, s in chosen:
         ces = {name: per[name][(j, s)][0] for name in names if (j, s) in per[name]}

@@ -1,474 +1,38 @@
-"""Context Error over files: GT descriptors (cached), embeddings, faiss retrieval.
+"""Context Error over files: retrieval within (or across) instance sets, then scoring.
 
 The engine behind ``pss-bench context-error``, ``show-retrievals`` and
-``context-map``. GT PNGs are decoded in threads and turned into the 8-region
-class histograms of every instance
-(:func:`pss_bench.metrics.context_error.image_context_descriptors`); those are
-cached on disk per image (key: the PNG's bytes, the image's segments and the
-category list; checked entries). Retrieval is exact inner-product search with faiss
-(``IndexFlatIP`` on L2-normalised float32 vectors), one index per category.
+``context-map``; the instance sets (GT descriptors, embeddings) come from
+:mod:`pss_bench.evaluation.instances`. Retrieval is exact inner-product search
+with faiss (``IndexFlatIP`` on L2-normalised float32 vectors,
+:func:`pss_bench.metrics.retrieval.search`), one index per category.
+``pss-bench embed`` is :mod:`pss_bench.evaluation.embed`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 
-from pss_bench.errors import FormatError, GroundTruthFormatError, PredictionFormatError
-from pss_bench.io.cache_entry import BadEntry, EntryStore
-from pss_bench.io.embeddings import ImageEmbeddings, load_embeddings
-from pss_bench.io.panoptic import (
-    PanopticAnnotation,
-    PanopticJson,
-    PngFile,
-    check_png_folder,
-    decode_ids,
-    load_panoptic_json,
-    read_id_png,
-    read_json_file,
-    read_png_file,
-)
+from pss_bench.errors import GroundTruthFormatError, PredictionFormatError
+from pss_bench.evaluation.instances import InstanceSet, load_instances
 from pss_bench.metrics.context_error import (
     CategoryScores,
-    ContextDescriptors,
     ContextErrorResult,
     ContextErrorStats,
     PairTerms,
     QueryScores,
-    image_context_descriptors,
     score_category,
 )
-from pss_bench.types import Category, ImageId, Segments
-from pss_bench.parallel import default_workers
+from pss_bench.metrics.retrieval import search
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = "ce-v2"
-CONTEXT_FILE = "context.json"
-
-
-# --------------------------------------------------------------------------- descriptor cache
-
-
-_DESC_SPEC = {
-    "segment_ids": (("<i8",), 1),
-    "category_ids": (("<i8",), 1),
-    "areas": (("<i8",), 1),
-    "boxes": (("<i8",), 2),
-    "counts": (("<i8",), 3),
-    "region_areas": (("<i8",), 2),
-}
-
-
-class DescriptorCache:
-    """Per-image :class:`ContextDescriptors`, in the checked entries of :mod:`pss_bench.io.cache_entry`.
-
-    The key is a SHA-256 of the GT PNG's bytes, the image's segments (ids,
-    categories, crowd flags) and the category list (ids and thing flags, in
-    order): whatever a file's size or modification time, an edited PNG or
-    JSON misses. Each entry carries its key and a checksum; an entry that
-    fails a check is deleted with a warning and recomputed.
-    """
-
-    def __init__(self, root: str | os.PathLike) -> None:
-        self.root = Path(root) / CACHE_VERSION
-        self._store = EntryStore(self.root, "Context Error cache", ".desc")
-
-    @staticmethod
-    def key(png: PngFile, segments: Segments, categories: Sequence[Category]) -> bytes:
-        h = hashlib.sha256(CACHE_VERSION.encode())
-        cats = np.array([[c.id, int(c.isthing)] for c in categories], dtype="<i8").reshape(-1, 2)
-        for arr in (np.frombuffer(png.data, np.uint8), segments.ids, segments.category_ids,
-                    segments.iscrowd.astype("<i8"), cats):
-            raw = np.ascontiguousarray(arr, dtype=arr.dtype.newbyteorder("<")).tobytes()
-            h.update(len(raw).to_bytes(8, "little"))
-            h.update(raw)
-        return h.digest()
-
-    def get(self, key: bytes, n_segments: int, n_classes: int) -> ContextDescriptors | None:
-        def check(a: dict[str, np.ndarray]) -> ContextDescriptors:
-            m = a["segment_ids"].shape[0]
-            if m > n_segments or any(a[f].shape[0] != m for f in _DESC_SPEC) or a["counts"].shape != (m, 8, n_classes) \
-                    or a["region_areas"].shape != (m, 8) or a["boxes"].shape != (m, 4):
-                raise BadEntry("its arrays do not fit this image's segments and classes")
-            return ContextDescriptors.from_arrays(a)
-
-        limit = 4096 + n_segments * 8 * (3 + 4 + 8 + 8 * n_classes)
-        return self._store.read(key, _DESC_SPEC, limit, check)
-
-    def put(self, key: bytes, d: ContextDescriptors) -> None:
-        self._store.write(key, {k: np.asarray(v, dtype=np.int64) for k, v in d.to_arrays().items()})
-
-
-def make_cache(cache_dir: str | os.PathLike | None, use_cache: bool) -> DescriptorCache | None:
-    if not use_cache:
-        return None
-    if cache_dir is None:
-        from pss_bench.evaluation.gt_cache import default_cache_dir
-
-        cache_dir = default_cache_dir()
-    return DescriptorCache(cache_dir)
-
-
-# --------------------------------------------------------------------------- GT descriptors
-
-
-def _image_descriptors(gt: PanopticJson, ann: PanopticAnnotation, cats: Sequence[Category],
-                       cache: DescriptorCache | None) -> ContextDescriptors:
-    path = gt.png_path(ann)
-    where = f"{path}: image {ann.image_id!r}"
-    try:
-        png = read_png_file(path, where)
-    except FormatError as exc:
-        raise GroundTruthFormatError(str(exc)) from None
-    key = None
-    if cache is not None:
-        key = cache.key(png, ann.segments, cats)
-        d = cache.get(key, len(ann.segments), len(cats))
-        if d is not None:
-            return d
-    try:
-        ids = decode_ids(png, where)
-    except FormatError as exc:
-        raise GroundTruthFormatError(str(exc)) from None
-    d = image_context_descriptors(ids, ann.segments, cats)
-    absent = np.flatnonzero(d.areas == 0)
-    if absent.size:
-        raise GroundTruthFormatError(f"{where}, segment {int(d.segment_ids[absent[0]])}: in the JSON but not in the PNG")
-    if key is not None:
-        cache.put(key, d)
-    return d
-
-
-def _map_images(fn, items, workers: int | None, progress: Callable[[int, int], None] | None) -> list:
-    workers = workers or default_workers()
-    total = len(items)
-    out = []
-    if workers == 1 or total <= 1:
-        for done, item in enumerate(items, 1):
-            out.append(fn(item))
-            if progress:
-                progress(done, total)
-        return out
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pss-ce") as ex:
-        try:
-            for done, r in enumerate(ex.map(fn, items), 1):
-                out.append(r)
-                if progress:
-                    progress(done, total)
-        except BaseException:
-            ex.shutdown(wait=True, cancel_futures=True)
-            raise
-    return out
-
-
-def gt_descriptors(
-    gt: PanopticJson,
-    *,
-    workers: int | None = None,
-    cache: DescriptorCache | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> list[ContextDescriptors]:
-    """The :class:`ContextDescriptors` of every GT image, in ``gt.annotations`` order."""
-    cats = tuple(gt.categories.values())
-    return _map_images(lambda a: _image_descriptors(gt, a, cats, cache), gt.annotations, workers, progress)
-
-
-# --------------------------------------------------------------------------- instances
-
-
-def l2_normalise(vecs: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm, as float32; zero rows stay zero.
-
-    Each row is first divided by its largest absolute value (in float64), so
-    the squares can neither overflow nor underflow: embeddings scaled by 1e20
-    or 1e-25 give the same unit vectors as unscaled ones.
-
-    Args:
-        vecs: ``(n, D)`` finite floats.
-
-    Returns:
-        ``(n, D)`` float32.
-    """
-    v = np.asarray(vecs, dtype=np.float64)
-    peak = np.abs(v).max(axis=1, keepdims=True) if v.shape[1] else np.zeros((v.shape[0], 1))
-    v = np.divide(v, peak, out=np.zeros_like(v), where=peak > 0)
-    norms = np.sqrt(np.einsum("ij,ij->i", v, v))[:, None]
-    return np.divide(v, norms, out=np.zeros_like(v), where=norms > 0).astype(np.float32)
-
-
-
-@dataclass(frozen=True)
-class InstanceSet:
-    """Every instance with an embedding, as parallel arrays.
-
-    Attributes:
-        gt: the ground truth they come from.
-        image_index: ``(n,)`` int64 index into ``gt.annotations``.
-        segment_ids: ``(n,)`` int64 GT segment ids.
-        category_ids: ``(n,)`` int64.
-        areas: ``(n,)`` int64 pixel counts.
-        boxes: ``(n, 4)`` int64 ``x0, y0, w, h``.
-        distributions: ``(n, 8, C)`` float64 region class distributions.
-        embeddings: ``(n, D)`` float32, L2-normalised (zero vectors stay zero).
-        labels: ``(n,)`` object hidden context labels, or ``None`` without context.json.
-    """
-
-    gt: PanopticJson
-    image_index: np.ndarray
-    segment_ids: np.ndarray
-    category_ids: np.ndarray
-    areas: np.ndarray
-    boxes: np.ndarray
-    distributions: np.ndarray
-    embeddings: np.ndarray
-    labels: np.ndarray | None
-
-    def __len__(self) -> int:
-        return int(self.segment_ids.shape[0])
-
-    def image_id(self, i: int) -> ImageId:
-        return self.gt.annotations[int(self.image_index[i])].image_id
-
-    def find(self, image_id: ImageId, segment_id: int) -> int | None:
-        """The index of an instance, or ``None``."""
-        for j, ann in enumerate(self.gt.annotations):
-            if ann.image_id == image_id or str(ann.image_id) == str(image_id):
-                hit = np.flatnonzero((self.image_index == j) & (self.segment_ids == segment_id))
-                return int(hit[0]) if hit.size else None
-        return None
-
-
-def find_context_labels(gt_json: str | os.PathLike) -> Path | None:
-    """SynthStreets' ``context.json``: in the GT JSON's folder, else its parent."""
-    p = Path(gt_json).resolve().parent
-    for folder in (p, p.parent):
-        f = folder / CONTEXT_FILE
-        if f.is_file():
-            return f
-    return None
-
-
-def read_context_labels(path: str | os.PathLike) -> dict[str, dict[str, str]]:
-    """``{"<image_id>": {"<segment id>": "<label>"}}``, checked.
-
-    Raises:
-        GroundTruthFormatError: not that shape.
-    """
-    obj = read_json_file(path, GroundTruthFormatError)
-    if not isinstance(obj, dict):
-        raise GroundTruthFormatError(f"{path}: expected an object {{image_id: {{segment_id: label}}}}")
-    for image_id, segs in obj.items():
-        if not isinstance(segs, dict):
-            raise GroundTruthFormatError(f"{path}: image {image_id!r}: expected an object {{segment_id: label}}")
-        for sid, lab in segs.items():
-            if not isinstance(lab, str):
-                raise GroundTruthFormatError(f"{path}: image {image_id!r}, segment {sid}: label must be a string, found {lab!r}")
-    return obj
-
-
-def load_instances(
-    pred_dir: str | os.PathLike,
-    gt_json: str | os.PathLike,
-    gt_dir: str | os.PathLike | None = None,
-    *,
-    min_area: int = 0,
-    workers: int | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    use_cache: bool = True,
-    context_labels: bool = True,
-    progress: Callable[[int, int], None] | None = None,
-) -> InstanceSet:
-    """Reads the GT, its context descriptors and a prediction directory's embeddings.
-
-    Raises:
-        GroundTruthFormatError | PredictionFormatError: the first bad input,
-            e.g. an embedded segment id that is not in the GT.
-    """
-    gt = load_panoptic_json(gt_json, gt_dir, role="gt")
-    check_png_folder(gt, GroundTruthFormatError)
-    manifest, emb = load_embeddings(pred_dir, [a.image_id for a in gt.annotations])
-    kind = manifest.get("embeddings")
-    if kind not in ("gt-segments", "pred-segments"):
-        raise PredictionFormatError(
-            f"{Path(pred_dir) / 'manifest.json'}: 'embeddings' must say whose segments the vectors belong to "
-            f"(\"gt-segments\" or \"pred-segments\"), found {kind!r}"
-        )
-    if kind == "pred-segments":
-        emb = pred_embeddings_on_gt(pred_dir, gt, emb, workers=workers)
-    cache = make_cache(cache_dir, use_cache)
-    descs = gt_descriptors(gt, workers=workers, cache=cache, progress=progress)
-    labels_file = find_context_labels(gt.path) if context_labels else None
-    labels = read_context_labels(labels_file) if labels_file is not None else None
-
-    parts: dict[str, list] = {k: [] for k in ("img", "seg", "cat", "area", "box", "dist", "emb", "lab")}
-    dim = None
-    for j, (ann, d) in enumerate(zip(gt.annotations, descs)):
-        e: ImageEmbeddings | None = emb.get(ann.image_id)
-        if e is None or e.segment_ids.shape[0] == 0:
-            continue
-        dim = e.embeddings.shape[1]
-        ok = np.isin(e.segment_ids, ann.segments.ids)
-        if not ok.all():
-            bad = int(e.segment_ids[np.flatnonzero(~ok)[0]])
-            raise PredictionFormatError(
-                f"{e.path}: image {ann.image_id!r}, segment {bad}: not a segment of the GT image in {gt.path}"
-            )
-        # Instances with an embedding, in the GT's order.
-        order = np.argsort(e.segment_ids)
-        pos = np.searchsorted(e.segment_ids[order], d.segment_ids)
-        pos_c = np.minimum(pos, e.segment_ids.shape[0] - 1)
-        has = e.segment_ids[order][pos_c] == d.segment_ids
-        has &= d.areas >= max(min_area, 1)
-        sel = np.flatnonzero(has)
-        rows = order[pos_c[sel]]
-        parts["img"].append(np.full(sel.shape[0], j, np.int64))
-        parts["seg"].append(d.segment_ids[sel])
-        parts["cat"].append(d.category_ids[sel])
-        parts["area"].append(d.areas[sel])
-        parts["box"].append(d.boxes[sel])
-        parts["dist"].append(d.distributions()[sel])
-        parts["emb"].append(e.embeddings[rows])
-        if labels is not None:
-            img_labels = labels.get(str(ann.image_id), {})
-            parts["lab"].append(np.array([img_labels.get(str(int(s))) for s in d.segment_ids[sel]], dtype=object))
-    n_cls = len(gt.categories)
-    if not parts["seg"]:
-        raise PredictionFormatError(f"{pred_dir}: no embedding of a GT instance (non-crowd thing segment) found")
-    vecs = l2_normalise(np.concatenate(parts["emb"]))
-    return InstanceSet(
-        gt=gt,
-        image_index=np.concatenate(parts["img"]),
-        segment_ids=np.concatenate(parts["seg"]),
-        category_ids=np.concatenate(parts["cat"]),
-        areas=np.concatenate(parts["area"]),
-        boxes=np.concatenate(parts["box"]).reshape(-1, 4),
-        distributions=np.concatenate(parts["dist"]).reshape(-1, 8, n_cls),
-        embeddings=np.ascontiguousarray(vecs.reshape(-1, dim or 1)),
-        labels=np.concatenate(parts["lab"]) if labels is not None else None,
-    )
-
-
-def _match_pred_to_gt(gt: PanopticJson, pred: PanopticJson, ann: PanopticAnnotation, pann: PanopticAnnotation,
-                      e: ImageEmbeddings) -> ImageEmbeddings:
-    from pss_bench.metrics.pq import UnknownSegmentError, confusion_matrix, thread_indexer
-
-    gpath, ppath = gt.png_path(ann), pred.png_path(pann)
-    gwhere, pwhere = f"{gpath}: image {ann.image_id!r}", f"{ppath}: image {pann.image_id!r}"
-    unknown = np.flatnonzero(~np.isin(e.segment_ids, pann.segments.ids))
-    if unknown.size:
-        raise PredictionFormatError(
-            f"{e.path}: image {ann.image_id!r}, segment {int(e.segment_ids[unknown[0]])}: not a segment of "
-            f"the predicted image in {pred.path} (the manifest says \"pred-segments\")"
-        )
-    try:
-        gids = read_id_png(gpath, where=gwhere)
-    except FormatError as exc:
-        raise GroundTruthFormatError(str(exc)) from None
-    try:
-        pids = read_id_png(ppath, where=pwhere)
-    except FormatError as exc:
-        raise PredictionFormatError(str(exc)) from None
-    if pids.shape != gids.shape:
-        raise PredictionFormatError(f"{pwhere}: prediction is {pids.shape[1]}x{pids.shape[0]} (WxH) but the GT is "
-                                    f"{gids.shape[1]}x{gids.shape[0]}")
-    gseg, pseg = ann.segments, pann.segments
-    try:
-        gd = thread_indexer()(gids, gseg.ids, ids_below_2_24=True)
-    except UnknownSegmentError as exc:
-        raise GroundTruthFormatError(f"{gwhere}, segment {int(exc.unknown_ids[0])}: in the PNG but not in the JSON") from None
-    try:
-        pd = thread_indexer()(pids, pseg.ids, ids_below_2_24=True)
-    except UnknownSegmentError as exc:
-        raise PredictionFormatError(f"{pwhere}, segment {int(exc.unknown_ids[0])}: in the PNG but not in the JSON") from None
-    conf = confusion_matrix(gd, pd, len(gseg), len(pseg))
-    inter = conf[1:, 1:].astype(np.float64)
-    union = conf[1:, :].sum(axis=1)[:, None] + conf[:, 1:].sum(axis=0)[None, :] - inter - conf[0, 1:][None, :]
-    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-    ok = (iou > 0.5) & (gseg.category_ids[:, None] == pseg.category_ids[None, :]) & ~gseg.iscrowd[:, None]
-    gi, pi = np.nonzero(ok)  # IoU > 0.5 makes the pairs unique
-    rows = np.searchsorted(np.sort(e.segment_ids), pseg.ids[pi])
-    order = np.argsort(e.segment_ids)
-    has = (rows < e.segment_ids.shape[0])
-    has[has] = e.segment_ids[order][rows[has]] == pseg.ids[pi][has]
-    sel_rows = order[rows[has]]
-    return ImageEmbeddings(ann.image_id, e.path, gseg.ids[gi[has]].astype(np.int64), e.embeddings[sel_rows])
-
-
-def pred_embeddings_on_gt(pred_dir, gt: PanopticJson, emb: dict, *, workers: int | None = None) -> dict:
-    """Moves ``pred-segments`` embeddings onto the GT instances they match.
-
-    A predicted segment matches a non-crowd GT segment of its category when
-    their IoU is above 0.5 (panoptic quality's rule, predicted pixels on GT
-    VOID left out of the union); the match is unique. GT instances without a
-    matched, embedded prediction have no embedding and are not scored.
-
-    Raises:
-        PredictionFormatError: a missing or bad ``panoptic.json``/PNG, or an
-            embedded id that is not a predicted segment.
-    """
-    from pss_bench.io.panoptic import resolve_panoptic_input
-
-    json_path, png_dir = resolve_panoptic_input(pred_dir)
-    pred = load_panoptic_json(json_path, png_dir, role="prediction", categories=gt.categories)
-    check_png_folder(pred, PredictionFormatError)
-    by_id = {a.image_id: a for a in pred.annotations}
-    todo = []
-    for ann in gt.annotations:
-        e = emb.get(ann.image_id)
-        if e is None:
-            continue
-        pann = by_id.get(ann.image_id)
-        if pann is None:
-            raise PredictionFormatError(f"{e.path}: image {ann.image_id!r} has embeddings but no entry in {pred.path}")
-        todo.append((ann, pann, e))
-    matched = _map_images(lambda t: _match_pred_to_gt(gt, pred, *t), todo, workers, None)
-    return {m.image_id: m for m in matched}
-
-
 # --------------------------------------------------------------------------- retrieval
-
-
-def search(queries: np.ndarray, gallery: np.ndarray, k: int, self_index: np.ndarray | None) -> np.ndarray:
-    """Exact cosine retrieval with faiss.
-
-    Args:
-        queries: ``(n_q, D)`` float32 L2-normalised.
-        gallery: ``(n_g, D)`` float32 L2-normalised.
-        k: neighbours wanted.
-        self_index: ``(n_q,)`` each query's own gallery row (removed from its
-            results), or ``None``.
-
-    Returns:
-        ``(n_q, K_eff)`` int64 gallery rows, most similar first, with
-        ``K_eff = min(k, n_g - (1 if self_index is not None else 0))``.
-    """
-    import faiss
-
-    nq, ng = queries.shape[0], gallery.shape[0]
-    k_eff = max(0, min(k, ng - (1 if self_index is not None else 0)))
-    if nq == 0 or k_eff == 0:
-        return np.zeros((nq, 0), np.int64)
-    index = faiss.IndexFlatIP(gallery.shape[1])
-    index.add(np.ascontiguousarray(gallery, dtype=np.float32))
-    kk = min(ng, k_eff + (1 if self_index is not None else 0))
-    _, found = index.search(np.ascontiguousarray(queries, dtype=np.float32), kk)
-    found = found.astype(np.int64)
-    if self_index is None:
-        return found[:, :k_eff]
-    drop = found == self_index[:, None]
-    # Ties can push the query itself out of its own top list: then drop the last.
-    no_self = ~drop.any(axis=1)
-    drop[no_self, -1] = True
-    return found[~drop].reshape(nq, kk - 1)[:, :k_eff]
 
 
 @dataclass(frozen=True)
@@ -503,6 +67,7 @@ def score_instances(
     *,
     k: int = 20,
     all_classes: bool = False,
+    retrievals: dict[int, CategoryRetrieval] | None = None,
 ) -> ContextErrorResult:
     """Context Error of an instance set (``gallery=None``: retrieval within the set).
 
@@ -512,6 +77,9 @@ def score_instances(
         k: neighbours per query.
         all_classes: the headline mean averages every class with a query (the
             paper's plain mean) instead of the informative ones only.
+        retrievals: a dict to receive each category's
+            :class:`CategoryRetrieval` (category id -> retrieval), for
+            pictures of the retrievals without searching again.
 
     Returns:
         The result, with its per-query values in ``result.queries``.
@@ -535,6 +103,8 @@ def score_instances(
     per_query: dict[str, list[np.ndarray]] = {f: [] for f in ("cls", "rows", "ce", "random", "oracle", "precision")}
     for ci, c in enumerate(cats):
         r = retrieve(queries, gallery, k, c.id)
+        if retrievals is not None:
+            retrievals[c.id] = r
         if r.query_rows.shape[0] == 0 or r.neighbours.shape[1] == 0:
             continue
         qt = PairTerms.from_distributions(queries.distributions[r.query_rows])
@@ -611,138 +181,3 @@ def evaluate_context_error(
         g = load_instances(gallery, gallery_gt, gallery_gt_dir, min_area=min_area, workers=workers,
                            cache_dir=cache_dir, use_cache=use_cache, progress=progress)
     return score_instances(q, g, k=k, all_classes=all_classes)
-
-
-# --------------------------------------------------------------------------- pooling dense features
-
-
-def read_feature_map(path: Path, image_id: ImageId) -> np.ndarray:
-    """``(D, h, w)`` float32 from ``<image_id>.npy``, checked (:func:`~pss_bench.io.safe_arrays.read_npy`).
-
-    Raises:
-        PredictionFormatError: missing, unreadable, a declared size over the
-            limit, not 3-D float, or not finite.
-    """
-    from pss_bench.io.safe_arrays import read_npy
-
-    where = f"{path}: image {image_id!r}"
-    try:
-        arr = read_npy(path, where, error_cls=PredictionFormatError)
-    except FileNotFoundError:
-        raise PredictionFormatError(f"{where}: feature map not found (expected <image_id>.npy, D x h x w)") from None
-    if not isinstance(arr, np.ndarray) or arr.ndim != 3 or arr.dtype.kind != "f" or min(arr.shape) == 0:
-        raise PredictionFormatError(f"{where}: expected a D x h x w float array, found {getattr(arr, 'dtype', type(arr))} {getattr(arr, 'shape', '')}")
-    arr = arr.astype(np.float32, copy=False)
-    if not np.isfinite(arr).all():
-        raise PredictionFormatError(f"{where}: feature map holds NaN or infinite values")
-    return arr
-
-
-def _aspect_fits(h: int, w: int, height: int, width: int) -> bool:
-    """Whether an ``h x w`` map covers a ``height x width`` image at one stride, within one stride cell.
-
-    At stride ``s = height / h`` the map should be ``width / s = width * h / height``
-    wide; rounding (floor, ceil, padding to a multiple of the stride) moves
-    either side by up to one cell: ``|w * height - h * width| <= max(height, width)``.
-    """
-    return abs(w * height - h * width) <= max(height, width)
-
-
-def check_feature_layout(shape: tuple[int, ...], image_hw: tuple[int, int], where: str) -> None:
-    """Refuses a ``D x h x w`` feature map whose spatial shape cannot be the image's at any stride.
-
-    A channels-last ``(h, w, D)`` array read as ``(D, h, w)`` pools the wrong
-    axis without any error, and so does one with ``h`` and ``w`` swapped; the
-    aspect ratio gives both away (unless the image is square).
-
-    Raises:
-        PredictionFormatError: the aspect ratio differs by more than one
-            stride cell; the message says which axis looks wrong.
-    """
-    d, h, w = shape
-    height, width = image_hw
-    if _aspect_fits(h, w, height, width):
-        return
-    found = f"{d} x {h} x {w}"
-    if _aspect_fits(d, h, height, width):
-        hint = (f"it looks channels-last (h x w x D = {found}): the last axis should be the first; "
-                f"save features.transpose(2, 0, 1)")
-    elif _aspect_fits(w, h, height, width):
-        hint = "its h and w axes look swapped (D x w x h): save features.transpose(0, 2, 1)"
-    elif _aspect_fits(d, w, height, width) or _aspect_fits(w, d, height, width):
-        hint = "its channel axis looks like a spatial one: expected D x h x w"
-    else:
-        hint = "no axis order fits the image; expected D x h x w at one stride"
-    raise PredictionFormatError(
-        f"{where}: feature map {found} (D x h x w) does not have the image's aspect ratio "
-        f"{height} x {width} (H x W) within one stride cell: {hint}"
-    )
-
-
-def embed_features(
-    features_dir: str | os.PathLike,
-    gt_json: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    *,
-    gt_dir: str | os.PathLike | None = None,
-    model: str | None = None,
-    overwrite: bool = False,
-    workers: int | None = None,
-    progress: Callable[[int, int], None] | None = None,
-) -> Path:
-    """Pools ``FEATURES_DIR/<image_id>.npy`` over the GT segments into a prediction directory.
-
-    Every GT segment present in its PNG gets the mean of the feature map
-    resized bilinearly to the GT size (:func:`~pss_bench.metrics.context_error.pool_features`).
-    The directory is written atomically (nothing is left on failure); its
-    manifest says ``"embeddings": "gt-segments"`` and names the GT JSON.
-
-    Raises:
-        GroundTruthFormatError | PredictionFormatError: bad GT or feature maps.
-    """
-    from pss_bench.io.prediction import PredictionWriter
-    from pss_bench.metrics.context_error import pool_features, segment_index_map
-
-    gt = load_panoptic_json(gt_json, gt_dir, role="gt")
-    check_png_folder(gt, GroundTruthFormatError)
-    features_dir = Path(features_dir)
-
-    def one(ann: PanopticAnnotation):
-        fpath = embeddings_safe_path(features_dir, ann.image_id, ".npy")
-        feats = read_feature_map(fpath, ann.image_id)
-        png = gt.png_path(ann)
-        try:
-            ids = read_id_png(png, where=f"{png}: image {ann.image_id!r}")
-        except FormatError as exc:
-            raise GroundTruthFormatError(str(exc)) from None
-        check_feature_layout(feats.shape, ids.shape, f"{fpath}: image {ann.image_id!r}")
-        seg = segment_index_map(ids, ann.segments.ids)
-        means, area = pool_features(feats, seg, len(ann.segments))
-        keep = area > 0
-        return ann.image_id, fpath, feats.shape[0], ann.segments.ids[keep], means[keep]
-
-    writer = PredictionWriter(out_dir, model or f"features:{features_dir.name}", overwrite=overwrite,
-                              embeddings="gt-segments", gt_json=str(Path(gt_json).resolve()))
-    with writer:
-        first: tuple[int, Path] | None = None
-        for image_id, fpath, dim, seg_ids, means in _map_images(one, gt.annotations, workers, progress):
-            if first is None:
-                first = (dim, fpath)
-            elif dim != first[0]:  # refused here, not later by context-error
-                raise PredictionFormatError(
-                    f"{fpath}: image {image_id!r}: feature map has {dim} channels but {first[1]} has {first[0]}: "
-                    f"every image needs the same D"
-                )
-            writer.add_embeddings(image_id, seg_ids, means)
-        return writer.commit()
-
-
-def embeddings_safe_path(folder: Path, image_id: ImageId, suffix: str) -> Path:
-    """``folder/<image_id><suffix>``, refusing image ids that escape ``folder``."""
-    from pss_bench.errors import UnsafePathError
-    from pss_bench.io.panoptic import safe_join
-
-    try:
-        return safe_join(folder, f"{image_id}{suffix}", where=f"{folder}: image {image_id!r}")
-    except UnsafePathError as exc:
-        raise PredictionFormatError(str(exc)) from None

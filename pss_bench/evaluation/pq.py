@@ -6,7 +6,7 @@ decoded (pyspng where installed, PIL otherwise), each id map becomes runs of
 equal pixels with dense segment indices (:func:`~pss_bench.metrics.pq.id_runs`),
 and the pair counts come from the joint runs. Past decoding, no step touches
 every pixel more than twice, and nothing loops over segments in Python. GT
-runs can be cached on disk (:mod:`pss_bench.evaluation.gt_cache`), so a warm
+runs can be cached on disk (:mod:`pss_bench.evaluation.cache`), so a warm
 run decodes only the prediction PNGs.
 
 Why processes: pyspng holds the GIL while it decodes, so threads decode one
@@ -28,7 +28,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from pss_bench.errors import FormatError, GroundTruthFormatError, PredictionFormatError, PssBenchError
-from pss_bench.evaluation.gt_cache import GTCache
+from pss_bench.evaluation.cache import GTCache
 from pss_bench.io.panoptic import (
     MAX_SEGMENT_ID,
     PanopticAnnotation,
@@ -53,7 +53,7 @@ from pss_bench.metrics.pq import (
     id_runs,
     match_image,
 )
-from pss_bench.parallel import WorkerDied, default_workers, fork_available, map_forked
+from pss_bench.threads import WorkerDied, default_workers, fork_available, map_forked, map_ordered
 
 log = logging.getLogger(__name__)
 
@@ -184,14 +184,7 @@ def _score(evaluator: _Evaluator, pairs: list[_Pair], workers: int,
                 f"{exc.how} (out of memory? --workers 1 scores in this process)"
             ) from None
     else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pss-pq") as ex:
-            try:
-                yield from enumerate(ex.map(evaluator, pairs))
-            except BaseException:
-                ex.shutdown(wait=True, cancel_futures=True)
-                raise
+        yield from enumerate(map_ordered(evaluator, pairs, workers, None, "pss-pq"))
 
 
 def load_pair(
@@ -200,8 +193,8 @@ def load_pair(
     pred_dir: str | os.PathLike | None = None,
     gt_dir: str | os.PathLike | None = None,
 ) -> tuple[PanopticJson, PanopticJson]:
-    """Loads and cross-checks a GT and a prediction JSON (no PNG decoded)."""
-    gt = load_panoptic_json(gt_json, gt_dir, role="gt")
+    """Loads and cross-checks a GT and a prediction JSON (no PNG decoded); a parsed GT is used as it is."""
+    gt = gt_json if isinstance(gt_json, PanopticJson) else load_panoptic_json(gt_json, gt_dir, role="gt")
     check_png_folder(gt, GroundTruthFormatError)
     pred_json_path, pred_png_dir = resolve_panoptic_input(pred_json, pred_dir)
     pred = load_panoptic_json(pred_json_path, pred_png_dir, role="prediction", categories=gt.categories)
@@ -242,10 +235,11 @@ def evaluate_pq(
     Args:
         pred: a prediction JSON, or a directory with ``panoptic.json`` and
             ``panoptic/``.
-        gt_json: the ground-truth JSON.
+        gt_json: the ground-truth JSON, or the :class:`~pss_bench.io.panoptic.PanopticJson`
+            parsed from it (then ``gt_dir`` is not used).
         pred_dir, gt_dir: PNG folders (default: the JSON path without ``.json``).
         workers: decoding threads (default: the usable cores).
-        cache_dir: GT cache root (default :func:`~pss_bench.evaluation.gt_cache.default_cache_dir`).
+        cache_dir: GT cache root (default :func:`~pss_bench.evaluation.cache.default_cache_dir`).
         use_cache: read and write the GT cache.
         trust_gt_area: use the GT JSON's ``area`` in the IoU, as panopticapi
             does, instead of refusing a GT whose areas differ from its PNGs.
@@ -266,7 +260,7 @@ def evaluate_pq(
     pairs = match_annotations(gt, pr)
     cache = None
     if use_cache:
-        from pss_bench.evaluation.gt_cache import default_cache_dir
+        from pss_bench.evaluation.cache import default_cache_dir
 
         cache = GTCache(cache_dir if cache_dir is not None else default_cache_dir())
     evaluator = _Evaluator(gt, pr, cache, trust_gt_area)

@@ -36,7 +36,7 @@ import numpy as np
 from pss_bench.errors import GroundTruthFormatError, PredictionFormatError, PssBenchError
 from pss_bench.io.panoptic import check_png_folder, load_panoptic_json, read_id_png
 from pss_bench.metrics.pq import PanopticQuality, PQResult, PQStats, UnknownSegmentError, thread_indexer
-from pss_bench.types import Segments
+from pss_bench.structures import Segments
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +259,9 @@ class _PanopticEvaluator:
                 "area": d.areas[keep], "box": d.boxes[keep], "dist": d.distributions()[keep], "emb": means[keep]}
 
     def _context_error(self, parts: list[dict]):
-        from pss_bench.evaluation.context_error import InstanceSet, find_context_labels, read_context_labels, score_instances
+        from pss_bench.evaluation.context_error import score_instances
+        from pss_bench.evaluation.instances import InstanceSet
+        from pss_bench.io.context_labels import find_context_labels, read_context_labels
 
         parts = sorted((p for p in parts if p["seg"].shape[0]), key=lambda p: p["image"])
         if not parts:
@@ -269,7 +271,7 @@ class _PanopticEvaluator:
         if labels_file is not None:
             table = read_context_labels(labels_file)
             labels = np.concatenate([
-                np.array([table.get(str(self._gt.annotations[p["image"]].image_id), {}).get(str(int(s)))
+                np.array([table.get(str(self._gt.annotations[p["image"]].image_id), {}).get(int(s))
                           for s in p["seg"]], dtype=object) for p in parts])
         vecs = np.concatenate([p["emb"] for p in parts]).astype(np.float32)
         norms = np.linalg.norm(vecs, axis=1, keepdims=True)

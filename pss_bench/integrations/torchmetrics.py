@@ -31,7 +31,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from pss_bench.errors import GroundTruthFormatError, PredictionFormatError, PssBenchError
 from pss_bench.metrics.pq import PQResult, PQStats
 from pss_bench.metrics.pq_torch import image_pq_stats_torch
-from pss_bench.types import Category
+from pss_bench.structures import Category
 
 __all__ = ["PanopticQuality", "RESULT_KEYS"]
 

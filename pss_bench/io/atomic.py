@@ -322,3 +322,34 @@ def publish_dir(stage: str | os.PathLike, target: str | os.PathLike) -> None:
         os.replace(old, target)
         raise
     _remove(old)
+
+
+@contextlib.contextmanager
+def staged_dir(target: str | os.PathLike, *, before: Any = None, before_publish: Any = None) -> Iterator[Path]:
+    """Yields a staging folder next to ``target``, published onto it when the block succeeds.
+
+    The one way a folder output is written: the staging folder comes from
+    :func:`make_staging_dir` (a killed run's leftovers are cleaned first),
+    a full disk is one :class:`~pss_bench.errors.DiskFullError`,
+    :func:`publish_dir` moves it into place, and any failure removes it.
+
+    Args:
+        before: called once the staging folder exists (cleaning may have put
+            back a folder a killed run was replacing), before the block: a
+            check of ``target`` that may refuse the work.
+        before_publish: called after the block, before publishing (a last
+            check of ``target``, or clearing a file in its way).
+    """
+    target = Path(target)
+    stage = make_staging_dir(target)
+    try:
+        if before is not None:
+            before()
+        with disk_full_as_error(target, rename=True):
+            yield stage
+            if before_publish is not None:
+                before_publish()
+            publish_dir(stage, target)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise

@@ -26,7 +26,7 @@ from pss_bench.errors import PredictionFormatError, UnsafePathError
 from pss_bench.io.panoptic import read_json_file, safe_join
 from pss_bench.io.prediction import FORMAT_NAME, FORMAT_VERSION
 from pss_bench.io.safe_arrays import npz_member_names, read_npz
-from pss_bench.types import ImageId
+from pss_bench.structures import ImageId
 
 log = logging.getLogger(__name__)
 

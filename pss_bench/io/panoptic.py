@@ -17,7 +17,7 @@ import numpy as np
 from pss_bench.errors import FormatError, GroundTruthFormatError, PredictionFormatError, UnsafePathError
 from pss_bench.io.safe_read import open_regular, read_json_file  # noqa: F401  (read_json_file: re-exported)
 from pss_bench.text import short_repr
-from pss_bench.types import Category, ImageId, Segments
+from pss_bench.structures import Category, ImageId, Segments
 
 VOID = 0
 MAX_SEGMENT_ID = 256**3 - 1
@@ -32,16 +32,6 @@ _PNG_COLOR_TYPES = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale+alpha"
 
 
 # --------------------------------------------------------------------------- ids
-
-
-def rgb2id(rgb: np.ndarray) -> np.ndarray:
-    """``(H, W, 3)`` uint8 colours to ``(H, W)`` uint32 ids ``R + 256*G + 256**2*B``."""
-    rgb = np.asarray(rgb)
-    return (
-        rgb[..., 0].astype(np.uint32)
-        | (rgb[..., 1].astype(np.uint32) << 8)
-        | (rgb[..., 2].astype(np.uint32) << 16)
-    )
 
 
 def id2rgb(ids: np.ndarray) -> np.ndarray:
@@ -234,6 +224,22 @@ def read_id_png(path: str | os.PathLike, where: str | None = None) -> np.ndarray
     """
     where = where or str(path)
     return decode_ids(read_png_file(path, where), where)
+
+
+def read_ids(path: str | os.PathLike, where: str, error: type[FormatError] = FormatError) -> np.ndarray:
+    """:func:`read_id_png`, its failure raised as ``error`` (whose GT or prediction the PNG is).
+
+    Args:
+        where: the message's prefix (``"PATH: image ID"``).
+        error: :class:`GroundTruthFormatError` or :class:`PredictionFormatError`
+            (the CLI names the side), or :class:`FormatError`.
+    """
+    try:
+        return read_id_png(path, where=where)
+    except FormatError as exc:
+        if isinstance(exc, error):
+            raise
+        raise error(str(exc)) from None
 
 
 def decode_ids(png: PngFile, where: str | None = None) -> np.ndarray:

@@ -24,7 +24,7 @@ import numpy as np
 from pss_bench.errors import FormatError, PssBenchError
 from pss_bench.io.atomic import clean_stale, disk_full_as_error, make_staging_dir, publish_dir, write_json_atomic
 from pss_bench.io.panoptic import safe_join, write_id_png
-from pss_bench.types import ImageId
+from pss_bench.structures import ImageId
 
 FORMAT_NAME = "pss-bench-predictions"
 FORMAT_VERSION = 1
@@ -86,11 +86,6 @@ class PredictionWriter:
         self.manifest = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "model": model, **extra}
         self.annotations: list[dict] = []
         self.overwrite = overwrite
-
-    @property
-    def staging_dir(self) -> Path:
-        """Where files go before :meth:`commit` (for extra outputs such as embeddings)."""
-        return self._tmp
 
     def add_panoptic(
         self, image_id: ImageId, file_name: str, ids: np.ndarray, segments_info: Sequence[dict]

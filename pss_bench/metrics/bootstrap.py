@@ -44,7 +44,7 @@ import numpy as np
 
 from pss_bench.metrics.context_error import QueryScores
 from pss_bench.metrics.pq import PQImageStats
-from pss_bench.types import Category
+from pss_bench.structures import Category
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_LEVEL = 0.95

@@ -29,7 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
-from pss_bench.types import Category, Segments
+from pss_bench.structures import Category, Segments
 
 #: (i, j) offsets of the 8 regions in units of the box size, row by row.
 REGION_OFFSETS: tuple[tuple[int, int], ...] = (

@@ -27,7 +27,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from pss_bench.errors import PssBenchError
-from pss_bench.types import Category, Segments
+from pss_bench.structures import Category, Segments
 
 _LUT_SIZE = 1 << 24
 
@@ -601,14 +601,14 @@ class PanopticQuality:
         result = metric.compute()
 
     Id maps are ``(H, W)`` integer numpy arrays or torch tensors (any device);
-    segment lists are :class:`~pss_bench.types.Segments` or lists of
+    segment lists are :class:`~pss_bench.structures.Segments` or lists of
     ``{"id", "category_id", "iscrowd"}`` dicts. GT areas are the pixel counts.
     """
 
     def __init__(self, categories: Iterable[Category | Mapping] | Mapping[int, Category | Mapping]) -> None:
         """
         Args:
-            categories: :class:`~pss_bench.types.Category` objects or raw COCO
+            categories: :class:`~pss_bench.structures.Category` objects or raw COCO
                 category dicts (``{"id", "name", "isthing"}``, e.g. a GT JSON's
                 ``categories``), as a sequence or a mapping by id.
 
@@ -645,7 +645,7 @@ class PanopticQuality:
             gt_ids, pred_ids: ``(H, W)`` integer id maps of one image, or
                 ``(B, H, W)`` batches (numpy or torch, any device).
             gt_segments, pred_segments: for one image, its segment list
-                (:class:`~pss_bench.types.Segments` or ``{"id", "category_id",
+                (:class:`~pss_bench.structures.Segments` or ``{"id", "category_id",
                 "iscrowd"}`` dicts); for a batch, a list of ``B`` such lists.
             image_id: names the image in error messages (for a batch: a list
                 of ``B`` ids, or ``None``).

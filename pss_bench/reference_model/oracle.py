@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from pss_bench.data.sample import IGNORE_INDEX
 from pss_bench.metrics.pq import PanopticQuality, PQResult
 from pss_bench.reference_model.config import PSSConfig
-from pss_bench.reference_model.data import segments_from_item
+from pss_bench.models.data import segments_from_item
 from pss_bench.reference_model.loss import center_heatmap, downsample_labels
 from pss_bench.reference_model.postprocess import panoptic_inference, to_panoptic, upsample_labels
-from pss_bench.types import Category, Segments
+from pss_bench.structures import Category, Segments
 
 
 def _gt_as_prediction(ids: np.ndarray, gt: Segments) -> Segments:

@@ -12,7 +12,8 @@ from PIL import Image
 
 from pss_bench.cli import main
 from pss_bench.data.cityscapes import CityscapesPanoptic
-from pss_bench.data.synthstreets import CONTEXTS, generate, image_id_for, load_context, render_frame
+from pss_bench.data.synthstreets import CONTEXTS, generate, image_id_for, render_frame
+from pss_bench.io.context_labels import read_context_labels
 from pss_bench.errors import PssBenchError
 from pss_bench.evaluation.pq import evaluate_pq
 
@@ -101,7 +102,7 @@ def test_instance_label_trainid_colour_and_panoptic_maps_agree(synth):
 
 def test_every_instance_has_a_context_label_and_nothing_else_does(synth):
     out, summary = synth
-    ctx = load_context(out)
+    ctx = read_context_labels(out / "context.json")
     seen: dict[str, set] = {}
     for split, n in (("train", N_TRAIN), ("val", N_VAL)):
         gt = json.loads((out / "gtFine" / f"cityscapes_panoptic_{split}.json").read_text())
@@ -154,7 +155,7 @@ def _surroundings(out, ctx):
 
 def test_hidden_labels_follow_the_surroundings(synth):
     out, _ = synth
-    s = _surroundings(out, load_context(out))
+    s = _surroundings(out, read_context_labels(out / "context.json"))
     crossing = s[("person", "crossing on a crosswalk")]
     alone = s[("person", "alone on a sidewalk")]
     # crossing persons stand on road, among bright crosswalk stripes (labelled road)

@@ -8,9 +8,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from pss_bench.data.sample import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, PanopticSample
-from pss_bench.data.torch_dataset import PanopticTorchDataset
-from pss_bench.data.transforms import AugmentConfig, augment
-from pss_bench.types import Category, Segments
+from pss_bench.data.torch_dataset import PanopticTorchDataset, sample_to_item
+from pss_bench.data.transforms import TrainTransform
+from pss_bench.structures import Category, Segments
 
 CATS = {7: Category(7, "road", False), 24: Category(24, "person", True), 26: Category(26, "car", True)}
 # segment id -> category id, crowd flag, colour
@@ -53,8 +53,14 @@ def _denorm(t):
     return np.round(x * 255).astype(np.int64)
 
 
+def _augment(sample, crop, scale_range=(0.5, 2.0), flip=True, seed=0):
+    """The one augmentation on a sample: ``(image (H, W, 3) int64 colours, panoptic (H, W))``."""
+    item = TrainTransform(crop, scale_range, flip)(sample_to_item(sample), torch.Generator().manual_seed(seed))
+    return _denorm(item["image"]), item["panoptic"].numpy()
+
+
 def test_items_follow_the_contract():
-    ds = PanopticTorchDataset(_ToyReader(), augment_cfg=AugmentConfig(crop_size=(48, 64)), seed=1)
+    ds = PanopticTorchDataset(_ToyReader(), transform=TrainTransform((48, 64), (0.5, 2.0), True), seed=1)
     it = ds[0]
     assert set(it) == {"image", "panoptic", "semantic", "crowd", "image_id"}
     assert it["image"].dtype == torch.float32 and it["image"].shape == (3, 48, 64)
@@ -72,8 +78,7 @@ def test_items_follow_the_contract():
 @pytest.mark.parametrize("seed", range(8))
 def test_transforms_keep_image_and_labels_aligned(seed):
     s = _ToyReader()[seed % 6]
-    cfg = AugmentConfig(crop_size=(50, 70), scale_range=(0.6, 1.8), flip=True)
-    img, pan = augment(s.image, s.panoptic, cfg, np.random.default_rng(seed))
+    img, pan = _augment(s, (50, 70), (0.6, 1.8), True, seed)
     assert img.shape[:2] == pan.shape == (50, 70)
     # Away from label boundaries (3x3 window of one id), each pixel shows its segment's colour.
     p = np.pad(pan, 1, mode="edge")
@@ -93,26 +98,24 @@ def test_transforms_keep_image_and_labels_aligned(seed):
 
 def test_flip_and_padding_happen_and_padding_is_void():
     s = _ToyReader()[0]
-    cfg = AugmentConfig(crop_size=(200, 300), scale_range=(1.0, 1.0), flip=False)
-    img, pan = augment(s.image, s.panoptic, cfg, np.random.default_rng(0))
+    img, pan = _augment(s, (200, 300), (1.0, 1.0), False)
     assert pan.shape == (200, 300) and (pan == 0).sum() >= 200 * 300 - 60 * 90
     flips = set()
     for seed in range(12):
-        _, p = augment(s.image, s.panoptic, AugmentConfig(crop_size=None, scale_range=(1.0, 1.0)),
-                       np.random.default_rng(seed))
+        _, p = _augment(s, s.panoptic.shape, (1.0, 1.0), True, seed)  # the whole frame: no crop
         flips.add(bool((p[:, -2:] == 0).all()))
     assert flips == {True, False}
 
 
 def test_dataset_is_deterministic_under_a_seed_and_varies_with_epoch_and_seed():
     r = _ToyReader()
-    cfg = AugmentConfig(crop_size=(40, 40))
-    a = PanopticTorchDataset(r, augment_cfg=cfg, seed=5)
-    b = PanopticTorchDataset(r, augment_cfg=cfg, seed=5)
+    cfg = TrainTransform((40, 40), (0.5, 2.0), True)
+    a = PanopticTorchDataset(r, transform=cfg, seed=5)
+    b = PanopticTorchDataset(r, transform=cfg, seed=5)
     for i in range(len(r)):
         for k in ("image", "panoptic"):
             assert torch.equal(a[i][k], b[i][k])
-    c = PanopticTorchDataset(r, augment_cfg=cfg, seed=6)
+    c = PanopticTorchDataset(r, transform=cfg, seed=6)
     assert any(not torch.equal(a[i]["panoptic"], c[i]["panoptic"]) for i in range(len(r)))
     before = [a[i]["panoptic"] for i in range(len(r))]
     a.set_epoch(1)
@@ -120,7 +123,7 @@ def test_dataset_is_deterministic_under_a_seed_and_varies_with_epoch_and_seed():
 
 
 def test_several_dataloader_workers_give_the_same_batches():
-    ds = PanopticTorchDataset(_ToyReader(), augment_cfg=AugmentConfig(crop_size=(32, 48)), seed=3)
+    ds = PanopticTorchDataset(_ToyReader(), transform=TrainTransform((32, 48), (0.5, 2.0), True), seed=3)
     ref = [ds[i] for i in range(len(ds))]
     batches = list(DataLoader(ds, batch_size=2, num_workers=2, shuffle=False))
     assert [i for b in batches for i in b["image_id"]] == [r["image_id"] for r in ref]
@@ -140,7 +143,7 @@ def test_real_cityscapes_frame_through_the_wrapper(sample_data, cityscapes_val_g
     from pss_bench.data.cityscapes import CityscapesPanoptic
 
     r = CityscapesPanoptic(sample_data / "cityscapes", "val", gt_json=cityscapes_val_gt[0])
-    ds = PanopticTorchDataset(r, augment_cfg=AugmentConfig(crop_size=(64, 128)), seed=0)
+    ds = PanopticTorchDataset(r, transform=TrainTransform((64, 128), (0.5, 2.0), True), seed=0)
     it = ds[0]
     sem, pan = it["semantic"].numpy(), it["panoptic"].numpy()
     # semantic is the position of the segment's label id in the cityscapesscripts table

@@ -10,7 +10,7 @@ import pytest
 from pq_oracle import write_dataset
 from pss_bench.errors import PredictionFormatError
 from pss_bench.evaluation.pq import evaluate_pq
-from pss_bench.parallel import fork_available
+from pss_bench.threads import fork_available
 
 CATS = [{"id": 1, "name": "thing", "isthing": 1}, {"id": 2, "name": "stuff", "isthing": 0}]
 

@@ -30,7 +30,16 @@ from pathlib import Path
 import numpy as np
 
 from pss_bench.errors import FormatError, PredictionFormatError
-from pss_bench.io.panoptic import PanopticAnnotation, PanopticJson, load_panoptic_json, read_id_png, read_json_file, safe_join
+from pss_bench.io.panoptic import (
+    PanopticAnnotation,
+    PanopticJson,
+    id2rgb,
+    load_panoptic_json,
+    read_id_png,
+    read_ids,
+    read_json_file,
+    safe_join,
+)
 from pss_bench.io.prediction import PredictionWriter
 from pss_bench.io.safe_pickle import load_restricted_pickle
 from pss_bench.text import short_repr
@@ -221,15 +230,12 @@ def convert_upsnet_results(
             if entries is not None:
                 png = safe_join(pan_dir, im.upsnet_name, where=f"image {im.image_id!r}")
                 where = f"{png}: image {im.image_id!r} (pred.json entry {k})"
-                try:
-                    ids = read_id_png(png, where=where).astype(np.int64)
-                except FormatError as exc:
-                    raise PredictionFormatError(str(exc)) from None
+                ids = read_ids(png, where, PredictionFormatError).astype(np.int64)
                 segs = _segments_from_pred_json(entries[k], ids, category_map, where)
             else:
                 png = safe_join(two_ch, im.upsnet_name, where=f"image {im.image_id!r}")
                 where = f"{png}: image {im.image_id!r}"
-                rgb = _read_rgb(png, where)
+                rgb = id2rgb(read_id_png(png, where=where))
                 ids, segs = _segments_from_2ch(rgb, category_map, where)
             if im.size is not None and ids.shape != tuple(im.size):
                 raise PredictionFormatError(
@@ -252,32 +258,12 @@ def convert_upsnet_results(
 
 def _pooled_features(features_dir: Path, im: _Image, gt: PanopticJson) -> tuple[Path, np.ndarray, np.ndarray]:
     """The feature file, and the mean of its map over each GT segment present in the GT PNG."""
-    from pss_bench.errors import GroundTruthFormatError
-    from pss_bench.evaluation.context_error import check_feature_layout, read_feature_map
-    from pss_bench.metrics.context_error import pool_features, segment_index_map
+    from pss_bench.evaluation.embed import pool_gt_segments
 
     stem = os.path.splitext(os.path.basename(im.upsnet_name))[0]
     fpath = safe_join(features_dir, stem + ".npy", where=f"image {im.image_id!r}")
-    feats = read_feature_map(fpath, im.image_id)
-    ann = im.ann
-    png = gt.png_path(ann)
-    try:
-        gt_ids = read_id_png(png, where=f"{png}: image {im.image_id!r}")
-    except FormatError as exc:
-        raise GroundTruthFormatError(str(exc)) from None
-    check_feature_layout(feats.shape, gt_ids.shape, f"{fpath}: image {im.image_id!r}")
-    means, area = pool_features(feats, segment_index_map(gt_ids, ann.segments.ids), len(ann.segments))
-    keep = area > 0
-    return fpath, ann.segments.ids[keep], means[keep]
-
-
-def _read_rgb(png: Path, where: str) -> np.ndarray:
-    ids = read_id_png(png, where=where)
-    rgb = np.empty(ids.shape + (3,), dtype=np.uint8)
-    rgb[..., 0] = ids & 0xFF
-    rgb[..., 1] = (ids >> 8) & 0xFF
-    rgb[..., 2] = ids >> 16
-    return rgb
+    _, seg_ids, means = pool_gt_segments(fpath, im.image_id, gt, im.ann)
+    return fpath, seg_ids, means
 
 
 def _segments_from_pred_json(entry, ids: np.ndarray, cat_map: dict[int, int], where: str) -> list[dict]:

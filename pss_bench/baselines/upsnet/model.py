@@ -10,6 +10,8 @@ Panoptic head: :mod:`pss_bench.baselines.upsnet.panoptic_head`.
 ``forward(batch)`` in training mode returns the loss dict (RPN, box, mask,
 semantic, panoptic x 0.5); :meth:`UPSNetStyle.predict` returns panoptic
 results and the stride-4 features used as embeddings for the Context Error.
+:class:`UPSNetTrainingModule` and :func:`predict` are what the generic trainer
+and predictor call (registered by :mod:`pss_bench.baselines.upsnet.registration`).
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ from pss_bench.baselines.upsnet.panoptic_head import (
     remove_overlapped,
 )
 from pss_bench.data.sample import IGNORE_INDEX
-from pss_bench.reference_model.config import ModelConfig, UPSNetConfig
-from pss_bench.reference_model.network import PyramidHead, ResNetFPN
-from pss_bench.types import Category
+from pss_bench.baselines.upsnet.config import UPSNetConfig
+from pss_bench.models.backbone import PyramidHead, ResNetFPN
+from pss_bench.models.config import Config, ModelConfig
+from pss_bench.structures import Category
 
 
 def instance_targets(panoptic: torch.Tensor, semantic: torch.Tensor, crowd: torch.Tensor,
@@ -225,3 +228,34 @@ class UPSNetStyle(nn.Module):
             outs.append(panoptic_from_logits(logits, stuff_ids, [thing_ids[int(l) - 1] for l in labels],
                                              scores.tolist(), stuff_area_limit=self.cfg.stuff_area_limit))
         return outs, fcn_feat
+
+
+class UPSNetTrainingModule(nn.Module):
+    """The UPSNet-style baseline's losses (RPN, box, mask, semantic, panoptic) in one ``forward``."""
+
+    def __init__(self, net: nn.Module, cfg: Config) -> None:
+        super().__init__()
+        self.net = net
+        self.cfg = cfg
+
+    def forward(self, batch: dict, memory=None):
+        amp = self.cfg.train.amp and batch["image"].device.type == "cuda"
+        with torch.autocast(batch["image"].device.type, dtype=torch.bfloat16, enabled=amp):
+            losses = self.net(batch)
+        # torchvision names its losses loss_*; the trainer logs every key as loss_<key>
+        losses = {k.removeprefix("loss_"): v.float() for k, v in losses.items()}
+        losses["total"] = sum(losses.values())
+        return losses, None
+
+
+@torch.no_grad()
+def predict(net: UPSNetStyle, image: torch.Tensor, categories: Sequence[Category], cfg: Config):
+    """The baseline's :func:`~pss_bench.models.predict.predict_panoptic`: features are the semantic head's ``fcn_feat``."""
+    amp = cfg.train.amp and image.device.type == "cuda"
+    with torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=amp):
+        outs, feats = net.predict(image[None])
+    out = outs[0]
+    areas = torch.bincount(out.ids.reshape(-1), minlength=len(out.segments) + 1)
+    info = [{"id": s["id"], "category_id": s["category_id"], "iscrowd": 0, "area": int(areas[s["id"]]),
+             "score": s["score"]} for s in out.segments]
+    return out.ids, info, feats[0].float(), None

@@ -1,10 +1,16 @@
-"""How many threads or processes to use by default, and a map over forked workers."""
+"""Threads and processes: how many to use, the ordered thread map over images, and a map over forked workers.
+
+Decoding PNGs and scoring images release the GIL, so the per-image loops of
+the library run through :func:`map_ordered`; ``pss-bench pq`` scores images in
+forked worker processes (:func:`map_forked`).
+"""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator, Sequence, TypeVar
 
 from pss_bench.errors import PssBenchError
@@ -207,3 +213,35 @@ def _portable(exc: BaseException) -> BaseException:
         return exc
     except Exception:  # noqa: BLE001
         return RuntimeError(f"in a pss-bench worker process: {tb}")
+
+
+def map_ordered(fn: Callable[[T], R], items: Sequence[T], workers: int | None = None,
+                progress: Callable[[int, int], None] | None = None, name: str = "pss") -> Iterator[R]:
+    """``fn`` over ``items`` on ``workers`` threads (default: :func:`default_workers`), results in order.
+
+    One worker (or one item) runs in this thread. The first exception is
+    re-raised in order; the items not started yet are cancelled and the
+    running ones finished before it propagates (no thread outlives the call).
+
+    Args:
+        progress: called as ``progress(done, total)`` after each result.
+        name: the threads' name prefix (seen in py-spy and tracebacks).
+    """
+    workers = workers or default_workers()
+    total = len(items)
+    if workers == 1 or total <= 1:
+        for done, item in enumerate(items, 1):
+            yield fn(item)
+            if progress:
+                progress(done, total)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix=name) as ex:
+        try:
+            for done, r in enumerate(ex.map(fn, items), 1):
+                yield r
+                if progress:
+                    progress(done, total)
+        except BaseException:
+            ex.shutdown(wait=True, cancel_futures=True)
+            raise
+

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -62,7 +61,7 @@ def validate_panoptic(
     Returns:
         A report listing every problem, in file order.
     """
-    from pss_bench.parallel import default_workers
+    from pss_bench.threads import map_ordered
 
     log = ProblemLog(GroundTruthFormatError, collect=True)
     try:
@@ -78,10 +77,6 @@ def validate_panoptic(
     report.problems.extend(msg for _, msg in path_problems)
     bad = {image_id for image_id, _ in path_problems}
     anns = [a for a in pj.annotations if a.image_id not in bad]
-    total = len(anns)
-    with ThreadPoolExecutor(max_workers=workers or default_workers()) as ex:
-        for done, probs in enumerate(ex.map(lambda a: _image_problems(pj, a, check_area), anns), 1):
-            report.problems.extend(probs)
-            if progress:
-                progress(done, total)
+    for probs in map_ordered(lambda a: _image_problems(pj, a, check_area), anns, workers, progress, "pss-validate"):
+        report.problems.extend(probs)
     return report

@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from pss_bench.errors import PssBenchError
-from pss_bench.evaluation.context_error import InstanceSet
-from pss_bench.figures.common import colourise, context_window, crop_padded, gt_ids, palette, pyplot, save_figure
+from pss_bench.evaluation.instances import InstanceSet
+from pss_bench.report.common import colourise, context_window, crop_padded, gt_ids, palette, pyplot, save_figure
 from pss_bench.metrics.context_error import semantic_map
 from pss_bench.text import mpl_escape
 
@@ -76,7 +76,7 @@ def category_rows(inst: InstanceSet, category: str) -> tuple[int, np.ndarray]:
 
 
 def figure_size_px() -> tuple[int, int]:
-    from pss_bench.figures.common import DPI
+    from pss_bench.report.common import DPI
 
     return round(FIG_INCHES[0] * DPI), round(FIG_INCHES[1] * DPI)
 

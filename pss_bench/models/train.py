@@ -1,4 +1,4 @@
-"""Training and in-memory validation of the PSS reference model and the UPSNet-style baseline.
+"""Training and in-memory validation of any registered model (PSS, the UPSNet-style baseline, ...).
 
 :func:`train` runs single-process or under ``torchrun`` (DistributedDataParallel,
 NCCL on CUDA, gloo on CPU). It writes into the run folder::
@@ -9,10 +9,17 @@ NCCL on CUDA, gloo on CPU). It writes into the run folder::
     RUN/model_final.pt        the final weights, config and categories (no optimizer state)
 
 ``resume=True`` restores the model, optimizer, iteration (the learning rate is
-a pure function of it), RNG states and prototype memory; data order and
+a pure function of it), RNG states and the training module's own state; data order and
 augmentation are functions of ``(seed, epoch, index)``, so the resumed run sees
 the same batches as an uninterrupted one. Nothing is printed: progress goes to
 the ``progress`` callback, messages to ``logging``.
+
+The trainer knows no architecture: the registered model's training module
+(:class:`~pss_bench.models.registry.ModelSpec`) returns ``(losses, aux)`` from
+``forward(batch)``; the trainer calls its optional ``after_step(aux)`` after
+each optimiser step, and saves its optional ``training_state()`` (PSS: the
+prototype memory) into ``checkpoint_last.pt``, restored on ``--resume`` by its
+``load_training_state(payload)``.
 """
 
 from __future__ import annotations
@@ -30,69 +37,34 @@ from torch import nn
 
 from pss_bench.errors import PssBenchError
 from pss_bench.io.atomic import append_line, clean_stale
-from pss_bench.reference_model.config import PSSConfig
-from pss_bench.reference_model.data import (
+from pss_bench.data.transforms import TrainTransform
+from pss_bench.models.checkpoint import load_pretrained_backbone, save_checkpoint_payload, torch_load
+from pss_bench.models.config import Config
+from pss_bench.models.data import (
     AugmentedItems,
     ResumableBatchSampler,
-    TrainTransform,
     build_dataset,
     collate,
     segments_from_item,
 )
-from pss_bench.reference_model.loss import PrototypeMemory, pss_losses
-from pss_bench.reference_model.postprocess import panoptic_inference, to_panoptic
-from pss_bench.reference_model.registry import create_model, load_pretrained_backbone, save_checkpoint_payload
-from pss_bench.types import Category
+from pss_bench.models.predict import predict_panoptic
+from pss_bench.models.registry import create_model, get_model
+from pss_bench.structures import Category
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint_last.pt"
 FINAL_NAME = "model_final.pt"
-RESUME_ONLY_KEYS = ("optimizer", "memory", "rng")
+# What only --resume needs; model_final.pt leaves it out, with the training module's own state.
+RESUME_ONLY_KEYS = ("optimizer", "rng")
 
 
-class PSSTrainingModule(nn.Module):
-    """Network + losses in one ``forward``, so DDP sees every parameter used there."""
-
-    def __init__(self, net: nn.Module, cfg: PSSConfig, thing_classes: torch.Tensor) -> None:
-        super().__init__()
-        self.net = net
-        self.cfg = cfg
-        self.register_buffer("thing_classes", thing_classes, persistent=False)
-
-    def forward(self, batch: dict, memory: PrototypeMemory | None = None):
-        amp = self.cfg.train.amp and batch["image"].device.type == "cuda"
-        with torch.autocast(batch["image"].device.type, dtype=torch.bfloat16, enabled=amp):
-            out = self.net(batch["image"])
-        return pss_losses(out, batch, self.net.classifier, self.thing_classes, self.cfg.loss, self.cfg.kmeans, memory)
+def training_module(net: nn.Module, cfg: Config, categories: Sequence[Category]) -> nn.Module:
+    """Network + losses of the registered model ``cfg.model.arch`` (what DDP wraps)."""
+    return get_model(cfg.model.arch).training_module(net, cfg, categories)
 
 
-class UPSNetTrainingModule(nn.Module):
-    """The UPSNet-style baseline's losses (RPN, box, mask, semantic, panoptic) in one ``forward``."""
-
-    def __init__(self, net: nn.Module, cfg: PSSConfig) -> None:
-        super().__init__()
-        self.net = net
-        self.cfg = cfg
-
-    def forward(self, batch: dict, memory: PrototypeMemory | None = None):
-        amp = self.cfg.train.amp and batch["image"].device.type == "cuda"
-        with torch.autocast(batch["image"].device.type, dtype=torch.bfloat16, enabled=amp):
-            losses = self.net(batch)
-        # torchvision names its losses loss_*; the trainer logs every key as loss_<key>
-        losses = {k.removeprefix("loss_"): v.float() for k, v in losses.items()}
-        losses["total"] = sum(losses.values())
-        return losses, None
-
-
-def training_module(net: nn.Module, cfg: PSSConfig, categories: Sequence[Category]) -> nn.Module:
-    """Network + losses for ``cfg.model.arch`` (what DDP wraps)."""
-    if cfg.model.arch == "upsnet":
-        return UPSNetTrainingModule(net, cfg)
-    return PSSTrainingModule(net, cfg, torch.tensor([c.isthing for c in categories], dtype=torch.bool))
-
-
-def learning_rate(cfg: PSSConfig, it: int) -> float:
+def learning_rate(cfg: Config, it: int) -> float:
     """Poly schedule with linear warm-up: a pure function of the iteration."""
     t = cfg.train
     lr = t.lr * (1.0 - min(it, t.iterations) / t.iterations) ** t.poly_power
@@ -102,7 +74,7 @@ def learning_rate(cfg: PSSConfig, it: int) -> float:
     return lr
 
 
-def build_optimizer(model: nn.Module, cfg: PSSConfig) -> torch.optim.SGD:
+def build_optimizer(model: nn.Module, cfg: Config) -> torch.optim.SGD:
     """SGD with momentum; no weight decay on norm parameters and biases.
 
     Parameters of a submodule named ``classifier`` (PSS's segment classifier)
@@ -131,7 +103,8 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
         g["lr"] = lr * g.get("lr_mult", 1.0)
 
 
-def _dist_info() -> tuple[int, int, int]:
+def dist_info() -> tuple[int, int, int]:
+    """``(rank, world size, local rank)`` of this process; ``(0, 1, 0)`` outside ``torch.distributed``."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
@@ -155,58 +128,7 @@ def _move(batch: dict, device: torch.device) -> dict:
 
 
 @torch.no_grad()
-def predict_image(net, item_image: torch.Tensor, thing_classes: torch.Tensor, cfg: PSSConfig, amp: bool = False):
-    """Network + post-processing of one ``(3, H, W)`` image.
-
-    Returns:
-        ``(out, embedding)``: the :class:`~pss_bench.reference_model.postprocess.PanopticOutput`
-        and the ``(D, h, w)`` embeddings.
-    """
-    dev = item_image.device
-    with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=amp and dev.type == "cuda"):
-        o = net(item_image[None])
-    emb = o["embedding"][0].float()
-    seed_map = o["seed"][0, 0].float()
-    if cfg.loss.seed_loss == "focal":
-        seed_map = torch.sigmoid(seed_map)
-    res = panoptic_inference(
-        emb, net.classifier, thing_classes, cfg.inference, seed_map=seed_map,
-        iterations=cfg.kmeans.iterations, coord_weight=cfg.kmeans.coord_weight,
-        kmeans_pool=2 if cfg.model.output_stride == 2 else 1,
-    )
-    return res, emb
-
-
-@torch.no_grad()
-def predict_panoptic(net, image: torch.Tensor, categories: Sequence[Category], cfg: PSSConfig):
-    """Panoptic prediction of one ``(3, H, W)`` image by either architecture.
-
-    Returns:
-        ``(ids, segments_info, features, segment_embeddings)``: ``(H, W)`` int64
-        segment ids (0 = VOID); ``{"id", "category_id", "iscrowd", "area",
-        "score"}`` dicts; the dense ``(D, h, w)`` features the Context Error
-        pools (PSS: the embeddings; UPSNet: the semantic head's ``fcn_feat``);
-        and ``(N, D)`` embeddings of the predicted segments ``1..N`` (PSS only,
-        else ``None``).
-    """
-    h, w = image.shape[-2:]
-    if cfg.model.arch == "upsnet":
-        amp = cfg.train.amp and image.device.type == "cuda"
-        with torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=amp):
-            outs, feats = net.predict(image[None])
-        out = outs[0]
-        areas = torch.bincount(out.ids.reshape(-1), minlength=len(out.segments) + 1)
-        info = [{"id": s["id"], "category_id": s["category_id"], "iscrowd": 0, "area": int(areas[s["id"]]),
-                 "score": s["score"]} for s in out.segments]
-        return out.ids, info, feats[0].float(), None
-    thing = torch.tensor([c.isthing for c in categories], device=image.device)
-    res, emb = predict_image(net, image, thing, cfg, amp=cfg.train.amp)
-    ids, info = to_panoptic(res, [c.id for c in categories], (h, w))
-    return ids, info, emb, res.embeddings
-
-
-@torch.no_grad()
-def evaluate(net, dataset, categories: Sequence[Category], cfg: PSSConfig, device, max_images: int = 0):
+def evaluate(net, dataset, categories: Sequence[Category], cfg: Config, device, max_images: int = 0):
     """In-memory PQ of ``net`` on ``dataset`` (sharded over ranks, statistics summed).
 
     Returns:
@@ -214,7 +136,7 @@ def evaluate(net, dataset, categories: Sequence[Category], cfg: PSSConfig, devic
     """
     from pss_bench.metrics.pq import PanopticQuality
 
-    rank, world, _ = _dist_info()
+    rank, world, _ = dist_info()
     was_training = net.training
     net.eval()
     metric = PanopticQuality(categories)
@@ -274,7 +196,7 @@ def _rewrite_log(path: Path, upto: int) -> None:
 
 
 def train(
-    cfg: PSSConfig,
+    cfg: Config,
     out_dir: str | os.PathLike,
     *,
     data_root: str | os.PathLike | None = None,
@@ -287,12 +209,12 @@ def train(
     stop_at: int | None = None,
     progress: Callable[[int, int, dict], None] | None = None,
 ) -> dict:
-    """Trains PSS.
+    """Trains the registered model ``cfg.model.arch``.
 
     Args:
         cfg: the config (``cfg.model.num_classes`` is set from the categories).
         out_dir: the run folder (created).
-        data_root: dataset root for :func:`~pss_bench.reference_model.data.build_dataset`
+        data_root: dataset root for :func:`~pss_bench.models.data.build_dataset`
             (unless ``train_dataset`` / ``categories`` are given).
         device: ``cpu``, ``cuda`` or ``cuda:N`` (under torchrun: ``cuda:LOCAL_RANK``).
         resume: continue from ``out_dir/checkpoint_last.pt``.
@@ -311,7 +233,7 @@ def train(
     import torch.distributed as dist
 
     distributed = init_distributed(device)
-    rank, world, local_rank = _dist_info()
+    rank, world, local_rank = dist_info()
     if distributed and device.startswith("cuda"):
         device = f"cuda:{local_rank}"
         torch.cuda.set_device(local_rank)
@@ -339,16 +261,15 @@ def train(
         load_pretrained_backbone(net, pretrained, cfg.model.backbone)
     module = training_module(net, cfg, categories).to(dev)
     optimizer = build_optimizer(module, cfg)
-    memory = PrototypeMemory(cfg.loss.memory_iterations)
     start = 0
     ckpt_path = out / CHECKPOINT_NAME
     if resume:
         if not ckpt_path.is_file():
             raise PssBenchError(f"{ckpt_path}: --resume given but there is no checkpoint to resume from")
-        from pss_bench.reference_model.registry import read_resume_checkpoint, restore_training_state
+        from pss_bench.models.checkpoint import read_resume_checkpoint, restore_training_state
 
         payload = read_resume_checkpoint(ckpt_path, cfg)
-        restore_training_state(payload, ckpt_path, net, optimizer, memory)
+        restore_training_state(payload, ckpt_path, net, optimizer, module)
         start = int(payload["iteration"])
         _set_rng_state(payload["rng"][rank] if rank < len(payload["rng"]) else payload["rng"][0], dev)
         log.info("resumed from %s at iteration %d", ckpt_path, start)
@@ -370,6 +291,9 @@ def train(
             _rewrite_log(out / "log.jsonl", start)
         elif (out / "log.jsonl").exists():
             (out / "log.jsonl").unlink()
+
+    def own_state() -> dict:
+        return module.training_state() if hasattr(module, "training_state") else {}
 
     ddp = module
     if distributed:
@@ -395,7 +319,7 @@ def train(
         lr = learning_rate(cfg, it)
         set_learning_rate(optimizer, lr)
         step = it + 1
-        losses, segments = ddp(batch, memory if memory.length > 0 else None)
+        losses, aux = ddp(batch)
         # One host sync for all loss values: the guard runs before backward,
         # so a non-finite loss never reaches the weights (or, on a GPU, a
         # gather/scatter with indices derived from NaNs).
@@ -419,8 +343,8 @@ def train(
                     f"(losses: {', '.join(f'{k}={v:.4g}' for k, v in loss_vals.items())}); the weights were not updated"
                 )
         optimizer.step()
-        if segments is not None:
-            memory.push(segments)
+        if hasattr(module, "after_step"):
+            module.after_step(aux)
         record = {"iteration": step, "lr": lr, **{f"loss_{k}": v for k, v in loss_vals.items()}}
         if grad_norm is not None:
             record["grad_norm"] = grad_norm
@@ -445,7 +369,7 @@ def train(
             if rank == 0:
                 payload = save_checkpoint_payload(
                     net, cfg, categories, iteration=step, optimizer=optimizer.state_dict(),
-                    memory=memory.state_dict(), rng=rngs,
+                    **own_state(), rng=rngs,
                 )
                 _save_atomic(payload, ckpt_path)
         if val_dataset is not None and cfg.train.val_every > 0 and (step % cfg.train.val_every == 0 or step == total):
@@ -458,10 +382,9 @@ def train(
         if progress is not None:
             progress(step, total, record)
     if rank == 0 and end == total and ckpt_path.exists():
-        from pss_bench.reference_model.registry import _torch_load
-
         # The shipped model: weights, config and categories, without the
-        # optimizer state and RNG states that only --resume needs.
-        payload = _torch_load(ckpt_path)
-        _save_atomic({k: v for k, v in payload.items() if k not in RESUME_ONLY_KEYS}, out / FINAL_NAME)
+        # optimizer state, RNG states and the module's own state that only --resume needs.
+        payload = torch_load(ckpt_path)
+        drop = {*RESUME_ONLY_KEYS, *own_state()}
+        _save_atomic({k: v for k, v in payload.items() if k not in drop}, out / FINAL_NAME)
     return record

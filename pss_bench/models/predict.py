@@ -1,4 +1,4 @@
-"""Run a trained checkpoint (PSS or the UPSNet-style baseline) over a dataset split into a prediction directory."""
+"""Run a trained checkpoint of any registered model over a dataset split into a prediction directory."""
 
 from __future__ import annotations
 
@@ -9,6 +9,44 @@ from typing import Callable, Sequence
 import torch
 
 from pss_bench.errors import PssBenchError
+from pss_bench.models.registry import get_model
+
+
+@torch.no_grad()
+def predict_panoptic(net, image: torch.Tensor, categories: Sequence, cfg):
+    """Panoptic prediction of one ``(3, H, W)`` image by the registered model ``cfg.model.arch``.
+
+    Returns:
+        ``(ids, segments_info, features, segment_embeddings)``: ``(H, W)`` int64
+        segment ids (0 = VOID); ``{"id", "category_id", "iscrowd", "area",
+        "score"}`` dicts; the dense ``(D, h, w)`` features the Context Error
+        pools (PSS: the embeddings; UPSNet: the semantic head's ``fcn_feat``);
+        and ``(N, D)`` embeddings of the predicted segments ``1..N``, or
+        ``None`` for a model that has none (then they are pooled from the features).
+    """
+    return get_model(cfg.model.arch).predict(net, image, categories, cfg)
+
+
+def pooled_embeddings(features: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit-length mean of bilinearly upsampled ``(D, h, w)`` features over every non-zero id of ``(H, W)`` ``ids``.
+
+    The pooling of :func:`pss_bench.metrics.context_error.pool_features`
+    (the one ``pss-bench embed`` uses), normalised.
+
+    Returns:
+        ``(segment_ids (N,) int64 sorted, embeddings (N, D) float32)``.
+    """
+    import numpy as np
+
+    from pss_bench.metrics.context_error import pool_features, segment_index_map
+
+    ids_np = ids.cpu().numpy().astype(np.int64)
+    seg_ids = np.unique(ids_np)
+    seg_ids = seg_ids[seg_ids != 0]
+    means, _ = pool_features(features.float().cpu().numpy(), segment_index_map(ids_np, seg_ids), len(seg_ids))
+    norm = np.linalg.norm(means.astype(np.float64), axis=1, keepdims=True)
+    emb = (means / np.maximum(norm, 1e-12)).astype(np.float32)
+    return torch.from_numpy(seg_ids), torch.from_numpy(emb)
 
 
 def write_predictions(
@@ -41,11 +79,9 @@ def write_predictions(
             the checkpoint's.
     """
     from pss_bench.io.prediction import PredictionWriter
-    from pss_bench.reference_model.config import _set_override, config_from_dict
-    from pss_bench.reference_model.data import build_dataset
-    from pss_bench.reference_model.postprocess import region_embeddings
-    from pss_bench.reference_model.registry import load_checkpoint
-    from pss_bench.reference_model.train import predict_panoptic
+    from pss_bench.models.checkpoint import load_checkpoint
+    from pss_bench.models.config import apply_override, config_from_dict
+    from pss_bench.models.data import build_dataset
 
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise PssBenchError("--device cuda: CUDA is not available on this machine")
@@ -53,7 +89,7 @@ def write_predictions(
     if overrides:
         data = cfg.to_dict()
         for o in overrides:
-            _set_override(data, o)
+            apply_override(data, o)
         cfg = config_from_dict(data)
     ds, ds_cats = build_dataset(dataset or cfg.data.dataset, data_root, split)
     if [c.id for c in ds_cats] != [c.id for c in categories]:
@@ -63,7 +99,7 @@ def write_predictions(
     extra = {"checkpoint": str(checkpoint), "config": cfg.name, "split": split}
     if getattr(ds, "gt_json", None) is not None:
         extra["gt_json"] = str(Path(ds.gt_json).resolve())
-    model_name = {"pss": "pss-reference", "upsnet": "upsnet-style"}.get(cfg.model.arch, cfg.model.arch)
+    model_name = get_model(cfg.model.arch).display_name
     with PredictionWriter(out_dir, model=model_name, overwrite=overwrite, **extra) as writer:
         if embed_mode != "none":
             writer.manifest["embeddings"] = embed_mode
@@ -78,10 +114,10 @@ def write_predictions(
                 )
             writer.add_panoptic(image_id, f"{image_id}.png", ids.cpu().numpy().astype("int64"), info)
             if embed_mode == "gt-segments":
-                seg_ids, e = region_embeddings(emb, item["panoptic"].to(dev))
+                seg_ids, e = pooled_embeddings(emb, item["panoptic"])
                 writer.add_embeddings(image_id, seg_ids.cpu().numpy(), e.cpu().numpy())
             elif embed_mode == "pred-segments" and seg_emb is None:
-                seg_ids, e = region_embeddings(emb, ids.to(dev))
+                seg_ids, e = pooled_embeddings(emb, ids)
                 writer.add_embeddings(image_id, seg_ids.cpu().numpy(), e.cpu().numpy())
             elif embed_mode == "pred-segments":
                 present = [s["id"] for s in info]

@@ -11,9 +11,9 @@ import numpy as np
 
 from pss_bench.errors import FormatError, GroundTruthFormatError, PssBenchError, UnsafePathError
 from pss_bench.io.atomic import atomic_path
-from pss_bench.io.panoptic import PanopticJson, read_id_png, safe_join
+from pss_bench.io.panoptic import PanopticJson, read_ids, safe_join
 from pss_bench.io.safe_read import open_regular
-from pss_bench.types import ImageId
+from pss_bench.structures import ImageId
 
 log = logging.getLogger(__name__)
 
@@ -145,10 +145,7 @@ def gt_ids(gt: PanopticJson, image_index: int) -> np.ndarray:
     """The decoded ``(H, W)`` GT id map of ``gt.annotations[image_index]``."""
     ann = gt.annotations[image_index]
     path = gt.png_path(ann)
-    try:
-        return read_id_png(path, where=f"{path}: image {ann.image_id!r}")
-    except FormatError as exc:
-        raise GroundTruthFormatError(str(exc)) from None
+    return read_ids(path, f"{path}: image {ann.image_id!r}", GroundTruthFormatError)
 
 
 def save_figure(fig, out: str | os.PathLike) -> Path:

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pss_bench.evaluation.context_error import InstanceSet, retrieve
-from pss_bench.figures.common import (
+from pss_bench.evaluation.context_error import CategoryRetrieval, retrieve
+from pss_bench.evaluation.instances import InstanceSet
+from pss_bench.report.common import (
     ImageFinder,
     colourise,
     context_window,
@@ -83,13 +84,26 @@ def retrieval_panels(
     k: int,
     images_root: str | os.PathLike | None = None,
     gallery_images_root: str | os.PathLike | None = None,
+    retrieval: CategoryRetrieval | None = None,
 ) -> list[Panel]:
-    """The query's panel, then one per retrieved instance (best first), captioned with the pair CE."""
+    """The query's panel, then one per retrieved instance (best first), captioned with the pair CE.
+
+    Args:
+        retrieval: the query category's retrieval the Context Error was
+            scored on, with at least ``k`` neighbours (its first ``k`` are
+            drawn); ``None``: search now.
+    """
     cat = int(queries.category_ids[query_row])
-    r = retrieve(queries, gallery, k, cat)
+    r = retrieval
+    if r is not None:  # enough neighbours: k, or every other instance there is
+        possible = r.gallery_rows.shape[0] - (1 if r.self_index is not None else 0)
+        if r.category_id != cat or r.neighbours.shape[1] < min(k, possible):
+            r = None
+    if r is None:
+        r = retrieve(queries, gallery, k, cat)
     pos = int(np.flatnonzero(r.query_rows == query_row)[0])
     gal = gallery if gallery is not None else queries
-    nb_rows = r.gallery_rows[r.neighbours[pos]]
+    nb_rows = r.gallery_rows[r.neighbours[pos][:k]]
     q_terms = PairTerms.from_distributions(queries.distributions[[query_row]])
     g_terms = PairTerms.from_distributions(gal.distributions[nb_rows])
     ces = pair_ce_rows(q_terms, g_terms, np.arange(nb_rows.shape[0])[None, :])[0] if nb_rows.size else []
@@ -104,7 +118,7 @@ def retrieval_panels(
 
 def figure_size_px(n_panels: int) -> tuple[int, int]:
     """``(width, height)`` in pixels of a retrieval figure with ``n_panels`` columns."""
-    from pss_bench.figures.common import DPI
+    from pss_bench.report.common import DPI
 
     return round(n_panels * PANEL_INCHES * DPI), round((2 * PANEL_INCHES + TITLE_INCHES) * DPI)
 

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from pq_oracle import write_dataset
-from pss_bench.evaluation.gt_cache import _SPEC, CACHE_VERSION, GTCache, decode_entry, encode_entry
+from pss_bench.evaluation.cache import _SPEC, CACHE_VERSION, GTCache, decode_entry, encode_entry
 from pss_bench.io.cache_entry import MAGIC, BadEntry, pack, unpack
 from pss_bench.evaluation.pq import evaluate_pq
 from pss_bench.io.panoptic import id2rgb, read_png_file

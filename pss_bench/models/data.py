@@ -1,10 +1,11 @@
-"""Data plumbing for the reference model: dataset hook, augmentation, resumable sampling.
+"""Data plumbing for training any model: dataset hook, augmented items, resumable sampling.
 
 Training items follow ``pss_bench/data/sample.py``. :func:`build_dataset` is
 the one hook that maps ``--data ROOT`` and a config's ``data.dataset`` to a
 torch ``Dataset`` of un-augmented training items (from the readers of
 :mod:`pss_bench.data`) plus its category list.
 
+The augmentation is :class:`~pss_bench.data.transforms.TrainTransform`.
 Augmentation and data order depend only on ``(seed, epoch, index)``, never on
 global random state, so ``--resume`` continues with exactly the batches an
 uninterrupted run would have seen.
@@ -19,11 +20,10 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from pss_bench.data.sample import IGNORE_INDEX
+from pss_bench.data.transforms import TrainTransform, item_generator
 from pss_bench.errors import PssBenchError
-from pss_bench.types import Category, Segments
+from pss_bench.structures import Category, Segments
 
 log = logging.getLogger(__name__)
 
@@ -89,48 +89,6 @@ def build_dataset(dataset: str, root: str | os.PathLike, split: str):
     return items, items.categories
 
 
-class TrainTransform:
-    """Random rescale, random crop (padding with VOID) and horizontal flip of a training item.
-
-    Args:
-        crop_size: ``(H, W)`` output size.
-        scale_range: ``(min, max)`` uniform rescale factor.
-        flip: random horizontal flip with probability 0.5.
-    """
-
-    def __init__(self, crop_size: Sequence[int], scale_range: Sequence[float], flip: bool) -> None:
-        self.crop = (int(crop_size[0]), int(crop_size[1]))
-        self.scale_range = (float(scale_range[0]), float(scale_range[1]))
-        self.flip = flip
-
-    def __call__(self, item: dict, gen: torch.Generator) -> dict:
-        img, pan, sem, crowd = item["image"], item["panoptic"], item["semantic"], item["crowd"]
-        lo, hi = self.scale_range
-        s = lo + (hi - lo) * float(torch.rand((), generator=gen))
-        h, w = pan.shape
-        nh, nw = max(1, round(h * s)), max(1, round(w * s))
-        if (nh, nw) != (h, w):
-            img = F.interpolate(img[None], size=(nh, nw), mode="bilinear", align_corners=False)[0]
-            rows = ((torch.arange(nh) + 0.5) * h / nh).long().clamp_(max=h - 1)
-            cols = ((torch.arange(nw) + 0.5) * w / nw).long().clamp_(max=w - 1)
-            pan, sem, crowd = (t[rows[:, None], cols[None, :]] for t in (pan, sem, crowd))
-        ch, cw = self.crop
-        y0 = int(torch.randint(0, max(nh - ch, 0) + 1, (), generator=gen))
-        x0 = int(torch.randint(0, max(nw - cw, 0) + 1, (), generator=gen))
-        out_img = torch.zeros(3, ch, cw)
-        out_pan = torch.zeros(ch, cw, dtype=torch.long)
-        out_sem = torch.full((ch, cw), IGNORE_INDEX, dtype=torch.long)
-        out_crowd = torch.zeros(ch, cw, dtype=torch.bool)
-        hh, ww = min(ch, nh - y0), min(cw, nw - x0)
-        out_img[:, :hh, :ww] = img[:, y0 : y0 + hh, x0 : x0 + ww]
-        out_pan[:hh, :ww] = pan[y0 : y0 + hh, x0 : x0 + ww]
-        out_sem[:hh, :ww] = sem[y0 : y0 + hh, x0 : x0 + ww]
-        out_crowd[:hh, :ww] = crowd[y0 : y0 + hh, x0 : x0 + ww]
-        if self.flip and bool(torch.rand((), generator=gen) < 0.5):
-            out_img, out_pan, out_sem, out_crowd = (t.flip(-1) for t in (out_img, out_pan, out_sem, out_crowd))
-        return {"image": out_img, "panoptic": out_pan, "semantic": out_sem, "crowd": out_crowd, "image_id": item["image_id"]}
-
-
 class AugmentedItems(torch.utils.data.Dataset):
     """Indexed by ``(epoch, index)`` keys; the augmentation RNG is seeded from ``(seed, epoch, index)``."""
 
@@ -147,8 +105,7 @@ class AugmentedItems(torch.utils.data.Dataset):
         item = self.base[index]
         if self.transform is None:
             return item
-        gen = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 1_000_033 + index)
-        return self.transform(item, gen)
+        return self.transform(item, item_generator(self.seed, epoch, index))
 
 
 class ResumableBatchSampler(torch.utils.data.Sampler):

@@ -1,8 +1,11 @@
-"""Model registry: ``create_model`` builds an architecture; weights load separately.
+"""Checkpoints of any registered model: read, check, rebuild; ImageNet backbone weights.
 
-Follows timm's factory split: :func:`create_model` never touches files;
-:func:`load_checkpoint` and :func:`load_pretrained_backbone` read weights with
-``torch.load(..., weights_only=True)``.
+Follows timm's split: :func:`~pss_bench.models.registry.create_model` builds
+an architecture and never touches files; this module reads weights with
+``torch.load(..., weights_only=True)``. A checkpoint is the dict
+:func:`save_checkpoint_payload` writes: ``model`` (the registered name),
+``state_dict``, ``config``, ``categories`` and, in a run's
+``checkpoint_last.pt``, what ``--resume`` needs.
 """
 
 from __future__ import annotations
@@ -10,12 +13,9 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
-from typing import Callable
 
 from pss_bench.errors import PssBenchError
-from pss_bench.reference_model.config import ModelConfig
-
-_REGISTRY: dict[str, Callable] = {}
+from pss_bench.models.registry import create_model, is_registered, list_models
 
 PRETRAINED_HINT = {
     "resnet18": "https://download.pytorch.org/models/resnet18-f37072fd.pth",
@@ -29,98 +29,12 @@ class CheckpointError(PssBenchError):
     """A checkpoint or weight file is missing or does not fit the model."""
 
 
-def register_model(name: str):
-    """Decorator registering a builder ``fn(model_cfg: ModelConfig, **context) -> nn.Module``.
-
-    ``context`` holds ``categories`` (the dataset's list) and ``cfg`` (the whole
-    :class:`PSSConfig`) for architectures that need them.
-    """
-
-    def deco(fn):
-        _REGISTRY[name] = fn
-        return fn
-
-    return deco
-
-
-def list_models() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def _available_memory() -> int | None:
-    """Bytes of memory this process could still get (MemAvailable), or ``None`` where unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
-def model_bytes(name: str, cfg: ModelConfig, **context) -> int | None:
-    """Bytes of the parameters and buffers of ``name`` built from ``cfg``, counted without allocating.
-
-    The model is built on torch's ``meta`` device. Returns ``None`` when the
-    architecture cannot be built there.
-    """
-    import torch
-
-    try:
-        with torch.device("meta"):
-            net = _REGISTRY[name](cfg, **context)
-    except Exception:  # an architecture that needs real tensors while building
-        return None
-    return sum(t.numel() * t.element_size() for t in (*net.parameters(), *net.buffers()))
-
-
-def create_model(name: str, cfg: ModelConfig, **context):
-    """Builds the architecture ``name`` with random weights.
-
-    Before allocating anything, the size of its weights is counted on the
-    ``meta`` device and compared with the memory available.
+def torch_load(path: Path):
+    """Reads a torch file with ``weights_only=True`` (regular files only).
 
     Raises:
-        PssBenchError: unknown model name, a config the architecture cannot
-            be built from, or a model larger than the available memory.
+        CheckpointError: a missing, special or unreadable file, or a refused pickle.
     """
-    if name not in _REGISTRY:
-        raise PssBenchError(f"unknown model {name!r} (known: {', '.join(list_models())})")
-    size, avail = model_bytes(name, cfg, **context), _available_memory()
-    if size is not None and avail is not None and size > avail:
-        raise PssBenchError(
-            f"model {name!r} of this config needs {size / 2**30:.1f} GiB for its weights alone, more than the "
-            f"{avail / 2**30:.1f} GiB of memory available (see its model.* settings)"
-        )
-    try:
-        return _REGISTRY[name](cfg, **context)
-    except MemoryError:
-        raise PssBenchError(f"model {name!r} of this config does not fit in memory (see its model.* settings)") from None
-    except (ValueError, RuntimeError) as exc:  # a size or name torch / torchvision refuse
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise PssBenchError(f"model {name!r} cannot be built from this config ({type(exc).__name__}: {msg})") from None
-
-
-@register_model("pss")
-def _build_pss(cfg: ModelConfig, **_):
-    from pss_bench.reference_model.network import PSSNet
-
-    return PSSNet(cfg)
-
-
-@register_model("upsnet")
-def _build_upsnet(cfg: ModelConfig, *, categories, cfg_all=None, **_):
-    from pss_bench.baselines.upsnet.model import UPSNetStyle
-    from pss_bench.reference_model.config import UPSNetConfig
-
-    return UPSNetStyle(cfg, cfg_all.upsnet if cfg_all is not None else UPSNetConfig(), categories)
-
-
-def _torch_load(path: Path):
     import torch
 
     from pss_bench.io.safe_read import open_regular
@@ -154,7 +68,7 @@ def load_pretrained_backbone(model, path: str | os.PathLike | None, backbone: st
             f"{path}: pretrained {backbone} weights not found; download {url} "
             f"(torchvision {backbone} IMAGENET1K_V1) and pass its local path with --pretrained"
         )
-    state = _torch_load(Path(path))
+    state = torch_load(Path(path))
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
@@ -180,7 +94,7 @@ def save_checkpoint_payload(model, cfg, categories, **extra) -> dict:
 
 
 def _check_categories(raw, where: str) -> list:
-    from pss_bench.types import Category
+    from pss_bench.structures import Category
 
     if not isinstance(raw, list) or not raw:
         raise CheckpointError(f"{where}: 'categories' must be a non-empty list of {{id, name, isthing}}, found {type(raw).__name__}")
@@ -218,9 +132,9 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, object, list]:
     """Reads and checks a checkpoint written by training, without building the model.
 
     Returns:
-        ``(payload, cfg, categories)``: the raw dict, its :class:`PSSConfig`
+        ``(payload, cfg, categories)``: the raw dict, its :class:`~pss_bench.models.config.Config`
         (``model.num_classes`` set from the categories) and its list of
-        :class:`~pss_bench.types.Category`.
+        :class:`~pss_bench.structures.Category`.
 
     Raises:
         CheckpointError: a missing or unreadable file, or a payload that is
@@ -228,16 +142,16 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, object, list]:
             ``categories`` missing or malformed, a config that is not valid,
             an unknown architecture. One line naming the file.
     """
-    from pss_bench.reference_model.config import ConfigError, config_from_dict
+    from pss_bench.models.config import ConfigError, config_from_dict
 
     path = Path(path)
-    payload = _torch_load(path)
+    payload = torch_load(path)
     if not isinstance(payload, dict) or "state_dict" not in payload or "config" not in payload:
         raise CheckpointError(f"{path}: not a pss-bench reference-model checkpoint (no state_dict/config)")
     if "categories" not in payload:
         raise CheckpointError(f"{path}: no 'categories' (the dataset's category list the model was trained on)")
     arch = payload.get("model", "pss")
-    if not isinstance(arch, str) or arch not in _REGISTRY:
+    if not isinstance(arch, str) or not is_registered(arch):
         raise CheckpointError(f"{path}: unknown architecture {arch!r} (known: {', '.join(list_models())})")
     categories = _check_categories(payload["categories"], str(path))
     _check_state_dict(payload["state_dict"], str(path))
@@ -262,8 +176,8 @@ def load_checkpoint(path: str | os.PathLike, *, device: str = "cpu"):
 
     Returns:
         ``(model, cfg, categories, payload)``: the model in eval mode on
-        ``device``, its :class:`PSSConfig`, its list of
-        :class:`~pss_bench.types.Category`, and the raw payload dict.
+        ``device``, its :class:`~pss_bench.models.config.Config`, its list of
+        :class:`~pss_bench.structures.Category`, and the raw payload dict.
 
     Raises:
         CheckpointError: missing file, refused pickle, a malformed payload
@@ -354,8 +268,12 @@ def read_resume_checkpoint(path: str | os.PathLike, cfg) -> dict:
     return payload
 
 
-def restore_training_state(payload: dict, path: str | os.PathLike, net, optimizer, memory) -> None:
-    """Loads the weights, optimizer and prototype memory of a checked resume payload.
+def restore_training_state(payload: dict, path: str | os.PathLike, net, optimizer, module=None) -> None:
+    """Loads the weights, the optimizer and the training module's own state of a checked resume payload.
+
+    Args:
+        module: the training module; if it has ``load_training_state(payload)``
+            (PSS: its prototype memory), that is called too.
 
     Raises:
         CheckpointError: a state that does not fit (one line naming ``path``).
@@ -364,11 +282,11 @@ def restore_training_state(payload: dict, path: str | os.PathLike, net, optimize
     _load_weights(net, payload["state_dict"], path)
     try:
         optimizer.load_state_dict(payload["optimizer"])
-        if "memory" in payload:
-            memory.load_state_dict(payload["memory"])
+        if hasattr(module, "load_training_state"):
+            module.load_training_state(payload)
     except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
-        raise CheckpointError(f"{path}: optimizer or prototype memory do not fit the model ({str(exc).splitlines()[0]})") from None
+        raise CheckpointError(f"{path}: optimizer or training state do not fit the model ({str(exc).splitlines()[0]})") from None
 
 
-__all__ = ["create_model", "register_model", "list_models", "load_checkpoint", "read_checkpoint", "load_pretrained_backbone",
-           "ModelConfig"]
+__all__ = ["CheckpointError", "load_checkpoint", "read_checkpoint", "load_pretrained_backbone", "save_checkpoint_payload",
+           "read_resume_checkpoint", "restore_training_state", "torch_load"]

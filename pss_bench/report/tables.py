@@ -1,0 +1,473 @@
+"""Tables of results: rich tables for the terminal and the cells the report's tables show.
+
+``pq_table`` (``pss-bench pq``), ``ce_table`` (``pss-bench context-error``),
+and ``pss-bench compare``'s summary and interval tables with the cells that
+:mod:`pss_bench.report.document` renders as markdown / HTML. Rendering only:
+no computation, no files, no printing.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from rich.table import Table
+
+from pss_bench.metrics.pq import PQResult
+from pss_bench.text import markup_escape
+
+if TYPE_CHECKING:  # annotations only: `pss-bench pq` renders its table without the compare engine
+    from pss_bench.evaluation.compare import CompareResult
+
+log = logging.getLogger(__name__)
+
+DASH = "—"
+
+
+# --------------------------------------------------------------------------- cells
+
+
+def _pct(x: float | None) -> str:
+    return DASH if x is None else f"{100 * x:.1f}"
+
+
+def _ce(x: float | None) -> str:
+    return DASH if x is None else f"{x:.3f}"
+
+
+def _rel(x: float | None) -> str:
+    return DASH if x is None else f"{100 * x:+.1f}%"
+
+
+UNINFORMATIVE = "°"
+
+
+def _ci(iv, scale: float = 1.0, digits: int = 1, sign: bool = False, unit: str = "") -> str:
+    """``"28.2 [25.0, 31.3]"`` from an Interval/Difference (``—`` when undefined)."""
+    if iv is None or iv.estimate is None:
+        return DASH
+
+    def f(x: float) -> str:
+        x = round(scale * x, digits) + 0.0  # no "-0.000"
+        return f"{x:{'+' if sign else ''}.{digits}f}{unit}"
+
+    if iv.low is None or iv.high is None:
+        return f(iv.estimate)
+    return f"{f(iv.estimate)} [{f(iv.low)}, {f(iv.high)}]"
+
+
+def _p(d) -> str:
+    """``"0.002 *"``: the p-value, starred when significant at the table's level."""
+    if d is None or d.p_value is None:
+        return DASH
+    p = "<0.001" if d.p_value < 0.001 else f"{d.p_value:.3f}"
+    return f"{p} *" if d.significant else p
+
+
+def uninformative_classes(result: CompareResult) -> set[int]:
+    """Thing classes that some model's K retrieves entirely (CE = random = oracle)."""
+    out = set()
+    for m in result.models:
+        if m.context_error is None:
+            continue
+        out |= {cid for cid, r in m.context_error.per_class.items() if r.queries and not r.informative}
+    return out
+
+
+def _class_label(result: CompareResult, cat, flagged: set[int]) -> str:
+    return f"{cat.name}{UNINFORMATIVE if cat.id in flagged else ''}"
+
+
+def _uninformative_caption(result: CompareResult, flagged: set[int]) -> str:
+    if not flagged:
+        return ""
+    where = ("kept in the mean CE (--all-classes)" if result.all_classes
+             else "left out of the mean CE (--all-classes keeps it)")
+    return (f"{UNINFORMATIVE} = uninformative class: K={result.k} retrieves every other instance of it, so "
+            f"CE = random = oracle whatever the embedding; {where}")
+
+
+@dataclass(frozen=True)
+class SummaryCells:
+    """The summary table as strings: one row per model, then the bound rows."""
+
+    headers: list[str]
+    rows: list[list[str]]
+    bound_rows: list[list[str]]
+    caption: str
+
+
+def summary_cells(result: CompareResult) -> SummaryCells:
+    """PQ, PQ-Th, PQ-St, SQ, RQ (%), CE per thing category, mean CE and its relative difference."""
+    things = result.thing_categories
+    flagged = uninformative_classes(result)
+    headers = ["Model", "PQ", "PQ-Th", "PQ-St", "SQ", "RQ", *(_class_label(result, c, flagged) for c in things),
+               "mean CE", "Δ mean CE"]
+    rows = []
+    for i, m in enumerate(result.models):
+        if m.pq is not None:
+            pq_cells = [_pct(getattr(row, attr)) if row is not None else DASH  # None: a row with no class
+                        for row, attr in ((m.pq.all, "pq"), (m.pq.things, "pq"), (m.pq.stuff, "pq"),
+                                          (m.pq.all, "sq"), (m.pq.all, "rq"))]
+        else:
+            pq_cells = [DASH] * 5
+        ce = m.context_error
+        if ce is not None:
+            ce_cells = [_ce(ce.per_class[c.id].ce) for c in things] + [_ce(ce.mean.ce)]
+            rel = "ref" if i == result.reference else _rel(result.relative_mean_ce(i))
+        else:
+            ce_cells = [DASH] * (len(things) + 1)
+            rel = DASH
+        rows.append([m.name, *pq_cells, *ce_cells, rel])
+    bound_rows = []
+    b = result.bounds
+    if b is not None:
+        for label, j in (("random", 0), ("oracle", 1)):
+            bound_rows.append([f"({label})", *[""] * 5, *(_ce(b.per_class[c.id][j]) for c in things),
+                               _ce(b.mean[j]), ""])
+        source = next(m.context_error for m in result.models if m.name == b.source)
+        bound_rows.append(["(queries)", *[""] * 5, *(str(source.per_class[c.id].queries) for c in things),
+                           str(source.mean.queries), ""])
+    caption = (f"PQ, SQ, RQ in %; CE = Context Error per thing category (K={result.k}, lower is better); "
+               f"{DASH} = not available")
+    if b is not None:
+        caption += f"; (queries) = query instances per class ({b.source}'s), and in the mean"
+    if result.reference is not None:
+        caption += f"; Δ = relative difference of the mean CE to {result.models[result.reference].name}"
+    if b is not None and not b.consistent:
+        caption += f"; the models embed different GT instances: bounds are {b.source}'s"
+    if flagged:
+        caption += "; " + _uninformative_caption(result, flagged)
+    for i in range(len(result.models)):
+        note = result.delta_note(i)
+        if note:
+            caption += "; " + note
+    return SummaryCells(headers, rows, bound_rows, caption)
+
+
+# --------------------------------------------------------------------------- confidence intervals
+
+
+@dataclass(frozen=True)
+class IntervalCells:
+    """The confidence-interval table as strings: one row per metric, one column per model and per Δ."""
+
+    headers: list[str]
+    rows: list[list[str]]
+    caption: str
+
+
+def interval_cells(result: CompareResult) -> IntervalCells | None:
+    """Every metric with its CI per model, and each model's Δ to the reference with CI and p-value.
+
+    ``None`` when the result has no bootstrap.
+    """
+    bs = result.bootstrap
+    if bs is None:
+        return None
+    names = [m.name for m in result.models]
+    n = len(names)
+    pq_pos = {i: j for j, i in enumerate(bs.pq_models)}
+    ce_pos = {i: j for j, i in enumerate(bs.ce_models)}
+    pq_ref = bs.pq_models[0] if bs.pq_models else None
+    ce_ref = bs.ce_models[0] if bs.ce_models else None
+    others = [i for i in range(n) if (i in pq_pos and i != pq_ref) or (i in ce_pos and i != ce_ref)]
+    headers = ["Metric", *names]
+    for i in others:
+        headers += [f"Δ {names[i]}", "p"]
+    rows: list[list[str]] = []
+
+    def add(label: str, value_cell, diff_cell) -> None:
+        row = [label, *(value_cell(i) for i in range(n))]
+        for i in others:
+            d = diff_cell(i)
+            row += [d[0], d[1]] if d is not None else [DASH, DASH]
+        rows.append(row)
+
+    if bs.pq is not None:
+        pq = bs.pq
+        for label, row_name, score in (("PQ", "All", "pq"), ("PQ-Th", "Things", "pq"), ("PQ-St", "Stuff", "pq"),
+                                       ("SQ", "All", "sq"), ("RQ", "All", "rq")):
+            def value(i, r=row_name, s=score):
+                return _ci(pq.models[pq_pos[i]].rows[r][s], 100) if i in pq_pos else DASH
+
+            def diff(i, r=row_name, s=score):
+                if i not in pq_pos or i == pq_ref:
+                    return None
+                d = pq.differences[pq_pos[i]].rows[r][s]
+                return _ci(d, 100, sign=True), _p(d)
+
+            add(label, value, diff)
+    if bs.context_error is not None:
+        ce = bs.context_error
+        k = result.k
+
+        def ce_value(field: str, scale=1.0, digits=3, cid=None):
+            def value(i):
+                if i not in ce_pos:
+                    return DASH
+                mb = ce.models[ce_pos[i]]
+                iv = mb.mean.get(field) if cid is None else mb.per_class.get(cid, {}).get(field)
+                return _ci(iv, scale, digits)
+            return value
+
+        def ce_diff(attr: str, scale=1.0, digits=3, cid=None, unit=""):
+            def diff(i):
+                if i not in ce_pos or i == ce_ref:
+                    return None
+                comp = ce.differences[ce_pos[i]]
+                d = getattr(comp, attr) if cid is None else comp.per_class.get(cid)
+                return _ci(d, scale, digits, sign=True, unit=unit), _p(d)
+            return diff
+
+        add("mean CE", ce_value("ce"), ce_diff("ce"))
+        add("mean CE, relative Δ", lambda i: "ref" if i == ce_ref else DASH, ce_diff("relative", 100, 1, unit="%"))
+        add("CE score", ce_value("score", digits=2), ce_diff("score", digits=2))
+        if any(mb.mean["precision"].estimate is not None for mb in ce.models):
+            add(f"context P@{k} %", ce_value("precision", 100, 1), ce_diff("precision", 100, 1))
+        flagged = uninformative_classes(result)
+        for c in result.thing_categories:
+            if not any(c.id in mb.per_class for mb in ce.models):
+                continue
+            add(f"CE {_class_label(result, c, flagged)}", ce_value("ce", cid=c.id), ce_diff("per_class", cid=c.id))
+    s = bs.settings
+    caption = (f"{100 * s.level:g}% percentile intervals from {s.resamples} paired bootstrap resamples (seed "
+               f"{s.seed}): images for PQ, queries within each class for CE; PQ, SQ, RQ, P@K in %")
+    if others:
+        refs = {r for r in (pq_ref, ce_ref) if r is not None}
+        if len(refs) == 1:
+            ref_text = f"model − {names[refs.pop()]}"
+        else:
+            ref_text = f"model − {names[pq_ref]} for PQ, model − {names[ce_ref]} for CE"
+        caption += (f"; Δ = {ref_text}, p = paired-bootstrap p-value of Δ ≠ 0, "
+                    f"* = significant at {100 * (1 - s.level):g}% (not corrected for multiple comparisons)")
+    flagged = uninformative_classes(result)
+    if flagged and bs.context_error is not None:
+        caption += "; " + _uninformative_caption(result, flagged)
+    return IntervalCells(headers, rows, caption)
+
+
+def interval_table(result: CompareResult, title: str | None = "confidence intervals"):
+    """The rich table of :func:`interval_cells` (``None`` without a bootstrap)."""
+    from pss_bench.text import markup_escape as esc
+
+    cells = interval_cells(result)
+    if cells is None:
+        return None
+    # Model and category names are the user's: escaped like compare_table's.
+    t = Table(title=esc(title) if title is not None else None, caption=esc(cells.caption))
+    for j, h in enumerate(cells.headers):
+        t.add_column(esc(h), justify="left" if j == 0 else "right", no_wrap=True)
+    for row in cells.rows:
+        t.add_row(*map(esc, row))
+    return t
+
+
+def verdict_lines(result: CompareResult) -> list[str]:
+    """One sentence per model and headline metric: the Δ to the reference and whether it is significant."""
+    bs = result.bootstrap
+    if bs is None:
+        return []
+    names = [m.name for m in result.models]
+    level = f"{100 * (1 - bs.settings.level):g}%"
+    out = []
+
+    def line(i: int, ref: int, metric: str, d, scale: float, digits: int, unit: str, better: str) -> None:
+        if d is None or d.estimate is None:
+            return
+        text = _ci(d, scale, digits, sign=True)
+        verdict = f"significant at {level}" if d.significant else f"not significant at {level}"
+        if d.significant:
+            good = (d.estimate > 0) == (better == "higher")
+            verdict += f": {names[i]} is {'better' if good else 'worse'}"
+        out.append(f"{names[i]} vs {names[ref]}: {metric} {text}{unit}, p = {_p(d).rstrip(' *')} ({verdict})")
+
+    if bs.pq is not None and len(bs.pq_models) > 1:
+        for j, i in enumerate(bs.pq_models[1:], 1):
+            comp = bs.pq.differences[j]
+            for metric, r in (("PQ", "All"), ("PQ-Th", "Things"), ("PQ-St", "Stuff")):
+                line(i, bs.pq_models[0], f"Δ{metric}", comp.rows[r]["pq"], 100, 1, " points", "higher")
+    if bs.context_error is not None and len(bs.ce_models) > 1:
+        for j, i in enumerate(bs.ce_models[1:], 1):
+            comp = bs.context_error.differences[j]
+            n = len(comp.classes)
+            line(i, bs.ce_models[0], f"Δ mean CE over {n} class{'es' if n != 1 else ''}", comp.ce, 1, 3, "",
+                 "lower")
+            line(i, bs.ce_models[0], f"Δ context P@{result.k}", comp.precision, 100, 1, " points", "higher")
+    return out
+
+
+def compare_table(result: CompareResult, title: str | None = "pss-bench compare"):
+    """A rich table: one row per model, then the random / oracle bounds."""
+    from pss_bench.text import markup_escape as esc
+
+    cells = summary_cells(result)
+    # Model and category names are the user's: escaped, so "[/bold]" prints as itself.
+    t = Table(title=esc(title) if title is not None else None, caption=esc(cells.caption))
+    for j, h in enumerate(cells.headers):
+        t.add_column(esc(h), justify="left" if j == 0 else "right", no_wrap=j > 0)
+    for row in cells.rows:
+        t.add_row(*map(esc, row))
+    if cells.bound_rows:
+        t.add_section()
+        for row in cells.bound_rows:
+            t.add_row(*map(esc, row), style="dim")
+    return t
+
+
+def pq_class_cells(result: CompareResult) -> tuple[list[str], list[list[str]]]:
+    """Per-class PQ (%) of each model with a PQ: headers and rows."""
+    models = [m for m in result.models if m.pq is not None]
+    headers = ["Category", *(m.name for m in models)]
+    rows = []
+    for c in result.categories:
+        cells = []
+        for m in models:
+            r = m.pq.per_class.get(c.id)
+            cells.append(_pct(r.pq) if r is not None and r.present else DASH)
+        rows.append([f"{c.name}{' *' if c.isthing else ''}", *cells])
+    return headers, rows
+
+
+def ce_class_cells(result: CompareResult) -> tuple[list[str], list[list[str]]]:
+    """Per-class CE and normalised score of each model with a CE, the bounds, the query counts, informative or not."""
+    models = [m for m in result.models if m.context_error is not None]
+    headers = ["Category", *(m.name for m in models), *(f"score {m.name}" for m in models), "random", "oracle",
+               "queries", "informative"]
+    rows = []
+    b = result.bounds
+    flagged = uninformative_classes(result)
+
+    def score(x: float | None) -> str:
+        return DASH if x is None else f"{x:.2f}"
+
+    for c in result.thing_categories:
+        cells = [_ce(m.context_error.per_class[c.id].ce) for m in models]
+        scores = [score(m.context_error.per_class[c.id].score) for m in models]
+        rnd, orc = b.per_class[c.id] if b is not None else (None, None)
+        q = models[0].context_error.per_class[c.id].queries if models else 0
+        info = DASH if not q else ("no" if c.id in flagged else "yes")
+        rows.append([_class_label(result, c, flagged), *cells, *scores, _ce(rnd), _ce(orc), str(q), info])
+    if models:
+        rows.append(["mean", *(_ce(m.context_error.mean.ce) for m in models),
+                     *(score(m.context_error.mean.score) for m in models), _ce(b.mean[0]), _ce(b.mean[1]),
+                     str(models[0].context_error.mean.queries), ""])
+    return headers, rows
+
+
+# --------------------------------------------------------------------------- pq and context-error tables
+
+
+def _pct_interval(iv) -> str:
+    if iv is None or iv.low is None or iv.high is None:
+        return "—"
+    return f"[{_pct(iv.low)}, {_pct(iv.high)}]"
+
+
+def pq_table(result: PQResult, title: str | None = None, bootstrap=None) -> Table:
+    """Per-category rows (PQ, SQ, RQ in percent; TP, FP, FN), then All / Things / Stuff with n.
+
+    With ``bootstrap`` (a :class:`~pss_bench.metrics.bootstrap.PQBootstrap`
+    of this result), a column with the PQ's confidence interval follows PQ.
+    Category names are escaped: a name such as ``[/bold]`` prints as itself.
+    """
+    boot = bootstrap.models[0] if bootstrap is not None else None
+    t = Table(title=markup_escape(title) if title is not None else None, show_lines=False)
+    cols = [("Category", "left"), ("PQ", "right")]
+    if boot is not None:
+        cols.append((f"PQ {100 * bootstrap.settings.level:g}% CI", "right"))
+    cols += [("SQ", "right"), ("RQ", "right"), ("TP", "right"), ("FP", "right"), ("FN", "right"), ("n", "right")]
+    for col, just in cols:
+        t.add_column(col, justify=just)
+
+    def ci(iv) -> list[str]:
+        return [_pct_interval(iv)] if boot is not None else []
+
+    for cid, r in result.per_class.items():
+        cat = result.categories[cid]
+        name = f"{markup_escape(cat.name)} ({cid}){' *' if cat.isthing else ''}"
+        if not r.present:
+            t.add_row(name, "—", *ci(None), "—", "—", "0", "0", "0", "", style="dim")
+        else:
+            t.add_row(name, _pct(r.pq), *ci(boot.per_class.get(cid) if boot else None), _pct(r.sq), _pct(r.rq),
+                      str(r.tp), str(r.fp), str(r.fn), "")
+    t.add_section()
+    for name in ("All", "Things", "Stuff"):
+        row = result.row(name)
+        if row is None:
+            t.add_row(name, "—", *ci(None), "—", "—", "", "", "", "0", style="bold")
+        else:
+            t.add_row(name, _pct(row.pq), *ci(boot.rows[name]["pq"] if boot else None), _pct(row.sq), _pct(row.rq),
+                      "", "", "", str(row.n), style="bold")
+    t.caption = "PQ, SQ, RQ in %; * = thing class; — = no GT or predicted segment"
+    if boot is not None:
+        s = bootstrap.settings
+        t.caption += (f"; CI: percentile interval of {s.resamples} bootstrap resamples of the images "
+                      f"(seed {s.seed})")
+    return t
+
+
+def _ce_cell(v: float | None, pct: bool = False) -> str:
+    if v is None:
+        return "-"
+    return f"{100 * v:.1f}" if pct else f"{v:.3f}"
+
+
+def _ce_interval(iv, pct: bool = False) -> str:
+    if iv is None or iv.low is None or iv.high is None:
+        return "-"
+    return f"[{_ce_cell(iv.low, pct)}, {_ce_cell(iv.high, pct)}]"
+
+
+def ce_table(result, title: str = "Context Error", bootstrap=None):
+    """A rich table like the paper's Table 1: one column per category, then the mean.
+
+    Args:
+        result: a :class:`~pss_bench.metrics.context_error.ContextErrorResult`.
+        title: the table's title.
+        bootstrap: its :class:`~pss_bench.metrics.bootstrap.CEBootstrap`, for
+            interval rows under CE, score and precision.
+    """
+    flagged = [c.id for c in result.categories if result.per_class[c.id].queries and
+               not result.per_class[c.id].informative]
+    table = Table(title=f"{markup_escape(title)} (K={result.k}, lower is better)")
+    table.add_column("", style="bold", no_wrap=True, min_width=10)
+    cols = [(c.name + (UNINFORMATIVE if c.id in flagged else ""), c.id) for c in result.categories]
+    for name, _ in cols:
+        table.add_column(markup_escape(name), justify="right", no_wrap=True, min_width=max(len(name), 6))
+    means = [("mean", result.mean, None)]
+    if flagged and not result.all_classes and result.mean_all_classes is not None:
+        means.append(("all classes", result.mean_all_classes, None))
+    for label, _, _ in means:
+        table.add_column(label, justify="right", style="bold", no_wrap=True, min_width=6)
+    boot = bootstrap.models[0] if bootstrap is not None else None
+    rows = [("CE", "ce", False), ("random", "random", False), ("oracle", "oracle", False),
+            ("score", "score", False)]
+    if result.mean.precision is not None or (result.mean_all_classes and result.mean_all_classes.precision is not None):
+        rows.append((f"context P@{result.k} %", "precision", True))
+    level = f"{100 * bootstrap.settings.level:g}% CI" if bootstrap is not None else ""
+    for label, attr, pct in rows:
+        table.add_row(label, *(_ce_cell(getattr(result.per_class[cid], attr), pct) for _, cid in cols),
+                      *(_ce_cell(getattr(row, attr), pct) for _, row, _ in means))
+        if boot is not None and attr in ("ce", "score", "precision"):
+            table.add_row(f"  {level}", *(_ce_interval(boot.per_class.get(cid, {}).get(attr), pct) for _, cid in cols),
+                          _ce_interval(boot.mean.get(attr), pct), *([""] * (len(means) - 1)), style="dim")
+    table.add_row("queries", *(str(result.per_class[cid].queries) for _, cid in cols),
+                  *(str(row.queries) for _, row, _ in means))
+    table.add_row("informative", *(("-" if not result.per_class[cid].queries else
+                                    "yes" if result.per_class[cid].informative else "no") for _, cid in cols),
+                  *(f"{row.classes} classes" for _, row, _ in means))
+    caption = []
+    if flagged:
+        where = "kept in the mean (--all-classes)" if result.all_classes else \
+            "left out of the mean (--all-classes keeps it)"
+        caption.append(f"{UNINFORMATIVE} uninformative: K={result.k} retrieves every other instance, so "
+                       f"CE = random = oracle; {where}")
+    if bootstrap is not None:
+        s = bootstrap.settings
+        caption.append(f"CI: percentile interval of {s.resamples} bootstrap resamples of the queries within "
+                       f"each class (seed {s.seed})")
+    if caption:
+        table.caption = "; ".join(caption)
+    return table
