@@ -43,11 +43,14 @@ def measure(checkpoint: str | None, config: str | None, size: tuple[int, int], r
 
     from pss_bench.data.sample import IMAGENET_MEAN, IMAGENET_STD
     from pss_bench.data.synthstreets import render_frame
-    from pss_bench.reference_model.model import predict_image
+    try:
+        from pss_bench.models.checkpoint import load_checkpoint
+        from pss_bench.reference_model.model import predict_image
+    except ImportError:  # a --baseline-tree from before the models/ layout (issue 11)
+        from pss_bench.reference_model.registry import load_checkpoint
+        from pss_bench.reference_model.train import predict_image
 
     if checkpoint:
-        from pss_bench.models.checkpoint import load_checkpoint
-
         net, cfg, cats, _ = load_checkpoint(checkpoint)
     else:
         from pss_bench.models.config import load_config
