@@ -15,7 +15,6 @@ from pss_bench.reference_model.postprocess import (
     merge_stuff,
     merge_things,
     panoptic_inference,
-    region_embeddings,
     segment_sums,
     to_panoptic,
     upsample_labels,
@@ -192,20 +191,10 @@ def test_panoptic_inference_on_constructed_embeddings(seeded):
     assert sum(s["area"] for s in info) == 64 * 128
 
 
-def test_upsample_and_region_embeddings():
+def test_upsample_labels():
     lab = torch.tensor([[0, 1], [2, 3]])
     up = upsample_labels(lab, (4, 4))
     assert up.tolist() == [[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]]
-    emb = torch.zeros(2, 2, 2)
-    emb[0, :, 0] = 1.0
-    emb[1, :, 1] = 1.0
-    ids = torch.zeros(8, 8, dtype=torch.long)
-    ids[:, :2] = 5
-    ids[:, 6:] = 9
-    seg_ids, e = region_embeddings(emb, ids)
-    assert seg_ids.tolist() == [5, 9]
-    assert torch.allclose(e[0], torch.tensor([1.0, 0.0]), atol=1e-6)
-    assert torch.allclose(e[1], torch.tensor([0.0, 1.0]), atol=1e-6)
 
 
 def test_compact_keeps_order_and_void():

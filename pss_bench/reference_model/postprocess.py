@@ -426,24 +426,3 @@ def to_panoptic(
         if a > 0:
             info.append({"id": i + 1, "category_id": int(category_ids[c]), "iscrowd": 0, "area": int(a), "score": float(s)})
     return ids, info
-
-
-def region_embeddings(embedding: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Normalised mean embedding of every non-zero id of a full-resolution id map.
-
-    The embeddings are bilinearly upsampled to the map's size first, so small
-    GT segments get an embedding too.
-
-    Args:
-        embedding: ``(D, h, w)``.
-        ids: ``(H, W)`` int64 segment ids, 0 = VOID.
-
-    Returns:
-        ``(segment_ids (N,) int64 sorted, embeddings (N, D) float32)``.
-    """
-    hh, ww = ids.shape
-    up = F.interpolate(embedding[None].float(), size=(hh, ww), mode="bilinear", align_corners=False)[0]
-    seg_ids, inv = torch.unique(ids, return_inverse=True)
-    sums, _ = segment_sums(up, inv, seg_ids.numel())
-    keep = seg_ids != 0
-    return seg_ids[keep], F.normalize(sums[keep], dim=1)
