@@ -122,15 +122,29 @@ def test_worker_log_records_reach_this_process(caplog):
     assert len(messages) == 3 and messages[0] == "item 0 says hi" and messages[1].startswith("item 1 says {'a':")
 
 
-def test_closing_early_ends_the_workers():
+def test_closing_early_ends_the_workers(monkeypatch):
     def fn(x: int) -> int:
         time.sleep(0.05)
         return x
 
+    # The workers' pids, not "no child at all": other tests may leave long-lived children in this
+    # process (multiprocessing's resource tracker, started by any spawn-based test, lives until exit).
+    forked: list[int] = []
+    real_fork = os.fork
+
+    def recording_fork() -> int:
+        pid = real_fork()
+        if pid:
+            forked.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", recording_fork)
     gen = map_forked(fn, list(range(200)), 2)
     next(gen)
     t = time.perf_counter()
     gen.close()  # kills and reaps, does not wait for the 200 items
     assert time.perf_counter() - t < 2
-    with pytest.raises(ChildProcessError):
-        os.waitpid(-1, os.WNOHANG)  # no child left to reap
+    assert len(forked) == 2
+    for pid in forked:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # already reaped: no longer a child of this process
