@@ -6,6 +6,9 @@ code 1; anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class PssBenchError(Exception):
     """Base class for errors caused by the user's data or arguments."""
@@ -46,3 +49,25 @@ class DiskFullError(PssBenchError, OSError):
 
     def __reduce__(self):  # OSError's would rebuild it from (errno, message)
         return type(self), (self.target, self.what)
+
+
+@contextmanager
+def blamed_on(error: type[PssBenchError], causes: tuple[type[PssBenchError], ...] | None = None) -> Iterator[None]:
+    """Raises a format error from inside the block as ``error``, with the same message.
+
+    Format readers do not know whose file they read; the caller does, and
+    names the side at fault (:class:`GroundTruthFormatError` or
+    :class:`PredictionFormatError`) so that the CLI can say which input to
+    fix. An error that is already an ``error`` passes unchanged.
+
+    Args:
+        error: the type to raise.
+        causes: what to re-type; :class:`FormatError` unless given (for
+            example ``(UnsafePathError,)`` for a name taken from a prediction).
+    """
+    try:
+        yield
+    except causes or (FormatError,) as exc:
+        if isinstance(exc, error):
+            raise
+        raise error(str(exc)) from None

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from pss_bench.errors import GroundTruthFormatError, PredictionFormatError, UnsafePathError
+from pss_bench.errors import GroundTruthFormatError, PredictionFormatError, UnsafePathError, blamed_on
 from pss_bench.io.features import check_feature_layout, read_feature_map
 from pss_bench.io.panoptic import (
     PanopticAnnotation,
@@ -78,10 +78,8 @@ def embed_features(
     features_dir = Path(features_dir)
 
     def one(ann: PanopticAnnotation):
-        try:  # an image id that escapes the folder is the prediction's fault
+        with blamed_on(PredictionFormatError, (UnsafePathError,)):  # an image id that escapes the folder
             fpath = safe_join(features_dir, f"{ann.image_id}.npy", where=f"{features_dir}: image {ann.image_id!r}")
-        except UnsafePathError as exc:
-            raise PredictionFormatError(str(exc)) from None
         dim, seg_ids, means = pool_gt_segments(fpath, ann.image_id, gt, ann)
         return ann.image_id, fpath, dim, seg_ids, means
 

@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from pss_bench.errors import FormatError, GroundTruthFormatError, PredictionFormatError
+from pss_bench.errors import GroundTruthFormatError, PredictionFormatError, blamed_on
 from pss_bench.io.cache_entry import BadEntry, EntryStore
 from pss_bench.io.context_labels import find_context_labels, read_context_labels
 from pss_bench.io.embeddings import ImageEmbeddings, load_embeddings
@@ -113,20 +113,16 @@ def _image_descriptors(gt: PanopticJson, ann: PanopticAnnotation, cats: Sequence
                        cache: DescriptorCache | None) -> ContextDescriptors:
     path = gt.png_path(ann)
     where = f"{path}: image {ann.image_id!r}"
-    try:
+    with blamed_on(GroundTruthFormatError):
         png = read_png_file(path, where)
-    except FormatError as exc:
-        raise GroundTruthFormatError(str(exc)) from None
     key = None
     if cache is not None:
         key = cache.key(png, ann.segments, cats)
         d = cache.get(key, len(ann.segments), len(cats))
         if d is not None:
             return d
-    try:
+    with blamed_on(GroundTruthFormatError):
         ids = decode_ids(png, where)
-    except FormatError as exc:
-        raise GroundTruthFormatError(str(exc)) from None
     d = image_context_descriptors(ids, ann.segments, cats)
     absent = np.flatnonzero(d.areas == 0)
     if absent.size:

@@ -27,7 +27,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from pss_bench.errors import FormatError, GroundTruthFormatError, PredictionFormatError, PssBenchError
+from pss_bench.errors import GroundTruthFormatError, PredictionFormatError, PssBenchError, blamed_on
 from pss_bench.evaluation.cache import GTCache
 from pss_bench.io.panoptic import (
     MAX_SEGMENT_ID,
@@ -91,21 +91,17 @@ class _Evaluator:
         path = self.gt.png_path(ann)
         where = f"{path}: image {ann.image_id!r}"
         n = len(ann.segments)
-        try:
+        with blamed_on(GroundTruthFormatError):
             png = read_png_file(path, where)
             check_id_png(png, where)
-        except FormatError as exc:
-            raise GroundTruthFormatError(str(exc)) from None
         key = None
         if self.cache is not None:
             key = self.cache.key(png, ann.segments.ids)
             runs = self.cache.get(key, png, n)
             if runs is not None:
                 return png, runs
-        try:
+        with blamed_on(GroundTruthFormatError):
             words = decode_id_words(png, where)
-        except FormatError as exc:
-            raise GroundTruthFormatError(str(exc)) from None
         try:
             runs = id_runs(words, ann.segments.ids, id_mask=MAX_SEGMENT_ID)
         except UnknownSegmentError as exc:
@@ -122,7 +118,7 @@ class _Evaluator:
         gpng, gruns = self._gt_runs(pair.gt)
         ppath = self.pred.png_path(pair.pred)
         pwhere = f"{ppath}: image {pair.pred.image_id!r}"
-        try:
+        with blamed_on(PredictionFormatError):
             ppng = read_png_file(ppath, pwhere)
             check_id_png(ppng, pwhere)
             if (ppng.height, ppng.width) != (gpng.height, gpng.width):
@@ -131,8 +127,6 @@ class _Evaluator:
                     f"{gpng.path} is {gpng.width}x{gpng.height}"
                 )
             words = decode_id_words(ppng, pwhere)
-        except FormatError as exc:
-            raise PredictionFormatError(str(exc)) from None
         try:
             pruns = id_runs(words, pseg.ids, id_mask=MAX_SEGMENT_ID)
         except UnknownSegmentError as exc:

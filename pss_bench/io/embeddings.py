@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pss_bench.errors import PredictionFormatError, UnsafePathError
+from pss_bench.errors import PredictionFormatError, UnsafePathError, blamed_on
 from pss_bench.io.panoptic import read_json_file, safe_join
 from pss_bench.io.prediction import FORMAT_NAME, FORMAT_VERSION
 from pss_bench.io.safe_arrays import npz_member_names, read_npz
@@ -87,10 +87,8 @@ def embeddings_path(pred_dir: str | os.PathLike, image_id: ImageId) -> Path:
         PredictionFormatError: the image id is empty, absolute or climbs out with ``..``.
     """
     folder = Path(pred_dir) / EMBEDDINGS_DIR
-    try:
+    with blamed_on(PredictionFormatError, (UnsafePathError,)):
         return safe_join(folder, f"{image_id}.npz", where=f"{folder}: image {image_id!r}")
-    except UnsafePathError as exc:
-        raise PredictionFormatError(str(exc)) from None
 
 
 def read_image_embeddings(path: str | os.PathLike, image_id: ImageId) -> ImageEmbeddings:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
 
-from pss_bench.errors import FormatError, GroundTruthFormatError, PredictionFormatError, UnsafePathError
+from pss_bench.errors import FormatError, GroundTruthFormatError, PredictionFormatError, UnsafePathError, blamed_on
 from pss_bench.io.safe_read import open_regular, read_json_file  # noqa: F401  (read_json_file: re-exported)
 from pss_bench.text import short_repr
 from pss_bench.structures import Category, ImageId, Segments
@@ -234,12 +234,8 @@ def read_ids(path: str | os.PathLike, where: str, error: type[FormatError] = For
         error: :class:`GroundTruthFormatError` or :class:`PredictionFormatError`
             (the CLI names the side), or :class:`FormatError`.
     """
-    try:
+    with blamed_on(error):
         return read_id_png(path, where=where)
-    except FormatError as exc:
-        if isinstance(exc, error):
-            raise
-        raise error(str(exc)) from None
 
 
 def decode_ids(png: PngFile, where: str | None = None) -> np.ndarray:
