@@ -278,3 +278,41 @@ def test_replacing_a_directory_keeps_no_old_copy(tmp_path):
             w.commit()
     assert json.loads((pred / "manifest.json").read_text())["model"] == "two"
     assert _hidden(tmp_path) == []
+
+
+def test_staging_area_keeps_what_was_moved_out_and_removes_the_rest(tmp_path):
+    target = tmp_path / "out"
+    with atomic.staging_area(target) as stage:
+        (stage / "keep").mkdir()
+        (stage / "scratch.txt").write_text("x")
+        atomic.publish_dir(stage / "keep", target)
+        os.replace(stage / "scratch.txt", tmp_path / "moved.txt")
+        (stage / "left.txt").write_text("y")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["moved.txt", "out"]
+
+    with pytest.raises(RuntimeError):
+        with atomic.staging_area(target) as stage:
+            (stage / "partial").write_text("z")
+            raise RuntimeError
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["moved.txt", "out"]
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_refused_prediction_writer_leaves_no_staging_folder(tmp_path, overwrite):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "theirs.txt").write_text("not a prediction directory")
+    with pytest.raises(Exception, match="out"):
+        PredictionWriter(out, "m", overwrite=overwrite)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in out.iterdir()) == ["theirs.txt"]
+
+
+def test_a_prediction_writer_commits_once_and_abort_after_commit_keeps_the_result(tmp_path):
+    out = tmp_path / "out"
+    with PredictionWriter(out, "m") as w:
+        w.add_panoptic(1, "1.png", np.ones((2, 3), np.uint32), [{"id": 1, "category_id": 1}])
+        assert w.commit() == out
+    w.abort()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "panoptic", "panoptic.json"]

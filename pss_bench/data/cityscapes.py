@@ -175,9 +175,7 @@ def prepare_cityscapes(root: str | os.PathLike, split: str, out_dir: str | os.Pa
     """
     from pss_bench.errors import GroundTruthFormatError
 
-    import shutil
-
-    from pss_bench.io.atomic import disk_full_as_error, make_staging_dir, publish_dir
+    from pss_bench.io.atomic import publish_dir, staging_area
 
     root = Path(root)
     check_split(root, split, workers)
@@ -186,20 +184,17 @@ def prepare_cityscapes(root: str | os.PathLike, split: str, out_dir: str | os.Pa
     final_json, final_png = panoptic_gt_paths(out, split)
     # Convert into a hidden folder next to the target and move the result in at the end:
     # a failure leaves neither a partial JSON nor a half-written PNG folder behind.
-    tmp = make_staging_dir(final_png)  # also removes the staging folders of killed runs
-    try:
-        with disk_full_as_error(final_json, rename=True):
-            json_path, png_dir = build_panoptic_gt(root / "gtFine", split, tmp)
-            if check:
-                from pss_bench.io.validate import validate_panoptic
+    # The converter writes the JSON and the PNG folder side by side; both are moved out of the staging area.
+    with staging_area(final_png) as tmp:
+        json_path, png_dir = build_panoptic_gt(root / "gtFine", split, tmp)
+        if check:
+            from pss_bench.io.validate import validate_panoptic
 
-                report = validate_panoptic(json_path, png_dir, workers=workers)
-                if not report.ok:
-                    raise GroundTruthFormatError(f"{final_json}: converted GT fails validation: {report.problems[0]}")
-            publish_dir(png_dir, final_png)
-            os.replace(json_path, final_json)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+            report = validate_panoptic(json_path, png_dir, workers=workers)
+            if not report.ok:
+                raise GroundTruthFormatError(f"{final_json}: converted GT fails validation: {report.problems[0]}")
+        publish_dir(png_dir, final_png)
+        os.replace(json_path, final_json)
     return final_json, final_png
 
 

@@ -325,13 +325,32 @@ def publish_dir(stage: str | os.PathLike, target: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
+def staging_area(target: str | os.PathLike) -> Iterator[Path]:
+    """Yields a hidden sibling folder of ``target`` to build in; it is removed when the block ends.
+
+    The folder comes from :func:`make_staging_dir` (a killed run's leftovers
+    are cleaned first) and a full disk inside the block is one
+    :class:`~pss_bench.errors.DiskFullError`. Whatever the block moved out of
+    the folder (with :func:`publish_dir` or :func:`os.replace`) stays; the
+    rest is removed, on success and on failure. :func:`staged_dir` is the
+    common case, the whole folder published onto ``target``.
+    """
+    target = Path(target)
+    stage = make_staging_dir(target)
+    try:
+        with disk_full_as_error(target, rename=True):
+            yield stage
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def staged_dir(target: str | os.PathLike, *, before: Any = None, before_publish: Any = None) -> Iterator[Path]:
     """Yields a staging folder next to ``target``, published onto it when the block succeeds.
 
     The one way a folder output is written: the staging folder comes from
-    :func:`make_staging_dir` (a killed run's leftovers are cleaned first),
-    a full disk is one :class:`~pss_bench.errors.DiskFullError`,
-    :func:`publish_dir` moves it into place, and any failure removes it.
+    :func:`staging_area`, :func:`publish_dir` moves it into place, and any
+    failure removes it.
 
     Args:
         before: called once the staging folder exists (cleaning may have put
@@ -340,16 +359,10 @@ def staged_dir(target: str | os.PathLike, *, before: Any = None, before_publish:
         before_publish: called after the block, before publishing (a last
             check of ``target``, or clearing a file in its way).
     """
-    target = Path(target)
-    stage = make_staging_dir(target)
-    try:
+    with staging_area(target) as stage:
         if before is not None:
             before()
-        with disk_full_as_error(target, rename=True):
-            yield stage
-            if before_publish is not None:
-                before_publish()
-            publish_dir(stage, target)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        raise
+        yield stage
+        if before_publish is not None:
+            before_publish()
+        publish_dir(stage, target)

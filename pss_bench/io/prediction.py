@@ -15,14 +15,13 @@ a full disk is one :class:`~pss_bench.errors.DiskFullError` naming ``OUT``.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from pss_bench.errors import FormatError, PssBenchError
-from pss_bench.io.atomic import clean_stale, disk_full_as_error, make_staging_dir, publish_dir, write_json_atomic
+from pss_bench.io.atomic import disk_full_as_error, staged_dir, write_json_atomic
 from pss_bench.io.panoptic import safe_join, write_id_png
 from pss_bench.structures import ImageId
 
@@ -75,17 +74,30 @@ class PredictionWriter:
 
     def __init__(self, out_dir: str | os.PathLike, model: str, *, overwrite: bool = False, **extra: Any) -> None:
         self.out_dir = Path(out_dir)
-        clean_stale(self.out_dir)  # first: it may put back a directory a killed run was replacing
-        if self.out_dir.exists() and not overwrite:
-            raise FileExistsError(f"{self.out_dir}: already exists (pass overwrite to replace it)")
-        if overwrite:
-            check_replaceable(self.out_dir)
-        self._tmp = make_staging_dir(self.out_dir)
-        with disk_full_as_error(self.out_dir):
-            (self._tmp / "panoptic").mkdir()
+        self.overwrite = overwrite
+        # The staged folder is open from here to commit() (published) or abort() (removed).
+        self._staged = staged_dir(self.out_dir, before=self._check_target, before_publish=self._check_target)
+        self._tmp = self._staged.__enter__()
+        self._open = True
         self.manifest = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "model": model, **extra}
         self.annotations: list[dict] = []
-        self.overwrite = overwrite
+        try:
+            with disk_full_as_error(self.out_dir):
+                (self._tmp / "panoptic").mkdir()
+        except BaseException:
+            self.abort()
+            raise
+
+    def _check_target(self) -> None:
+        """Refuses an existing ``out_dir`` without ``overwrite``, or one that is not ours to replace.
+
+        Checked when the staging folder exists (cleaning may have put back a
+        folder a killed run was replacing) and again before publishing.
+        """
+        if self.out_dir.exists() or self.out_dir.is_symlink():
+            if not self.overwrite:
+                raise FileExistsError(f"{self.out_dir}: already exists (pass overwrite to replace it)")
+            check_replaceable(self.out_dir)
 
     def add_panoptic(
         self, image_id: ImageId, file_name: str, ids: np.ndarray, segments_info: Sequence[dict]
@@ -146,20 +158,32 @@ class PredictionWriter:
         pan = {"annotations": self.annotations}
         if categories is not None:
             pan["categories"] = list(categories)
-        with disk_full_as_error(self.out_dir, rename=True):
-            write_json_atomic(self._tmp / "panoptic.json", pan, indent=None)
-            write_json_atomic(self._tmp / "manifest.json", self.manifest)
-            if self.out_dir.exists() or self.out_dir.is_symlink():
-                check_replaceable(self.out_dir)  # it may have changed since __init__
-            publish_dir(self._tmp, self.out_dir)
+        try:
+            with disk_full_as_error(self.out_dir, rename=True):
+                write_json_atomic(self._tmp / "panoptic.json", pan, indent=None)
+                write_json_atomic(self._tmp / "manifest.json", self.manifest)
+        except BaseException:
+            self.abort()
+            raise
+        self._open = False
+        self._staged.__exit__(None, None, None)  # publishes
         return self.out_dir
 
     def abort(self) -> None:
-        shutil.rmtree(self._tmp, ignore_errors=True)
+        """Removes the staging folder; nothing is published."""
+        if self._open:
+            self._open = False
+            try:
+                self._staged.__exit__(_Aborted, _Aborted(), None)
+            except _Aborted:
+                pass
 
     def __enter__(self) -> "PredictionWriter":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None or self._tmp.exists():
-            self.abort()
+        self.abort()  # a no-op after commit()
+
+
+class _Aborted(Exception):
+    """Thrown into the staged folder's block to remove it unpublished."""
