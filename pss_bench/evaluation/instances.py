@@ -293,7 +293,7 @@ def load_instances(
 
 def _match_pred_to_gt(gt: PanopticJson, pred: PanopticJson, ann: PanopticAnnotation, pann: PanopticAnnotation,
                       e: ImageEmbeddings) -> ImageEmbeddings:
-    from pss_bench.metrics.pq import UnknownSegmentError, confusion_matrix, thread_indexer
+    from pss_bench.metrics.pq import UnknownSegmentError, confusion_matrix, matched_pairs, thread_indexer
 
     gpath, ppath = gt.png_path(ann), pred.png_path(pann)
     gwhere, pwhere = f"{gpath}: image {ann.image_id!r}", f"{ppath}: image {pann.image_id!r}"
@@ -318,11 +318,7 @@ def _match_pred_to_gt(gt: PanopticJson, pred: PanopticJson, ann: PanopticAnnotat
     except UnknownSegmentError as exc:
         raise PredictionFormatError(f"{pwhere}, segment {int(exc.unknown_ids[0])}: in the PNG but not in the JSON") from None
     conf = confusion_matrix(gd, pd, len(gseg), len(pseg))
-    inter = conf[1:, 1:].astype(np.float64)
-    union = conf[1:, :].sum(axis=1)[:, None] + conf[:, 1:].sum(axis=0)[None, :] - inter - conf[0, 1:][None, :]
-    iou = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
-    ok = (iou > 0.5) & (gseg.category_ids[:, None] == pseg.category_ids[None, :]) & ~gseg.iscrowd[:, None]
-    gi, pi = np.nonzero(ok)  # IoU > 0.5 makes the pairs unique
+    gi, pi, _ = matched_pairs(conf, gseg.category_ids, pseg.category_ids, gseg.iscrowd)
     rows = np.searchsorted(np.sort(e.segment_ids), pseg.ids[pi])
     order = np.argsort(e.segment_ids)
     has = (rows < e.segment_ids.shape[0])

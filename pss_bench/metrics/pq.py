@@ -289,6 +289,45 @@ class ImageSegments:
     iscrowd: np.ndarray
 
 
+def matched_pairs(
+    conf: np.ndarray,
+    gt_category: np.ndarray,
+    pred_category: np.ndarray,
+    gt_iscrowd: np.ndarray,
+    gt_area: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The matched (GT, prediction) pairs of one image: panoptic quality's rule.
+
+    A pair matches when the GT segment is not crowd, both have the same
+    category and their IoU is above 0.5, with the predicted pixels on VOID
+    left out of the union. IoU > 0.5 makes every match unique.
+
+    Args:
+        conf: ``(N_gt + 1, N_pred + 1)`` from :func:`confusion_matrix`.
+        gt_category, pred_category: ``(N_gt,)`` and ``(N_pred,)`` categories
+            (ids or indices: only equality is used).
+        gt_iscrowd: ``(N_gt,)`` bool.
+        gt_area: ``(N_gt,)`` areas to use in the union instead of the pixel
+            counts (panopticapi reads them from the JSON).
+
+    Returns:
+        ``(gt_index, pred_index, iou)``: ``(M,)`` int64, int64, float64.
+    """
+    inter = conf[1:, 1:]
+    pred_area = conf[:, 1:].sum(axis=0)
+    if gt_area is None:
+        gt_area = conf[1:, :].sum(axis=1)
+    pred_on_void = conf[0, 1:]
+    cand = (inter > 0) & (gt_category[:, None] == pred_category[None, :]) & ~gt_iscrowd[:, None]
+    gi, pj = np.nonzero(cand)
+    i_vals = inter[gi, pj]
+    union = pred_area[pj] + gt_area[gi] - i_vals - pred_on_void[pj]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ious = i_vals / union
+    ok = ious > 0.5
+    return gi[ok], pj[ok], ious[ok]
+
+
 def match_image(
     conf: np.ndarray,
     gt: ImageSegments,
@@ -311,19 +350,9 @@ def match_image(
     """
     inter = conf[1:, 1:]
     pred_area = conf[:, 1:].sum(axis=0)
-    if gt_area is None:
-        gt_area = conf[1:, :].sum(axis=1)
     pred_on_void = conf[0, 1:]
     gcat, pcat = gt.category_index, pred.category_index
-
-    cand = (inter > 0) & (gcat[:, None] == pcat[None, :]) & ~gt.iscrowd[:, None]
-    gi, pj = np.nonzero(cand)
-    i_vals = inter[gi, pj]
-    union = pred_area[pj] + gt_area[gi] - i_vals - pred_on_void[pj]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ious = i_vals / union
-    ok = ious > 0.5
-    gi, pj, ious = gi[ok], pj[ok], ious[ok]
+    gi, pj, ious = matched_pairs(conf, gcat, pcat, gt.iscrowd, gt_area)
 
     iou_sum = np.bincount(gcat[gi], weights=ious, minlength=n_categories)
     tp = np.bincount(gcat[gi], minlength=n_categories)
