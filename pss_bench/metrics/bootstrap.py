@@ -42,8 +42,18 @@ from typing import Sequence
 
 import numpy as np
 
-from pss_bench.metrics.context_error import QueryScores
 from pss_bench.metrics.pq import PQImageStats
+from pss_bench.metrics.results import (  # noqa: F401  (re-exported)
+    CEBootstrap,
+    CEComparison,
+    CEModelBootstrap,
+    Difference,
+    Interval,
+    PQBootstrap,
+    PQComparison,
+    PQModelBootstrap,
+    QueryScores,
+)
 from pss_bench.structures import Category
 
 DEFAULT_RESAMPLES = 1000
@@ -92,36 +102,6 @@ class BootstrapSettings:
 
 def _f(x) -> float | None:
     return None if x is None or not np.isfinite(x) else float(x)
-
-
-@dataclass(frozen=True)
-class Interval:
-    """A point estimate and its percentile interval (``None`` where undefined)."""
-
-    estimate: float | None
-    low: float | None
-    high: float | None
-
-    def to_dict(self) -> dict:
-        return {"estimate": self.estimate, "low": self.low, "high": self.high}
-
-
-@dataclass(frozen=True)
-class Difference:
-    """``model - reference`` with its interval and paired-bootstrap p-value.
-
-    ``significant``: ``p < 1 - level`` (``None`` when undefined).
-    """
-
-    estimate: float | None
-    low: float | None
-    high: float | None
-    p_value: float | None
-    significant: bool | None
-
-    def to_dict(self) -> dict:
-        return {"estimate": self.estimate, "low": self.low, "high": self.high, "p_value": self.p_value,
-                "significant": self.significant}
 
 
 # --------------------------------------------------------------------------- primitives
@@ -233,84 +213,6 @@ def _nanmean(x: np.ndarray, axis: int) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- Context Error
-
-
-@dataclass(frozen=True)
-class CEModelBootstrap:
-    """One model's Context Error intervals.
-
-    Attributes:
-        per_class: category id -> ``{"ce", "random", "oracle", "score",
-            "precision"}`` intervals (classes with queries).
-        mean: the same for the mean over ``classes``.
-        classes: the classes in the mean (informative ones unless ``all_classes``).
-    """
-
-    per_class: dict[int, dict[str, Interval]]
-    mean: dict[str, Interval]
-    classes: tuple[int, ...]
-
-    def to_dict(self) -> dict:
-        return {
-            "per_class": {str(c): {k: v.to_dict() for k, v in d.items()} for c, d in self.per_class.items()},
-            "mean": {k: v.to_dict() for k, v in self.mean.items()},
-            "classes": list(self.classes),
-        }
-
-
-@dataclass(frozen=True)
-class CEComparison:
-    """Context Error of a model against the reference, over the classes both have.
-
-    Attributes:
-        classes: the classes in both means (both have queries, and both are
-            informative unless ``all_classes``); every Δ of a mean averages
-            over these only.
-        ce: Δ mean CE (model - reference), absolute.
-        relative: Δ mean CE / reference mean CE, over the same classes (the
-            paper's "-13.7%"); its p-value is that of ``ce``.
-        score: Δ of the normalised score of the means over those classes.
-        precision: Δ of the mean context precision@K (``None`` values
-            without context labels).
-        per_class: category id -> Δ class CE, for classes both have queries in.
-        paired: whether both models have exactly the same queries in those
-            classes (otherwise the queries are resampled from their union).
-    """
-
-    classes: tuple[int, ...]
-    ce: Difference
-    relative: Difference
-    score: Difference
-    precision: Difference
-    per_class: dict[int, Difference]
-    paired: bool
-
-    def to_dict(self) -> dict:
-        return {"classes": list(self.classes), "ce": self.ce.to_dict(), "relative": self.relative.to_dict(),
-                "score": self.score.to_dict(), "precision": self.precision.to_dict(),
-                "per_class": {str(c): d.to_dict() for c, d in self.per_class.items()}, "paired": self.paired}
-
-
-@dataclass(frozen=True)
-class CEBootstrap:
-    """Context Error intervals of several models, with paired differences to the first.
-
-    Attributes:
-        settings: resamples, level, seed.
-        all_classes: whether means average every class with queries.
-        models: one entry per query table, in order.
-        differences: ``None`` for the first model, then each model against it.
-    """
-
-    settings: BootstrapSettings
-    all_classes: bool
-    models: tuple[CEModelBootstrap, ...]
-    differences: tuple[CEComparison | None, ...]
-
-    def to_dict(self) -> dict:
-        return {"settings": self.settings.to_dict(), "all_classes": self.all_classes,
-                "models": [m.to_dict() for m in self.models],
-                "differences": [d.to_dict() if d is not None else None for d in self.differences]}
 
 
 def _score_of(ce: np.ndarray, rnd: np.ndarray, orc: np.ndarray) -> np.ndarray:
@@ -464,49 +366,6 @@ def _same_queries(a: QueryScores, b: QueryScores, classes: np.ndarray) -> bool:
 
 
 # --------------------------------------------------------------------------- PQ
-
-
-@dataclass(frozen=True)
-class PQModelBootstrap:
-    """One model's PQ intervals (fractions, like :class:`~pss_bench.metrics.pq.PQResult`).
-
-    Attributes:
-        rows: ``"All" | "Things" | "Stuff"`` -> ``{"pq", "sq", "rq"}`` intervals.
-        per_class: category id -> interval of the class PQ (classes present
-            in the evaluation).
-    """
-
-    rows: dict[str, dict[str, Interval]]
-    per_class: dict[int, Interval]
-
-    def to_dict(self) -> dict:
-        return {"rows": {r: {k: v.to_dict() for k, v in d.items()} for r, d in self.rows.items()},
-                "per_class": {str(c): v.to_dict() for c, v in self.per_class.items()}}
-
-
-@dataclass(frozen=True)
-class PQComparison:
-    """PQ of a model against the reference: differences on the same resampled images."""
-
-    rows: dict[str, dict[str, Difference]]
-    per_class: dict[int, Difference]
-
-    def to_dict(self) -> dict:
-        return {"rows": {r: {k: v.to_dict() for k, v in d.items()} for r, d in self.rows.items()},
-                "per_class": {str(c): v.to_dict() for c, v in self.per_class.items()}}
-
-
-@dataclass(frozen=True)
-class PQBootstrap:
-    """PQ intervals of several models on the same images, with paired differences to the first."""
-
-    settings: BootstrapSettings
-    models: tuple[PQModelBootstrap, ...]
-    differences: tuple[PQComparison | None, ...]
-
-    def to_dict(self) -> dict:
-        return {"settings": self.settings.to_dict(), "models": [m.to_dict() for m in self.models],
-                "differences": [d.to_dict() if d is not None else None for d in self.differences]}
 
 
 def pq_scores(iou: np.ndarray, tp: np.ndarray, fp: np.ndarray, fn: np.ndarray,

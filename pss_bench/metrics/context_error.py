@@ -29,6 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
+from pss_bench.metrics.results import CERow, ContextErrorResult, QueryScores  # noqa: F401  (re-exported)
 from pss_bench.structures import Category, Segments
 
 #: (i, j) offsets of the 8 regions in units of the box size, row by row.
@@ -506,108 +507,6 @@ def _score(ce: float | None, random: float | None, oracle: float | None) -> floa
     if ce is None or random is None or oracle is None or not random > oracle:
         return None
     return (random - ce) / (random - oracle)
-
-
-@dataclass(frozen=True)
-class CERow:
-    """CE, bounds and normalised score of one class or of the mean.
-
-    ``score = (random - ce) / (random - oracle)``: 0 for a random retrieval,
-    1 for the oracle; ``None`` when ``random <= oracle``.
-    ``precision`` is context precision@K (``None`` without context labels).
-    ``informative`` (classes only): whether ``K`` leaves some instances
-    unretrieved (``others > K``); an uninformative class has CE = random =
-    oracle whatever the embedding. ``classes`` (means only): how many classes
-    the mean averages.
-    """
-
-    ce: float | None
-    random: float | None
-    oracle: float | None
-    score: float | None
-    queries: int
-    precision: float | None = None
-    informative: bool | None = None
-    classes: int | None = None
-
-    def to_dict(self) -> dict:
-        return {
-            "ce": self.ce, "random": self.random, "oracle": self.oracle, "score": self.score,
-            "queries": self.queries, "precision": self.precision, "informative": self.informative,
-            "classes": self.classes,
-        }
-
-
-@dataclass(frozen=True)
-class QueryScores:
-    """The per-query values behind a Context Error result: what the bootstrap resamples.
-
-    Attributes:
-        categories: the thing categories (the class axis).
-        k: the requested K.
-        class_index: ``(n,)`` int64 each query's index into ``categories``.
-        keys: ``(n, 2)`` int64 ``(image index, segment id)`` of each query: its
-            identity, which pairs the queries of two models on the same GT.
-        ce, random, oracle: ``(n,)`` float64 per-query CE and bounds.
-        precision: ``(n,)`` float64 context precision@K, NaN when unlabelled.
-        others: ``(n_classes,)`` int64 gallery instances each query of the
-            class could retrieve (0 for a class without queries).
-    """
-
-    categories: tuple[Category, ...]
-    k: int
-    class_index: np.ndarray
-    keys: np.ndarray
-    ce: np.ndarray
-    random: np.ndarray
-    oracle: np.ndarray
-    precision: np.ndarray
-    others: np.ndarray
-
-    def __len__(self) -> int:
-        return int(self.class_index.shape[0])
-
-    def informative(self) -> np.ndarray:
-        """``(n_classes,)`` bool: the classes with a query and ``others > K``."""
-        counts = np.bincount(self.class_index, minlength=len(self.categories))
-        return (counts > 0) & (self.others > self.k)
-
-
-@dataclass(frozen=True)
-class ContextErrorResult:
-    """The result of a Context Error evaluation.
-
-    Attributes:
-        k: the requested number of neighbours.
-        categories: the thing categories, in the GT JSON's order.
-        per_class: category id -> :class:`CERow` (every thing category; a
-            class with no query has ``None`` values and ``queries == 0``).
-        mean: the headline mean: over the informative classes with queries
-            (default), or over every class with queries when ``all_classes``;
-            its score is computed from the mean CE and bounds.
-        mean_all_classes: the paper's plain mean over every class with a
-            query, informative or not (equal to ``mean`` with ``all_classes``).
-        all_classes: which classes ``mean`` averages.
-        queries: the per-query values (for the bootstrap); ``None`` when the
-            result was built from summed statistics only. Not in :meth:`to_dict`.
-    """
-
-    k: int
-    categories: tuple[Category, ...]
-    per_class: dict[int, CERow]
-    mean: CERow
-    mean_all_classes: CERow | None = None
-    all_classes: bool = False
-    queries: QueryScores | None = field(default=None, compare=False, repr=False)
-
-    def to_dict(self) -> dict:
-        return {
-            "k": self.k,
-            "all_classes": self.all_classes,
-            "per_class": {str(cid): row.to_dict() for cid, row in self.per_class.items()},
-            "mean": self.mean.to_dict(),
-            "mean_all_classes": self.mean_all_classes.to_dict() if self.mean_all_classes is not None else None,
-        }
 
 
 @dataclass

@@ -27,6 +27,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from pss_bench.errors import PssBenchError
+from pss_bench.metrics.results import PQClassResult, PQResult, PQRow  # noqa: F401  (re-exported)
 from pss_bench.structures import Category, Segments
 
 _LUT_SIZE = 1 << 24
@@ -382,43 +383,6 @@ def match_image(
 
 
 @dataclass(frozen=True)
-class PQRow:
-    """One of the All / Things / Stuff rows, as fractions."""
-
-    pq: float
-    sq: float
-    rq: float
-    n: int
-
-    def to_dict(self) -> dict:
-        return {"pq": self.pq, "sq": self.sq, "rq": self.rq, "n": self.n}
-
-
-@dataclass(frozen=True)
-class PQClassResult:
-    """Scores and summed statistics of one category (PQ = SQ = RQ = 0 when absent)."""
-
-    pq: float
-    sq: float
-    rq: float
-    tp: int
-    fp: int
-    fn: int
-    iou: float
-
-    @property
-    def present(self) -> bool:
-        """Whether the class counts in the means (``TP + FP + FN > 0``)."""
-        return self.tp + self.fp + self.fn > 0
-
-    def to_dict(self) -> dict:
-        return {
-            "pq": self.pq, "sq": self.sq, "rq": self.rq,
-            "tp": self.tp, "fp": self.fp, "fn": self.fn, "iou": self.iou,
-        }
-
-
-@dataclass(frozen=True)
 class PQImageStats:
     """The PQ statistics of every image apart: what the bootstrap resamples.
 
@@ -455,34 +419,6 @@ class PQImageStats:
         """The summed statistics."""
         return PQStats(self.categories, self.iou.sum(axis=0), self.tp.sum(axis=0), self.fp.sum(axis=0),
                        self.fn.sum(axis=0))
-
-
-@dataclass(frozen=True)
-class PQResult:
-    """The result of a PQ evaluation; a row is ``None`` when it has no class.
-
-    ``images`` holds the per-image statistics when the evaluation kept them
-    (for the bootstrap); it is not part of :meth:`to_dict`.
-    """
-
-    all: PQRow | None
-    things: PQRow | None
-    stuff: PQRow | None
-    per_class: Mapping[int, PQClassResult]
-    categories: Mapping[int, Category]
-    images: PQImageStats | None = field(default=None, compare=False, repr=False)
-
-    def row(self, name: str) -> PQRow | None:
-        return {"All": self.all, "Things": self.things, "Stuff": self.stuff}[name]
-
-    def to_dict(self) -> dict:
-        """panopticapi's result structure, plus per-class counts and IoU sums."""
-        out: dict = {}
-        for name in ("All", "Things", "Stuff"):
-            row = self.row(name)
-            out[name] = row.to_dict() if row is not None else None
-        out["per_class"] = {str(cid): r.to_dict() for cid, r in self.per_class.items()}
-        return out
 
 
 @dataclass
