@@ -8,9 +8,9 @@ from pss_bench.cli.train_reference import run_training, training_options
 
 
 def _baseline(ctx, param, value: str) -> str:
-    from pss_bench.models.registry import list_models
+    from pss_bench.models.registry import default_model, list_models
 
-    known = [m for m in list_models() if m != "pss"]
+    known = [m for m in list_models() if m != default_model()]  # the default model is train-reference's
     if value not in known:
         raise click.BadParameter(f"{value!r} is not one of {', '.join(map(repr, known))}.", ctx, param)
     return value

@@ -150,7 +150,11 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, object, list]:
         raise CheckpointError(f"{path}: not a pss-bench reference-model checkpoint (no state_dict/config)")
     if "categories" not in payload:
         raise CheckpointError(f"{path}: no 'categories' (the dataset's category list the model was trained on)")
-    arch = payload.get("model", "pss")
+    arch = payload.get("model")
+    if arch is None:  # written before the registry: its default model
+        from pss_bench.models.registry import default_model
+
+        arch = default_model()
     if not isinstance(arch, str) or not is_registered(arch):
         raise CheckpointError(f"{path}: unknown architecture {arch!r} (known: {', '.join(list_models())})")
     categories = _check_categories(payload["categories"], str(path))

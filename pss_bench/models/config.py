@@ -47,6 +47,9 @@ class ModelConfig:
         arch: a registered model name (:func:`pss_bench.models.registry.list_models`:
             ``pss``, the reference model, or ``upsnet``, the UPSNet-style
             baseline), built on the backbone, FPN and head settings below.
+            Empty: the registry's default model
+            (:func:`~pss_bench.models.registry.default_model`), which a
+            :class:`Config` fills in when it is made.
         backbone: ``resnet18`` | ``resnet34`` | ``resnet50`` | ``resnet101``, or
             ``resnet_tiny`` (ResNet-10 layout at half width, for CPU runs).
         norm: backbone normalisation: ``frozen_bn`` (detection style, for
@@ -63,7 +66,7 @@ class ModelConfig:
             resolution cap of small frames; see ``docs/reference_model.md``).
     """
 
-    arch: str = "pss"
+    arch: str = ""
     backbone: str = "resnet50"
     norm: str = "frozen_bn"
     fpn_channels: int = 256
@@ -246,6 +249,10 @@ class Config:
             raise TypeError(f"Config: unknown section(s) {unknown} (known: {sorted(known)})")
         for key, sec in known.items():
             setattr(self, key, sections[key] if key in sections else sec.cls())
+        if not self.model.arch:
+            from pss_bench.models.registry import default_model
+
+            self.model.arch = default_model()
 
     def sections(self) -> dict[str, Any]:
         """``{name: section dataclass}`` in ``to_dict`` order."""

@@ -59,19 +59,29 @@ class ModelSpec:
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
+_DEFAULTS: set[str] = set()
 _discovered = False
 
 
 def register_model(name: str, *, training_module: Callable, predict: Callable, display_name: str = "",
-                   inference_sections: tuple[str, ...] = ()):
+                   inference_sections: tuple[str, ...] = (), default: bool = False):
     """Decorator registering the builder of the model ``name`` (see :class:`ModelSpec`).
 
     Registering a name again replaces it (a reloaded module).
+
+    Args:
+        default: this is the model of configs and checkpoints that name none
+            (``model.arch`` empty or absent, as in files written before the
+            registry); at most one registered model may say so.
     """
 
     def deco(build: Callable) -> Callable:
         _REGISTRY[name] = ModelSpec(name, build, training_module, predict, display_name or name,
                                     tuple(inference_sections))
+        if default:
+            _DEFAULTS.add(name)
+        else:
+            _DEFAULTS.discard(name)
         return build
 
     return deco
@@ -80,6 +90,21 @@ def register_model(name: str, *, training_module: Callable, predict: Callable, d
 def unregister_model(name: str) -> None:
     """Removes a registered model (tests that register a toy model clean up with it)."""
     _REGISTRY.pop(name, None)
+    _DEFAULTS.discard(name)
+
+
+def default_model() -> str:
+    """The name of the model registered with ``default=True``: what a config without ``model.arch`` builds.
+
+    Raises:
+        PssBenchError: no registered model, or more than one, is the default.
+    """
+    discover()
+    if len(_DEFAULTS) != 1:
+        which = f"{len(_DEFAULTS)} ({', '.join(sorted(_DEFAULTS))})" if _DEFAULTS else "none"
+        raise PssBenchError(f"the config names no model (model.arch) and {which} of the registered models "
+                            f"({', '.join(list_models())}) is the default: set model.arch")
+    return next(iter(_DEFAULTS))
 
 
 def discover() -> None:
@@ -186,5 +211,5 @@ def create_model(name: str, cfg, **context):
         raise PssBenchError(f"model {name!r} cannot be built from this config ({type(exc).__name__}: {msg})") from None
 
 
-__all__ = ["ModelSpec", "register_model", "unregister_model", "discover", "list_models", "get_model", "create_model",
-           "model_bytes"]
+__all__ = ["ModelSpec", "register_model", "unregister_model", "discover", "list_models", "get_model", "default_model",
+           "create_model", "model_bytes"]

@@ -43,7 +43,7 @@ def _predict(net, image, categories, cfg):
 
 
 @register_model("pss", training_module=_training_module, predict=_predict, display_name="pss-reference",
-                inference_sections=("inference", "kmeans"))
+                inference_sections=("inference", "kmeans"), default=True)  # configs and checkpoints predating model.arch
 def build(model_cfg, **_):
     from pss_bench.reference_model.network import PSSNet
 

@@ -109,3 +109,25 @@ def test_a_toy_model_trains_and_predicts_through_the_generic_path(toy_model, tmp
 def test_an_unregistered_model_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="unknown key"):
         load_config("synthstreets_tiny", ["toy.width=4"])
+
+
+def test_a_config_without_arch_gets_the_one_default_model_and_two_defaults_are_refused():
+    from pss_bench.errors import PssBenchError
+    from pss_bench.models.config import Config, config_from_dict
+    from pss_bench.models.registry import default_model, register_model, unregister_model
+
+    assert default_model() == "pss"  # registered by reference_model/registration.py, not named by the core
+    assert Config().model.arch == "pss"
+    assert config_from_dict({"model": {"backbone": "resnet18"}}).model.arch == "pss"
+
+    def nothing(*a, **k):
+        raise AssertionError("not called")
+
+    register_model("second_default", training_module=nothing, predict=nothing, default=True)(nothing)
+    try:
+        with pytest.raises(PssBenchError, match="2 \\(pss, second_default\\).*set model.arch"):
+            Config()
+        assert config_from_dict({"model": {"arch": "second_default"}}).model.arch == "second_default"  # named: fine
+    finally:
+        unregister_model("second_default")
+    assert default_model() == "pss"
