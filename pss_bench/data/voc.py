@@ -216,21 +216,15 @@ def convert_voc(root: str | os.PathLike, split: str | None, out_dir: str | os.Pa
     Returns:
         ``(json, png_dir)``. The JSON is written last, atomically.
     """
-    import shutil
-
-    from pss_bench.io.atomic import disk_full_as_error, make_staging_dir
+    from pss_bench.io.atomic import staging_area
 
     reader = VocPanoptic(root, split, sbd_dir)
     out = Path(out_dir) if out_dir is not None else Path(root)
     name = f"panoptic_{split or 'all'}"
     out.mkdir(parents=True, exist_ok=True)
     # PNGs go to a hidden folder that replaces the target only once every frame converted.
-    tmp = make_staging_dir(out / name)  # also removes the staging folders of killed runs
-    try:
-        with disk_full_as_error(out / f"{name}.json", rename=True):
-            return _convert_into(reader, out, name, tmp, progress)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with staging_area(out / name) as tmp:
+        return _convert_into(reader, out, name, tmp, progress)
 
 
 def _convert_into(reader: VocPanoptic, out: Path, name: str, tmp: Path, progress) -> tuple[Path, Path]:
