@@ -88,8 +88,13 @@ def test_a_worker_ended_by_ctrl_c_is_an_interrupt_here():
             os.kill(os.getpid(), signal.SIGINT)
         return x
 
-    with pytest.raises(KeyboardInterrupt):
-        list(map_forked(fn, [0, 1, 2, 3], 2))
+    # Ctrl-C live here, whatever this process inherited (a background job of a script starts with SIGINT ignored)
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            list(map_forked(fn, [0, 1, 2, 3], 2))
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 def test_an_ignored_ctrl_c_stays_ignored_in_the_workers():  # `pss-bench pq ... &`, nohup
