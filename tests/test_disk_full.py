@@ -3,7 +3,7 @@
 The outputs go to a small tmpfs filled to the last byte, mounted in a private
 mount namespace (``unshare -rm``: no privileges needed where user namespaces
 are enabled). The unit tests of the mechanism (monkeypatched writes, no
-tmpfs) are in ``test_io_atomic.py`` and run everywhere.
+tmpfs) are in ``io/test_io_atomic.py`` and run everywhere.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ pytestmark = pytest.mark.skipif(not _can_mount_tmpfs(), reason="no unprivileged 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     from pss_bench.data.synthstreets import generate
-    from test_upsnet_adapter import _perturbed, _write_official
+    from upsnet_helpers import perturbed, write_official
 
     root = tmp_path_factory.mktemp("full")
     generate(root / "synth", train=2, val=2, seed=0, height=64, width=128)
@@ -58,7 +58,7 @@ def inputs(tmp_path_factory):
             w.add_embeddings(ann.image_id, ann.segments.ids, rng.normal(size=(len(ann.segments), 4)))
             np.save(feats / f"{ann.image_id}.npy", rng.normal(size=(4, 16, 32)).astype(np.float32))
         w.commit(categories=raw["categories"])
-    _write_official(root / "upsnet", gt_json, _perturbed(gt, 0))
+    write_official(root / "upsnet", gt_json, perturbed(gt, 0))
     return root, gt_json
 
 

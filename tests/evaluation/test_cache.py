@@ -61,7 +61,7 @@ def _truth(ds):
 
 
 def test_identical_numbers_cold_warm_and_without_cache(cityscapes_train_gt, tmp_path):
-    from test_pq_parity import perturbed_prediction
+    from prediction_helpers import perturbed_prediction
 
     gt_json, gt_dir = cityscapes_train_gt
     pred_json, pred_dir = perturbed_prediction(gt_json, gt_dir, tmp_path, 7, "mix")

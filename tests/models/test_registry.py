@@ -8,12 +8,12 @@ import pytest
 import torch
 from torch import nn
 
+from model_helpers import CATS, toy_items
 from pss_bench.models.checkpoint import load_checkpoint
 from pss_bench.models.config import ConfigError, load_config, register_section, section_names, unregister_section
 from pss_bench.models.predict import predict_panoptic
 from pss_bench.models.registry import get_model, list_models, register_model, unregister_model
 from pss_bench.models.train import FINAL_NAME, evaluate, train
-from test_reference_train import CATS, toy_items
 
 
 @dataclass

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from model_helpers import CATS, toy_items
 from pss_bench.baselines.upsnet.model import instance_targets
 from pss_bench.cli import main
 from pss_bench.models.config import load_config
@@ -15,7 +16,6 @@ from pss_bench.models.checkpoint import load_checkpoint
 from pss_bench.models.registry import create_model
 from pss_bench.models.predict import predict_panoptic
 from pss_bench.models.train import FINAL_NAME, train, training_module
-from test_reference_train import CATS, toy_items
 
 SMALL = ["model.arch=upsnet", "model.fpn_channels=16", "model.head_channels=16", "upsnet.box_head_dim=32",
          "upsnet.mask_head_channels=8", "upsnet.stuff_area_limit=16", "data.crop_size=[48,96]", "data.batch_size=2"]

@@ -12,7 +12,7 @@ import torch
 pytest.importorskip("torchmetrics", reason="pip install 'pss-bench[torchmetrics]'")
 
 from pq_oracle import assert_same_as_oracle, oracle_pq, write_dataset  # noqa: E402
-from test_pq_parity import perturbed_prediction  # noqa: E402
+from prediction_helpers import perturbed_prediction  # noqa: E402
 from torchmetrics.detection import PanopticQuality as TorchmetricsPQ  # noqa: E402
 
 from pss_bench.convert.labels import panoptic_to_semantic_instance, semantic_instance_to_panoptic  # noqa: E402

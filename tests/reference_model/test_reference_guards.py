@@ -14,14 +14,14 @@ import pytest
 import torch
 
 from child_process import child_env
+from model_helpers import CATS, tiny_cfg, toy_items
 from pss_bench.cli import main
 from pss_bench.errors import PssBenchError
 from pss_bench.models.config import ConfigError, load_config
 from pss_bench.models.checkpoint import CheckpointError, load_checkpoint
 from pss_bench.models.train import CHECKPOINT_NAME, FINAL_NAME, train
-from test_reference_train import CATS, tiny_cfg, toy_items
 
-BUNDLED = Path(__file__).parent.parent / "pss_bench" / "checkpoints" / "pss_synthstreets_tiny.pt"
+BUNDLED = Path(__file__).parents[2] / "pss_bench" / "checkpoints" / "pss_synthstreets_tiny.pt"
 
 
 @pytest.fixture(autouse=True)
@@ -283,9 +283,9 @@ def test_checkpoint_temp_of_a_killed_run_is_removed_by_resume(cut_run, tmp_path)
     script = tmp_path / "victim.py"
     script.write_text(textwrap.dedent(f"""
         import os, signal, sys
-        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        sys.path.insert(0, {str(Path(__file__).parents[1])!r})
         import torch
-        from test_reference_train import CATS, tiny_cfg, toy_items
+        from model_helpers import CATS, tiny_cfg, toy_items
         from pss_bench.models.train import train
         real = torch.save
         def save(obj, f, *a, **k):

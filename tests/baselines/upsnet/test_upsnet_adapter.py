@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from pq_oracle import write_dataset
 from pss_bench.baselines.upsnet.adapter import (
@@ -21,69 +20,8 @@ from pss_bench.baselines.upsnet.adapter import (
 from pss_bench.cli import main
 from pss_bench.errors import FormatError, PredictionFormatError
 from pss_bench.evaluation.pq import evaluate_pq
-from pss_bench.io.panoptic import id2rgb, load_panoptic_json, read_id_png
-
-
-def _perturbed(gt, seed):
-    """Per GT image: (ids, segments) of a plausible prediction, in label ids."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for ann in gt.annotations:
-        ids = read_id_png(gt.png_path(ann)).astype(np.int64)
-        ids = np.roll(ids, (int(rng.integers(-9, 9)), int(rng.integers(-9, 9))), axis=(0, 1))
-        crowd = {int(s) for s, c in zip(ann.segments.ids, ann.segments.iscrowd) if c}
-        for s in crowd:  # UPSNet predicts no crowd segments
-            ids[ids == s] = 0
-        present = set(np.unique(ids).tolist())
-        segs = [{"id": int(s), "category_id": int(c)} for s, c in zip(ann.segments.ids, ann.segments.category_ids)
-                if int(s) in present and int(s) not in crowd]
-        out.append((ann.image_id, ids, segs))
-    return out
-
-
-def _write_official(results: Path, gt_json: Path, preds, with_2ch=True, with_pan=True, with_pkl=True, order=None):
-    """Writes UPSNet's pans_unified/{pan_2ch,pan,pred.json} and results_list.pkl."""
-    label_to_train = {v: k for k, v in cityscapes_category_map().items()}
-    images = json.loads(gt_json.read_text())["images"]
-    by_id = {p[0]: p for p in preds}
-    unified = results / "pans_unified"
-    entries, panos = [], []
-    for im in images:
-        image_id, ids, segs = by_id[im["id"]]
-        name = upsnet_png_name(im["file_name"])
-        sem = np.full(ids.shape, 255, np.uint8)
-        inst = np.zeros(ids.shape, np.uint8)
-        internal_ids = np.zeros(ids.shape, np.int64)
-        info = []
-        k_inst = 0
-        for s in segs:
-            m = ids == s["id"]
-            t = label_to_train[s["category_id"]]
-            sem[m] = t
-            if s["id"] >= 1000:  # thing instance
-                k_inst += 1
-                inst[m] = k_inst
-            new_id = 1 + len(info) * 37  # UPSNet's own ids: anything but the GT's
-            internal_ids[m] = new_id
-            info.append({"id": new_id, "category_id": t})
-        if with_2ch:
-            (unified / "pan_2ch").mkdir(parents=True, exist_ok=True)
-            Image.fromarray(np.stack([sem, inst, np.zeros_like(sem)], -1)).save(unified / "pan_2ch" / name)
-        if with_pan:
-            (unified / "pan").mkdir(parents=True, exist_ok=True)
-            Image.fromarray(id2rgb(internal_ids)).save(unified / "pan" / name)
-        entries.append({"segments_info": info})
-        panos.append(internal_ids.astype(np.uint8))
-    if order is not None:
-        entries = [entries[i] for i in order]
-        panos = [panos[i] for i in order]
-    if with_pan:
-        (unified / "pred.json").write_text(json.dumps({"annotations": entries}))
-    if with_pkl:
-        with open(results / "results_list.pkl", "wb") as f:
-            pickle.dump({"all_boxes": [[np.zeros((0, 5), np.float32)]], "all_masks": [[[]]],
-                         "all_ssegs": panos, "all_panos": panos, "all_pano_cls_inds": [np.arange(3)] * len(panos)},
-                        f, protocol=2)
+from pss_bench.io.panoptic import load_panoptic_json, read_id_png
+from upsnet_helpers import perturbed, write_official
 
 
 @pytest.fixture()
@@ -96,7 +34,7 @@ def official(cityscapes_train_gt, tmp_path):
     (tmp_path / "cityscapes_panoptic_sub").symlink_to(gt_dir, target_is_directory=True)
     gt_dir = tmp_path / "cityscapes_panoptic_sub"
     gt = load_panoptic_json(gt_json, gt_dir, role="gt")
-    preds = _perturbed(gt, 0)
+    preds = perturbed(gt, 0)
     expected_json, _ = write_dataset(tmp_path / "expected", "pred", preds, None, with_area=False)
     expected = evaluate_pq(expected_json, gt_json, gt_dir=gt_dir, use_cache=False).to_dict()
     return gt_json, gt_dir, preds, expected, tmp_path
@@ -106,7 +44,7 @@ def official(cityscapes_train_gt, tmp_path):
 def test_official_outputs_convert_to_the_expected_pq(official, variant):
     gt_json, gt_dir, preds, expected, tmp = official
     results = tmp / "results"
-    _write_official(results, gt_json, preds, with_pan=(variant == "pan+pred.json"))
+    write_official(results, gt_json, preds, with_pan=(variant == "pan+pred.json"))
     out = convert_upsnet_results(results, gt_json, "cityscapes", tmp / "out")
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["format"] == "pss-bench-predictions"
@@ -118,7 +56,7 @@ def test_official_outputs_convert_to_the_expected_pq(official, variant):
 
 def test_cli_end_to_end(official, capsys):
     gt_json, gt_dir, preds, expected, tmp = official
-    _write_official(tmp / "results", gt_json, preds)
+    write_official(tmp / "results", gt_json, preds)
     assert main(["import-upsnet", str(tmp / "results"), "--gt", str(gt_json), "--dataset", "cityscapes",
                  "--out", str(tmp / "out")]) == 0
     assert main(["pq", str(tmp / "out"), "--json", "-", "--no-cache"]) == 0
@@ -128,7 +66,7 @@ def test_cli_end_to_end(official, capsys):
 
 def test_pickle_that_runs_code_is_refused(official):
     gt_json, gt_dir, preds, expected, tmp = official
-    _write_official(tmp / "results", gt_json, preds, with_pkl=False)
+    write_official(tmp / "results", gt_json, preds, with_pkl=False)
     marker = tmp / "pwned"
 
     class Evil:
@@ -146,13 +84,13 @@ def test_pickle_that_runs_code_is_refused(official):
 def test_wrong_order_or_count_is_caught(official):
     gt_json, gt_dir, preds, expected, tmp = official
     n = len(preds)
-    _write_official(tmp / "r1", gt_json, preds, order=list(range(n))[::-1], with_pkl=False)
+    write_official(tmp / "r1", gt_json, preds, order=list(range(n))[::-1], with_pkl=False)
     with pytest.raises(PredictionFormatError, match="GT JSON's image order"):
         convert_upsnet_results(tmp / "r1", gt_json, "cityscapes", tmp / "o1")
-    _write_official(tmp / "r2", gt_json, preds, order=list(range(n - 1)), with_pkl=False)
+    write_official(tmp / "r2", gt_json, preds, order=list(range(n - 1)), with_pkl=False)
     with pytest.raises(PredictionFormatError, match=f"{n - 1} entries but the GT"):
         convert_upsnet_results(tmp / "r2", gt_json, "cityscapes", tmp / "o2")
-    _write_official(tmp / "r3", gt_json, preds, with_pan=False, order=list(range(n - 1)))
+    write_official(tmp / "r3", gt_json, preds, with_pan=False, order=list(range(n - 1)))
     with pytest.raises(FormatError, match=f"all_panos holds {n - 1} images"):
         convert_upsnet_results(tmp / "r3", gt_json, "cityscapes", tmp / "o3")
     for k in (1, 2, 3):
@@ -161,7 +99,7 @@ def test_wrong_order_or_count_is_caught(official):
 
 def test_missing_result_png_names_the_file(official):
     gt_json, gt_dir, preds, expected, tmp = official
-    _write_official(tmp / "results", gt_json, preds, with_pan=False, with_pkl=False)
+    write_official(tmp / "results", gt_json, preds, with_pan=False, with_pkl=False)
     victim = sorted((tmp / "results" / "pans_unified" / "pan_2ch").iterdir())[1]
     victim.unlink()
     with pytest.raises(FormatError, match=victim.name):
@@ -187,7 +125,7 @@ def test_features_are_pooled_into_gt_segment_embeddings(official):
     from pss_bench.io.embeddings import load_embeddings
 
     gt_json, gt_dir, preds, expected, tmp = official
-    _write_official(tmp / "results", gt_json, preds, with_pkl=False)
+    write_official(tmp / "results", gt_json, preds, with_pkl=False)
     feats_dir = tmp / "feats"
     feats_dir.mkdir()
     gt = load_panoptic_json(gt_json, gt_dir, role="gt")
@@ -233,7 +171,7 @@ def tiny_official(tmp_path):
     preds = [(i, ids.astype(np.int64), [{"id": 7, "category_id": 7}, {"id": 26001, "category_id": 26}])
              for i in ("a", "b")]
     results = tmp_path / "results"
-    _write_official(results, gt_json, preds, with_pkl=False)
+    write_official(results, gt_json, preds, with_pkl=False)
     return gt_json, results, tmp_path
 
 

@@ -196,12 +196,12 @@ def test_import_upsnet_with_a_hostile_pickle_is_one_line(tmp_path, capsys):
     from pss_bench.cli import main
     from pss_bench.data.synthstreets import generate
     from pss_bench.io.panoptic import load_panoptic_json
-    from test_upsnet_adapter import _perturbed, _write_official
+    from upsnet_helpers import perturbed, write_official
 
     generate(tmp_path / "s", train=0, val=2, seed=0, height=64, width=128)
     gt_json = tmp_path / "s" / "gtFine" / "cityscapes_panoptic_val.json"
     gt = load_panoptic_json(gt_json, role="gt")
-    _write_official(tmp_path / "results", gt_json, _perturbed(gt, 0))
+    write_official(tmp_path / "results", gt_json, perturbed(gt, 0))
     ok = main(["import-upsnet", str(tmp_path / "results"), "--gt", str(gt_json), "--dataset", "cityscapes",
                "--out", str(tmp_path / "ok")])
     assert ok == 0

@@ -54,7 +54,7 @@ def test_results_before_the_error_arrive_and_a_bug_keeps_its_type_and_traceback(
         for i, r in map_forked(fn, list(range(8)), 2):
             got[i] = r
     assert {0, 1, 2, 3} <= set(got)
-    assert any("worker process" in note and "test_parallel.py" in note for note in ei.value.__notes__)
+    assert any("worker process" in note and "test_threads.py" in note for note in ei.value.__notes__)
 
 
 def test_a_worker_that_dies_is_named_by_its_item():
@@ -113,7 +113,7 @@ def test_an_ignored_ctrl_c_stays_ignored_in_the_workers():  # `pss-bench pq ... 
 
 
 def test_worker_log_records_reach_this_process(caplog):
-    log = logging.getLogger("pss_bench.test_parallel")
+    log = logging.getLogger("pss_bench.test_threads")
 
     def fn(x: int) -> int:
         log.warning("item %d says %s", x, {"a": object()} if x == 1 else "hi",  # args need not pickle,
@@ -121,9 +121,9 @@ def test_worker_log_records_reach_this_process(caplog):
         log.debug("not enabled, not sent")
         return x
 
-    with caplog.at_level(logging.WARNING, logger="pss_bench.test_parallel"):
+    with caplog.at_level(logging.WARNING, logger="pss_bench.test_threads"):
         assert sorted(i for i, _ in map_forked(fn, [0, 1, 2], 2)) == [0, 1, 2]
-    messages = sorted(r.getMessage() for r in caplog.records if r.name == "pss_bench.test_parallel")
+    messages = sorted(r.getMessage() for r in caplog.records if r.name == "pss_bench.test_threads")
     assert len(messages) == 3 and messages[0] == "item 0 says hi" and messages[1].startswith("item 1 says {'a':")
 
 

@@ -24,7 +24,7 @@ import pytest
 import torch
 
 from pq_oracle import assert_same_as_oracle, oracle_pq
-from test_pq_parity import perturbed_prediction
+from prediction_helpers import perturbed_prediction
 from pss_bench.errors import GroundTruthFormatError, PredictionFormatError
 from pss_bench.evaluation.pq import evaluate_pq
 from pss_bench.integrations import detectron2 as d2mod
