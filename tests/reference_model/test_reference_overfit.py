@@ -14,6 +14,15 @@ two with a single instance, so one instance moves PQ-Th by up to 20 points
 (the 750-iteration value lost 33 points of truck PQ to one split truck); the
 bar below sits under the measured 80% by that kind of swing and above what
 the unbalanced losses reach, so that a regression to them fails.
+
+The spread across seeds is wide (2026-11-30, the same setup with
+``train.seed`` 1 and 2 and 1,500 iterations, 1 thread each, 6,190 s): PQ-Th
+61.4 (86% of the cap) and 50.6 (71%). The low run lost its bicycles (PQ 18.5
+against 55.5) and persons (21.1 against 31.0) to merging: with fewer merges
+(merge threshold 0.7 instead of the shipped 0.6) the same model gets 45.9
+and 44.0 and PQ-Th 61.5, but seed 0's model then splits its one truck
+(PQ-Th 57.0 -> 48.0). So 80% is reached on some seeds and not others, and
+the bar stays where a regression shows.
 """
 
 from __future__ import annotations
