@@ -425,6 +425,18 @@ def apply_override(data: dict, item: str) -> None:
     node[parts[-1]] = value
 
 
+def with_overrides(cfg: Config, overrides: Sequence[str]) -> Config:
+    """A copy of ``cfg`` with ``section.key=value`` overrides applied (and checked); ``cfg`` is unchanged.
+
+    Raises:
+        ConfigError: a malformed override, an unknown key or a value out of range.
+    """
+    data = cfg.to_dict()
+    for item in overrides:
+        apply_override(data, item)
+    return config_from_dict(data)
+
+
 def load_config(name_or_path: str | os.PathLike, overrides: Sequence[str] = ()) -> Config:
     """Loads a shipped config by name or a YAML file, then applies overrides.
 

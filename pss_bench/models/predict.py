@@ -80,17 +80,14 @@ def write_predictions(
     """
     from pss_bench.io.prediction import PredictionWriter
     from pss_bench.models.checkpoint import load_checkpoint
-    from pss_bench.models.config import apply_override, config_from_dict
+    from pss_bench.models.config import with_overrides
     from pss_bench.models.data import build_dataset
 
     if str(device).startswith("cuda") and not torch.cuda.is_available():
         raise PssBenchError("--device cuda: CUDA is not available on this machine")
     net, cfg, categories, _ = load_checkpoint(checkpoint, device=device)
     if overrides:
-        data = cfg.to_dict()
-        for o in overrides:
-            apply_override(data, o)
-        cfg = config_from_dict(data)
+        cfg = with_overrides(cfg, overrides)
     ds, ds_cats = build_dataset(dataset or cfg.data.dataset, data_root, split)
     if [c.id for c in ds_cats] != [c.id for c in categories]:
         raise PssBenchError(f"{data_root}: the dataset's categories differ from the checkpoint's ({checkpoint})")

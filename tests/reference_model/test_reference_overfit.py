@@ -65,10 +65,13 @@ class Downsized(torch.utils.data.Dataset):
         return {"image": img, **lab, "image_id": it["image_id"]}
 
 
-@pytest.mark.slow
-def test_overfits_the_real_cityscapes_frames(sample_data, cityscapes_train_gt, tmp_path, record_property):
-    gt_json, gt_dir = cityscapes_train_gt
-    root = tmp_path / "cs"
+def overfit_setup(sample_data, gt_json, gt_dir, root, *overrides: str):
+    """``(items, categories, cfg)``: the 8 frames at 1/SCALE size, decoded once, and the test's config.
+
+    ``root`` is a new folder for the Cityscapes layout (symlinks to the sample
+    images and to the GT ``gt_json`` / ``gt_dir``); ``overrides`` come last
+    (``bench/reference_overfit.py`` sets the seed and the schedule with them).
+    """
     (root / "gtFine").mkdir(parents=True)
     (root / "leftImg8bit").symlink_to(sample_data / "cityscapes" / "leftImg8bit", target_is_directory=True)
     (root / "gtFine" / gt_json.name).symlink_to(gt_json)
@@ -80,8 +83,15 @@ def test_overfits_the_real_cityscapes_frames(sample_data, cityscapes_train_gt, t
     cfg = load_config("synthstreets_tiny", [
         "data.dataset=cityscapes", f"data.crop_size=[{h},{w}]", "data.scale_range=[1.0,1.0]", "data.flip=false",
         f"train.iterations={ITERATIONS}", f"train.checkpoint_every={ITERATIONS}", "train.log_every=50",
-        "train.val_every=0",
+        "train.val_every=0", *overrides,
     ])
+    return cached, categories, cfg
+
+
+@pytest.mark.slow
+def test_overfits_the_real_cityscapes_frames(sample_data, cityscapes_train_gt, tmp_path, record_property):
+    gt_json, gt_dir = cityscapes_train_gt
+    cached, categories, cfg = overfit_setup(sample_data, gt_json, gt_dir, tmp_path / "cs")
     cap = stride_cap(cached, categories, cfg.model.output_stride)
     assert cap.things.pq >= MIN_CAP, cap.things
 
