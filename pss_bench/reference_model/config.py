@@ -47,7 +47,12 @@ class LossConfig:
         memory_iterations: keep the prototypes of this many past iterations as
             extra (stuff of the same class: positive, else negative) segments.
         segsort_weight, classifier_weight, seed_weight: loss weights.
-        seed_sigma: standard deviation of the Gaussian centre targets, in input pixels.
+        seed_sigma: standard deviation of the Gaussian centre targets, in input pixels
+            (with ``seed_sigma_scale``: the largest one).
+        seed_sigma_scale: when positive, an instance of ``A`` input pixels
+            gets the standard deviation ``seed_sigma_scale * sqrt(A)``, at
+            least 1 pixel and at most ``seed_sigma`` (CenterNet sizes its
+            centre Gaussians by the object); 0: ``seed_sigma`` for all.
         small_instance_area: instances with fewer input pixels than this get
             hybrid-scale prototypes (2x upscaled embeddings); 0 disables.
         seed_loss: ``focal``: the seed head predicts centre logits, trained
@@ -75,6 +80,7 @@ class LossConfig:
     classifier_weight: float = 1.0
     seed_weight: float = 1.0
     seed_sigma: float = 8.0
+    seed_sigma_scale: float = 0.0
     small_instance_area: int = 0
     seed_loss: str = "focal"
     max_pixels: int = 0
@@ -116,7 +122,8 @@ RANGES: dict[str, tuple[float, bool, float | None]] = {
     "kmeans.grid": (1, True, MAX_GRID), "kmeans.iterations": (1, True, 10_000), "kmeans.coord_weight": (0, True, None),
     "loss.kappa": (0, False, None), "loss.memory_iterations": (0, True, None),
     "loss.segsort_weight": (0, True, None), "loss.classifier_weight": (0, True, None),
-    "loss.seed_weight": (0, True, None), "loss.seed_sigma": (0, False, None), "loss.small_instance_area": (0, True, None),
+    "loss.seed_weight": (0, True, None), "loss.seed_sigma": (0, False, None),
+    "loss.seed_sigma_scale": (0, True, None), "loss.small_instance_area": (0, True, None),
     "loss.max_pixels": (0, True, None), "loss.pixel_balance": (0, True, 1), "loss.classifier_balance": (0, True, 1),
     "inference.grid": (1, True, MAX_GRID), "inference.split_k": (1, True, MAX_GRID),
     "inference.merge_threshold": (-1, True, 1), "inference.seed_nms_kernel": (1, True, 255),

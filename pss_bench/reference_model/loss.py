@@ -162,6 +162,9 @@ def segsort_loss(
     return loss, table
 
 
+MIN_SIGMA = 1.0  # input pixels: the narrowest size-scaled centre Gaussian
+
+
 def center_heatmap(
     panoptic: torch.Tensor,
     instance_mask: torch.Tensor,
@@ -169,6 +172,7 @@ def center_heatmap(
     sigma: float,
     input_size: tuple[int, int],
     snap: bool = False,
+    sigma_scale: float = 0.0,
 ) -> torch.Tensor:
     """Gaussian centre-heatmap targets at the instances' mass centres.
 
@@ -213,7 +217,12 @@ def center_heatmap(
     gx = (torch.arange(w, device=dev, dtype=torch.float32) + 0.5) * ww / w
     grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij"), -1).reshape(1, h * w, 2)
     d2 = ((grid - centres[:, None, :]) ** 2).sum(-1)  # (n, h*w)
-    g = torch.exp(-d2 / (2 * sigma**2))
+    if sigma_scale > 0:
+        area = cnt * (hh / h2) * (ww / w2)
+        sig = (sigma_scale * area.sqrt()).clamp(min=MIN_SIGMA, max=max(sigma, MIN_SIGMA))[:, None]
+    else:
+        sig = torch.full((n, 1), float(sigma), device=dev)
+    g = torch.exp(-d2 / (2 * sig**2))
     heat.scatter_reduce_(0, inst_img[:, None].expand(-1, h * w), g, reduce="amax", include_self=True)
     return heat.reshape(b, h, w)
 
@@ -400,10 +409,12 @@ def pss_losses(
     seed = out["seed"][:, 0].float()
     seed_valid = downsample_labels(batch["semantic"], sh, sw) != IGNORE_INDEX
     if loss_cfg.seed_loss == "focal":
-        target = center_heatmap(pan2, thing2, (sh, sw), loss_cfg.seed_sigma, (hh, ww), snap=True)
+        target = center_heatmap(pan2, thing2, (sh, sw), loss_cfg.seed_sigma, (hh, ww), snap=True,
+                                sigma_scale=loss_cfg.seed_sigma_scale)
         seed_loss = seed_focal_loss(seed, target, seed_valid)
     else:
-        target = center_heatmap(pan2, thing2, (sh, sw), loss_cfg.seed_sigma, (hh, ww))
+        target = center_heatmap(pan2, thing2, (sh, sw), loss_cfg.seed_sigma, (hh, ww),
+                                sigma_scale=loss_cfg.seed_sigma_scale)
         valid_f = seed_valid.float()
         seed_loss = (((seed - target) ** 2) * valid_f).sum() / valid_f.sum().clamp(min=1.0)
 

@@ -242,6 +242,25 @@ def test_snapped_center_heatmap_has_one_exact_peak_per_instance():
     assert (heat[0] == 1.0).nonzero().tolist() == [[2, 3], [6, 12]]
 
 
+def test_size_scaled_centre_gaussians_keep_small_neighbours_apart():
+    # two 3x3-pixel instances 4 pixels apart (one 4x4 cell between their centre cells) and a 16x16 one
+    pan = torch.zeros(1, 32, 64, dtype=torch.long)
+    pan[0, 1:4, 1:4] = 1
+    pan[0, 1:4, 9:12] = 2
+    pan[0, 12:28, 30:46] = 3
+    fixed = center_heatmap(pan, pan > 0, (8, 16), 8.0, (32, 64), snap=True)[0]
+    scaled = center_heatmap(pan, pan > 0, (8, 16), 8.0, (32, 64), snap=True, sigma_scale=0.1)[0]
+    # the cell between the two small centres (cells (0, 0) and (0, 2)): forgiven under sigma 8, a negative with sizes
+    assert float(fixed[0, 1]) > 0.85
+    assert float(scaled[0, 1]) == pytest.approx(math.exp(-16 / 2), rel=1e-5)  # sigma clamped to MIN_SIGMA = 1 px
+    # the large instance: sigma 0.1 * 16 = 1.6 px; one cell (4 px) from its centre cell (5, 9)
+    assert float(scaled[5, 10]) == pytest.approx(math.exp(-16 / (2 * 1.6**2)), rel=1e-5)
+    # sigma_scale never widens past sigma
+    wide = center_heatmap(pan, pan > 0, (8, 16), 1.2, (32, 64), snap=True, sigma_scale=1.0)[0]
+    assert float(wide[5, 10]) == pytest.approx(math.exp(-16 / (2 * 1.2**2)), rel=1e-5)
+    assert int((scaled == 1.0).sum()) == int((fixed == 1.0).sum()) == 3
+
+
 def test_out_of_range_semantic_label_is_a_clear_error():
     from pss_bench.errors import PssBenchError
     from pss_bench.reference_model.loss import check_batch_labels
