@@ -57,6 +57,7 @@ def main() -> int:
                     help="inference overrides scored on the final model (repeatable)")
     ap.add_argument("--checkpoint", type=Path, help="score this model instead of training one")
     ap.add_argument("--json", type=Path, help="write the rows here")
+    ap.add_argument("--out", type=Path, help="keep the run folder and the scored checkpoints here (a new folder)")
     args = ap.parse_args()
 
     import torch
@@ -86,11 +87,13 @@ def main() -> int:
         print(f"cap PQ-Th {100 * cap_th:.1f}", flush=True)
         final = args.checkpoint
         if final is None:
-            run, kept = tmp / "run", []
+            keep_dir = tmp if args.out is None else args.out
+            keep_dir.mkdir(parents=True, exist_ok=args.out is None)
+            run, kept = keep_dir / "run", []
 
             def keep(step: int, total: int, record: dict) -> None:  # runs after the checkpoint is written
                 if step % args.every == 0 and step < total:
-                    kept.append((step, shutil.copy(run / CHECKPOINT_NAME, tmp / f"ck_{step}.pt")))
+                    kept.append((step, shutil.copy(run / CHECKPOINT_NAME, keep_dir / f"ck_{step}.pt")))
 
             t = time.perf_counter()
             train(cfg, run, train_dataset=items, categories=categories, progress=keep)
