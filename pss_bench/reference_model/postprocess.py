@@ -274,19 +274,21 @@ def adjacency(labels: torch.Tensor, n: int) -> torch.Tensor:
     return adj | adj.t()
 
 
-def find_seeds(seed_map: torch.Tensor, threshold: float, kernel: int) -> torch.Tensor:
+def find_seeds(seed_map: torch.Tensor, threshold: float, kernel: int, tolerance: float = 0.0) -> torch.Tensor:
     """Peaks of the centre heatmap.
 
     Args:
         seed_map: ``(h, w)`` float heatmap.
         threshold: minimum peak value.
         kernel: odd max-pool window.
+        tolerance: cells within this much of their window's maximum count
+            as maxima (near-ties of neighbouring centres).
 
     Returns:
-        ``(h, w)`` bool, True at local maxima above ``threshold``.
+        ``(h, w)`` bool, True at (near-)local maxima above ``threshold``.
     """
     pooled = F.max_pool2d(seed_map[None, None], kernel, stride=1, padding=kernel // 2)[0, 0]
-    return (seed_map == pooled) & (seed_map > threshold)
+    return (seed_map >= pooled - tolerance) & (seed_map > threshold)
 
 
 @dataclass
@@ -364,7 +366,7 @@ def panoptic_inference(
     isthing = thing_classes[cls_m]
     seeds = None
     if cfg.seeded and seed_map is not None:
-        py, px = torch.nonzero(find_seeds(seed_map.float(), cfg.seed_threshold, cfg.seed_nms_kernel), as_tuple=True)
+        py, px = torch.nonzero(find_seeds(seed_map.float(), cfg.seed_threshold, cfg.seed_nms_kernel, cfg.seed_nms_tolerance), as_tuple=True)
         h, w = labels.shape
         sh, sw = seed_map.shape
         # the label pixel under each peak cell's centre

@@ -153,6 +153,9 @@ def test_find_seeds_local_maxima():
     m[2, 2], m[2, 3], m[6, 6], m[0, 8] = 0.9, 0.8, 0.5, 0.1
     peaks = find_seeds(m, 0.3, 3)
     assert peaks.nonzero().tolist() == [[2, 2], [6, 6]]
+    # near-ties of neighbouring cells (two centres in adjacent cells) are both peaks within the tolerance
+    assert find_seeds(m, 0.3, 3, tolerance=0.1).nonzero().tolist() == [[2, 2], [2, 3], [6, 6]]
+    assert find_seeds(m, 0.3, 3, tolerance=0.05).nonzero().tolist() == [[2, 2], [6, 6]]
 
 
 def _two_object_scene():
