@@ -5,24 +5,18 @@ output stride and back keeps PQ-Th at about 71 on these frames (the cap,
 recomputed here). At the old 1/8 size and stride 4 the cap was 29.7, so no
 model could show that it separates instances.
 
-Measured 2026-11-30 (1 thread, 7,814 s on a shared machine), the shipped
-config with its balanced losses (`loss.pixel_balance` and
-`loss.classifier_balance` 1): PQ 71.7, PQ-Th 57.0 = 80% of the cap (71.0),
-PQ-St 78.4 after 1,000 iterations (250: 22.5, 500: 43.2, 750: 51.6). Without
-them (the config before): PQ-Th 44.7 = 63%. Five thing classes are present,
-two with a single instance, so one instance moves PQ-Th by up to 20 points
-(the 750-iteration value lost 33 points of truck PQ to one split truck); the
-bar below sits under the measured 80% by that kind of swing and above what
-the unbalanced losses reach, so that a regression to them fails.
-
-The spread across seeds is wide (2026-11-30, the same setup with
-``train.seed`` 1 and 2 and 1,500 iterations, 1 thread each, 6,190 s): PQ-Th
-61.4 (86% of the cap) and 50.6 (71%). The low run lost its bicycles (PQ 18.5
-against 55.5) and persons (21.1 against 31.0) to merging: with fewer merges
-(merge threshold 0.7 instead of the shipped 0.6) the same model gets 45.9
-and 44.0 and PQ-Th 61.5, but seed 0's model then splits its one truck
-(PQ-Th 57.0 -> 48.0). So 80% is reached on some seeds and not others, and
-the bar stays where a regression shows.
+Measured 2026-11-30 (``bench/reference_overfit.py --seed S``, the setup
+below, 1,000 iterations, 1 thread, 4,950 s each with three runs on two
+cores), PQ-Th as a share of the cap (71.0) for train.seed 0 / 1 / 2:
+81.1% / 83.7% / 87.4% (PQ-Th 57.6 / 59.4 / 62.0). The inference override
+``inference.seed_nms_tolerance=0.03`` is part of the setup: on these small
+frames two adjacent persons (or a rider on a bicycle) have their centres
+in neighbouring stride-4 cells, where both saturate (0.95 next to 0.97),
+and exact peaks keep one of them; without it the same models give 81.0% /
+83.6% / 68.7% (seed 2 merges its bicycles). Five thing classes are present,
+two with a single instance, so one instance moves PQ-Th by up to 20 points.
+The shipped config keeps the tolerance at 0: with it the bundled checkpoint
+loses 5.6 PQ-Th on SynthStreets val (20.9 -> 15.3, docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -42,7 +36,7 @@ from pss_bench.models.train import FINAL_NAME, evaluate, train
 SCALE = 4
 ITERATIONS = 1000
 MIN_CAP = 0.70  # the issue asks for a scale whose cap is at least 70
-RATIO = 0.66  # of the cap, for PQ-Th on the training frames (measured 0.80; the unbalanced losses: 0.63)
+RATIO = 0.80  # of the cap, for PQ-Th on the training frames (issue 14; measured 0.81 for this seed, 0.84 and 0.87 for seeds 1 and 2)
 
 
 class Downsized(torch.utils.data.Dataset):
@@ -69,7 +63,9 @@ def overfit_setup(sample_data, gt_json, gt_dir, root, *overrides: str):
     """``(items, categories, cfg)``: the 8 frames at 1/SCALE size, decoded once, and the test's config.
 
     ``root`` is a new folder for the Cityscapes layout (symlinks to the sample
-    images and to the GT ``gt_json`` / ``gt_dir``); ``overrides`` come last
+    images and to the GT ``gt_json`` / ``gt_dir``). The config is the shipped
+    ``synthstreets_tiny`` at these frames' size, with the near-tie seed peaks
+    of the module docstring; ``overrides`` come last
     (``bench/reference_overfit.py`` sets the seed and the schedule with them).
     """
     (root / "gtFine").mkdir(parents=True)
@@ -83,7 +79,7 @@ def overfit_setup(sample_data, gt_json, gt_dir, root, *overrides: str):
     cfg = load_config("synthstreets_tiny", [
         "data.dataset=cityscapes", f"data.crop_size=[{h},{w}]", "data.scale_range=[1.0,1.0]", "data.flip=false",
         f"train.iterations={ITERATIONS}", f"train.checkpoint_every={ITERATIONS}", "train.log_every=50",
-        "train.val_every=0", *overrides,
+        "train.val_every=0", "inference.seed_nms_tolerance=0.03", *overrides,
     ])
     return cached, categories, cfg
 
