@@ -18,6 +18,7 @@ two with a single instance, so one instance moves PQ-Th by up to 20 points.
 The run also depends on the thread count (1 and 2 threads give different
 losses from iteration 4), so on another machine this test draws from that
 spread of 81-87%.
+
 The shipped config keeps the tolerance at 0: with it the bundled checkpoint
 loses 5.6 PQ-Th on SynthStreets val (20.9 -> 15.3, docs/benchmarks.md).
 """
