@@ -217,11 +217,10 @@ def center_heatmap(
     gx = (torch.arange(w, device=dev, dtype=torch.float32) + 0.5) * ww / w
     grid = torch.stack(torch.meshgrid(gy, gx, indexing="ij"), -1).reshape(1, h * w, 2)
     d2 = ((grid - centres[:, None, :]) ** 2).sum(-1)  # (n, h*w)
-    if sigma_scale > 0:
+    sig = sigma
+    if sigma_scale > 0:  # one sigma per instance (a column, broadcast over the grid)
         area = cnt * (hh / h2) * (ww / w2)
         sig = (sigma_scale * area.sqrt()).clamp(min=MIN_SIGMA, max=max(sigma, MIN_SIGMA))[:, None]
-    else:
-        sig = torch.full((n, 1), float(sigma), device=dev)
     g = torch.exp(-d2 / (2 * sig**2))
     heat.scatter_reduce_(0, inst_img[:, None].expand(-1, h * w), g, reduce="amax", include_self=True)
     return heat.reshape(b, h, w)

@@ -366,7 +366,8 @@ def panoptic_inference(
     isthing = thing_classes[cls_m]
     seeds = None
     if cfg.seeded and seed_map is not None:
-        py, px = torch.nonzero(find_seeds(seed_map.float(), cfg.seed_threshold, cfg.seed_nms_kernel, cfg.seed_nms_tolerance), as_tuple=True)
+        peaks = find_seeds(seed_map.float(), cfg.seed_threshold, cfg.seed_nms_kernel, cfg.seed_nms_tolerance)
+        py, px = torch.nonzero(peaks, as_tuple=True)
         h, w = labels.shape
         sh, sw = seed_map.shape
         # the label pixel under each peak cell's centre
