@@ -104,6 +104,9 @@ class InferenceConfig:
             is a peak too: two instances whose centres fall in neighbouring
             cells both get a peak where the sigmoid saturates (0.95 next to
             0.97); 0 keeps exact maxima only.
+        thing_score_threshold: thing segments whose class probability (of
+            the merged prototype) is below this become VOID, as detectron2
+            and UPSNet drop instances under a confidence of 0.5; 0 keeps all.
         min_area: segments (after merging) smaller than this many stride-4
             pixels are dropped to VOID.
         merge_adjacent: merge only thing segments that touch (4-neighbourhood
@@ -118,6 +121,7 @@ class InferenceConfig:
     seed_threshold: float = 0.3
     seed_nms_kernel: int = 7
     seed_nms_tolerance: float = 0.0
+    thing_score_threshold: float = 0.0
     min_area: int = 4
     merge_adjacent: bool = False
 
@@ -132,7 +136,7 @@ RANGES: dict[str, tuple[float, bool, float | None]] = {
     "loss.max_pixels": (0, True, None), "loss.pixel_balance": (0, True, 1), "loss.classifier_balance": (0, True, 1),
     "inference.grid": (1, True, MAX_GRID), "inference.split_k": (1, True, MAX_GRID),
     "inference.merge_threshold": (-1, True, 1), "inference.seed_nms_kernel": (1, True, 255),
-    "inference.seed_nms_tolerance": (0, True, 1),
+    "inference.seed_nms_tolerance": (0, True, 1), "inference.thing_score_threshold": (0, True, 1),
     "inference.min_area": (0, True, None),
 }
 # Lists of a fixed length.

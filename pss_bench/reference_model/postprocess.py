@@ -384,15 +384,15 @@ def panoptic_inference(
     k = int(first.max()) + 1 if m else 0
     cls_k = torch.zeros(k, dtype=torch.long, device=emb.device).scatter_(0, first, cls_m)
     sums, counts = segment_sums(emb, labels, k)
-    # Drop tiny segments to VOID.
-    small = counts < cfg.min_area
-    if bool(small.any()):
-        keep_idx = torch.where(small, torch.full_like(counts, -1), torch.arange(k, device=emb.device))
-        labels = _compact(torch.where(labels >= 0, keep_idx[labels.clamp(min=0)], labels))
-        cls_k, sums, counts = cls_k[~small], sums[~small], counts[~small]
     proto = F.normalize(sums, dim=1)
-    probs = torch.softmax(classifier(proto).float(), dim=1) if proto.shape[0] else proto.new_zeros(0, 1)
-    scores = probs.gather(1, cls_k[:, None])[:, 0] if proto.shape[0] else proto.new_zeros(0)
+    probs = torch.softmax(classifier(proto).float(), dim=1) if k else proto.new_zeros(0, 1)
+    scores = probs.gather(1, cls_k[:, None])[:, 0] if k else proto.new_zeros(0)
+    # Tiny segments and unsure things become VOID.
+    drop = (counts < cfg.min_area) | (thing_classes[cls_k] & (scores < cfg.thing_score_threshold))
+    if bool(drop.any()):
+        keep_idx = torch.where(drop, torch.full_like(counts, -1), torch.arange(k, device=emb.device))
+        labels = _compact(torch.where(labels >= 0, keep_idx[labels.clamp(min=0)], labels))
+        cls_k, proto, scores, counts = cls_k[~drop], proto[~drop], scores[~drop], counts[~drop]
     return PanopticOutput(labels, cls_k, scores, thing_classes[cls_k], proto, counts)
 
 

@@ -194,6 +194,29 @@ def test_panoptic_inference_on_constructed_embeddings(seeded):
     assert sum(s["area"] for s in info) == 64 * 128
 
 
+def test_unsure_things_become_void_and_stuff_stays():
+    emb, classifier, seed = _two_object_scene()
+    with torch.no_grad():  # object b (0, 0, 1, 0): logits [0.8, 1.0], P(thing) = 0.55; object a and the background: 0.99
+        classifier.weight.copy_(torch.tensor([[5.0, 0, 0.8, 0], [0, 5.0, 1.0, 0]]))
+    things = torch.tensor([False, True])
+
+    def run(threshold):
+        cfg = InferenceConfig(grid=[2, 4], concentration_threshold=0.5, merge_threshold=0.9, seed_threshold=0.5,
+                              seed_nms_kernel=3, min_area=1, thing_score_threshold=threshold)
+        return panoptic_inference(emb, classifier, things, cfg, seed_map=seed, iterations=5, coord_weight=0.3)
+
+    kept = run(0.5)
+    assert sorted(kept.classes.tolist()) == [0, 1, 1]
+    assert sorted(round(x, 2) for x in kept.scores.tolist()) == [0.55, 0.99, 0.99]
+    unsure = run(0.6)  # b goes, a and the stuff stay
+    assert sorted(unsure.classes.tolist()) == [0, 1]
+    assert (unsure.labels[9:15, 18:30] == -1).all() and (unsure.labels[2:8, 2:12] >= 0).all()
+    assert unsure.embeddings.shape == (2, 4) and unsure.areas.shape == (2,) and (unsure.scores >= 0.6).all()
+    strict = run(0.999)  # every thing goes; the stuff segment (0.99) is never dropped for its score
+    assert strict.classes.tolist() == [0] and not strict.isthing.any()
+    assert int((strict.labels == 0).sum()) == 16 * 32 - 6 * 10 - 6 * 12
+
+
 def test_upsample_labels():
     lab = torch.tensor([[0, 1], [2, 3]])
     up = upsample_labels(lab, (4, 4))
