@@ -388,12 +388,14 @@ def panoptic_inference(
     probs = torch.softmax(classifier(proto).float(), dim=1) if k else proto.new_zeros(0, 1)
     scores = probs.gather(1, cls_k[:, None])[:, 0] if k else proto.new_zeros(0)
     # Tiny segments and unsure things become VOID.
-    drop = (counts < cfg.min_area) | (thing_classes[cls_k] & (scores < cfg.thing_score_threshold))
+    isthing_k = thing_classes[cls_k]
+    drop = (counts < cfg.min_area) | (isthing_k & (scores < cfg.thing_score_threshold))
     if bool(drop.any()):
         keep_idx = torch.where(drop, torch.full_like(counts, -1), torch.arange(k, device=emb.device))
         labels = _compact(torch.where(labels >= 0, keep_idx[labels.clamp(min=0)], labels))
-        cls_k, proto, scores, counts = cls_k[~drop], proto[~drop], scores[~drop], counts[~drop]
-    return PanopticOutput(labels, cls_k, scores, thing_classes[cls_k], proto, counts)
+        keep = ~drop
+        cls_k, proto, scores, counts, isthing_k = cls_k[keep], proto[keep], scores[keep], counts[keep], isthing_k[keep]
+    return PanopticOutput(labels, cls_k, scores, isthing_k, proto, counts)
 
 
 def upsample_labels(labels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
