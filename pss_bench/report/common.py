@@ -1,4 +1,4 @@
-"""Shared pieces of the Context Error figures: crops, colours, image lookup, saving."""
+"""Shared pieces of the Context Error figures: crops, image lookup, saving (colours: :mod:`.palette`)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,6 @@ from pss_bench.structures import ImageId
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-VOID_COLOUR = (0, 0, 0)
-OUTSIDE_COLOUR = (128, 128, 128)
 DPI = 100
 
 
@@ -31,23 +29,6 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def palette(n: int) -> np.ndarray:
-    """``(n, 3)`` uint8 distinct colours (matplotlib's tab20, then hsv)."""
-    from matplotlib import colormaps
-
-    if n <= 20:
-        cols = colormaps["tab20"](np.arange(n))[:, :3]
-    else:
-        cols = colormaps["hsv"](np.linspace(0, 1, n, endpoint=False))[:, :3]
-    return (cols * 255).round().astype(np.uint8)
-
-
-def colourise(sem: np.ndarray, colours: np.ndarray) -> np.ndarray:
-    """``(H, W)`` class indices (-1: none, -2: outside the image) to ``(H, W, 3)`` uint8."""
-    lut = np.concatenate([np.array([OUTSIDE_COLOUR, VOID_COLOUR], np.uint8), colours])
-    return lut[sem + 2]
 
 
 def context_window(box: Sequence[int]) -> tuple[int, int, int, int]:
