@@ -40,6 +40,7 @@ PQ_CHART = "pq_per_class.png"
 CE_CHART = "ce_per_category.png"
 DIFF_CHART = "differences.png"
 RESULTS = "results.json"
+PROVENANCE = "provenance.json"
 STRIPS_DIR = "retrievals"
 MAPS_DIR = "context_maps"
 #: Points of a context map at most (a seeded sample of the category's instances): t-SNE time grows with them.
@@ -297,7 +298,7 @@ def write_report(
     Contents: ``report.html`` (self-contained: styles inline, images linked
     relatively, no script), ``report.md``, ``results.json``
     (``result.to_dict()``), the charts (``pq_summary.png``, ``pq_per_class.png``,
-    ``ce_per_category.png``, ``differences.png``) and, with instance sets in
+    ``ce_per_category.png``, ``differences.png``), ``provenance.json`` and, with instance sets in
     the result, ``context_maps/`` and, with ``images_root`` too,
     ``retrievals/``: for each of the ``n_queries`` instances picked by
     :func:`~pss_bench.evaluation.compare.pick_queries`, the GT / prediction
@@ -323,9 +324,10 @@ def write_report(
         page, markdown = render(context)
         (stage / "report.md").write_text(markdown, encoding="utf-8")
         (stage / "report.html").write_text(page, encoding="utf-8")
-        with open(stage / RESULTS, "w", encoding="utf-8") as f:
-            json.dump({**result.to_dict(), "provenance": prov.to_dict()}, f, indent=2)
-            f.write("\n")
+        for name, obj in ((RESULTS, result.to_dict()), (PROVENANCE, prov.to_dict())):
+            with open(stage / name, "w", encoding="utf-8") as f:
+                json.dump(obj, f, indent=2)
+                f.write("\n")
     return out
 
 
@@ -406,4 +408,5 @@ def _context(result: CompareResult, stage: Path, images_root, n_queries: int, st
                              m.config or "—", m.config_sha256 or "—", m.manifest_sha256 or "—"]
                             for m in prov.models],
         "results": RESULTS,
+        "provenance_file": PROVENANCE,
     }

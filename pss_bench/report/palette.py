@@ -74,23 +74,10 @@ def _fallback(n: int) -> np.ndarray:
 
 def _json_colours(gt_json: Path | None) -> dict[int, tuple[int, int, int]]:
     """``categories[*].color`` of a panoptic JSON, where every listed colour is three bytes."""
-    if gt_json is None:
-        return {}
-    from pss_bench.errors import PssBenchError
-    from pss_bench.io.safe_read import read_json_file
+    from pss_bench.report.common import gt_json_facts
 
-    try:
-        obj = read_json_file(gt_json)
-    except PssBenchError as exc:  # the GT was read before: this is a race, not bad input
-        log.warning("%s: category colours not read (%s); using Cityscapes' or default colours", gt_json, exc)
-        return {}
-    out = {}
-    for c in obj.get("categories", []) if isinstance(obj, dict) else []:
-        col = c.get("color") if isinstance(c, dict) else None
-        if (isinstance(col, list) and len(col) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in col)
-                and isinstance(c.get("id"), int)):
-            out[c["id"]] = (col[0], col[1], col[2])
-    return out
+    facts = gt_json_facts(gt_json) if gt_json is not None else None
+    return dict(facts.colours) if facts is not None else {}
 
 
 def _cityscapes_colours(categories: Iterable[Category]) -> dict[int, tuple[int, int, int]]:

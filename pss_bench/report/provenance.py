@@ -102,22 +102,6 @@ def _model(name: str, pred_dir: Path) -> ModelProvenance:
                            ckpt, ckpt_hash, config, config_hash, sha256_file(manifest) if manifest.is_file() else None)
 
 
-def _gt_images(gt_json: Path) -> int | None:
-    from pss_bench.errors import PssBenchError
-    from pss_bench.io.safe_read import read_json_file
-
-    try:
-        obj = read_json_file(gt_json)
-    except PssBenchError:
-        return None
-    if not isinstance(obj, dict):
-        return None
-    for key in ("images", "annotations"):
-        if isinstance(obj.get(key), list):
-            return len(obj[key])
-    return None
-
-
 def machine() -> str:
     return (f"{platform.node() or 'unknown host'} ({platform.system()} {platform.release()}, "
             f"{platform.machine()}, Python {platform.python_version()}, {os.cpu_count()} CPUs)")
@@ -127,16 +111,19 @@ def collect(result: CompareResult, command: str | None, now: _dt.datetime | None
     """The provenance of ``result``: hashes the GT JSON and each model's checkpoint, config and manifest."""
     import pss_bench
 
+    from pss_bench.report.common import gt_json_facts
+
     now = now or _dt.datetime.now(_dt.timezone.utc)
     gt = Path(result.gt_json)
+    facts = gt_json_facts(gt)
     return Provenance(
         version=pss_bench.__version__,
         command=command,
         created=now.strftime("%Y-%m-%d %H:%M:%S UTC"),
         machine=machine(),
         gt_json=str(gt),
-        gt_sha256=sha256_file(gt),
-        gt_images=_gt_images(gt),
+        gt_sha256=facts.sha256 if facts is not None else None,
+        gt_images=facts.images if facts is not None else None,
         models=tuple(_model(m.name, Path(m.pred_dir)) for m in result.models),
     )
 

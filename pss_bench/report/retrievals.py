@@ -63,6 +63,9 @@ class Panel:
         context_box: ``(x0, y0, x1, y1)`` the context window in ``picture``'s pixel coordinates.
         title: the panel's caption (lines).
         classes: category ids present in ``context``.
+        zoom: for an instance whose context window is smaller than :data:`MIN_VIEW_PX`, the RGB crop of
+            that window (drawn enlarged, pixel for pixel, in a corner of the picture); else ``None``.
+        zoom_mask: the instance's pixels in ``zoom``.
     """
 
     picture: np.ndarray
@@ -71,6 +74,8 @@ class Panel:
     context_box: tuple[int, int, int, int]
     title: str
     classes: frozenset = frozenset()
+    zoom: np.ndarray | None = None
+    zoom_mask: np.ndarray | None = None
 
 
 class _PanelMaker:
@@ -112,7 +117,11 @@ class _PanelMaker:
         picture = (crop_padded(rgb, view, 128) if rgb is not None
                    else colourise_semantic(crop_padded(sem, view, -2), lut))
         box = (window[0] - view[0], window[1] - view[1], window[2] - view[0], window[3] - view[1])
-        return Panel(picture, context, mask, box, title, present)
+        zoom = zoom_mask = None
+        if view != window:  # a small instance: its context window enlarged in a corner
+            x0, y0, x1, y1 = box
+            zoom, zoom_mask = picture[y0:y1, x0:x1], mask[y0:y1, x0:x1]
+        return Panel(picture, context, mask, box, title, present, zoom, zoom_mask)
 
 
 def retrieval_panels(
@@ -187,6 +196,19 @@ def _draw_picture(ax, p: Panel) -> None:
         from matplotlib.patches import Rectangle
 
         ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec="white", lw=1.0, ls="--"))
+    if p.zoom is not None and p.zoom.size:
+        h, w = p.zoom.shape[:2]
+        side = 0.42
+        ins = ax.inset_axes([1 - side * min(1.0, w / h), 1 - side * min(1.0, h / w), side * min(1.0, w / h),
+                             side * min(1.0, h / w)])
+        ins.imshow(p.zoom, interpolation="nearest")
+        if p.zoom_mask is not None and p.zoom_mask.any():
+            ins.contour(p.zoom_mask.astype(np.float32), levels=[0.5], colors=["yellow"], linewidths=1.0)
+        ins.set_xticks([])
+        ins.set_yticks([])
+        for spine in ins.spines.values():
+            spine.set_edgecolor("white")
+            spine.set_linewidth(1.5)
 
 
 def plot_retrievals(panels: list[Panel], out: str | os.PathLike, suptitle: str | None = None,
@@ -267,7 +289,7 @@ def plot_prediction_panels(
     n_leg = _legend_rows(len(classes)) + 1 if classes else 0
     width = max(cols, 4) * (PANEL_INCHES + 0.6)
     h, w = views[0].ids.shape[:2]
-    panel_h = (PANEL_INCHES + 0.6) * min(1.5, max(0.3, h / max(w, 1)))
+    panel_h = 0.94 * (PANEL_INCHES + 0.6) * min(1.5, max(0.3, h / max(w, 1)))
     height = 0.45 + panel_h + ROW_TITLE_INCHES + n_leg * LEGEND_ROW_INCHES
     fig, axes = plt.subplots(1, cols, figsize=(width, height), squeeze=False)
     used = cols * (PANEL_INCHES + 0.6) / width
