@@ -82,9 +82,13 @@ def _bar_groups(ax, labels, series, *, scale, absent, ylabel, title, ylim=None, 
         vals = np.array([np.nan if v is None else scale * v for v in vals], dtype=float)
         ivs = [_scaled(iv, scale) for iv in ivs]
         err = _yerr(vals, ivs)
-        ax.bar(x - 0.4 + w * (i + 0.5), np.nan_to_num(vals), w, color=colour, label=name,
-               yerr=err if err.any() else None, capsize=3 if len(labels) <= 20 else 1.5,
-               error_kw={"elinewidth": 1.0, "ecolor": "black"})
+        pos = x - 0.4 + w * (i + 0.5)
+        ax.bar(pos, np.nan_to_num(vals), w, color=colour, label=name)
+        # whiskers only where the value and its interval exist: an absent class gets none
+        sel = np.array([np.isfinite(v) and iv is not None for v, iv in zip(vals, ivs)], dtype=bool)
+        if sel.any():
+            ax.errorbar(pos[sel], vals[sel], yerr=err[:, sel], fmt="none", ecolor="black", elinewidth=1.0,
+                        capsize=3 if len(labels) <= 20 else 1.5)
     top = ax.get_ylim()[1] if ylim is None else ylim[1]
     for g, text in enumerate(absent):
         if text:

@@ -218,6 +218,9 @@ def test_report_writes_every_file(synth, tmp_path, capsys):
     all_html = _links(html, r'(?:src|href)="([^"]+)"')
     assert "results.json" in all_md and "results.json" in all_html
     assert "provenance.json" in all_md and "provenance.json" in all_html
+    prov = json.loads((rep / "provenance.json").read_text())
+    assert prov["command"] == "pss-bench " + " ".join(args) and prov["gt_images"] == 4
+    assert [m["name"] for m in prov["models"]] == ["A", "B", "C"]
     for link in all_md + all_html:
         if link.startswith("#"):  # the HTML's table of contents: an id of the page
             assert f'id="{link[1:]}"' in html, link

@@ -117,3 +117,16 @@ def test_context_map_real_frames(cs_pred, tmp_path, capsys):
                  "--out", str(tmp_path / "x.png"), "--no-cache"]) == 1
     assert "no category 'zebra'" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_context_map_color_by(cs_pred, tmp_path, capsys):
+    """--color-by class draws; --color-by context needs SynthStreets' hidden labels, and says so."""
+    gt_json, png_dir, pred, cars = cs_pred
+    base = ["context-map", str(pred), "--gt", str(gt_json), "--gt-dir", str(png_dir), "--category", "car",
+            "--max-thumbnails", "10", "--no-cache"]
+    assert main([*base, "--out", str(tmp_path / "a.png"), "--color-by", "class"]) == 0
+    assert main([*base, "--out", str(tmp_path / "b.png"), "--color-by", "context"]) == 1
+    err = capsys.readouterr().err
+    assert "no hidden context labels" in err and "--color-by class" in err
+    assert not (tmp_path / "b.png").exists()
+    assert main([*base, "--out", str(tmp_path / "c.png"), "--color-by", "rainbow"]) == 2
