@@ -102,6 +102,17 @@ def _model(name: str, pred_dir: Path) -> ModelProvenance:
                            ckpt, ckpt_hash, config, config_hash, sha256_file(manifest) if manifest.is_file() else None)
 
 
+def version() -> str:
+    """The installed pss-bench's version (package metadata; ``"unknown"`` when not installed)."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as _version
+
+    try:
+        return _version("pss-bench")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def machine() -> str:
     return (f"{platform.node() or 'unknown host'} ({platform.system()} {platform.release()}, "
             f"{platform.machine()}, Python {platform.python_version()}, {os.cpu_count()} CPUs)")
@@ -109,15 +120,13 @@ def machine() -> str:
 
 def collect(result: CompareResult, command: str | None, now: _dt.datetime | None = None) -> Provenance:
     """The provenance of ``result``: hashes the GT JSON and each model's checkpoint, config and manifest."""
-    import pss_bench
-
     from pss_bench.report.common import gt_json_facts
 
     now = now or _dt.datetime.now(_dt.timezone.utc)
     gt = Path(result.gt_json)
     facts = gt_json_facts(gt)
     return Provenance(
-        version=pss_bench.__version__,
+        version=version(),
         command=command,
         created=now.strftime("%Y-%m-%d %H:%M:%S UTC"),
         machine=machine(),
