@@ -44,7 +44,7 @@ PROVENANCE = "provenance.json"
 STRIPS_DIR = "retrievals"
 MAPS_DIR = "context_maps"
 #: Points of a context map at most (a seeded sample of the category's instances): t-SNE time grows with them.
-MAP_MAX_POINTS = 600
+MAP_MAX_POINTS = 400
 
 
 @dataclass(frozen=True)
