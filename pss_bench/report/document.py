@@ -113,7 +113,14 @@ def check_report_target(out_dir: str | os.PathLike) -> None:
 
 
 def _class_legend(palette, classes) -> tuple[LegendEntry, ...]:
-    return tuple(LegendEntry(palette.names[c], palette.hex(c)) for c in palette.colours if c in set(classes))
+    """The HTML legend of a figure: its classes in the palette's order, then void / outside where shown."""
+    from pss_bench.report.palette import SPECIAL
+
+    shown = set(classes)
+    out = [LegendEntry(palette.names[c], palette.hex(c)) for c in palette.colours if c in shown]
+    out += [LegendEntry(label, "#{:02x}{:02x}{:02x}".format(*col)) for sid, (label, col) in SPECIAL.items()
+            if sid in shown]
+    return tuple(out)
 
 
 def _inside(window: tuple[int, int, int, int], shape: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -138,7 +145,13 @@ def _prediction_panel(result: CompareResult, stage: Path, q: Query, qi: int, ima
     from pss_bench.io.panoptic import load_panoptic_json, read_ids
     from pss_bench.errors import PredictionFormatError
     from pss_bench.report.common import ImageFinder, crop_padded, gt_ids
-    from pss_bench.report.retrievals import PanopticView, plot_prediction_panels, title_lines, view_window
+    from pss_bench.report.retrievals import (
+        PanopticView,
+        panoptic_classes,
+        plot_prediction_panels,
+        title_lines,
+        view_window,
+    )
 
     inst = next(iter(result.instances.values()))
     gt = inst.gt
@@ -180,10 +193,7 @@ def _prediction_panel(result: CompareResult, stage: Path, q: Query, qi: int, ima
     plot_prediction_panels(picture, mask, views, palette, things, stage / rel,
                            suptitle=title_lines(f"query {qi}: ground truth and predictions around "
                                                 f"{ann.image_id}:{q.segment_id}"))
-    present: set[int] = set()
-    for v in views:
-        on = set(np.unique(v.ids).tolist())
-        present |= {c for s, c in zip(v.segments.ids.tolist(), v.segments.category_ids.tolist()) if s in on}
+    present = panoptic_classes(views)
     names = ", ".join(v.title.split(": ", 1)[-1] for v in views[1:])
     return Figure(rel, f"query {qi}: ground truth and predictions", (
         f"The query's neighbourhood: the image with the query outlined in yellow, the ground truth, then the "

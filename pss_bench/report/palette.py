@@ -167,15 +167,24 @@ def segment_boundaries(ids: np.ndarray) -> np.ndarray:
     return b
 
 
+#: Legend entries of the colours that are no class, by the ids :func:`colourise_semantic` gives them.
+SPECIAL = {-1: ("void (no class)", VOID_COLOUR), -2: ("outside the image", OUTSIDE_COLOUR)}
+
+
 def legend_handles(palette: Palette, category_ids: Iterable[int]):
-    """matplotlib patches, one per category id present (in the palette's order), labelled with the name."""
+    """matplotlib patches, one per category id present (in the palette's order), labelled with the name;
+    then void (``-1``) and outside the image (``-2``) where present."""
     from matplotlib.patches import Patch
 
     from pss_bench.text import mpl_escape
 
     present = set(int(c) for c in category_ids)
-    return [Patch(facecolor=np.asarray(col) / 255, edgecolor="black", linewidth=0.5, label=mpl_escape(palette.names[cid]))
-            for cid, col in palette.colours.items() if cid in present]
+    out = [Patch(facecolor=np.asarray(col) / 255, edgecolor="black", linewidth=0.5,
+                 label=mpl_escape(palette.names[cid]))
+           for cid, col in palette.colours.items() if cid in present]
+    out += [Patch(facecolor=np.asarray(col) / 255, edgecolor="black", linewidth=0.5, label=label)
+            for sid, (label, col) in SPECIAL.items() if sid in present and sid not in palette.colours]
+    return out
 
 
 def add_class_legend(fig, palette: Palette, category_ids: Iterable[int], *, fontsize: float = 11,

@@ -28,7 +28,9 @@ from pss_bench.report.palette import (
 )
 from pss_bench.text import mpl_escape
 
-PANEL_INCHES = 2.2
+PANEL_INCHES = 2.4
+#: Left and right margin of a strip: the outer panels' titles may be wider than their panel.
+SIDE_INCHES = 0.35
 TITLE_INCHES = 0.75
 ROW_TITLE_INCHES = 0.5
 LEGEND_ROW_INCHES = 0.32
@@ -62,7 +64,7 @@ class Panel:
         mask: ``(h, w)`` bool the instance's pixels in ``picture``.
         context_box: ``(x0, y0, x1, y1)`` the context window in ``picture``'s pixel coordinates.
         title: the panel's caption (lines).
-        classes: category ids present in ``context``.
+        classes: category ids present in ``context``, with ``-1`` for void and ``-2`` for outside the image.
         zoom: for an instance whose context window is smaller than :data:`MIN_VIEW_PX`, the RGB crop of
             that window (drawn enlarged, pixel for pixel, in a corner of the picture); else ``None``.
         zoom_mask: the instance's pixels in ``zoom``.
@@ -111,7 +113,7 @@ class _PanelMaker:
         sem = semantic_map(ids, ann.segments, cats)
         sem_ctx = crop_padded(sem, window, -2)
         context = colourise_semantic(sem_ctx, lut)
-        present = frozenset(cats[int(i)].id for i in np.unique(sem_ctx) if i >= 0)
+        present = frozenset(cats[int(i)].id if i >= 0 else int(i) for i in np.unique(sem_ctx))
         mask = crop_padded(ids == inst.segment_ids[row], view, False)
         rgb = self.finder(inst).load(ann.image_id, ids.shape)
         picture = (crop_padded(rgb, view, 128) if rgb is not None
@@ -184,7 +186,8 @@ def figure_size_px(n_panels: int, n_classes: int = 0) -> tuple[int, int]:
 
 def _strip_inches(n_panels: int, n_classes: int) -> tuple[float, float]:
     legend = (_legend_rows(n_classes) + 1) * LEGEND_ROW_INCHES if n_classes else 0.0
-    return max(n_panels, 4) * PANEL_INCHES, TITLE_INCHES + 2 * (PANEL_INCHES + ROW_TITLE_INCHES) + legend
+    return (max(n_panels, 4) * PANEL_INCHES + 2 * SIDE_INCHES,
+            TITLE_INCHES + 2 * (PANEL_INCHES + ROW_TITLE_INCHES) + legend)
 
 
 def _draw_picture(ax, p: Panel) -> None:
@@ -227,7 +230,7 @@ def plot_retrievals(panels: list[Panel], out: str | os.PathLike, suptitle: str |
     fig, axes = plt.subplots(2, n, figsize=(width, height), squeeze=False)
     legend_h = height - TITLE_INCHES - 2 * (PANEL_INCHES + ROW_TITLE_INCHES)
     used = n * PANEL_INCHES / width
-    fig.subplots_adjust(left=(1 - used) / 2 + 0.005, right=1 - (1 - used) / 2 - 0.005,
+    fig.subplots_adjust(left=(1 - used) / 2, right=1 - (1 - used) / 2,
                         bottom=legend_h / height, top=1 - TITLE_INCHES / height,
                         wspace=0.08, hspace=ROW_TITLE_INCHES / PANEL_INCHES)
     for c, p in enumerate(panels):
@@ -265,6 +268,20 @@ class PanopticView:
     rgb: np.ndarray | None = None
 
 
+def panoptic_classes(views: Sequence[PanopticView]) -> set[int]:
+    """Category ids drawn in the views, with ``-1`` where some pixel is void and ``-2`` outside the image."""
+    classes: set[int] = set()
+    for v in views:
+        present = set(np.unique(v.ids).tolist())
+        seg = dict(zip(v.segments.ids.tolist(), v.segments.category_ids.tolist()))
+        classes |= {int(seg[i]) for i in present if i in seg}
+        if -2 in present:
+            classes.add(-2)
+        if any(i not in seg and i != -2 for i in present):
+            classes.add(-1)
+    return classes
+
+
 def plot_prediction_panels(
     picture: np.ndarray | None,
     mask: np.ndarray,
@@ -281,11 +298,7 @@ def plot_prediction_panels(
     """
     plt = pyplot()
     cols = (1 if picture is not None else 0) + len(views)
-    classes: set[int] = set()
-    for v in views:
-        present = set(np.unique(v.ids).tolist())
-        classes |= {int(c) for s, c in zip(v.segments.ids.tolist(), v.segments.category_ids.tolist()) if s in present}
-    classes &= set(palette.colours)
+    classes = panoptic_classes(views) & (set(palette.colours) | {-1, -2})
     n_leg = _legend_rows(len(classes)) + 1 if classes else 0
     width = max(cols, 4) * (PANEL_INCHES + 0.6)
     h, w = views[0].ids.shape[:2]
