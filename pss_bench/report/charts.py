@@ -306,7 +306,7 @@ def plot_differences(result: CompareResult, out: str | os.PathLike) -> Chart | N
         pairs.append((i, pq, ce))
     if not pairs:
         return None
-    names = [m.name for m in result.models]
+    names = [mpl_escape(m.name) for m in result.models]  # titles and axis labels: no mathtext from a name
     flagged = uninformative_classes(result)
     level = f"{100 * (1 - bs.settings.level):g}%"
     n_pq = len(result.categories) + 3

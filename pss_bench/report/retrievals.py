@@ -322,7 +322,7 @@ def plot_prediction_panels(
         ax.imshow(img, interpolation="nearest")
         if mask.any():
             ax.contour(mask.astype(np.float32), levels=[0.5], colors=["yellow"], linewidths=1.0, linestyles="--")
-        ax.set_title(v.title, fontsize=FONT)
+        ax.set_title(mpl_escape(v.title), fontsize=FONT)
     for ax in axes[0]:
         ax.set_xticks([])
         ax.set_yticks([])

@@ -345,3 +345,26 @@ def test_report_html_sections(bundled_report):
     assert "The strips show" in page or "all 5 retrievals are shown" in page
     prov = json.loads((bundled_report / "provenance.json").read_text())
     assert prov["gt_images"] == FRAMES and prov["command"].startswith("pss-bench compare")
+
+
+def test_report_without_bootstrap_and_with_mathtext_names(bundled_compare, figures, tmp_path):
+    """--bootstrap 0: no error bars, and the legends say so; a model named like mathtext draws as text."""
+    from pss_bench.report.document import write_report
+    from pss_bench.report.provenance import collect, paper_lines
+
+    result, root = bundled_compare
+    odd = dataclasses.replace(result.models[1], name="$x^$")
+    plain = dataclasses.replace(result, bootstrap=None, models=(result.models[0], odd),
+                                instances={"PSS": result.instances["PSS"], "$x^$": result.instances["UPSNet-style"]},
+                                retrievals={"PSS": result.retrievals["PSS"],
+                                            "$x^$": result.retrievals["UPSNet-style"]})
+    rep = write_report(plain, tmp_path / "rep", images_root=root / "data" / "leftImg8bit", n_queries=1)
+    assert not (rep / "differences.png").exists() and (rep / "pq_summary.png").is_file()
+    legends = [{t.get_text() for t in ax.get_legend().get_texts()} for f in figures for ax in f.axes
+               if ax.get_legend() is not None]
+    assert sum("no intervals (--bootstrap 0)" in lg for lg in legends) == 3  # PQ summary, CE, PQ per class
+    from matplotlib.container import ErrorbarContainer
+
+    assert not [c for f in figures[:3] for ax in f.axes for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    assert any(r"prediction: \$x^\$" in t for f in figures for t in _texts(f))
+    assert "no significance without intervals" in paper_lines(plain, collect(plain, None))[1]
