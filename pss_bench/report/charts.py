@@ -320,7 +320,8 @@ def plot_differences(result: CompareResult, out: str | os.PathLike) -> Chart | N
         ref_ce = names[ce_models[0]] if ce_models else ""
         ax_pq, ax_ce = axes[r]
         if pq is not None:
-            labels = ["PQ (all)", "PQ-Th", "PQ-St"] + [f"{c.name}{' *' if c.isthing else ''}" for c in result.categories]
+            labels = ["PQ (all)", "PQ-Th", "PQ-St"]
+            labels += [f"{c.name}{' *' if c.isthing else ''}" for c in result.categories]
             diffs = [pq.rows["All"]["pq"], pq.rows["Things"]["pq"], pq.rows["Stuff"]["pq"]]
             diffs += [pq.per_class.get(c.id) for c in result.categories]
             _diff_panel(ax_pq, labels, diffs, 100, f"Δ PQ (points), {names[i]} − {ref_pq}",
@@ -328,7 +329,8 @@ def plot_differences(result: CompareResult, out: str | os.PathLike) -> Chart | N
         else:
             ax_pq.set_axis_off()
         if ce is not None:
-            labels = ["mean CE"] + [c.name + (UNINFORMATIVE if c.id in flagged else "") for c in result.thing_categories]
+            labels = ["mean CE"]
+            labels += [c.name + (UNINFORMATIVE if c.id in flagged else "") for c in result.thing_categories]
             diffs = [ce.ce] + [ce.per_class.get(c.id) for c in result.thing_categories]
             _diff_panel(ax_ce, labels, diffs, 1.0, f"Δ Context Error, {names[i]} − {ref_ce}",
                         f"Context Error: {names[i]} − {ref_ce}", f"left: {names[i]} better")
