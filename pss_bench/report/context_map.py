@@ -39,11 +39,16 @@ def tsne_2d(vectors: np.ndarray, seed: int = 0, perplexity: float = 30.0) -> np.
     n = vectors.shape[0]
     if n < 3:
         raise PssBenchError(f"a context map needs at least 3 instances with embeddings, found {n}")
+    from threadpoolctl import threadpool_limits
+
     perp = float(min(perplexity, max(1.0, (n - 1) / 3)))
     init = "pca" if vectors.shape[1] >= 2 else "random"
-    return TSNE(n_components=2, perplexity=perp, init=init, random_state=seed).fit_transform(
-        np.asarray(vectors, dtype=np.float32)
-    )
+    # One thread: t-SNE's OpenMP threads spin against each other on a busy machine (400 points: 70 s on
+    # 2 threads at load average 10, 4.8 s on one; 3.3 s on one with the machine less busy).
+    with threadpool_limits(limits=1):
+        return TSNE(n_components=2, perplexity=perp, init=init, random_state=seed).fit_transform(
+            np.asarray(vectors, dtype=np.float32)
+        )
 
 
 def context_thumbnails(inst: InstanceSet, rows: np.ndarray, size: int = THUMB_PX,
