@@ -2,8 +2,11 @@
 
 Generates a few SynthStreets frames (seed 0) in a temporary folder, then times,
 alternating, forward + losses + backward + SGD steps of both architectures
-with the same config (default ``synthstreets_tiny``: resnet_tiny, 128x256
-crops, batch 4), and prints the medians as a markdown table.
+with the same config (default ``synthstreets_tiny``: resnet_tiny, whole
+256x512 frames, batch 4), and prints the medians as a markdown table: wall
+seconds and this process's CPU seconds per step (the CPU time is what a
+shared machine does not inflate as much), with the CPU model, thread count
+and load average before and after.
 
 Usage::
 
@@ -13,6 +16,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -24,10 +28,13 @@ def main() -> int:
     ap.add_argument("--config", default="synthstreets_tiny")
     ap.add_argument("--iters", type=int, default=10, help="timed steps per architecture")
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
 
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     from pss_bench.data.synthstreets import generate
     from pss_bench.models.config import load_config
     from pss_bench.data.transforms import TrainTransform
@@ -53,22 +60,39 @@ def main() -> int:
                        for i in range(args.warmup + args.iters)]
             runs[arch] = (module, opt, batches, bs)
         times: dict[str, list[float]] = {a: [] for a in runs}
+        cpu: dict[str, list[float]] = {a: [] for a in runs}
+        load_before = os.getloadavg()[0]
         for i in range(args.warmup + args.iters):
             for arch, (module, opt, batches, _) in runs.items():
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 losses, _ = module(batches[i])
                 opt.zero_grad(set_to_none=True)
                 losses["total"].backward()
                 opt.step()
                 if i >= args.warmup:
                     times[arch].append(time.perf_counter() - t)
+                    cpu[arch].append(time.process_time() - c)
+        load_after = os.getloadavg()[0]
     print(f"Training step, config {args.config}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"median of {args.iters} alternating steps.\n")
-    print("| architecture | s / step | s / image |\n|---|---:|---:|")
+          f"median of {args.iters} alternating steps; CPU: {_cpu_model()}, load {load_before:.1f} -> {load_after:.1f}.\n")
+    print("| architecture | s / step | s / image | CPU s / step |\n|---|---:|---:|---:|")
     for arch, ts in times.items():
         m = statistics.median(ts)
-        print(f"| {arch} | {m:.3f} | {m / runs[arch][3]:.3f} |")
+        print(f"| {arch} | {m:.3f} | {m / runs[arch][3]:.3f} | {statistics.median(cpu[arch]):.3f} |")
+    pss, ups = statistics.median(times["pss"]), statistics.median(times["upsnet"])
+    print(f"\nPSS / UPSNet-style: {pss / ups:.2f}x wall, "
+          f"{statistics.median(cpu['pss']) / statistics.median(cpu['upsnet']):.2f}x CPU")
     return 0
+
+
+def _cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
 
 
 if __name__ == "__main__":
