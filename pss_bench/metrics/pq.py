@@ -349,9 +349,6 @@ def match_image(
     Returns:
         ``(iou, tp, fp, fn)``: ``(C,)`` float64 IoU sums and int64 counts.
     """
-    inter = conf[1:, 1:]
-    pred_area = conf[:, 1:].sum(axis=0)
-    pred_on_void = conf[0, 1:]
     gcat, pcat = gt.category_index, pred.category_index
     gi, pj, ious = matched_pairs(conf, gcat, pcat, gt.iscrowd, gt_area)
 
@@ -364,19 +361,33 @@ def match_image(
     pred_matched[pj] = True
 
     fn = np.bincount(gcat[~gt_matched & ~gt.iscrowd], minlength=n_categories)
+    ignored = ignored_predictions(conf, gt, pred, n_categories)
+    fp = np.bincount(pcat[~pred_matched & ~ignored], minlength=n_categories)
+    return iou_sum, tp.astype(np.int64), fp.astype(np.int64), fn.astype(np.int64)
 
+
+def ignored_predictions(conf: np.ndarray, gt: ImageSegments, pred: ImageSegments, n_categories: int) -> np.ndarray:
+    """Which predictions can never be false positives: panopticapi's VOID / crowd rule.
+
+    A prediction is ignored when strictly more than half of its pixels lie on
+    GT VOID plus the GT crowd segment of its category (the last crowd segment
+    of that category in ``segments_info`` order).
+
+    Returns:
+        ``(N_pred,)`` bool.
+    """
+    inter = conf[1:, 1:]
+    pred_area = conf[:, 1:].sum(axis=0)
+    gcat, pcat = gt.category_index, pred.category_index
     crowd_of_cat = np.full(n_categories, -1, dtype=np.int64)
     for i in np.flatnonzero(gt.iscrowd):  # the last crowd segment of a category wins
         crowd_of_cat[gcat[i]] = i
-    ignored_px = pred_on_void.astype(np.int64).copy()
+    ignored_px = conf[0, 1:].astype(np.int64).copy()
     crowd = crowd_of_cat[pcat]
-    has_crowd = crowd >= 0
-    cols = np.flatnonzero(has_crowd)
+    cols = np.flatnonzero(crowd >= 0)
     ignored_px[cols] += inter[crowd[cols], cols]
     with np.errstate(divide="ignore", invalid="ignore"):
-        ignored = ignored_px / pred_area > 0.5
-    fp = np.bincount(pcat[~pred_matched & ~ignored], minlength=n_categories)
-    return iou_sum, tp.astype(np.int64), fp.astype(np.int64), fn.astype(np.int64)
+        return ignored_px / pred_area > 0.5
 
 
 # --------------------------------------------------------------------------- results
