@@ -72,7 +72,10 @@ class PQResult:
     """The result of a PQ evaluation; a row is ``None`` when it has no class.
 
     ``images`` holds the per-image statistics when the evaluation kept them
-    (for the bootstrap); it is not part of :meth:`to_dict`.
+    (for the bootstrap); it is not part of :meth:`to_dict`. ``variants``
+    holds the metrics asked for besides PQ (Boundary PQ, PQ†, Parsing
+    Covering, PQ by size), ``variant_images`` their per-image
+    :class:`~pss_bench.metrics.variants.VariantStats`.
     """
 
     all: PQRow | None
@@ -81,6 +84,8 @@ class PQResult:
     per_class: Mapping[int, PQClassResult]
     categories: Mapping[int, Category]
     images: PQImageStats | None = field(default=None, compare=False, repr=False)
+    variants: VariantResult | None = None
+    variant_images: tuple | None = field(default=None, compare=False, repr=False)
 
     def row(self, name: str) -> PQRow | None:
         return {"All": self.all, "Things": self.things, "Stuff": self.stuff}[name]
@@ -92,6 +97,8 @@ class PQResult:
             row = self.row(name)
             out[name] = row.to_dict() if row is not None else None
         out["per_class"] = {str(cid): r.to_dict() for cid, r in self.per_class.items()}
+        if self.variants is not None:
+            out.update(self.variants.to_dict())
         return out
 
 
@@ -411,13 +418,14 @@ class PCResult:
 
     ``pc`` is ``None`` when no class has GT area; ``per_class`` holds every
     category (0.0 without GT area, as tf-models' ``realdiv_maybe_zero``);
-    ``n`` is the number of classes in the mean.
+    ``n`` is the number of classes in the mean, ``counted`` their ids.
     """
 
     pc: float | None
     n: int
     per_class: Mapping[int, float]
     normalize_by_image_size: bool
+    counted: frozenset = frozenset()
 
     def to_dict(self) -> dict:
         return {

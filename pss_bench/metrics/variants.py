@@ -97,7 +97,10 @@ class VariantSettings:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "metrics", parse_metrics(self.metrics))
-        dilation_pixels(1, 1, self.dilation_ratio)  # refuses a bad ratio here, not per image
+        try:
+            dilation_pixels(1, 1, self.dilation_ratio)  # refuses a bad ratio here, not per image
+        except (TypeError, ValueError):
+            raise PssBenchError(f"dilation ratio must be a positive number, found {self.dilation_ratio!r}") from None
 
     def wants(self, name: str) -> bool:
         return name in self.metrics
@@ -258,15 +261,15 @@ class VariantStats:
             out["pq_dagger"] = _dagger_result(self.dagger)
         if self.pc_iou is not None:
             per_class = {}
-            valid = []
+            valid = {}
             for k, c in enumerate(cats):
                 a = float(self.pc_area[k])
                 v = float(self.pc_iou[k]) / a if a != 0 else 0.0
                 per_class[c.id] = v
                 if a != 0:
-                    valid.append(v)
-            pc = float(np.mean(valid)) if valid else None
-            out["pc"] = PCResult(pc, len(valid), per_class, bool(self.settings.pc_normalize))
+                    valid[c.id] = v
+            pc = float(np.mean(list(valid.values()))) if valid else None
+            out["pc"] = PCResult(pc, len(valid), per_class, bool(self.settings.pc_normalize), frozenset(valid))
         if self.area is not None:
             out["pq_area"] = PQAreaResult(*(s.compute() for s in self.area), ranges=AREA_RANGES)
         return VariantResult(**out)
