@@ -383,3 +383,40 @@ def test_json_layout():
     assert set(d["pq_area"]) == {"small", "medium", "large", "ranges"}
     only = ours([_random_pair(rng, 40, 40, void=True, crowd=True)], metrics=("pc",)).compute().to_dict()
     assert set(only) == {"pc"}
+
+
+# --------------------------------------------------------------------------- streaming accumulator
+
+
+def test_streaming_metric_equals_pure_compute_merges_and_reduces(tmp_path):
+    import torch
+    import torch.distributed as dist
+
+    from pss_bench.metrics.pq import PanopticQuality
+
+    rng = np.random.default_rng(11)
+    images = [_random_pair(rng, 40, 56, void=True, crowd=True) for _ in range(4)]
+    want = ours(images).compute()
+    cats = [{"id": cid, "name": str(cid), "isthing": info["isthing"]} for cid, info in CATS.items()]
+    a = PanopticQuality(cats, metrics="all")
+    b = PanopticQuality(cats, metrics="all")
+    for im in images[:2]:
+        a.update(*im)
+    g = np.stack([im[0] for im in images[2:]])
+    p = torch.from_numpy(np.stack([im[2] for im in images[2:]]))
+    b.update(g, [im[1] for im in images[2:]], p, [im[3] for im in images[2:]])  # a batch
+    a += b
+    got = a.compute()
+    assert got.variants == want
+    assert set(got.to_dict()) == {"All", "Things", "Stuff", "per_class", "boundary_pq", "pq_dagger", "pc", "pq_area"}
+    with pytest.raises(PssBenchError, match="different metrics"):
+        a += PanopticQuality(cats)
+    assert PanopticQuality(cats).compute().variants is None
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        a.all_reduce()
+        a.all_reduce()  # sums what this rank added, not the earlier sum
+        assert a.compute().variants == want
+    finally:
+        dist.destroy_process_group()
