@@ -461,3 +461,66 @@ def image_variant_stats(
         out.pc_iou += w
         out.pc_area += a
     return out
+
+
+# --------------------------------------------------------------------------- per image, for the bootstrap
+
+#: The keys of :func:`variant_image_stats`, in report order.
+BOOTSTRAP_KEYS = {
+    "boundary-pq": ("boundary_pq",),
+    "pq-dagger": ("pq_dagger",),
+    "pc": ("pc",),
+    "pq-area": ("pq_area/small", "pq_area/medium", "pq_area/large"),
+}
+
+
+def variant_image_stats(per_image: Sequence[VariantStats], image_ids: Sequence) -> dict:
+    """Each asked metric's per-image statistics in the shape the PQ bootstrap resamples.
+
+    Every metric here is, per class, a ratio of sums over images that
+    :func:`~pss_bench.metrics.bootstrap.bootstrap_pq` recomputes from its
+    ``(iou, tp, fp, fn)`` resampled sums as ``iou / (tp + fp/2 + fn/2)``
+    (a class counting when ``tp + fp + fn > 0``), then averages over classes:
+
+    * Boundary PQ and each PQ-by-size range are PQ statistics;
+    * PQ† keeps its stuff sums in ``iou`` and GT counts in ``tp`` (``fp = fn = 0``);
+    * Parsing Covering puts ``Σ|R| max IoU`` in ``iou`` and ``Σ|R|`` (a float
+      when normalised) in ``tp``, so the ratio is the class's covering and
+      the class counts when it has GT area.
+
+    Only the ``pq`` scores of the bootstrap are meaningful for PQ† and PC.
+
+    Args:
+        per_image: one :class:`VariantStats` per image, as
+            :attr:`~pss_bench.metrics.results.PQResult.variant_images`.
+        image_ids: the images, in the same order.
+
+    Returns:
+        ``{key: PQImageStats}`` with the keys of :data:`BOOTSTRAP_KEYS` of
+        the asked metrics.
+    """
+    from pss_bench.metrics.pq import PQImageStats
+
+    if not per_image:
+        return {}
+    first = per_image[0]
+    cats = first.categories
+    ids = tuple(image_ids)
+
+    def stack(parts: list[PQStats]) -> "PQImageStats":
+        return PQImageStats(cats, ids, np.stack([p.iou for p in parts]), np.stack([p.tp for p in parts]),
+                            np.stack([p.fp for p in parts]), np.stack([p.fn for p in parts]))
+
+    out: dict = {}
+    if first.boundary is not None:
+        out["boundary_pq"] = stack([s.boundary for s in per_image])
+    if first.dagger is not None:
+        out["pq_dagger"] = stack([s.dagger for s in per_image])
+    if first.pc_iou is not None:
+        zeros = np.zeros((len(per_image), len(cats)), dtype=np.int64)
+        out["pc"] = PQImageStats(cats, ids, np.stack([s.pc_iou for s in per_image]),
+                                 np.stack([s.pc_area for s in per_image]), zeros, zeros)
+    if first.area is not None:
+        for r, name in enumerate(AREA_NAMES):
+            out[f"pq_area/{name}"] = stack([s.area[r] for s in per_image])
+    return out

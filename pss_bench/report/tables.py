@@ -531,3 +531,42 @@ def variant_tables(result: PQResult) -> list[Table]:
                      "unmatched predictions in their own")
         out.append(t)
     return out
+
+
+_VARIANT_LABELS = {"boundary_pq": "Boundary PQ", "pq_dagger": "PQ†", "pc": "Parsing Covering",
+                   "pq_area/small": "PQ small", "pq_area/medium": "PQ medium", "pq_area/large": "PQ large"}
+
+
+def variant_interval_table(result: CompareResult) -> Table | None:
+    """``compare``'s further metrics (``--metrics``): each model's value with its interval, Δ to the first, p.
+
+    ``None`` without a bootstrap of them.
+    """
+    boot = result.bootstrap
+    variants = getattr(boot, "variants", None) if boot is not None else None
+    if not variants:
+        return None
+    level = 100 * boot.settings.level
+    t = Table(title="further metrics (All row)")
+    for col, just in (("Metric", "left"), ("Model", "left"), ("value", "right"), (f"{level:g}% CI", "right"),
+                      ("Δ vs first", "right"), (f"Δ {level:g}% CI", "right"), ("p", "right")):
+        t.add_column(col, justify=just)
+    names = [result.models[i].name for i in boot.pq_models]
+    for key, b in variants.items():
+        for m, (name, model) in enumerate(zip(names, b.models)):
+            iv = model.rows["All"]["pq"]
+            cells = [_VARIANT_LABELS.get(key, key) if m == 0 else "", markup_escape(name),
+                     _pct(iv.estimate), _pct_interval(iv)]
+            diff = b.differences[m]
+            if diff is None:
+                cells += ["", "", ""]
+            else:
+                d = diff.rows["All"]["pq"]
+                cells += [DASH if d.estimate is None else f"{100 * d.estimate:+.1f}",
+                          DASH if d.low is None else f"[{100 * d.low:+.1f}, {100 * d.high:+.1f}]", _p(d)]
+            t.add_row(*cells)
+        t.add_section()
+    s = boot.settings
+    t.caption = (f"in %; percentile intervals of {s.resamples} bootstrap resamples of the images (seed {s.seed}), "
+                 "the same images for every model; p: paired bootstrap, two-sided")
+    return t
