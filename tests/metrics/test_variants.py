@@ -420,3 +420,42 @@ def test_streaming_metric_equals_pure_compute_merges_and_reduces(tmp_path):
         assert a.compute().variants == want
     finally:
         dist.destroy_process_group()
+
+
+def test_docs_worked_example():
+    """The numbers of docs/metrics.md's worked example."""
+    from pss_bench.metrics.pq import PanopticQuality
+
+    gt = np.zeros((100, 100), np.int64)
+    gt[:20] = 1
+    gt[20:95] = 2
+    gt[40:90, 10:60] = 1001
+    gt[50:70, 70:90] = 1002
+    pred = gt.copy()
+    pred[(gt == 1001) | (gt == 1002)] = 2
+    pred[41:91, 11:61] = 2001
+    pred[53:73, 73:93] = 2002
+    pred[16:20] = 3
+    gsegs = [{"id": 1, "category_id": 23}, {"id": 2, "category_id": 7}, {"id": 1001, "category_id": 26},
+             {"id": 1002, "category_id": 26}]
+    psegs = [{"id": 1, "category_id": 23}, {"id": 3, "category_id": 23}, {"id": 2, "category_id": 7},
+             {"id": 2001, "category_id": 26}, {"id": 2002, "category_id": 26}]
+    cats = [{"id": 7, "name": "road", "isthing": 0}, {"id": 23, "name": "sky", "isthing": 0},
+            {"id": 26, "name": "car", "isthing": 1}]
+    m = PanopticQuality(cats, metrics="all")
+    m.update(gt, gsegs, pred, psegs)
+    r = m.compute()
+    v = r.variants
+
+    def pct(x):
+        return round(100 * x, 1)
+
+    assert [pct(r.per_class[c].pq) for c in (23, 7, 26)] + [pct(r.all.pq)] == [53.3, 91.3, 74.5, 73.0]
+    b = v.boundary_pq.pq
+    assert (b.per_class[23].tp, b.per_class[23].fp, b.per_class[23].fn) == (0, 2, 1)
+    assert [pct(b.per_class[c].pq) for c in (23, 7, 26)] + [pct(b.all.pq)] == [0.0, 61.5, 25.2, 28.9]
+    assert [pct(v.pq_dagger.per_class[c]) for c in (23, 7, 26)] + [pct(v.pq_dagger.all.pq)] == [100.0, 91.3, 74.5, 88.6]
+    assert [pct(v.pc.per_class[c]) for c in (23, 7, 26)] + [pct(v.pc.pc)] == [80.0, 91.3, 87.4, 86.2]
+    assert [pct(v.pq_area.small.per_class[c].pq) for c in (23, 26)] + [pct(v.pq_area.small.all.pq)] == [0.0, 56.6, 28.3]
+    assert [pct(v.pq_area.medium.per_class[c].pq) for c in (23, 7, 26)] + [pct(v.pq_area.medium.all.pq)] == \
+        [80.0, 91.3, 92.4, 87.9]
