@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from pss_bench.errors import PssBenchError
-from pss_bench.metrics.boundary import boundary_labels, dilation_pixels, interior_mask
+from pss_bench.metrics.boundary import boundary_labels, dilation_pixels, interior_mask, sliding_all
 from pss_bench.metrics.pq import ImageSegments, confusion_matrix, id_runs, thread_indexer
 from pss_bench.metrics.variants import (
     METRIC_NAMES,
@@ -107,6 +107,16 @@ def test_interior_equals_per_segment_erosion(seed):
         m = np.pad((lab == v).astype(np.uint8), 1)
         expected |= erode_3x3(m, d)[1:h + 1, 1:w + 1].astype(bool)
     np.testing.assert_array_equal(interior_mask(lab, d), expected)
+
+
+@pytest.mark.parametrize("length", [1, 2, 3, 5, 8, 13, 16, 31, 40])
+def test_sliding_all_equals_brute_force(length):
+    rng = np.random.default_rng(length)
+    a = rng.random((40, 7)) < 0.93
+    got = sliding_all(a, length, 0)
+    want = np.array([a[i:i + length].all(axis=0) for i in range(40 - length + 1)])
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(sliding_all(a.T, length, 1), want.T)
 
 
 def test_border_segment_has_boundary_on_the_border():
