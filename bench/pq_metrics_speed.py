@@ -1,4 +1,4 @@
-"""Speed of ``pss-bench pq --metrics all`` against plain ``pq``, and of Boundary PQ against boundary-iou-api's algorithm.
+"""Speed of `pss-bench pq --metrics all` against plain `pq`, and of Boundary PQ against boundary-iou-api.
 
 Two sets: 48 Cityscapes frames (2048x1024, the real sample frames replicated,
 GT built by cityscapesscripts) and 500 COCO-size frames (the two panopticapi

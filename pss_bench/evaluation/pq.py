@@ -52,6 +52,7 @@ from pss_bench.metrics.pq import (
     confusion_from_runs,
     id_runs,
     match_image,
+    pq_matches,
 )
 from pss_bench.metrics.boundary import DEFAULT_DILATION_RATIO, dilation_pixels
 from pss_bench.metrics.variants import (
@@ -139,7 +140,7 @@ class _Evaluator:
         return png, runs
 
     def __call__(self, pair: _Pair):
-        """PQ's ``(iou, tp, fp, fn)`` of one pair, and with other metrics asked, ``(that, VariantStats)``."""
+        """PQ's ``(iou, tp, fp, fn)`` of one pair; with other metrics asked, ``(that, VariantStats.to_array())``."""
         gseg, pseg = pair.gt.segments, pair.pred.segments
         gpng, gruns = self._gt_runs(pair.gt)
         ppath = self.pred.png_path(pair.pred)
@@ -184,9 +185,10 @@ class _Evaluator:
                 )
         gt = ImageSegments(self._cat_index(gseg.category_ids), gseg.iscrowd)
         pred = ImageSegments(self._cat_index(pseg.category_ids), np.zeros(len(pseg), dtype=bool))
-        stats = match_image(conf, gt, pred, len(self.categories), gt_area=used_area)
         if self.settings is None:
-            return stats
+            return match_image(conf, gt, pred, len(self.categories), gt_area=used_area)
+        matches = pq_matches(conf, gt, pred, len(self.categories), gt_area=used_area)
+        stats = match_image(conf, gt, pred, len(self.categories), gt_area=used_area, matches=matches)
         bconf = None
         if self.settings.wants("boundary-pq"):
             d = dilation_pixels(gpng.height, gpng.width, self.settings.dilation_ratio)
@@ -194,8 +196,9 @@ class _Evaluator:
             pb = boundary_runs(pruns, ppng.height, ppng.width, len(pseg), d)
             bconf = boundary_confusion_from_runs(gb, pb, len(gseg), len(pseg))
         extra = image_variant_stats(self.settings, self.categories, conf, gt, pred, gt_area=used_area,
-                                    boundary_conf=bconf)
-        return stats, extra
+                                    boundary_conf=bconf, matches=matches)
+        # Packed: a worker process sends one small array back, not the category list with it.
+        return stats, extra.to_array()
 
 
 def _score(evaluator: _Evaluator, pairs: list[_Pair], workers: int,
@@ -313,7 +316,7 @@ def evaluate_pq(
             progress(done, len(pairs))
     extra = None
     if evaluator.settings is not None:
-        extra = [r[1] for r in per_image]
+        extra = [VariantStats.from_array(evaluator.categories, evaluator.settings, r[1]) for r in per_image]
         per_image = [r[0] for r in per_image]
     # Summed in image order whatever order they arrived in: the same float sums every run.
     stats = PQStats(evaluator.categories)

@@ -329,12 +329,32 @@ def matched_pairs(
     return gi[ok], pj[ok], ious[ok]
 
 
+def pq_matches(
+    conf: np.ndarray,
+    gt: ImageSegments,
+    pred: ImageSegments,
+    n_categories: int,
+    gt_area: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """PQ's matching of one image: :func:`matched_pairs` and :func:`ignored_predictions` together.
+
+    Returns:
+        ``(gt_index, pred_index, iou, ignored)``: the matched pairs and their
+        IoUs, and the ``(N_pred,)`` bool predictions that can never be false
+        positives. :func:`match_image` and the other metrics
+        (:mod:`pss_bench.metrics.variants`) share it.
+    """
+    gi, pj, ious = matched_pairs(conf, gt.category_index, pred.category_index, gt.iscrowd, gt_area)
+    return gi, pj, ious, ignored_predictions(conf, gt, pred, n_categories)
+
+
 def match_image(
     conf: np.ndarray,
     gt: ImageSegments,
     pred: ImageSegments,
     n_categories: int,
     gt_area: np.ndarray | None = None,
+    matches: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """PQ statistics of one image from its confusion matrix.
 
@@ -345,12 +365,14 @@ def match_image(
         n_categories: length of the returned arrays.
         gt_area: ``(N_gt,)`` areas to use in the union instead of the pixel
             counts (panopticapi reads them from the JSON).
+        matches: :func:`pq_matches` of the same arguments, when the caller
+            has it already.
 
     Returns:
         ``(iou, tp, fp, fn)``: ``(C,)`` float64 IoU sums and int64 counts.
     """
     gcat, pcat = gt.category_index, pred.category_index
-    gi, pj, ious = matched_pairs(conf, gcat, pcat, gt.iscrowd, gt_area)
+    gi, pj, ious, ignored = matches if matches is not None else pq_matches(conf, gt, pred, n_categories, gt_area)
 
     iou_sum = np.bincount(gcat[gi], weights=ious, minlength=n_categories)
     tp = np.bincount(gcat[gi], minlength=n_categories)
@@ -361,7 +383,6 @@ def match_image(
     pred_matched[pj] = True
 
     fn = np.bincount(gcat[~gt_matched & ~gt.iscrowd], minlength=n_categories)
-    ignored = ignored_predictions(conf, gt, pred, n_categories)
     fp = np.bincount(pcat[~pred_matched & ~ignored], minlength=n_categories)
     return iou_sum, tp.astype(np.int64), fp.astype(np.int64), fn.astype(np.int64)
 

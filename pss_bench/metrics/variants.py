@@ -39,8 +39,7 @@ from pss_bench.metrics.pq import (
     Runs,
     confusion_from_runs,
     confusion_matrix,
-    ignored_predictions,
-    matched_pairs,
+    pq_matches,
     run_starts,
 )
 from pss_bench.metrics.results import (
@@ -399,6 +398,7 @@ def image_variant_stats(
     *,
     gt_area: np.ndarray | None = None,
     boundary_conf: np.ndarray | None = None,
+    matches: tuple | None = None,
 ) -> VariantStats:
     """Every asked metric's statistics of one image.
 
@@ -411,6 +411,8 @@ def image_variant_stats(
             areas under ``--trust-gt-area``); default the pixel counts.
         boundary_conf: ``(N_gt + 2, N_pred + 2)`` from :func:`boundary_confusion`,
             needed for Boundary PQ.
+        matches: :func:`~pss_bench.metrics.pq.pq_matches` of the image when
+            the caller computed it for PQ (else computed here).
 
     Returns:
         One image's :class:`VariantStats`.
@@ -421,10 +423,8 @@ def image_variant_stats(
     gcat, pcat = gt.category_index, pred.category_index
     gcrowd = gt.iscrowd.astype(bool)
     image_size = int(conf.sum())
-    needs_pq = out.dagger is not None or out.area is not None or out.boundary is not None
-    ignored = ignored_predictions(conf, gt, pred, c) if needs_pq else None
-    if out.dagger is not None or out.area is not None:
-        gi, pj, ious = matched_pairs(conf, gcat, pcat, gcrowd, gt_area)
+    if out.dagger is not None or out.area is not None or out.boundary is not None:
+        gi, pj, ious, ignored = matches if matches is not None else pq_matches(conf, gt, pred, c, gt_area)
     if out.boundary is not None:
         if boundary_conf is None:
             raise ValueError("Boundary PQ needs the boundary confusion matrix")
@@ -443,14 +443,14 @@ def image_variant_stats(
         iou[stuff] = 0.0
         tp[stuff] = fp[stuff] = fn[stuff] = 0
         # Stuff: each non-crowd GT segment against the union of the image's predictions of its class.
-        by_cat = np.zeros((conf.shape[0], c), dtype=np.int64)
-        np.add.at(by_cat.T, pcat, conf[:, 1:].T)  # (N_gt + 1, C): pixels of each class's predictions
-        p_area = by_cat.sum(axis=0)
-        g_area = gt_area if gt_area is not None else conf[1:, :].sum(axis=1)
         sel = np.flatnonzero(stuff[gcat] & ~gcrowd)
         cs = gcat[sel]
-        inter = by_cat[sel + 1, cs]
-        union = p_area[cs] + g_area[sel] - inter - by_cat[0, cs]
+        same = pcat[None, :] == cs[:, None]  # (S, N_pred): the predictions of each GT segment's class
+        inter = (conf[sel + 1, 1:] * same).sum(axis=1)
+        p_area = (conf[:, 1:].sum(axis=0) * same).sum(axis=1)
+        p_void = (conf[0, 1:] * same).sum(axis=1)
+        g_area = (gt_area if gt_area is not None else conf[1:, :].sum(axis=1))[sel]
+        union = p_area + g_area - inter - p_void
         with np.errstate(divide="ignore", invalid="ignore"):
             s_iou = np.where(inter > 0, inter / np.where(inter > 0, union, 1), 0.0)
         iou += np.bincount(cs, weights=s_iou, minlength=c)
