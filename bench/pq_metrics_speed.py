@@ -197,7 +197,7 @@ def main() -> int:
     block = "\n".join([MARK_START, *lines, MARK_END])
     print(block)
     if not args.no_write:
-        write_block(block, MARK_START, MARK_END, "<!-- pq_speed:end -->")
+        write_block(block, MARK_START, MARK_END, "## Further metrics: `--metrics all` and Boundary PQ")
     return 0
 
 
