@@ -116,6 +116,42 @@ def pq_metrics(result_dict: dict, categories: dict | None = None) -> dict[str, f
     return flat
 
 
+def variant_metrics(result, metric: str) -> dict[str, float | None]:
+    """Flat values of one further metric of a ``PQResult`` (``result.variants``), as :func:`pq_metrics` for PQ.
+
+    ``boundary-pq``: as PQ; ``pq-dagger``: ``All/pq`` ... and each counted
+    class's PQ†; ``pc``: ``All/pc`` and each class with GT area;
+    ``pq-area``: ``small/All/pq`` ... per range and row.
+    """
+    v = result.variants
+    cats = result.categories
+    full = v.to_dict()
+
+    def name(cid) -> str:
+        return f"class {cid}" + (f" ({cats[int(cid)].name})" if cats else "")
+
+    if metric == "boundary-pq":
+        return pq_metrics(full["boundary_pq"], cats)
+    flat: dict[str, float | None] = {}
+    if metric == "pq-dagger":
+        for row in ("All", "Things", "Stuff"):
+            r = full["pq_dagger"][row]
+            flat[f"{row}/pq"] = None if r is None else r["pq"]
+        for cid, value in v.pq_dagger.per_class.items():
+            flat[f"{name(cid)}/pq"] = value if cid in v.pq_dagger.counted else None
+    elif metric == "pc":
+        flat["All/pc"] = v.pc.pc
+        for cid, value in v.pc.per_class.items():
+            flat[f"{name(cid)}/pc"] = value if cid in v.pc.counted else None
+    elif metric == "pq-area":
+        for rng in ("small", "medium", "large"):
+            for row in ("All", "Things", "Stuff"):
+                r = full["pq_area"][rng][row]
+                for m in ("pq", "sq", "rq"):
+                    flat[f"{rng}/{row}/{m}"] = None if r is None else r[m]
+    return flat
+
+
 def assert_pq(
     pred: str | os.PathLike,
     gt: str | os.PathLike,
@@ -125,20 +161,34 @@ def assert_pq(
     gt_dir: str | os.PathLike | None = None,
     pred_dir: str | os.PathLike | None = None,
     workers: int | None = None,
+    metric: str = "pq",
 ) -> dict:
-    """Fails when PQ / SQ / RQ (rows) or a class's PQ dropped by more than ``tol`` (fractions).
+    """Fails when ``metric``'s rows or a class's score dropped by more than ``tol`` (fractions).
+
+    Args:
+        metric: ``"pq"`` (PQ / SQ / RQ rows, each class's PQ), or one of
+            ``"boundary-pq"``, ``"pq-dagger"``, ``"pc"``, ``"pq-area"``
+            (:func:`variant_metrics`). Each metric has its own baseline kind:
+            a baseline written for one is refused for another.
 
     Returns:
-        The current ``PQResult.to_dict()``.
+        The current ``PQResult.to_dict()`` (with the metric's key when not PQ).
 
     Raises:
         RegressionError: with a per-metric table of what got worse.
+        PssBenchError: an unknown metric name.
     """
+    from pss_bench.errors import PssBenchError
     from pss_bench.evaluation.pq import evaluate_pq
+    from pss_bench.metrics.variants import METRIC_NAMES
 
-    result = evaluate_pq(pred, gt, gt_dir=gt_dir, pred_dir=pred_dir, workers=workers)
+    if metric not in METRIC_NAMES:
+        raise PssBenchError(f"assert_pq: unknown metric {metric!r}; choose from {', '.join(METRIC_NAMES)}")
+    result = evaluate_pq(pred, gt, gt_dir=gt_dir, pred_dir=pred_dir, workers=workers, metrics=[metric])
     full = result.to_dict()
-    return _check("pq", pq_metrics(full, result.categories), full, baseline, tol, True, "PQ")
+    if metric == "pq":
+        return _check("pq", pq_metrics(full, result.categories), full, baseline, tol, True, "PQ")
+    return _check(metric, variant_metrics(result, metric), full, baseline, tol, True, metric)
 
 
 def ce_metrics(result_dict: dict) -> dict[str, float | None]:

@@ -72,3 +72,37 @@ def test_compare_metrics_directions_and_missing_values():
     worse = compare_metrics({"a": 0.52}, {"a": 0.5}, tol=0.01, higher_is_better=False)
     assert worse == [("a", 0.5, 0.52)]
     assert issubclass(RegressionError, AssertionError)
+
+
+def test_assert_pq_on_a_further_metric(tmp_path):
+    import pytest
+
+    from pss_bench.errors import PssBenchError
+    from pss_bench.testing import assert_pq, configure
+
+    gt_json, pred_json = _write(tmp_path / "good", 0)
+    _, worse_json = _write(tmp_path / "worse", 1)
+    try:
+        configure(update=True, rootdir=tmp_path)
+        full = assert_pq(pred_json, gt_json, baseline="b.json", metric="boundary-pq")
+        assert full["boundary_pq"]["All"]["pq"] == 1.0
+        stored = json.loads((tmp_path / "b.json").read_text())
+        assert stored["kind"] == "boundary-pq" and stored["metrics"]["All/pq"] == 1.0
+        configure(update=False, rootdir=tmp_path)
+        assert_pq(pred_json, gt_json, baseline="b.json", metric="boundary-pq")
+        try:
+            assert_pq(worse_json, gt_json, baseline="b.json", metric="boundary-pq")
+        except RegressionError as exc:
+            assert "boundary-pq dropped" in str(exc) and "All/pq" in str(exc)
+        else:
+            raise AssertionError("a one-pixel shift must lower Boundary PQ")
+        with pytest.raises(RegressionError, match="not a pss-bench pq baseline"):
+            assert_pq(pred_json, gt_json, baseline="b.json")
+        with pytest.raises(PssBenchError, match="unknown metric"):
+            assert_pq(pred_json, gt_json, baseline="b.json", metric="bpq")
+        configure(update=True, rootdir=tmp_path)
+        for metric, key in (("pq-dagger", "All/pq"), ("pc", "All/pc"), ("pq-area", "small/All/pq")):
+            assert_pq(pred_json, gt_json, baseline=f"{metric}.json", metric=metric)
+            assert json.loads((tmp_path / f"{metric}.json").read_text())["metrics"][key] == 1.0
+    finally:
+        configure(update=False, rootdir=None)

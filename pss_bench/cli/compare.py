@@ -11,6 +11,7 @@ from pss_bench.cli.options import (
     cache_options,
     debug_option,
     emit_json,
+    metrics_options,
     info,
     json_option,
     workers_option,
@@ -58,11 +59,12 @@ def print_wide_table(table) -> None:
 @click.option("--queries", "n_queries", type=click.IntRange(min=0), default=3, show_default=True,
               help="Query instances with retrieval strips in the report.")
 @bootstrap_options(1000)
+@metrics_options
 @workers_option
 @cache_options
 @debug_option
 def command(pred_dirs, gt_json, gt_dir, names, k, json_out, report_dir, images_root, n_queries, bootstrap,
-            all_classes, workers, cache_dir, no_cache):
+            all_classes, metrics, dilation_ratio, pc_normalize, workers, cache_dir, no_cache):
     """Compare models: PQ and Context Error of each PRED_DIR against one ground truth.
 
     Each PRED_DIR is a prediction directory (manifest.json, panoptic.json +
@@ -77,10 +79,14 @@ def command(pred_dirs, gt_json, gt_dir, names, k, json_out, report_dir, images_r
     with its interval and paired-bootstrap p-value. Classes whose K covers
     every other instance (CE = random = oracle) are marked and left out of
     the mean CE unless --all-classes.
+
+    --metrics adds Boundary PQ, PQ†, Parsing Covering and PQ by object size
+    (JSON: each model's pq; with the bootstrap, a third table of their
+    intervals and paired p-values; not yet in the --report pages).
     """
     from pss_bench.evaluation.compare import compare_models
     from pss_bench.report.document import check_report_target, write_report
-    from pss_bench.report.tables import compare_table, interval_table
+    from pss_bench.report.tables import compare_table, interval_table, variant_interval_table
 
     if names is not None and len(names) != len(pred_dirs):
         raise click.UsageError(f"--names gives {len(names)} names for {len(pred_dirs)} prediction directories")
@@ -96,6 +102,7 @@ def command(pred_dirs, gt_json, gt_dir, names, k, json_out, report_dir, images_r
             pred_dirs, gt_json, gt_dir=gt_dir, names=names, k=k, workers=workers, cache_dir=cache_dir,
             use_cache=not no_cache, keep_instances=report_dir is not None,
             progress=lambda stage, done, total: update(done, total), all_classes=all_classes, bootstrap=bootstrap,
+            metrics=metrics, dilation_ratio=dilation_ratio, pc_normalize=pc_normalize,
         )
     if report_dir is not None:
         from pss_bench.report.provenance import collect, command_line
@@ -112,3 +119,6 @@ def command(pred_dirs, gt_json, gt_dir, names, k, json_out, report_dir, images_r
         intervals = interval_table(result)
         if intervals is not None:
             print_wide_table(intervals)
+        further = variant_interval_table(result)
+        if further is not None:
+            print_wide_table(further)

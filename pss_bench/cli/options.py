@@ -284,3 +284,30 @@ def bootstrap_options(default_resamples: int, *, all_classes: bool = True):
                             help="Bootstrap resamples for confidence intervals and paired p-values (0: none).")(wrapped)
 
     return decorate
+
+
+def metrics_options(f):
+    """``--metrics LIST``, ``--dilation-ratio R``, ``--pc-normalize/--no-pc-normalize``.
+
+    The command receives ``metrics`` (names in report order, checked: an
+    unknown name is a usage error), ``dilation_ratio`` and ``pc_normalize``.
+    """
+
+    def parse(ctx, param, value):
+        from pss_bench.errors import PssBenchError
+        from pss_bench.metrics.variants import parse_metrics
+
+        try:
+            return parse_metrics(value)
+        except PssBenchError as exc:
+            raise click.BadParameter(str(exc), ctx=ctx, param=param) from None
+
+    f = click.option("--pc-normalize/--no-pc-normalize", "pc_normalize", default=True, show_default=True,
+                     help="Parsing Covering: divide each image's areas by its size (tf-models' "
+                          "normalize_by_image_size).")(f)
+    f = click.option("--dilation-ratio", type=click.FloatRange(min=0, min_open=True), default=0.02,
+                     show_default=True,
+                     help="Boundary PQ: boundary width as a fraction of the image diagonal (boundary-iou-api's).")(f)
+    return click.option("--metrics", default="pq", show_default=True, callback=parse, metavar="LIST",
+                        help="Comma-separated metrics, all from one pass: pq, boundary-pq, pq-dagger, pc "
+                             "(Parsing Covering), pq-area (PQ by COCO object size), or all.")(f)

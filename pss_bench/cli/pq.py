@@ -14,6 +14,7 @@ from pss_bench.cli.options import (
     emit_json,
     gt_options,
     json_option,
+    metrics_options,
     resolve_gt,
     workers_option,
 )
@@ -30,18 +31,22 @@ from pss_bench.cli.progress import progress_bar
 @cache_options
 @click.option("--trust-gt-area", is_flag=True,
               help="Use the GT JSON's 'area' in IoUs as panopticapi does, instead of refusing areas that differ from the PNG.")
+@metrics_options
 @bootstrap_options(0, all_classes=False)
 @debug_option
-def command(pred, gt_json, pred_dir, gt_dir, workers, json_out, cache_dir, no_cache, trust_gt_area, bootstrap):
+def command(pred, gt_json, pred_dir, gt_dir, workers, json_out, cache_dir, no_cache, trust_gt_area, metrics,
+            dilation_ratio, pc_normalize, bootstrap):
     """Panoptic quality (PQ, SQ, RQ) of PRED against the ground truth.
 
     PRED is a COCO panoptic prediction JSON (PNGs in --pred-dir, default the
     JSON path without .json) or a prediction directory with panoptic.json and
     panoptic/. Numbers follow panopticapi's evaluation exactly. --bootstrap N
     adds confidence intervals (images resampled, statistics re-summed).
+    --metrics adds Boundary PQ, PQ†, Parsing Covering and PQ by object size,
+    computed in the same pass (see docs/metrics.md).
     """
     from pss_bench.evaluation.pq import evaluate_pq
-    from pss_bench.report.tables import pq_table
+    from pss_bench.report.tables import pq_table, variant_tables
 
     gt_json, gt_dir = resolve_gt(pred, gt_json, gt_dir)
     with progress_bar("PQ") as progress:
@@ -49,7 +54,7 @@ def command(pred, gt_json, pred_dir, gt_dir, workers, json_out, cache_dir, no_ca
         result = evaluate_pq(
             pred, gt_json, pred_dir=pred_dir, gt_dir=gt_dir, workers=workers,
             cache_dir=cache_dir, use_cache=not no_cache, trust_gt_area=trust_gt_area, progress=progress,
-            processes=True,
+            processes=True, metrics=metrics, dilation_ratio=dilation_ratio, pc_normalize=pc_normalize,
         )
     boot = None
     if bootstrap is not None:
@@ -58,4 +63,8 @@ def command(pred, gt_json, pred_dir, gt_dir, workers, json_out, cache_dir, no_ca
         boot = bootstrap_pq([result.images], settings=bootstrap)
     payload = {**result.to_dict(), "bootstrap": boot.to_dict() if boot is not None else None}
     if emit_json(payload, json_out):
-        console_out().print(pq_table(result, bootstrap=boot))
+        console = console_out()
+        if "pq" in metrics:
+            console.print(pq_table(result, bootstrap=boot))
+        for table in variant_tables(result):
+            console.print(table)

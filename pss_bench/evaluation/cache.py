@@ -6,6 +6,10 @@ its runs (:class:`~pss_bench.metrics.pq.Runs`: where each run of equal pixels
 starts and the dense segment index it holds), about 70 KB per Cityscapes
 frame where a decoded index map takes 2 MB.
 
+Boundary PQ also needs each GT segment's boundary: those runs are cached
+beside, under :meth:`GTCache.boundary_key` (the image's key and the erosion
+radius), in the same format.
+
 Keys and checks:
 
 * the key is a SHA-256 of the GT PNG's bytes and the JSON's segment ids (in
@@ -113,6 +117,18 @@ class GTCache:
         h.update(len(png.data).to_bytes(8, "little"))
         h.update(png.data)
         h.update(np.ascontiguousarray(seg_ids, dtype="<i8").tobytes())
+        return h.digest()
+
+    @staticmethod
+    def boundary_key(key: bytes, d: int) -> bytes:
+        """The key of the boundary runs of the image whose runs have ``key``, at erosion radius ``d``.
+
+        The entry holds the runs of :func:`~pss_bench.metrics.variants.boundary_runs`
+        (values up to ``n_segments + 1``): store and read it with ``n_segments + 1``.
+        """
+        h = hashlib.sha256(CACHE_VERSION.encode() + b"/boundary")
+        h.update(key)
+        h.update(int(d).to_bytes(8, "little"))
         return h.digest()
 
     def get(self, key: bytes, png: PngFile, n_segments: int) -> Runs | None:

@@ -129,14 +129,19 @@ class CompareBootstrap:
     pq_models: tuple[int, ...]
     context_error: CEBootstrap | None
     ce_models: tuple[int, ...]
+    variants: dict[str, PQBootstrap] = field(default_factory=dict)
 
     def to_dict(self, names: Sequence[str]) -> dict:
-        return {
+        out = {
             **self.settings.to_dict(),
             "pq": {"names": [names[i] for i in self.pq_models], **self.pq.to_dict()} if self.pq else None,
             "context_error": ({"names": [names[i] for i in self.ce_models], **self.context_error.to_dict()}
                               if self.context_error else None),
         }
+        if self.variants:
+            out["variants"] = {key: {"names": [names[i] for i in self.pq_models], **b.to_dict()}
+                               for key, b in self.variants.items()}
+        return out
 
 
 @dataclass(frozen=True)
@@ -360,6 +365,9 @@ def compare_models(
     progress: Callable[[str, int, int], None] | None = None,
     all_classes: bool = False,
     bootstrap: BootstrapSettings | None = None,
+    metrics: Sequence[str] | str | None = None,
+    dilation_ratio: float = 0.02,
+    pc_normalize: bool = True,
 ) -> CompareResult:
     """PQ and Context Error of each prediction directory.
 
@@ -382,6 +390,10 @@ def compare_models(
             paired differences to the first model
             (:func:`~pss_bench.metrics.bootstrap.bootstrap_pq`,
             :func:`~pss_bench.metrics.bootstrap.bootstrap_context_error`).
+        metrics, dilation_ratio, pc_normalize: further metrics besides PQ
+            (:func:`~pss_bench.evaluation.pq.evaluate_pq`); with ``bootstrap``
+            each gets its intervals and paired differences too
+            (``CompareBootstrap.variants``).
 
     Returns:
         A :class:`CompareResult`.
@@ -414,7 +426,8 @@ def compare_models(
             if inp.has_panoptic:
                 log.info("PQ of %s (%s)", inp.name, inp.pred_dir)
                 pq = evaluate_pq(inp.pred_dir, gt, workers=workers, cache_dir=cache,
-                                 use_cache=True, progress=stage_progress(f"PQ {inp.name}"))
+                                 use_cache=True, progress=stage_progress(f"PQ {inp.name}"), metrics=metrics,
+                                 dilation_ratio=dilation_ratio, pc_normalize=pc_normalize)
             else:
                 notes.append("no panoptic prediction (panoptic.json lists no image): no PQ")
             ce = None
@@ -461,7 +474,18 @@ def _bootstrap(models: Sequence[ModelComparison], reference: int | None, setting
         ce_idx = (reference, *(i for i in ce_idx if i != reference))
     ce = (bootstrap_context_error([models[i].context_error.queries for i in ce_idx], settings=settings,
                                   all_classes=all_classes) if ce_idx else None)
-    return CompareBootstrap(settings, pq, pq_idx, ce, ce_idx)
+    return CompareBootstrap(settings, pq, pq_idx, ce, ce_idx, _bootstrap_variants(models, pq_idx, settings))
+
+
+def _bootstrap_variants(models: Sequence[ModelComparison], pq_idx: tuple[int, ...],
+                        settings: BootstrapSettings) -> dict[str, PQBootstrap]:
+    """The further metrics (Boundary PQ, PQ†, PC, PQ by size), each resampled as PQ is, on the same images."""
+    from pss_bench.metrics.variants import variant_image_stats
+
+    if not pq_idx or models[pq_idx[0]].pq.variant_images is None:
+        return {}
+    per_model = [variant_image_stats(models[i].pq.variant_images, models[i].pq.images.image_ids) for i in pq_idx]
+    return {key: bootstrap_pq([stats[key] for stats in per_model], settings=settings) for key in per_model[0]}
 
 
 # --------------------------------------------------------------------------- per-instance CE, query choice

@@ -23,7 +23,7 @@ import logging
 import os
 import threading
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -52,6 +52,16 @@ from pss_bench.metrics.pq import (
     confusion_from_runs,
     id_runs,
     match_image,
+    pq_matches,
+)
+from pss_bench.metrics.boundary import DEFAULT_DILATION_RATIO, dilation_pixels
+from pss_bench.metrics.variants import (
+    VariantSettings,
+    VariantStats,
+    boundary_confusion_from_runs,
+    boundary_runs,
+    image_variant_stats,
+    parse_metrics,
 )
 from pss_bench.threads import WorkerDied, default_workers, fork_available, map_forked, map_ordered
 
@@ -73,11 +83,13 @@ class _Evaluator:
         pred: PanopticJson,
         cache: GTCache | None,
         trust_gt_area: bool,
+        settings: VariantSettings | None = None,
     ) -> None:
         self.gt = gt
         self.pred = pred
         self.cache = cache
         self.trust_gt_area = trust_gt_area
+        self.settings = settings if settings is not None and settings.any else None
         self.categories = tuple(gt.categories.values())
         cat_ids = np.array([c.id for c in self.categories], dtype=np.int64)
         self._cat_order = np.argsort(cat_ids, kind="stable")
@@ -86,6 +98,20 @@ class _Evaluator:
     def _cat_index(self, cat_ids: np.ndarray) -> np.ndarray:
         # Every category id was checked against the GT's when the JSONs were parsed.
         return self._cat_order[np.searchsorted(self._cat_sorted, cat_ids)]
+
+    def _gt_boundary(self, ann: PanopticAnnotation, png: PngFile, runs: Runs, d: int) -> Runs:
+        """The GT's boundary runs at radius ``d``, from the cache when there."""
+        n = len(ann.segments)
+        key = None
+        if self.cache is not None:
+            key = self.cache.boundary_key(self.cache.key(png, ann.segments.ids), d)
+            cached = self.cache.get(key, png, n + 1)
+            if cached is not None:
+                return cached
+        b = boundary_runs(runs, png.height, png.width, n, d)
+        if key is not None:
+            self.cache.put(key, png, n + 1, b)
+        return b
 
     def _gt_runs(self, ann: PanopticAnnotation) -> tuple[PngFile, Runs]:
         path = self.gt.png_path(ann)
@@ -113,7 +139,8 @@ class _Evaluator:
             self.cache.put(key, png, n, runs)
         return png, runs
 
-    def __call__(self, pair: _Pair) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def __call__(self, pair: _Pair):
+        """PQ's ``(iou, tp, fp, fn)`` of one pair; with other metrics asked, ``(that, VariantStats.to_array())``."""
         gseg, pseg = pair.gt.segments, pair.pred.segments
         gpng, gruns = self._gt_runs(pair.gt)
         ppath = self.pred.png_path(pair.pred)
@@ -158,7 +185,20 @@ class _Evaluator:
                 )
         gt = ImageSegments(self._cat_index(gseg.category_ids), gseg.iscrowd)
         pred = ImageSegments(self._cat_index(pseg.category_ids), np.zeros(len(pseg), dtype=bool))
-        return match_image(conf, gt, pred, len(self.categories), gt_area=used_area)
+        if self.settings is None:
+            return match_image(conf, gt, pred, len(self.categories), gt_area=used_area)
+        matches = pq_matches(conf, gt, pred, len(self.categories), gt_area=used_area)
+        stats = match_image(conf, gt, pred, len(self.categories), gt_area=used_area, matches=matches)
+        bconf = None
+        if self.settings.wants("boundary-pq"):
+            d = dilation_pixels(gpng.height, gpng.width, self.settings.dilation_ratio)
+            gb = self._gt_boundary(pair.gt, gpng, gruns, d)
+            pb = boundary_runs(pruns, ppng.height, ppng.width, len(pseg), d)
+            bconf = boundary_confusion_from_runs(gb, pb, len(gseg), len(pseg))
+        extra = image_variant_stats(self.settings, self.categories, conf, gt, pred, gt_area=used_area,
+                                    boundary_conf=bconf, matches=matches)
+        # Packed: a worker process sends one small array back, not the category list with it.
+        return stats, extra.to_array()
 
 
 def _score(evaluator: _Evaluator, pairs: list[_Pair], workers: int,
@@ -223,6 +263,9 @@ def evaluate_pq(
     trust_gt_area: bool = False,
     progress: Callable[[int, int], None] | None = None,
     processes: bool = False,
+    metrics: str | Sequence[str] | None = None,
+    dilation_ratio: float = DEFAULT_DILATION_RATIO,
+    pc_normalize: bool = True,
 ) -> PQResult:
     """Panoptic quality of a COCO panoptic prediction against the ground truth.
 
@@ -243,13 +286,20 @@ def evaluate_pq(
             parallel. Used on Linux when no other thread is running (as in
             ``pss-bench pq``), threads otherwise; the result is the same
             either way.
+        metrics: names of :data:`~pss_bench.metrics.variants.METRIC_NAMES`
+            (a list or ``"pq,boundary-pq"``; ``"all"``): the metrics besides
+            PQ are computed from the same decoded maps, in the same pass.
+        dilation_ratio: Boundary PQ's ratio of the image diagonal (boundary-iou-api's 0.02).
+        pc_normalize: Parsing Covering's ``normalize_by_image_size`` (tf-models' default True).
 
     Returns:
-        The :class:`~pss_bench.metrics.pq.PQResult`.
+        The :class:`~pss_bench.metrics.pq.PQResult`; with other metrics asked,
+        their scores in its ``variants`` (and in ``to_dict()``).
 
     Raises:
         GroundTruthFormatError | PredictionFormatError: the first bad input.
     """
+    settings = VariantSettings(parse_metrics(metrics), dilation_ratio, pc_normalize)
     gt, pr = load_pair(pred, gt_json, pred_dir, gt_dir)
     pairs = match_annotations(gt, pr)
     cache = None
@@ -257,13 +307,17 @@ def evaluate_pq(
         from pss_bench.evaluation.cache import default_cache_dir
 
         cache = GTCache(cache_dir if cache_dir is not None else default_cache_dir())
-    evaluator = _Evaluator(gt, pr, cache, trust_gt_area)
+    evaluator = _Evaluator(gt, pr, cache, trust_gt_area, settings)
     workers = min(workers or default_workers(), max(len(pairs), 1))
     per_image: list = [None] * len(pairs)
     for done, (i, r) in enumerate(_score(evaluator, pairs, workers, processes), 1):
         per_image[i] = r
         if progress:
             progress(done, len(pairs))
+    extra = None
+    if evaluator.settings is not None:
+        extra = [VariantStats.from_array(evaluator.categories, evaluator.settings, r[1]) for r in per_image]
+        per_image = [r[0] for r in per_image]
     # Summed in image order whatever order they arrived in: the same float sums every run.
     stats = PQStats(evaluator.categories)
     for r in per_image:
@@ -271,6 +325,11 @@ def evaluate_pq(
     # The per-image statistics ride along for the bootstrap (images resampled, statistics re-summed).
     images = PQImageStats.from_images(evaluator.categories, [p.gt.image_id for p in pairs], per_image)
     result = dataclasses.replace(stats.compute(), images=images)
+    if extra is not None:
+        total = VariantStats.zeros(evaluator.categories, evaluator.settings)
+        for e in extra:
+            total += e
+        result = dataclasses.replace(result, variants=total.compute(), variant_images=tuple(extra))
     for name in ("All", "Things", "Stuff"):
         if result.row(name) is None:
             log.warning("no %s class has a GT or predicted segment: the %s row is null", name.lower(), name)

@@ -26,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from collections import OrderedDict
@@ -40,7 +41,7 @@ from pss_bench.structures import Segments
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PanopticEvaluator", "results_dict"]
+__all__ = ["PanopticEvaluator", "results_dict", "variant_results_dict"]
 
 _ROWS = (("", "All"), ("_th", "Things"), ("_st", "Stuff"))
 
@@ -56,6 +57,37 @@ def results_dict(result: PQResult) -> dict[str, float]:
         row = result.row(name)
         for m in ("pq", "sq", "rq"):
             out[f"{m.upper()}{suffix}"] = float("nan") if row is None else 100.0 * getattr(row, m)
+    return out
+
+
+def variant_results_dict(result: PQResult) -> dict[str, float]:
+    """The further metrics of ``result.variants`` under detectron2-style keys, in percent.
+
+    ``BPQ``/``BPQ_th``/``BPQ_st`` (Boundary PQ), ``PQdag``/``PQdag_th``/``PQdag_st``
+    (PQ†), ``PC`` (Parsing Covering), ``PQ_small``/``PQ_medium``/``PQ_large``;
+    only for the metrics asked. NaN where a row has no class.
+    """
+    v = result.variants
+    out: dict[str, float] = {}
+    if v is None:
+        return out
+
+    def pct(x) -> float:
+        return float("nan") if x is None else 100.0 * x
+
+    if v.boundary_pq is not None:
+        for suffix, name in _ROWS:
+            row = v.boundary_pq.pq.row(name)
+            out[f"BPQ{suffix}"] = pct(row.pq if row else None)
+    if v.pq_dagger is not None:
+        for suffix, name in _ROWS:
+            row = v.pq_dagger.row(name)
+            out[f"PQdag{suffix}"] = pct(row.pq if row else None)
+    if v.pc is not None:
+        out["PC"] = pct(v.pc.pc)
+    if v.pq_area is not None:
+        for name, r in v.pq_area.by_name().items():
+            out[f"PQ_{name}"] = pct(r.all.pq if r.all else None)
     return out
 
 
@@ -136,6 +168,10 @@ class _PanopticEvaluator:
             ``(D, h, w)`` per-pixel embedding (any stride): it is pooled over
             each GT instance as ``pss-bench embed`` does. ``None``: PQ only.
         embedding_key: the output key of the per-pixel embedding.
+        metrics, dilation_ratio, pc_normalize: further metrics besides PQ, as
+            :class:`~pss_bench.metrics.pq.PanopticQuality` takes them; their
+            keys (:func:`variant_results_dict`) join ``panoptic_seg`` and
+            ``self.result.variants`` holds them in full.
 
     Raises:
         PssBenchError: no ground truth given, or it is malformed.
@@ -151,7 +187,12 @@ class _PanopticEvaluator:
         gt_dir: str | None = None,
         context_error_k: int | None = None,
         embedding_key: str = "pss_embedding",
+        metrics: str | list[str] | None = None,
+        dilation_ratio: float = 0.02,
+        pc_normalize: bool = True,
     ) -> None:
+        self._metric_options = {"metrics": metrics, "dilation_ratio": dilation_ratio, "pc_normalize": pc_normalize}
+        PanopticQuality([], **self._metric_options)  # refuses a bad metric name or ratio now, not at reset()
         if metadata is None and dataset_name is not None:
             from detectron2.data import MetadataCatalog
 
@@ -181,7 +222,7 @@ class _PanopticEvaluator:
 
     def reset(self) -> None:
         """Starts a new round: clears the statistics."""
-        self._metric = PanopticQuality(self.categories)
+        self._metric = PanopticQuality(self.categories, **self._metric_options)
         self._images = 0
         self._instances: list[dict] = []
 
@@ -222,15 +263,24 @@ class _PanopticEvaluator:
         must call it). The full result, per class, is kept in ``self.result``.
         """
         stats = self._metric.stats
-        packed = np.concatenate([stats.to_array().reshape(-1), [float(self._images)]])
+        extra = self._metric.variant_stats
+        n = len(self.categories)
+        parts = [stats.to_array().reshape(-1)]
+        if extra is not None:
+            parts.append(extra.to_array().reshape(-1))
+        packed = np.concatenate(parts + [[float(self._images)]])
         total = _sum_over_ranks(packed)
         images = int(round(total[-1]))
-        summed = PQStats.from_array(self.categories, total[:-1].reshape(4, -1))
+        summed = PQStats.from_array(self.categories, total[: 4 * n].reshape(4, -1))
         self.result = summed.compute()
+        if extra is not None:
+            v = type(extra).from_array(self.categories, extra.settings, total[4 * n:-1].reshape(-1, n))
+            self.result = dataclasses.replace(self.result, variants=v.compute())
         if images < len(self._gt.annotations):
             log.warning("%s: %d of its %d GT images were processed; PQ covers those only",
                         self._gt.path, images, len(self._gt.annotations))
         res = results_dict(self.result)
+        res.update(variant_results_dict(self.result))
         log.info("panoptic quality over %d images: PQ %.3f SQ %.3f RQ %.3f", images, res["PQ"], res["SQ"], res["RQ"])
         out = OrderedDict({"panoptic_seg": res})
         if self._ce_k is not None:

@@ -16,6 +16,7 @@ so DDP and ``forward`` work as for any torchmetrics metric.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Collection
 
 import numpy as np
@@ -30,13 +31,29 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from pss_bench.errors import GroundTruthFormatError, PredictionFormatError, PssBenchError
 from pss_bench.metrics.pq import PQResult, PQStats
-from pss_bench.metrics.pq_torch import image_pq_stats_torch
+from pss_bench.metrics.boundary import DEFAULT_DILATION_RATIO, dilation_pixels
+from pss_bench.metrics.pq import match_image
+from pss_bench.metrics.pq_torch import image_segments_torch
+from pss_bench.metrics.variants import (
+    VariantSettings,
+    VariantStats,
+    boundary_confusion,
+    image_variant_stats,
+    parse_metrics,
+)
 from pss_bench.structures import Category
 
-__all__ = ["PanopticQuality", "RESULT_KEYS"]
+__all__ = ["PanopticQuality", "RESULT_KEYS", "VARIANT_KEYS"]
 
 #: Keys of :meth:`PanopticQuality.compute`, always all present.
 RESULT_KEYS = ("pq", "sq", "rq", "pq_things", "sq_things", "rq_things", "pq_stuff", "sq_stuff", "rq_stuff")
+#: Keys :meth:`PanopticQuality.compute` adds for each metric asked with ``metrics=``.
+VARIANT_KEYS = {
+    "boundary-pq": ("boundary_pq", "boundary_pq_things", "boundary_pq_stuff"),
+    "pq-dagger": ("pq_dagger", "pq_dagger_things", "pq_dagger_stuff"),
+    "pc": ("pc",),
+    "pq-area": ("pq_small", "pq_medium", "pq_large"),
+}
 
 _MAX_INSTANCE = (1 << 32) - 1
 _MAX_LUT = 1 << 20  # category ids below this map through a lookup table
@@ -79,6 +96,12 @@ class PanopticQuality(Metric):
             form the crowd region of their category (``iscrowd=1`` in COCO;
             ``0`` for Cityscapes / deeplab2-style labels). ``None`` (default):
             no crowd.
+        metrics: further metrics of :data:`~pss_bench.metrics.variants.METRIC_NAMES`
+            (``"boundary-pq,pq-dagger"``, ``"all"``): :meth:`compute` adds
+            their keys (:data:`VARIANT_KEYS`), :meth:`compute_result` their
+            full results. Boundary PQ needs ``(B, H, W, 2)`` images.
+        dilation_ratio: Boundary PQ's ratio of the image diagonal.
+        pc_normalize: Parsing Covering's ``normalize_by_image_size``.
         **kwargs: passed to :class:`torchmetrics.Metric` (``dist_sync_on_step``,
             ``process_group``, ...).
     """
@@ -101,9 +124,14 @@ class PanopticQuality(Metric):
         *,
         allow_unknown_preds_category: bool = False,
         crowd_instance_id: int | None = None,
+        metrics: str | Collection[str] | None = None,
+        dilation_ratio: float = DEFAULT_DILATION_RATIO,
+        pc_normalize: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        settings = VariantSettings(parse_metrics(metrics), dilation_ratio, pc_normalize)
+        self.settings = settings if settings.any else None
         thing_ids, stuff_ids = _category_set(things, "things"), _category_set(stuffs, "stuffs")
         if set(thing_ids) & set(stuff_ids):
             raise ValueError(f"`things` and `stuffs` share categories {sorted(set(thing_ids) & set(stuff_ids))}")
@@ -128,6 +156,9 @@ class PanopticQuality(Metric):
         self.add_state("tp", default=torch.zeros(n, dtype=torch.int64), dist_reduce_fx="sum")
         self.add_state("fp", default=torch.zeros(n, dtype=torch.int64), dist_reduce_fx="sum")
         self.add_state("fn", default=torch.zeros(n, dtype=torch.int64), dist_reduce_fx="sum")
+        if self.settings is not None:
+            rows = VariantStats.zeros(self.categories, self.settings).to_array().shape[0]
+            self.add_state("variant", default=torch.zeros(rows, n, dtype=torch.float64), dist_reduce_fx="sum")
 
     # ------------------------------------------------------------------ update
 
@@ -213,11 +244,24 @@ class PanopticQuality(Metric):
         tp = np.zeros(len(self.categories), np.int64)
         fp = np.zeros_like(tp)
         fn = np.zeros_like(tp)
+        boundary = self.settings is not None and self.settings.wants("boundary-pq")
+        if boundary and preds.dim() != 4:
+            raise PssBenchError(f"boundary-pq needs (B, H, W, 2) images, found shape {tuple(preds.shape)}")
+        extra = VariantStats.zeros(self.categories, self.settings) if self.settings is not None else None
         for b in range(preds.shape[0]):
-            stats = image_pq_stats_torch(
+            conf, gt, pred, gidx, pidx = image_segments_torch(
                 *self._pairs(target[b], "target", b), *self._pairs(preds[b], "preds", b),
                 self._is_thing, crowd_instance=self.crowd_instance_id,
             )
+            stats = match_image(conf, gt, pred, len(self.categories))
+            if extra is not None:
+                bconf = None
+                if boundary:
+                    h, w = int(preds.shape[1]), int(preds.shape[2])
+                    d = dilation_pixels(h, w, self.settings.dilation_ratio)
+                    bconf = boundary_confusion(gidx.reshape(h, w).cpu().numpy(), pidx.reshape(h, w).cpu().numpy(),
+                                               conf.shape[0] - 1, conf.shape[1] - 1, d)
+                extra += image_variant_stats(self.settings, self.categories, conf, gt, pred, boundary_conf=bconf)
             iou += stats[0]
             tp += stats[1]
             fp += stats[2]
@@ -227,6 +271,8 @@ class PanopticQuality(Metric):
         self.tp += torch.from_numpy(tp).to(device)
         self.fp += torch.from_numpy(fp).to(device)
         self.fn += torch.from_numpy(fn).to(device)
+        if extra is not None:
+            self.variant += torch.from_numpy(extra.to_array()).to(device)
 
     # ------------------------------------------------------------------ results
 
@@ -239,23 +285,42 @@ class PanopticQuality(Metric):
             self.fn.detach().cpu().numpy().astype(np.int64),
         )
 
+    def _result(self) -> PQResult:
+        result = self._stats().compute()
+        if self.settings is not None:
+            v = VariantStats.from_array(self.categories, self.settings, self.variant.detach().cpu().numpy())
+            result = dataclasses.replace(result, variants=v.compute())
+        return result
+
     def compute(self) -> dict[str, torch.Tensor]:
         """PQ, SQ, RQ of All / things / stuff as float64 scalar tensors (fractions).
 
         Returns:
-            A dict with the keys of :data:`RESULT_KEYS`, ready for
+            A dict with the keys of :data:`RESULT_KEYS` (and, with ``metrics=``,
+            those of :data:`VARIANT_KEYS` for the metrics asked), ready for
             ``LightningModule.log_dict``; a row without any class (e.g. no
             stuff seen yet) is NaN.
         """
-        result = self._stats().compute()
-        out: dict[str, torch.Tensor] = {}
+        result = self._result()
+        values: dict[str, float | None] = {}
         for suffix, row in (("", result.all), ("_things", result.things), ("_stuff", result.stuff)):
             for m in ("pq", "sq", "rq"):
-                value = float("nan") if row is None else getattr(row, m)
-                out[f"{m}{suffix}"] = torch.tensor(value, dtype=torch.float64, device=self.iou.device)
-        return out
+                values[f"{m}{suffix}"] = None if row is None else getattr(row, m)
+        v = result.variants
+        if v is not None:
+            for key, res in (("boundary_pq", v.boundary_pq and v.boundary_pq.pq), ("pq_dagger", v.pq_dagger)):
+                if res:
+                    for suffix, row in (("", res.all), ("_things", res.things), ("_stuff", res.stuff)):
+                        values[f"{key}{suffix}"] = None if row is None else row.pq
+            if v.pc is not None:
+                values["pc"] = v.pc.pc
+            if v.pq_area is not None:
+                for name, r in v.pq_area.by_name().items():
+                    values[f"pq_{name}"] = None if r.all is None else r.all.pq
+        return {k: torch.tensor(float("nan") if x is None else x, dtype=torch.float64, device=self.iou.device)
+                for k, x in values.items()}
 
     def compute_result(self) -> PQResult:
-        """The full :class:`~pss_bench.metrics.pq.PQResult` (per-class counts), after syncing ranks."""
+        """The full :class:`~pss_bench.metrics.pq.PQResult` (per-class counts, ``variants``), after syncing ranks."""
         with self.sync_context(should_sync=self._to_sync, should_unsync=self._should_unsync):
-            return self._stats().compute()
+            return self._result()

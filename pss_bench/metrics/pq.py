@@ -329,12 +329,32 @@ def matched_pairs(
     return gi[ok], pj[ok], ious[ok]
 
 
+def pq_matches(
+    conf: np.ndarray,
+    gt: ImageSegments,
+    pred: ImageSegments,
+    n_categories: int,
+    gt_area: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """PQ's matching of one image: :func:`matched_pairs` and :func:`ignored_predictions` together.
+
+    Returns:
+        ``(gt_index, pred_index, iou, ignored)``: the matched pairs and their
+        IoUs, and the ``(N_pred,)`` bool predictions that can never be false
+        positives. :func:`match_image` and the other metrics
+        (:mod:`pss_bench.metrics.variants`) share it.
+    """
+    gi, pj, ious = matched_pairs(conf, gt.category_index, pred.category_index, gt.iscrowd, gt_area)
+    return gi, pj, ious, ignored_predictions(conf, gt, pred, n_categories)
+
+
 def match_image(
     conf: np.ndarray,
     gt: ImageSegments,
     pred: ImageSegments,
     n_categories: int,
     gt_area: np.ndarray | None = None,
+    matches: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """PQ statistics of one image from its confusion matrix.
 
@@ -345,15 +365,14 @@ def match_image(
         n_categories: length of the returned arrays.
         gt_area: ``(N_gt,)`` areas to use in the union instead of the pixel
             counts (panopticapi reads them from the JSON).
+        matches: :func:`pq_matches` of the same arguments, when the caller
+            has it already.
 
     Returns:
         ``(iou, tp, fp, fn)``: ``(C,)`` float64 IoU sums and int64 counts.
     """
-    inter = conf[1:, 1:]
-    pred_area = conf[:, 1:].sum(axis=0)
-    pred_on_void = conf[0, 1:]
     gcat, pcat = gt.category_index, pred.category_index
-    gi, pj, ious = matched_pairs(conf, gcat, pcat, gt.iscrowd, gt_area)
+    gi, pj, ious, ignored = matches if matches is not None else pq_matches(conf, gt, pred, n_categories, gt_area)
 
     iou_sum = np.bincount(gcat[gi], weights=ious, minlength=n_categories)
     tp = np.bincount(gcat[gi], minlength=n_categories)
@@ -364,19 +383,32 @@ def match_image(
     pred_matched[pj] = True
 
     fn = np.bincount(gcat[~gt_matched & ~gt.iscrowd], minlength=n_categories)
+    fp = np.bincount(pcat[~pred_matched & ~ignored], minlength=n_categories)
+    return iou_sum, tp.astype(np.int64), fp.astype(np.int64), fn.astype(np.int64)
 
+
+def ignored_predictions(conf: np.ndarray, gt: ImageSegments, pred: ImageSegments, n_categories: int) -> np.ndarray:
+    """Which predictions can never be false positives: panopticapi's VOID / crowd rule.
+
+    A prediction is ignored when strictly more than half of its pixels lie on
+    GT VOID plus the GT crowd segment of its category (the last crowd segment
+    of that category in ``segments_info`` order).
+
+    Returns:
+        ``(N_pred,)`` bool.
+    """
+    inter = conf[1:, 1:]
+    pred_area = conf[:, 1:].sum(axis=0)
+    gcat, pcat = gt.category_index, pred.category_index
     crowd_of_cat = np.full(n_categories, -1, dtype=np.int64)
     for i in np.flatnonzero(gt.iscrowd):  # the last crowd segment of a category wins
         crowd_of_cat[gcat[i]] = i
-    ignored_px = pred_on_void.astype(np.int64).copy()
+    ignored_px = conf[0, 1:].astype(np.int64).copy()
     crowd = crowd_of_cat[pcat]
-    has_crowd = crowd >= 0
-    cols = np.flatnonzero(has_crowd)
+    cols = np.flatnonzero(crowd >= 0)
     ignored_px[cols] += inter[crowd[cols], cols]
     with np.errstate(divide="ignore", invalid="ignore"):
-        ignored = ignored_px / pred_area > 0.5
-    fp = np.bincount(pcat[~pred_matched & ~ignored], minlength=n_categories)
-    return iou_sum, tp.astype(np.int64), fp.astype(np.int64), fn.astype(np.int64)
+        return ignored_px / pred_area > 0.5
 
 
 # --------------------------------------------------------------------------- results
@@ -570,29 +602,51 @@ class PanopticQuality:
     ``{"id", "category_id", "iscrowd"}`` dicts. GT areas are the pixel counts.
     """
 
-    def __init__(self, categories: Iterable[Category | Mapping] | Mapping[int, Category | Mapping]) -> None:
+    def __init__(self, categories: Iterable[Category | Mapping] | Mapping[int, Category | Mapping], *,
+                 metrics: str | Sequence[str] | None = None, dilation_ratio: float = 0.02,
+                 pc_normalize: bool = True) -> None:
         """
         Args:
             categories: :class:`~pss_bench.structures.Category` objects or raw COCO
                 category dicts (``{"id", "name", "isthing"}``, e.g. a GT JSON's
                 ``categories``), as a sequence or a mapping by id.
+            metrics: names of :data:`~pss_bench.metrics.variants.METRIC_NAMES`
+                or ``"all"``: the metrics besides PQ land in
+                ``compute().variants`` (PQ itself is always computed).
+            dilation_ratio: Boundary PQ's ratio of the image diagonal.
+            pc_normalize: Parsing Covering's ``normalize_by_image_size``.
 
         Raises:
             PssBenchError: a category dict without an integer ``id`` or with a
-                bad ``isthing``, or an id listed twice.
+                bad ``isthing``, an id listed twice, or an unknown metric.
         """
+        from pss_bench.metrics.variants import VariantSettings, parse_metrics  # (it imports this module)
+
+        settings = VariantSettings(parse_metrics(metrics), dilation_ratio, pc_normalize)
+        self.settings = settings if settings.any else None
         if isinstance(categories, Mapping):
             categories = categories.values()
         self.categories = tuple(_as_category(c, i) for i, c in enumerate(categories))
         self._cat_index = {c.id: i for i, c in enumerate(self.categories)}
         if len(self._cat_index) != len(self.categories):
             raise PssBenchError("categories: a category id is listed twice")
-        self._local = PQStats(self.categories)
-        self.stats = self._local
+        self.reset()
 
     def reset(self) -> None:
         self._local = PQStats(self.categories)
         self.stats = self._local
+        self._local_variants = None
+        if self.settings is not None:
+            from pss_bench.metrics.variants import VariantStats
+
+            self._local_variants = VariantStats.zeros(self.categories, self.settings)
+        self.variant_stats = self._local_variants
+
+    def _add(self, stats) -> None:
+        pq, extra = stats
+        self._local.add(*pq)
+        if extra is not None:
+            self._local_variants += extra
 
     def _category_index(self, segs: Segments, role: str, image_id) -> np.ndarray:
         out = np.empty(len(segs), dtype=np.int64)
@@ -630,7 +684,7 @@ class PanopticQuality:
                         f"image {image_id!r}: a single (H, W) id map takes one segment list, found a list of "
                         f"{len(segs)} {role} segment lists (pass (B, H, W) id maps for a batch)"
                     )
-            self._local.add(*self._image_stats(gt_map, gt_segments, pred_map, pred_segments, image_id))
+            self._add(self._image_stats(gt_map, gt_segments, pred_map, pred_segments, image_id))
         elif gt_map.ndim == 3:
             b = gt_map.shape[0]
             ids = list(image_id) if isinstance(image_id, (list, tuple)) else [None] * b
@@ -652,10 +706,11 @@ class PanopticQuality:
                 for i in range(b)
             ]
             for st in per_image:
-                self._local.add(*st)
+                self._add(st)
         else:
             raise PssBenchError(f"image {image_id!r}: id maps must be (H, W) or (B, H, W), found shape {gt_map.shape}")
         self.stats = self._local  # a later all_reduce() sums these again, once
+        self.variant_stats = self._local_variants
 
     def _image_stats(self, gt_map: np.ndarray, gt_segments, pred_map: np.ndarray, pred_segments, image_id):
         """``(iou, tp, fp, fn)`` of one image (arrays from :func:`match_image`)."""
@@ -677,11 +732,26 @@ class PanopticQuality:
         conf = confusion_matrix(dense[0], dense[1], len(gsegs), len(psegs))
         gt = ImageSegments(self._category_index(gsegs, "gt", image_id), gsegs.iscrowd.astype(bool))
         pred = ImageSegments(self._category_index(psegs, "prediction", image_id), np.zeros(len(psegs), bool))
-        return match_image(conf, gt, pred, len(self.categories))
+        pq = match_image(conf, gt, pred, len(self.categories))
+        if self.settings is None:
+            return pq, None
+        from pss_bench.metrics.boundary import dilation_pixels
+        from pss_bench.metrics.variants import boundary_confusion, image_variant_stats
+
+        bconf = None
+        if self.settings.wants("boundary-pq"):
+            d = dilation_pixels(gt_map.shape[0], gt_map.shape[1], self.settings.dilation_ratio)
+            bconf = boundary_confusion(dense[0], dense[1], len(gsegs), len(psegs), d)
+        return pq, image_variant_stats(self.settings, self.categories, conf, gt, pred, boundary_conf=bconf)
 
     def __iadd__(self, other: "PanopticQuality") -> "PanopticQuality":
+        if other.settings != self.settings:
+            raise PssBenchError("cannot add PanopticQuality metrics with different metrics or settings")
         self._local += other._local
         self.stats = self._local
+        if self._local_variants is not None:
+            self._local_variants += other._local_variants
+        self.variant_stats = self._local_variants
         return self
 
     def all_reduce(self, group=None) -> None:
@@ -702,11 +772,25 @@ class PanopticQuality:
                 "PanopticQuality.all_reduce(): torch.distributed is not initialised "
                 "(call torch.distributed.init_process_group first, or skip the reduce in a single process)"
             )
-        t = torch.from_numpy(self._local.to_array())
+        arr = self._local.to_array()
+        if self._local_variants is not None:
+            arr = np.concatenate([arr, self._local_variants.to_array()])
+        t = torch.from_numpy(arr)
         if dist.get_backend(group) == "nccl":
             t = t.cuda()
         dist.all_reduce(t, op=dist.ReduceOp.SUM, group=group)
-        self.stats = PQStats.from_array(self.categories, t.cpu().numpy())
+        total = t.cpu().numpy()
+        self.stats = PQStats.from_array(self.categories, total[:4])
+        if self._local_variants is not None:
+            from pss_bench.metrics.variants import VariantStats
+
+            self.variant_stats = VariantStats.from_array(self.categories, self.settings, total[4:])
 
     def compute(self) -> PQResult:
-        return self.stats.compute()
+        """PQ, and in ``variants`` the other metrics asked for."""
+        result = self.stats.compute()
+        if self.variant_stats is not None:
+            import dataclasses
+
+            result = dataclasses.replace(result, variants=self.variant_stats.compute())
+        return result

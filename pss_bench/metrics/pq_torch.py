@@ -142,6 +142,28 @@ def image_pq_stats_torch(
         ``(iou, tp, fp, fn)`` numpy arrays of length ``C``, as
         :func:`~pss_bench.metrics.pq.match_image`.
     """
+    conf_np, gt, pred, _, _ = image_segments_torch(gt_category, gt_instance, pred_category, pred_instance, is_thing,
+                                                   crowd_instance=crowd_instance)
+    return match_image(conf_np, gt, pred, int(is_thing.shape[0]))
+
+
+def image_segments_torch(
+    gt_category: torch.Tensor,
+    gt_instance: torch.Tensor,
+    pred_category: torch.Tensor,
+    pred_instance: torch.Tensor,
+    is_thing: np.ndarray,
+    *,
+    crowd_instance: int | None = None,
+) -> tuple[np.ndarray, ImageSegments, ImageSegments, torch.Tensor, torch.Tensor]:
+    """The confusion matrix and segments of one image, as :func:`image_pq_stats_torch` builds them.
+
+    Returns:
+        ``(conf, gt, pred, gt_index, pred_index)``: the host confusion matrix,
+        the segment attributes, and the ``(N,)`` dense index maps on the
+        tensors' device (0 = VOID), for metrics that need the pixels
+        (Boundary PQ).
+    """
     n_categories = int(is_thing.shape[0])
     gseg, gidx = dense_segments_from_pairs(gt_category, gt_instance, n_categories)
     pseg, pidx = dense_segments_from_pairs(pred_category, pred_instance, n_categories)
@@ -155,4 +177,4 @@ def image_pq_stats_torch(
         iscrowd = is_thing[gcat] & (ginst == crowd_instance)
     gt = ImageSegments(gcat, iscrowd)
     pred = ImageSegments(pcat, np.zeros(pcat.shape[0], dtype=bool))
-    return match_image(conf_np, gt, pred, n_categories)
+    return conf_np, gt, pred, gidx, pidx

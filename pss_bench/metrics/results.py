@@ -72,7 +72,10 @@ class PQResult:
     """The result of a PQ evaluation; a row is ``None`` when it has no class.
 
     ``images`` holds the per-image statistics when the evaluation kept them
-    (for the bootstrap); it is not part of :meth:`to_dict`.
+    (for the bootstrap); it is not part of :meth:`to_dict`. ``variants``
+    holds the metrics asked for besides PQ (Boundary PQ, PQ†, Parsing
+    Covering, PQ by size), ``variant_images`` their per-image
+    :class:`~pss_bench.metrics.variants.VariantStats`.
     """
 
     all: PQRow | None
@@ -81,6 +84,8 @@ class PQResult:
     per_class: Mapping[int, PQClassResult]
     categories: Mapping[int, Category]
     images: PQImageStats | None = field(default=None, compare=False, repr=False)
+    variants: VariantResult | None = None
+    variant_images: tuple | None = field(default=None, compare=False, repr=False)
 
     def row(self, name: str) -> PQRow | None:
         return {"All": self.all, "Things": self.things, "Stuff": self.stuff}[name]
@@ -92,6 +97,8 @@ class PQResult:
             row = self.row(name)
             out[name] = row.to_dict() if row is not None else None
         out["per_class"] = {str(cid): r.to_dict() for cid, r in self.per_class.items()}
+        if self.variants is not None:
+            out.update(self.variants.to_dict())
         return out
 
 
@@ -352,3 +359,114 @@ class CEBootstrap:
         return {"settings": self.settings.to_dict(), "all_classes": self.all_classes,
                 "models": [m.to_dict() for m in self.models],
                 "differences": [d.to_dict() if d is not None else None for d in self.differences]}
+
+
+# --------------------------------------------------------------------------- PQ variants and Parsing Covering
+
+
+@dataclass(frozen=True)
+class BoundaryPQResult:
+    """Boundary PQ: PQ with ``min(mask IoU, boundary IoU)`` in place of the mask IoU."""
+
+    pq: PQResult
+    dilation_ratio: float
+
+    def to_dict(self) -> dict:
+        return {**self.pq.to_dict(), "dilation_ratio": self.dilation_ratio}
+
+
+@dataclass(frozen=True)
+class PQDaggerRow:
+    """A PQ† row: the mean over its classes, and how many."""
+
+    pq: float
+    n: int
+
+    def to_dict(self) -> dict:
+        return {"pq": self.pq, "n": self.n}
+
+
+@dataclass(frozen=True)
+class PQDaggerResult:
+    """PQ† (Porzi et al.): PQ for things, the IoU-above-0 average for stuff.
+
+    ``per_class`` holds every category (0.0 for a class that is not counted);
+    ``counted`` the ids of the classes in the means.
+    """
+
+    all: PQDaggerRow | None
+    things: PQDaggerRow | None
+    stuff: PQDaggerRow | None
+    per_class: Mapping[int, float]
+    counted: frozenset = frozenset()
+
+    def row(self, name: str) -> PQDaggerRow | None:
+        return {"All": self.all, "Things": self.things, "Stuff": self.stuff}[name]
+
+    def to_dict(self) -> dict:
+        out: dict = {}
+        for name in ("All", "Things", "Stuff"):
+            r = self.row(name)
+            out[name] = r.to_dict() if r is not None else None
+        out["per_class"] = {str(cid): {"pq": v} for cid, v in self.per_class.items()}
+        return out
+
+
+@dataclass(frozen=True)
+class PCResult:
+    """Parsing Covering (DeeperLab): the mean over classes with GT area of each class's covering.
+
+    ``pc`` is ``None`` when no class has GT area; ``per_class`` holds every
+    category (0.0 without GT area, as tf-models' ``realdiv_maybe_zero``);
+    ``n`` is the number of classes in the mean, ``counted`` their ids.
+    """
+
+    pc: float | None
+    n: int
+    per_class: Mapping[int, float]
+    normalize_by_image_size: bool
+    counted: frozenset = frozenset()
+
+    def to_dict(self) -> dict:
+        return {
+            "All": {"pc": self.pc} if self.pc is not None else None,
+            "per_class": {str(cid): {"pc": v} for cid, v in self.per_class.items()},
+            "normalize_by_image_size": self.normalize_by_image_size,
+        }
+
+
+@dataclass(frozen=True)
+class PQAreaResult:
+    """PQ per COCO object size: one :class:`PQResult` per area range."""
+
+    small: PQResult
+    medium: PQResult
+    large: PQResult
+    ranges: tuple[tuple[int, int | None], ...]
+
+    def by_name(self) -> dict[str, PQResult]:
+        return {"small": self.small, "medium": self.medium, "large": self.large}
+
+    def to_dict(self) -> dict:
+        out: dict = {name: r.to_dict() for name, r in self.by_name().items()}
+        out["ranges"] = [list(r) for r in self.ranges]
+        return out
+
+
+@dataclass(frozen=True)
+class VariantResult:
+    """The metrics asked for beside PQ; ``None`` for those not asked."""
+
+    boundary_pq: BoundaryPQResult | None = None
+    pq_dagger: PQDaggerResult | None = None
+    pc: PCResult | None = None
+    pq_area: PQAreaResult | None = None
+
+    def to_dict(self) -> dict:
+        """Only the keys of the metrics asked for: ``boundary_pq``, ``pq_dagger``, ``pc``, ``pq_area``."""
+        out: dict = {}
+        for key in ("boundary_pq", "pq_dagger", "pc", "pq_area"):
+            r = getattr(self, key)
+            if r is not None:
+                out[key] = r.to_dict()
+        return out

@@ -504,3 +504,102 @@ def ce_table(result, title: str = "Context Error", bootstrap=None):
     if caption:
         table.caption = "; ".join(caption)
     return table
+
+
+# --------------------------------------------------------------------------- PQ variants
+
+
+def variant_tables(result: PQResult) -> list[Table]:
+    """One table per metric asked besides PQ (Boundary PQ, PQ†, Parsing Covering, PQ by size), in that order."""
+    v = result.variants
+    if v is None:
+        return []
+    out: list[Table] = []
+    cats = result.categories
+
+    def name(cid: int) -> str:
+        cat = cats[cid]
+        return f"{markup_escape(cat.name)} ({cid}){' *' if cat.isthing else ''}"
+
+    if v.boundary_pq is not None:
+        t = pq_table(v.boundary_pq.pq, title=f"Boundary PQ (dilation ratio {v.boundary_pq.dilation_ratio:g})")
+        t.caption += "; IoU = min(mask IoU, boundary IoU)"
+        out.append(t)
+    if v.pq_dagger is not None:
+        t = Table(title="PQ† (Porzi et al.)")
+        for col, just in (("Category", "left"), ("PQ†", "right"), ("n", "right")):
+            t.add_column(col, justify=just)
+        for cid, pq in v.pq_dagger.per_class.items():
+            counted = cid in v.pq_dagger.counted
+            t.add_row(name(cid), _pct(pq) if counted else DASH, "", style=None if counted else "dim")
+        t.add_section()
+        for row_name in ("All", "Things", "Stuff"):
+            row = v.pq_dagger.row(row_name)
+            t.add_row(row_name, _pct(row.pq) if row else DASH, str(row.n) if row else "0", style="bold")
+        t.caption = ("PQ† in %: things as PQ, stuff = mean IoU (> 0) of each GT segment with the class's "
+                     "prediction; — = not counted")
+        out.append(t)
+    if v.pc is not None:
+        t = Table(title="Parsing Covering (DeeperLab)")
+        for col, just in (("Category", "left"), ("PC", "right")):
+            t.add_column(col, justify=just)
+        for cid, pc in v.pc.per_class.items():
+            counted = cid in v.pc.counted
+            t.add_row(name(cid), _pct(pc) if counted else DASH, style=None if counted else "dim")
+        t.add_section()
+        t.add_row("All", _pct(v.pc.pc) if v.pc.pc is not None else DASH, style="bold")
+        t.caption = (f"PC in %, mean over the {v.pc.n} classes with GT area (— = none); areas "
+                     f"{'normalised by image size' if v.pc.normalize_by_image_size else 'in pixels'}")
+        out.append(t)
+    if v.pq_area is not None:
+        t = Table(title="PQ by object size (COCO ranges)")
+        for col in ("Range", "area (px)", "PQ", "SQ", "RQ", "n", "PQ Th", "PQ St"):
+            t.add_column(col, justify="left" if col in ("Range", "area (px)") else "right")
+        for (rname, r), (lo, hi) in zip(v.pq_area.by_name().items(), v.pq_area.ranges):
+            a, th, st = r.all, r.things, r.stuff
+            t.add_row(rname, f"[{lo}, {hi if hi is not None else '∞'})",
+                      _pct(a.pq) if a else DASH, _pct(a.sq) if a else DASH, _pct(a.rq) if a else DASH,
+                      str(a.n) if a else "0", _pct(th.pq) if th else DASH, _pct(st.pq) if st else DASH)
+        t.caption = ("PQ in %; matches and missed GT segments count in the GT segment's range, "
+                     "unmatched predictions in their own")
+        out.append(t)
+    return out
+
+
+_VARIANT_LABELS = {"boundary_pq": "Boundary PQ", "pq_dagger": "PQ†", "pc": "Parsing Covering",
+                   "pq_area/small": "PQ small", "pq_area/medium": "PQ medium", "pq_area/large": "PQ large"}
+
+
+def variant_interval_table(result: CompareResult) -> Table | None:
+    """``compare``'s further metrics (``--metrics``): each model's value with its interval, Δ to the first, p.
+
+    ``None`` without a bootstrap of them.
+    """
+    boot = result.bootstrap
+    variants = getattr(boot, "variants", None) if boot is not None else None
+    if not variants:
+        return None
+    level = 100 * boot.settings.level
+    t = Table(title="further metrics (All row)")
+    for col, just in (("Metric", "left"), ("Model", "left"), ("value", "right"), (f"{level:g}% CI", "right"),
+                      ("Δ vs first", "right"), (f"Δ {level:g}% CI", "right"), ("p", "right")):
+        t.add_column(col, justify=just)
+    names = [result.models[i].name for i in boot.pq_models]
+    for key, b in variants.items():
+        for m, (name, model) in enumerate(zip(names, b.models)):
+            iv = model.rows["All"]["pq"]
+            cells = [_VARIANT_LABELS.get(key, key) if m == 0 else "", markup_escape(name),
+                     _pct(iv.estimate), _pct_interval(iv)]
+            diff = b.differences[m]
+            if diff is None:
+                cells += ["", "", ""]
+            else:
+                d = diff.rows["All"]["pq"]
+                cells += [DASH if d.estimate is None else f"{100 * d.estimate:+.1f}",
+                          DASH if d.low is None else f"[{100 * d.low:+.1f}, {100 * d.high:+.1f}]", _p(d)]
+            t.add_row(*cells)
+        t.add_section()
+    s = boot.settings
+    t.caption = (f"in %; percentile intervals of {s.resamples} bootstrap resamples of the images (seed {s.seed}), "
+                 "the same images for every model; p: paired bootstrap, two-sided")
+    return t

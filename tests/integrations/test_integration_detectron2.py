@@ -330,3 +330,27 @@ def test_torch_distributed_sum_and_gather_without_detectron2(tmp_path):
     for rank in (0, 1):
         assert np.load(tmp_path / f"{rank}.npy").tolist() == [11.0, 22.0, 33.5]
         assert json.loads((tmp_path / f"{rank}.json").read_text()) == ["rank0", "rank1"]
+
+
+def test_further_metrics_equal_the_cli_engine(coco_case):
+    """metrics="all": the evaluator's Boundary PQ, PQ†, PC and PQ by size equal ``evaluate_pq``'s on the same files."""
+    gt_json, gt_dir, pred_json, pred_dir, categories = coco_case
+    meta = _separated_meta(categories, gt_json, gt_dir)
+    evaluator = d2mod.PanopticEvaluator(metadata=meta, metrics="all")
+    res = _run(evaluator, _inputs(gt_json), _fpn_outputs(pred_json, pred_dir, categories, meta))
+    want = evaluate_pq(pred_json, gt_json, gt_dir=gt_dir, pred_dir=pred_dir, use_cache=False, workers=1,
+                       metrics="all")
+    _assert_equal_pq(res, want)
+    got, exp = evaluator.result.to_dict(), want.to_dict()
+    assert set(got) == set(exp)
+    for key in ("boundary_pq", "pq_dagger", "pc", "pq_area"):
+        assert json.dumps(got[key], sort_keys=True) == json.dumps(exp[key], sort_keys=True), key
+    ps = res["panoptic_seg"]
+    assert ps["BPQ"] == pytest.approx(100 * exp["boundary_pq"]["All"]["pq"], abs=1e-9)
+    assert ps["PQdag_st"] == pytest.approx(100 * exp["pq_dagger"]["Stuff"]["pq"], abs=1e-9)
+    assert ps["PC"] == pytest.approx(100 * exp["pc"]["All"]["pc"], abs=1e-9)
+    assert set(ps) >= {"PQ_small", "PQ_medium", "PQ_large", "BPQ_th", "BPQ_st", "PQdag", "PQdag_th"}
+    from pss_bench.errors import PssBenchError
+
+    with pytest.raises(PssBenchError, match="unknown metric"):
+        d2mod.PanopticEvaluator(metadata=meta, metrics="bpq")
