@@ -19,10 +19,19 @@ _FORMATS = ("2ch", "3ch", "npy", "label")
 def _optional_int(ctx, param, value):
     if value is None or str(value).lower() == "none":
         return None
+    if param.name == "void_label" and str(value).lower() == "auto":
+        return "auto"
     try:
         return int(value)
     except ValueError:
         raise click.BadParameter(f"expected an integer or 'none', found {value!r}") from None
+
+
+def _void_out(ctx, param, value):
+    value = _optional_int(ctx, param, value)
+    if value is None:
+        raise click.BadParameter("expected an integer or 'auto' (every pixel needs a semantic label)")
+    return value
 
 
 def _overwrite_option(f):
@@ -44,8 +53,9 @@ def command() -> None:
                    "label: 16-bit PNG of semantic*divisor+instance.")
 @click.option("--label-divisor", type=click.IntRange(min=1), default=1000, show_default=True,
               help="label = semantic * divisor + instance (npy label maps and 'label' PNGs).")
-@click.option("--void-label", default="255", show_default=True, callback=_optional_int,
-              help="Semantic label of VOID pixels, or 'none'.")
+@click.option("--void-label", default="auto", show_default=True, callback=_optional_int,
+              help="Semantic label of VOID pixels, or 'none'; auto: 255, and for --format label the smallest "
+                   "label no category uses (0 for Cityscapes label ids), as to-deeplab2 writes.")
 @click.option("--crowd-instance", default="0", show_default=True, callback=_optional_int,
               help="Thing pixels with this instance id are the crowd region of their class (iscrowd=1), or 'none'.")
 @click.option("--label-map", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
@@ -81,7 +91,9 @@ def from_deeplab2(src_dir, out_json, categories_json, fmt, label_divisor, void_l
               help="Output layout (see from-deeplab2).")
 @click.option("--label-divisor", type=click.IntRange(min=1), default=1000, show_default=True,
               help="label = semantic * divisor + instance ('label' PNGs).")
-@click.option("--void-label", type=int, default=255, show_default=True, help="Semantic label written for VOID pixels.")
+@click.option("--void-label", default="auto", show_default=True, callback=_void_out,
+              help="Semantic label written for VOID pixels; auto: 255, and for --format label the smallest label "
+                   "no category uses (0 for Cityscapes label ids), so that VOID fits 16 bits.")
 @click.option("--crowd-as-void", is_flag=True,
               help="Crowd pixels become VOID (deeplab2's treat_crowd_as_ignore) instead of instance 0.")
 @click.option("--label-map", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
