@@ -87,6 +87,32 @@ def gt_options(f):
                         help="Ground-truth COCO panoptic JSON (default: 'gt_json' in PRED/manifest.json).")(f)
 
 
+def _categories(ctx: click.Context, param: click.Parameter, value: str | None):
+    if value is None:
+        return None
+    if value == "cityscapes":
+        from pss_bench.data.cityscapes import cityscapes_categories
+
+        return cityscapes_categories()
+    if value == "coco":
+        from pss_bench.data.coco import coco_panoptic_categories
+
+        return coco_panoptic_categories()
+    if not Path(value).is_file():
+        raise click.BadParameter(f"{printable(value)}: expected a JSON file, 'cityscapes' or 'coco'")
+    from pss_bench.io.panoptic import read_categories_json
+
+    return read_categories_json(value)
+
+
+def categories_option(f):
+    """``--categories FILE|cityscapes|coco``: the GT's categories, for a GT JSON without them."""
+    return click.option(
+        "--categories", "categories", default=None, callback=_categories, metavar="FILE|cityscapes|coco",
+        help="The GT's categories when its JSON has none (or to replace them): a JSON list or a JSON with "
+             "'categories', or the built-in Cityscapes (label ids) or COCO panoptic (133) list.")(f)
+
+
 def cache_options(f):
     """``--cache-dir`` / ``--no-cache`` (mutually exclusive) for the commands that decode GT."""
 

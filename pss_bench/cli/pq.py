@@ -9,6 +9,7 @@ import click
 from pss_bench.cli.options import (
     bootstrap_options,
     cache_options,
+    categories_option,
     console_out,
     debug_option,
     emit_json,
@@ -23,6 +24,7 @@ from pss_bench.cli.progress import progress_bar
 @click.command("pq")
 @click.argument("pred", type=click.Path(exists=True, path_type=Path))
 @gt_options
+@categories_option
 @click.option("--pred-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Prediction PNG folder (default: PRED without .json, or PRED/panoptic).")
 @workers_option
@@ -32,7 +34,7 @@ from pss_bench.cli.progress import progress_bar
               help="Use the GT JSON's 'area' in IoUs as panopticapi does, instead of refusing areas that differ from the PNG.")
 @bootstrap_options(0, all_classes=False)
 @debug_option
-def command(pred, gt_json, pred_dir, gt_dir, workers, json_out, cache_dir, no_cache, trust_gt_area, bootstrap):
+def command(pred, gt_json, categories, pred_dir, gt_dir, workers, json_out, cache_dir, no_cache, trust_gt_area, bootstrap):
     """Panoptic quality (PQ, SQ, RQ) of PRED against the ground truth.
 
     PRED is a COCO panoptic prediction JSON (PNGs in --pred-dir, default the
@@ -49,7 +51,7 @@ def command(pred, gt_json, pred_dir, gt_dir, workers, json_out, cache_dir, no_ca
         result = evaluate_pq(
             pred, gt_json, pred_dir=pred_dir, gt_dir=gt_dir, workers=workers,
             cache_dir=cache_dir, use_cache=not no_cache, trust_gt_area=trust_gt_area, progress=progress,
-            processes=True,
+            processes=True, categories=categories,
         )
     boot = None
     if bootstrap is not None:

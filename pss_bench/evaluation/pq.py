@@ -54,6 +54,7 @@ from pss_bench.metrics.pq import (
     match_image,
 )
 from pss_bench.threads import WorkerDied, default_workers, fork_available, map_forked, map_ordered
+from pss_bench.structures import Category
 
 log = logging.getLogger(__name__)
 
@@ -186,9 +187,14 @@ def load_pair(
     gt_json: str | os.PathLike,
     pred_dir: str | os.PathLike | None = None,
     gt_dir: str | os.PathLike | None = None,
+    categories: dict[int, Category] | None = None,
 ) -> tuple[PanopticJson, PanopticJson]:
-    """Loads and cross-checks a GT and a prediction JSON (no PNG decoded); a parsed GT is used as it is."""
-    gt = gt_json if isinstance(gt_json, PanopticJson) else load_panoptic_json(gt_json, gt_dir, role="gt")
+    """Loads and cross-checks a GT and a prediction JSON (no PNG decoded); a parsed GT is used as it is.
+
+    ``categories`` replace the GT JSON's own (for a GT without ``categories``).
+    """
+    gt = gt_json if isinstance(gt_json, PanopticJson) else load_panoptic_json(gt_json, gt_dir, role="gt",
+                                                                              categories=categories)
     check_png_folder(gt, GroundTruthFormatError)
     pred_json_path, pred_png_dir = resolve_panoptic_input(pred_json, pred_dir)
     pred = load_panoptic_json(pred_json_path, pred_png_dir, role="prediction", categories=gt.categories)
@@ -223,6 +229,7 @@ def evaluate_pq(
     trust_gt_area: bool = False,
     progress: Callable[[int, int], None] | None = None,
     processes: bool = False,
+    categories: dict[int, Category] | None = None,
 ) -> PQResult:
     """Panoptic quality of a COCO panoptic prediction against the ground truth.
 
@@ -243,6 +250,8 @@ def evaluate_pq(
             parallel. Used on Linux when no other thread is running (as in
             ``pss-bench pq``), threads otherwise; the result is the same
             either way.
+        categories: the GT's categories instead of its JSON's own (for a
+            GT JSON without ``categories``).
 
     Returns:
         The :class:`~pss_bench.metrics.pq.PQResult`.
@@ -250,7 +259,7 @@ def evaluate_pq(
     Raises:
         GroundTruthFormatError | PredictionFormatError: the first bad input.
     """
-    gt, pr = load_pair(pred, gt_json, pred_dir, gt_dir)
+    gt, pr = load_pair(pred, gt_json, pred_dir, gt_dir, categories)
     pairs = match_annotations(gt, pr)
     cache = None
     if use_cache:

@@ -412,7 +412,7 @@ def _parse_categories(obj, path: Path, log: ProblemLog) -> dict[int, Category]:
         found = "missing" if "categories" not in obj else f"found {short_repr(raw)}"
         raise log.error_cls(
             f"{path}: 'categories' must be a non-empty list of {{id, name, isthing}} ({found}); "
-            f"segments cannot be checked without it"
+            f"segments cannot be checked without it (give them with --categories FILE|cityscapes|coco)"
         )
     problems: list[str] = []
     for i, c in enumerate(raw):
@@ -440,6 +440,23 @@ def _parse_categories(obj, path: Path, log: ProblemLog) -> dict[int, Category]:
     for p in problems:
         log.add(p)
     return cats
+
+
+def read_categories_json(path: str | os.PathLike, error_cls: type[FormatError] = GroundTruthFormatError
+                         ) -> dict[int, Category]:
+    """Categories from a JSON file: a list of ``{id, name, isthing}`` or an object with ``categories``.
+
+    Raises:
+        error_cls: unreadable file, or no usable category (every problem of
+            the list is checked as for a GT's own ``categories``).
+    """
+    path = Path(path)
+    obj = read_json_file(path, error_cls)
+    if isinstance(obj, list):
+        obj = {"categories": obj}
+    if not isinstance(obj, dict):
+        raise error_cls(f"{path}: expected a list of categories or an object with 'categories'")
+    return _parse_categories(obj, path, ProblemLog(error_cls))
 
 
 def _parse_segments(
@@ -523,7 +540,8 @@ def load_panoptic_json(
         role: ``"gt"`` (categories and areas required) or ``"prediction"``
             (categories taken from ``categories``, areas ignored).
         categories: for predictions, the ground truth's categories, to check
-            each segment's ``category_id``.
+            each segment's ``category_id``; for a GT, its categories instead
+            of the JSON's own (for a GT JSON without ``categories``).
         log: where problems go; by default the first one is raised.
 
     Raises:
@@ -537,7 +555,7 @@ def load_panoptic_json(
     obj = read_json_file(path, error_cls)
     if not isinstance(obj, dict):
         raise error_cls(f"{path}: expected a JSON object with 'annotations', found {type(obj).__name__}")
-    if is_gt:
+    if is_gt and categories is None:
         categories = _parse_categories(obj, path, log)
     raw_anns = obj.get("annotations")
     if not isinstance(raw_anns, list):

@@ -55,8 +55,12 @@ def validate_panoptic(
     workers: int | None = None,
     check_area: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    categories: dict | None = None,
 ) -> ValidationReport:
     """Checks a ground-truth COCO panoptic JSON and all its PNGs.
+
+    ``categories`` (id -> :class:`~pss_bench.structures.Category`) replace
+    the JSON's own, for a GT without ``categories``.
 
     Returns:
         A report listing every problem, in file order.
@@ -65,7 +69,7 @@ def validate_panoptic(
 
     log = ProblemLog(GroundTruthFormatError, collect=True)
     try:
-        pj = load_panoptic_json(json_path, png_dir, role="gt", log=log)
+        pj = load_panoptic_json(json_path, png_dir, role="gt", log=log, categories=categories)
     except FormatError as exc:  # unreadable JSON: nothing more to check
         return ValidationReport(problems=[str(exc)])
     report = ValidationReport(images=len(pj.annotations), segments=sum(len(a.segments) for a in pj.annotations))
