@@ -305,6 +305,10 @@ class PanopticAnnotation:
     image_id: ImageId
     file_name: str
     segments: Segments
+    #: ids of ``segments_info`` entries refused for another problem (a missing
+    #: ``area``, an unknown category, ...): listed in the JSON, so their pixels
+    #: in the PNG are not a second problem.
+    refused_ids: frozenset = frozenset()
 
 
 @dataclass
@@ -465,8 +469,10 @@ def _parse_segments(
     log: ProblemLog,
     categories: dict[int, Category] | None,
     need_area: bool,
-) -> Segments:
+) -> tuple[Segments, frozenset]:
+    """The usable segments, and the ids of the entries refused after their id was read."""
     ids: list[int] = []
+    refused: set[int] = set()
     cats: list[int] = []
     crowd: list[bool] = []
     areas: list[int] = []
@@ -492,6 +498,8 @@ def _parse_segments(
         if sid in seen:
             log.add(f"{here}: segment id listed twice")
             continue
+        seen.add(sid)
+        refused.add(sid)  # until every field below passed
         cid = s.get("category_id")
         if not _is_int(cid):
             log.add(f"{here}: no integer 'category_id' (found {short_repr(cid)})")
@@ -512,7 +520,7 @@ def _parse_segments(
                 log.add(f"{here}: 'area' must be a pixel count in [1, {MAX_AREA}], found {area!r}")
                 continue
             areas.append(int(area))
-        seen.add(sid)
+        refused.discard(sid)
         ids.append(sid)
         cats.append(cid)
         crowd.append(bool(isc))
@@ -521,7 +529,7 @@ def _parse_segments(
         category_ids=np.array(cats, dtype=np.int64),
         iscrowd=np.array(crowd, dtype=bool),
         areas=np.array(areas, dtype=np.int64) if need_area else None,
-    )
+    ), frozenset(refused)
 
 
 def load_panoptic_json(
@@ -600,8 +608,9 @@ def load_panoptic_json(
             log.add(f"{where}: file_name {short_repr(file_name)} is also the PNG of image {other!r} "
                     f"(each image needs its own PNG)")
             continue
-        segs = _parse_segments(a.get("segments_info"), where, log, categories, need_area=is_gt)
-        annotations.append(PanopticAnnotation(image_id=image_id, file_name=file_name, segments=segs))
+        segs, refused = _parse_segments(a.get("segments_info"), where, log, categories, need_area=is_gt)
+        annotations.append(PanopticAnnotation(image_id=image_id, file_name=file_name, segments=segs,
+                                              refused_ids=refused))
     return PanopticJson(
         path=path,
         png_dir=png_dir,
@@ -628,6 +637,7 @@ def segment_problems_against_png(
     segments: Segments,
     where: str,
     check_area: bool,
+    refused_ids: frozenset = frozenset(),
 ) -> list[str]:
     """Compares a decoded PNG's ids and pixel counts with ``segments_info``.
 
@@ -637,12 +647,14 @@ def segment_problems_against_png(
         segments: the JSON's segments.
         where: ``"<png path>: image '<id>'"`` for the messages.
         check_area: compare declared ``area`` with the pixel count.
+        refused_ids: ids of entries the JSON lists but that were refused for
+            another, already reported problem: not "in the PNG but not in the JSON".
     """
     problems: list[str] = []
     declared = {int(s): i for i, s in enumerate(segments.ids)}
     present = {int(s): int(c) for s, c in zip(ids_in_png, counts) if c > 0}
     for sid in present:
-        if sid != VOID and sid not in declared:
+        if sid != VOID and sid not in declared and sid not in refused_ids:
             problems.append(f"{where}, segment {sid}: in the PNG but not in the JSON")
     for sid, i in declared.items():
         if sid not in present:

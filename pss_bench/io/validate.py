@@ -44,7 +44,7 @@ def _image_problems(pj: PanopticJson, ann: PanopticAnnotation, check_area: bool)
     if size is not None and tuple(size) != ids.shape:
         problems.append(f"{where}: PNG is {ids.shape[1]}x{ids.shape[0]} but 'images' says {size[1]}x{size[0]} (WxH)")
     uniq, counts = np.unique(ids, return_counts=True)
-    problems += segment_problems_against_png(uniq, counts, ann.segments, where, check_area)
+    problems += segment_problems_against_png(uniq, counts, ann.segments, where, check_area, ann.refused_ids)
     return problems
 
 

@@ -380,3 +380,20 @@ def test_gt_segment_id_zero_is_refused_where_official_code_exceeds_100(tmp_path)
     assert oracle["All"]["pq"] > 1.0
     with pytest.raises(GroundTruthFormatError, match="segment 0"):
         evaluate_pq(pred_json, gt_json, use_cache=False)
+
+
+def test_validate_refused_segment_is_not_also_missing_from_the_json(ds, capsys):
+    """Issue 23 item 6: a segment without 'area' is one problem, not also 'in the PNG but not in the JSON'."""
+    tmp, gt_json, gt_dir, pred_json, pred_dir = ds
+    _edit_json(gt_json, lambda o: o["annotations"][0]["segments_info"][2].pop("area"))
+    assert main(["validate", str(gt_json)]) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == [f"{gt_json}: image 'img_a', segment 1001: no integer 'area' (found None)"]
+
+
+def test_validate_prediction_without_areas_lists_each_segment_once(ds, capsys):
+    tmp, gt_json, gt_dir, pred_json, pred_dir = ds
+    _edit_json(pred_json, lambda o: o.update(categories=CATS))
+    assert main(["validate", str(pred_json)]) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 6 and all("no integer 'area'" in line for line in out)  # 4 + 2 segments
