@@ -20,13 +20,17 @@ from pss_bench.cli.progress import progress_bar
               callback=writable_folder, help="Prediction directory to write (manifest.json, embeddings/).")
 @click.option("--model", default=None, help="Model name for the manifest (default: features:<FEATURES_DIR name>).")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it is an earlier prediction directory (or empty).")
+@click.option("--layout", type=click.Choice(["auto", "dhw", "hwd"]), default="auto", show_default=True,
+              help="Axis order of the maps: dhw (D x h x w), hwd (channels last), or auto: told from the shape, "
+                   "ambiguous ones refused.")
 @workers_option
 @debug_option
-def command(features_dir, gt_json, gt_dir, out_dir, model, overwrite, workers):
+def command(features_dir, gt_json, gt_dir, out_dir, model, overwrite, layout, workers):
     """Pool dense feature maps over the GT segments into a prediction directory.
 
     FEATURES_DIR holds <image_id>.npy, a D x h x w float array per GT image at
-    any stride. Each is resized bilinearly to the GT size (as
+    any stride, or at a model's fixed input size (a ViT's 37 x 37); --layout
+    hwd reads channels-last maps. Each is resized bilinearly to the GT size (as
     torch.nn.functional.interpolate with align_corners=False) and averaged over
     every GT segment, giving embeddings/<image_id>.npz for `pss-bench
     context-error`.
@@ -40,5 +44,5 @@ def command(features_dir, gt_json, gt_dir, out_dir, model, overwrite, workers):
     check_replaceable(out_dir)  # --overwrite replaces only an earlier prediction directory
     with progress_bar("embed") as progress:
         out = embed_features(features_dir, gt_json, out_dir, gt_dir=gt_dir, model=model, overwrite=overwrite,
-                             workers=workers, progress=progress)
+                             workers=workers, progress=progress, layout=layout)
     info(f"wrote {out}")
