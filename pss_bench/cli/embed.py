@@ -6,16 +6,17 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import debug_option, info, workers_option, writable_folder
+from pss_bench.cli.options import debug_option, info, resolve_gt, workers_option, writable_folder
 from pss_bench.cli.progress import progress_bar
 
 
 @click.command("embed")
 @click.argument("features_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--gt", "gt_json", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
-              help="Ground-truth COCO panoptic JSON whose segments are pooled.")
+@click.option("--gt", "gt_json", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Ground-truth COCO panoptic JSON whose segments are pooled (default: 'gt_json' in "
+                   "FEATURES_DIR/manifest.json).")
 @click.option("--gt-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Ground-truth PNG folder (default: the GT JSON path without .json).")
+              help="Ground-truth PNG folder (default: the GT JSON path without .json, or the manifest's gt_dir).")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               callback=writable_folder, help="Prediction directory to write (manifest.json, embeddings/).")
 @click.option("--model", default=None, help="Model name for the manifest (default: features:<FEATURES_DIR name>).")
@@ -39,6 +40,7 @@ def command(features_dir, gt_json, gt_dir, out_dir, model, overwrite, layout, wo
 
     from pss_bench.io.prediction import check_replaceable
 
+    gt_json, gt_dir = resolve_gt(features_dir, gt_json, gt_dir)
     if out_dir.exists() and not overwrite:
         raise click.UsageError(f"{out_dir} already exists (pass --overwrite to replace it)")
     check_replaceable(out_dir)  # --overwrite replaces only an earlier prediction directory

@@ -223,3 +223,15 @@ def test_embed_refuses_ambiguous_maps_unless_layout_is_given(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "not clearly the closest" in err and "--layout dhw|hwd" in err
     assert main(["embed", str(feats), "--gt", str(gt_json), "--out", str(tmp_path / "p"), "--layout", "dhw"]) == 0
+
+
+def test_embed_takes_gt_from_the_features_manifest(tmp_path, capsys):
+    """Issue 23 item 8: like pq and context-error, --gt defaults to 'gt_json' in FEATURES_DIR/manifest.json."""
+    gt_json, feats = _two_image_gt(tmp_path)
+    for image_id in ("a", "b"):
+        np.save(feats / f"{image_id}.npy", np.ones((5, 4, 8), np.float32))
+    assert main(["embed", str(feats), "--out", str(tmp_path / "p")]) == 2
+    assert "missing --gt GT_JSON" in capsys.readouterr().err
+    (feats / "manifest.json").write_text(json.dumps({"gt_json": str(gt_json)}))
+    assert main(["embed", str(feats), "--out", str(tmp_path / "p")]) == 0
+    assert read_manifest(tmp_path / "p")["gt_json"] == str(gt_json.resolve())
