@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import cache_options, debug_option, info, writable_file, gt_options, resolve_gt, workers_option
+from pss_bench.cli.options import cache_options, debug_option, info, writable_figure, gt_options, resolve_gt, workers_option
 
 
 @click.command("context-map")
@@ -14,7 +14,7 @@ from pss_bench.cli.options import cache_options, debug_option, info, writable_fi
 @gt_options
 @click.option("--category", required=True, help="Thing category, by name (person) or id.")
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              callback=writable_file, help="Figure to write (.png, .pdf or .svg).")
+              callback=writable_figure, help="Figure to write: .png, .pdf or .svg (the suffix picks the format).")
 @click.option("--max-thumbnails", type=click.IntRange(min=0), default=150, show_default=True,
               help="Context masks drawn on the map (a random sample of the instances).")
 @click.option("--perplexity", type=click.FloatRange(min=1.0), default=30.0, show_default=True,

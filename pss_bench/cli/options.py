@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
@@ -151,7 +152,8 @@ def check_writable_target(path: str | os.PathLike, *, folder: bool = False) -> N
     The nearest existing folder on the way must be a folder we can create
     files in: probed with a real temporary file, so ``/proc``, read-only
     mounts and missing permissions are caught before any work, not after it.
-    Missing folders in between are fine (the writers create them).
+    A file's folder must exist (a typo must not create folders anywhere); a
+    folder's missing parents are fine (the writers create them).
 
     Args:
         path: the file (or, with ``folder``, the folder) to be written.
@@ -165,6 +167,9 @@ def check_writable_target(path: str | os.PathLike, *, folder: bool = False) -> N
             kind = "a folder" if p.is_dir() else "not a regular file"
             raise ValueError(f"{printable(p)} exists and is {kind}")
     parent = p.parent
+    if not folder and not parent.is_dir():
+        what = "is not a folder" if parent.exists() else "does not exist"
+        raise ValueError(f"cannot create {printable(p)}: the folder {printable(parent)} {what}")
     while not parent.exists():
         if parent.is_symlink() or parent == parent.parent:
             raise ValueError(f"cannot create {printable(p)}: {printable(parent)} is a broken link")
@@ -176,7 +181,9 @@ def check_writable_target(path: str | os.PathLike, *, folder: bool = False) -> N
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     except OSError as exc:
-        raise ValueError(f"cannot write {printable(p)}: {printable(parent)}: {exc.strerror or exc}") from None
+        # /proc answers ENOENT for a new file: the folder is there, it just takes no files
+        why = "it accepts no new files" if exc.errno == errno.ENOENT else (exc.strerror or str(exc))
+        raise ValueError(f"cannot write {printable(p)}: cannot create a file in {printable(parent)} ({why})") from None
     os.close(fd)
     os.unlink(probe)
 
@@ -190,6 +197,17 @@ def writable_file(ctx: click.Context, param: click.Parameter, value):
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     return value
+
+
+#: Figure formats of ``--out`` (show-retrievals, context-map): what the report's figures are tested in.
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
+
+
+def writable_figure(ctx: click.Context, param: click.Parameter, value):
+    """``callback=`` of a figure ``--out``: one of :data:`FIGURE_SUFFIXES`, writable (exit 2 otherwise)."""
+    if value is not None and Path(value).suffix.lower() not in FIGURE_SUFFIXES:
+        raise click.BadParameter(f"{printable(value)}: expected a {', '.join(FIGURE_SUFFIXES)} file name")
+    return writable_file(ctx, param, value)
 
 
 def writable_folder(ctx: click.Context, param: click.Parameter, value):
