@@ -25,6 +25,7 @@ from pss_bench.io.panoptic import (
 )
 from pss_bench.metrics.context_error import pool_features, segment_index_map
 from pss_bench.structures import ImageId
+from pss_bench.text import near_image_id
 from pss_bench.threads import map_ordered
 
 
@@ -85,6 +86,12 @@ def embed_features(
     def one(ann: PanopticAnnotation):
         with blamed_on(PredictionFormatError, (UnsafePathError,)):  # an image id that escapes the folder
             fpath = safe_join(features_dir, f"{ann.image_id}.npy", where=f"{features_dir}: image {ann.image_id!r}")
+        if not os.path.lexists(fpath):
+            near = near_image_id(ann.image_id, (f.name[:-4] for f in features_dir.glob("*.npy")))
+            if near is not None:
+                raise PredictionFormatError(
+                    f"{fpath}: image {ann.image_id!r}: feature map not found, but {near}.npy is there "
+                    f"(files are named <image_id>.npy with the GT's image ids)")
         dim, seg_ids, means = pool_gt_segments(fpath, ann.image_id, gt, ann, layout)
         return ann.image_id, fpath, dim, seg_ids, means
 

@@ -55,6 +55,7 @@ from pss_bench.metrics.pq import (
 )
 from pss_bench.threads import WorkerDied, default_workers, fork_available, map_forked, map_ordered
 from pss_bench.structures import Category
+from pss_bench.text import near_image_id
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +210,9 @@ def match_annotations(gt: PanopticJson, pred: PanopticJson) -> list[_Pair]:
     for g in gt.annotations:
         p = by_id.pop(g.image_id, None)
         if p is None:
-            raise PredictionFormatError(f"{pred.path}: no prediction for GT image {g.image_id!r} of {gt.path}")
+            near = near_image_id(g.image_id, by_id)
+            hint = f" (the prediction has image {near!r}: image ids must equal the GT's)" if near is not None else ""
+            raise PredictionFormatError(f"{pred.path}: no prediction for GT image {g.image_id!r} of {gt.path}{hint}")
         pairs.append(_Pair(g, p))
     if by_id:
         extra = list(by_id)[:5]

@@ -235,3 +235,13 @@ def test_embed_takes_gt_from_the_features_manifest(tmp_path, capsys):
     (feats / "manifest.json").write_text(json.dumps({"gt_json": str(gt_json)}))
     assert main(["embed", str(feats), "--out", str(tmp_path / "p")]) == 0
     assert read_manifest(tmp_path / "p")["gt_json"] == str(gt_json.resolve())
+
+
+def test_embed_feature_maps_named_by_file_stem_get_a_hint(tmp_path, capsys):
+    """Issue 23 item 10: a.npy expected, a_leftImg8bit.npy found: the message names it."""
+    gt_json, feats = _two_image_gt(tmp_path)
+    for image_id in ("a", "b"):
+        np.save(feats / f"{image_id}_leftImg8bit.npy", np.ones((5, 4, 8), np.float32))
+    assert main(["embed", str(feats), "--gt", str(gt_json), "--out", str(tmp_path / "p")]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "feature map not found, but a_leftImg8bit.npy is there" in err
