@@ -33,8 +33,11 @@ from pss_bench.cli.progress import progress_bar
 @click.option("--trust-gt-area", is_flag=True,
               help="Use the GT JSON's 'area' in IoUs as panopticapi does, instead of refusing areas that differ from the PNG.")
 @bootstrap_options(0, all_classes=False)
+@click.option("--all-classes", is_flag=True,
+              help="Print a row for every category, also those with no GT or predicted segment (the JSON has them all).")
 @debug_option
-def command(pred, gt_json, categories, pred_dir, gt_dir, workers, json_out, cache_dir, no_cache, trust_gt_area, bootstrap):
+def command(pred, gt_json, categories, pred_dir, gt_dir, workers, json_out, cache_dir, no_cache, trust_gt_area, bootstrap,
+            all_classes):
     """Panoptic quality (PQ, SQ, RQ) of PRED against the ground truth.
 
     PRED is a COCO panoptic prediction JSON (PNGs in --pred-dir, default the
@@ -60,4 +63,4 @@ def command(pred, gt_json, categories, pred_dir, gt_dir, workers, json_out, cach
         boot = bootstrap_pq([result.images], settings=bootstrap)
     payload = {**result.to_dict(), "bootstrap": boot.to_dict() if boot is not None else None}
     if emit_json(payload, json_out):
-        console_out().print(pq_table(result, bootstrap=boot))
+        console_out().print(pq_table(result, bootstrap=boot, all_classes=all_classes))

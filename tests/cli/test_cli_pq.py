@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -152,3 +153,20 @@ def test_builtin_cityscapes_categories_equal_the_converters(cityscapes_val_gt):
     cats = json.loads(cityscapes_val_gt[0].read_text())["categories"]
     assert [(c.id, c.name, c.isthing) for c in cityscapes_categories().values()] == [
         (c["id"], c["name"], bool(c["isthing"])) for c in cats]
+
+
+def test_pq_table_shows_present_classes_unless_all_classes(sample_data, capsys):
+    """Issue 23 item 11: COCO's 133 classes for 2 images: only the present ones, --all-classes for the rest."""
+    s = sample_data / "coco_panoptic" / "panopticapi_sample" / "sample_data"
+    gt = s / "panoptic_examples.json"
+    args = ["pq", str(gt), "--gt", str(gt), "--pred-dir", str(s / "panoptic_examples"), "--no-cache"]
+    present = {a_s["category_id"] for a in json.loads(gt.read_text())["annotations"] for a_s in a["segments_info"]}
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if re.search(r"\(\d+\)", line)]
+    assert len(rows) == len(present) < 133
+    assert f"{133 - len(present)} classes with no GT or predicted segment not shown" in " ".join(out.split())
+    assert main([*args, "--all-classes"]) == 0
+    out = capsys.readouterr().out
+    assert len([line for line in out.splitlines() if re.search(r"\(\d+\)", line)]) == 133
+    assert "not shown" not in out and " - " not in out

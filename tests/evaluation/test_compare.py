@@ -451,3 +451,31 @@ def test_compare_accepts_what_pq_accepts_and_gt_from_the_manifest(synth, tmp_pat
     # no --gt and no manifest: a usage error naming the option
     assert main(["compare", str(bare), "--no-cache"]) == 2
     assert "missing --gt GT_JSON" in capsys.readouterr().err
+
+
+def test_compare_without_embeddings_leaves_out_the_ce_columns(synth, capsys):
+    """Issue 23 item 11: no model has a Context Error: no 10 empty CE columns."""
+    assert main(["compare", *_args(synth, "pqonly"), "--no-cache", "--bootstrap", "0"]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if "Model" in line)
+    assert [c.strip() for c in re.split(r"[│|┃]", header) if c.strip()] == ["Model", "PQ", "PQ-Th", "PQ-St", "SQ", "RQ"]
+    assert "mean CE" not in out and len(_row(out, "pqonly")) == 6
+
+
+def test_ce_table_one_class_and_one_placeholder():
+    from rich.console import Console
+
+    from pss_bench.metrics.results import CERow, ContextErrorResult
+    from pss_bench.report.tables import ce_table
+    from pss_bench.structures import Category
+
+    car = CERow(ce=0.5, random=0.8, oracle=0.1, score=0.4, queries=3, informative=True)
+    bus = CERow(ce=None, random=None, oracle=None, score=None, queries=0, informative=None)
+    mean = CERow(ce=0.5, random=0.8, oracle=0.1, score=0.4, queries=3, classes=1)
+    res = ContextErrorResult(k=5, categories=(Category(1, "car", True), Category(2, "bus", True)),
+                             per_class={1: car, 2: bus}, mean=mean)
+    console = Console(width=200, record=True)
+    console.print(ce_table(res))
+    text = console.export_text()
+    assert "1 class" in text and "1 classes" not in text
+    assert not re.search(r"\s-\s", text) and "—" in text  # one placeholder, as every other table
