@@ -11,6 +11,7 @@ from pss_bench.cli.options import (
     cache_options,
     debug_option,
     emit_json,
+    example,
     info,
     json_option,
     resolve_gt,
@@ -40,7 +41,8 @@ def print_wide_table(table) -> None:
     console.print(table)
 
 
-@click.command("compare")
+@click.command("compare",
+               epilog=example('pss-bench compare preds/pss preds/upsnet --gt gtFine/cityscapes_panoptic_val.json --report report/'))
 @click.argument("pred_dirs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--gt", "gt_json", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Ground-truth COCO panoptic JSON shared by every model (default: 'gt_json' in the first "

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import cache_options, debug_option, info, writable_figure, gt_options, resolve_gt, workers_option
+from pss_bench.cli.options import cache_options, debug_option, example, gt_options, info, resolve_gt, workers_option, writable_figure
 
 
-@click.command("context-map")
+@click.command("context-map",
+               epilog=example('pss-bench context-map preds/pss --category person --out map.png'))
 @click.argument("pred", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @gt_options
 @click.option("--category", required=True, help="Thing category, by name (person) or id.")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import debug_option, info
+from pss_bench.cli.options import debug_option, example, info
 from pss_bench.cli.progress import progress_bar
 
 _FORMATS = ("2ch", "3ch", "npy", "label")
@@ -38,12 +38,14 @@ def _overwrite_option(f):
     return click.option("--overwrite", is_flag=True, help="Replace existing outputs.")(f)
 
 
-@click.group("convert")
+@click.group("convert",
+             epilog=example('pss-bench convert from-deeplab2 raw/ pred.json --categories gt.json --images gt.json'))
 def command() -> None:
     """Convert panoptic predictions between deeplab2, COCO instance/semantic and COCO panoptic layouts."""
 
 
-@command.command("from-deeplab2")
+@command.command("from-deeplab2",
+                 epilog=example('pss-bench convert from-deeplab2 raw/ pred.json --categories gt.json --images gt.json'))
 @click.argument("src_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out_json", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--categories", "categories_json", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -80,7 +82,7 @@ def from_deeplab2(src_dir, out_json, categories_json, fmt, label_divisor, void_l
     info(f"wrote {out_json} ({n} images)")
 
 
-@command.command("to-deeplab2")
+@command.command("to-deeplab2", epilog=example('pss-bench convert to-deeplab2 gt.json raw/ --format 2ch'))
 @click.argument("panoptic_json", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--png-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
@@ -114,7 +116,8 @@ def to_deeplab2(panoptic_json, out_dir, png_dir, categories_json, fmt, label_div
     info(f"wrote {out_dir} ({n} images)")
 
 
-@command.command("combine")
+@command.command("combine",
+                 epilog=example('pss-bench convert combine pan.json --instances inst.json --semantic sem/ --images gt.json --categories gt.json'))
 @click.argument("out_json", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--instances", "instances_json", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="COCO instance results (image_id, category_id, segmentation RLE, score).")
@@ -148,7 +151,8 @@ def combine(out_json, instances_json, semantic, images_json, categories_json, co
     info(f"wrote {out_json} ({n} images)")
 
 
-@command.command("to-detection")
+@command.command("to-detection",
+                 epilog=example('pss-bench convert to-detection panoptic.json detection.json --things-only'))
 @click.argument("panoptic_json", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("out_json", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--png-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
@@ -168,7 +172,7 @@ def to_detection(panoptic_json, out_json, png_dir, categories_json, things_only,
     info(f"wrote {out_json} ({n} annotations)")
 
 
-@command.command("to-semantic")
+@command.command("to-semantic", epilog=example('pss-bench convert to-semantic panoptic.json semantic/'))
 @click.argument("panoptic_json", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--png-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,

@@ -7,11 +7,11 @@ from pathlib import Path
 import click
 
 from pss_bench.cli.compare import print_wide_table
-from pss_bench.cli.options import console_err, debug_option, info, workers_option, writable_folder
+from pss_bench.cli.options import console_err, debug_option, example, info, workers_option, writable_folder
 from pss_bench.demo import DEMO_FRAMES, DEMO_K, FEW_INSTANCES
 
 
-@click.command("demo")
+@click.command("demo", epilog=example('pss-bench demo --out demo_out'))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo_out"), callback=writable_folder,
               show_default=True, help="Where the demo writes its data, predictions and report.")
 @click.option("--frames", type=click.IntRange(min=2), default=DEMO_FRAMES, show_default=True,

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import debug_option, info, resolve_gt, workers_option, writable_folder
+from pss_bench.cli.options import debug_option, example, info, resolve_gt, workers_option, writable_folder
 from pss_bench.cli.progress import progress_bar
 
 
-@click.command("embed")
+@click.command("embed",
+               epilog=example('pss-bench embed features/ --gt gtFine/cityscapes_panoptic_val.json --out preds/dino'))
 @click.argument("features_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--gt", "gt_json", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Ground-truth COCO panoptic JSON whose segments are pooled (default: 'gt_json' in "

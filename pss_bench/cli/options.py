@@ -30,6 +30,11 @@ def console_out() -> Console:
     return Console(soft_wrap=True)
 
 
+def example(line: str) -> str:
+    """A command's ``epilog``: one example line, printed at the end of its ``--help`` as git and gh do."""
+    return f"\b\nExample:\n  {line}"
+
+
 def is_debug() -> bool:
     return _state["debug"]
 

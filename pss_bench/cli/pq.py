@@ -13,6 +13,7 @@ from pss_bench.cli.options import (
     console_out,
     debug_option,
     emit_json,
+    example,
     gt_options,
     json_option,
     resolve_gt,
@@ -21,7 +22,8 @@ from pss_bench.cli.options import (
 from pss_bench.cli.progress import progress_bar
 
 
-@click.command("pq")
+@click.command("pq",
+               epilog=example('pss-bench pq preds/pss --gt gtFine/cityscapes_panoptic_val.json --json pq.json'))
 @click.argument("pred", type=click.Path(exists=True, path_type=Path))
 @gt_options
 @categories_option

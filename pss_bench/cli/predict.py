@@ -7,11 +7,12 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import debug_option, writable_folder
+from pss_bench.cli.options import debug_option, example, writable_folder
 from pss_bench.cli.progress import progress_bar
 
 
-@click.command("predict")
+@click.command("predict",
+               epilog=example('pss-bench predict runs/pss/model_final.pt --data synth/ --split val --out preds/pss'))
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--data", "data_root", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
               help="Dataset root, in the layout of the checkpoint config's data.dataset.")

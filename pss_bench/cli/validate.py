@@ -6,13 +6,13 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import categories_option, console_out, debug_option, workers_option
+from pss_bench.cli.options import categories_option, console_out, debug_option, example, workers_option
 from pss_bench.cli.progress import progress_bar
 from pss_bench.errors import GroundTruthFormatError
 from pss_bench.text import printable
 
 
-@click.command("validate")
+@click.command("validate", epilog=example('pss-bench validate gtFine/cityscapes_panoptic_val.json'))
 @click.argument("gt_json", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--gt-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="PNG folder (default: the JSON path without .json).")
