@@ -130,6 +130,9 @@ def test_demo_prints_the_comparison_and_writes_the_report(tmp_path, capsys):
     assert "UPSNet-style vs PSS: ΔPQ " in out and "significant at 5%" in out
     assert "Thing instances in the val set" in out
     assert "few instances for K = 20" in " ".join(cap.err.split())  # 4 frames are far too few
+    # stderr is not a terminal here: a line per stage, as a `make demo` log shows (issue 23 item 2)
+    for stage in ("SynthStreets", "predict PSS", "predict UPSNet-style", "PQ PSS", "context UPSNet-style", "report"):
+        assert f"demo: {stage} (" in cap.err and f"demo: {stage}: " in cap.err, stage
     for f in ("report.md", "report.html", "results.json", "ce_per_category.png", "pq_per_class.png"):
         assert (tmp_path / "demo" / "report" / f).is_file(), f
     res = json.loads((tmp_path / "demo" / "report" / "results.json").read_text())

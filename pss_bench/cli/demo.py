@@ -28,16 +28,16 @@ def command(out, frames, bootstrap_n, workers):
     confidence intervals, paired differences and p-values), says which
     differences are significant, and writes the report.
     """
-    from pss_bench.cli.progress import progress_bar
+    from pss_bench.cli.progress import stage_progress
     from pss_bench.demo import run_demo, thing_instance_counts
     from pss_bench.metrics.bootstrap import BootstrapSettings
     from pss_bench.report.tables import compare_table, interval_table, verdict_lines
 
     info(f"pss-bench demo: SynthStreets val ({frames} frames) -> predict with the bundled "
          "checkpoints -> compare ...")
-    with progress_bar("demo", delay_s=0.0) as bar:
+    with stage_progress("demo") as progress:
         result, report = run_demo(out, frames=frames, workers=workers, bootstrap=BootstrapSettings(bootstrap_n),
-                                  progress=lambda stage, done, total: bar(done, total))
+                                  progress=progress)
     counts = thing_instance_counts(result.gt_json)
     few = {name: n for name, n in counts.items() if 0 < n < FEW_INSTANCES * (DEMO_K + 1)}
     print(f"Thing instances in the val set: {', '.join(f'{n} {name}' for name, n in counts.items() if n)} "

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import debug_option, example, writable_folder
+from pss_bench.cli.options import debug_option, example, workers_option, writable_folder
 from pss_bench.cli.progress import progress_bar
 
 
@@ -26,9 +26,11 @@ from pss_bench.cli.progress import progress_bar
               help="Per-segment mean embeddings over GT segments (paper's Table 1), predicted segments, or none.")
 @click.option("--max-images", type=click.IntRange(min=0), default=0, help="Predict at most this many images (0: all).")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it is an earlier prediction directory (or empty).")
+@workers_option
 @click.argument("overrides", nargs=-1)
 @debug_option
-def command(checkpoint, data_root, split, out_dir, device, dataset, embed_mode, max_images, overwrite, overrides):
+def command(checkpoint, data_root, split, out_dir, device, dataset, embed_mode, max_images, overwrite, workers,
+            overrides):
     """Predict panoptic segmentations of DATA/SPLIT with a trained CHECKPOINT.
 
     OVERRIDES (section.key=value) change inference settings, e.g.
@@ -49,9 +51,12 @@ def command(checkpoint, data_root, split, out_dir, device, dataset, embed_mode, 
     if out_dir.exists() and not overwrite:
         raise click.UsageError(f"{out_dir} exists (pass --overwrite to replace it)")
     check_replaceable(out_dir)  # --overwrite replaces only an earlier prediction directory
+    from pss_bench.threads import default_workers
+
     t0 = time.perf_counter()
+    # The bar starts at its first update, after the workers are forked (no thread of it in them).
     with progress_bar("predict") as update:
         n = write_predictions(checkpoint, data_root, out_dir, split=split, device=device, dataset=dataset,
                               embed_mode=embed_mode, max_images=max_images, overwrite=overwrite,
-                              overrides=overrides, progress=update)
+                              overrides=overrides, progress=update, workers=workers or default_workers())
     click.echo(json.dumps({"out": str(out_dir), "images": n, "seconds": round(time.perf_counter() - t0, 2)}))

@@ -34,3 +34,4 @@ def test_help_ends_with_an_example_of_the_command(path):
             cmd = cmd.commands[w]
     opts = {o for p in cmd.params for o in p.opts}
     assert {w for w in words if w.startswith("--")} <= opts
+
