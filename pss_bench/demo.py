@@ -60,6 +60,7 @@ def run_demo(
     workers: int | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     bootstrap=None,
+    command: str | None = None,
 ):
     """Runs the three steps into ``out``; returns ``(CompareResult, report_dir)``.
 
@@ -71,6 +72,7 @@ def run_demo(
         progress: ``progress(stage, done, total)``.
         bootstrap: :class:`~pss_bench.metrics.bootstrap.BootstrapSettings`
             (default: 1,000 resamples, 95%, seed 0).
+        command: the command line, for the report's provenance.
     """
     from pss_bench.metrics.bootstrap import BootstrapSettings
 
@@ -96,9 +98,12 @@ def run_demo(
                             names=[n for n, _ in preds], k=DEMO_K, workers=workers, use_cache=False,
                             keep_instances=True, bootstrap=bootstrap if bootstrap is not None else BootstrapSettings(),
                             progress=progress)
+    from pss_bench.report.provenance import collect
+
     if progress:
         progress("report", 0, 1)
-    report = write_report(result, out / "report", images_root=data / "leftImg8bit")
+    report = write_report(result, out / "report", images_root=data / "leftImg8bit",
+                          provenance=collect(result, command))
     if progress:
         progress("report", 1, 1)
     return result, report

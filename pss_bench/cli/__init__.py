@@ -56,7 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     """Console-script entry point."""
     reset_debug()
     try:
-        cli.main(args=argv, prog_name="pss-bench", standalone_mode=False)
+        # obj: the arguments as given, for the provenance of what a command writes (compare --report)
+        cli.main(args=argv, prog_name="pss-bench", standalone_mode=False,
+                 obj={"argv": list(sys.argv[1:] if argv is None else argv)})
     except KeyboardInterrupt:
         console_err().print("aborted", highlight=False)
         return EXIT_INTERRUPTED

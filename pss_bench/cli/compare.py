@@ -100,11 +100,16 @@ def command(pred_dirs, gt_json, gt_dir, names, k, json_out, report_dir, images_r
     with progress_bar("compare") as update:
         result = compare_models(
             pred_dirs, gt_json, gt_dir=gt_dir, names=names, k=k, workers=workers, cache_dir=cache_dir,
-            use_cache=not no_cache, keep_instances=report_dir is not None and images_root is not None,
+            use_cache=not no_cache, keep_instances=report_dir is not None,
             progress=lambda stage, done, total: update(done, total), all_classes=all_classes, bootstrap=bootstrap,
         )
     if report_dir is not None:
-        write_report(result, report_dir, images_root=images_root, n_queries=n_queries)
+        from pss_bench.report.provenance import collect, command_line
+
+        obj = click.get_current_context().find_root().obj
+        command = command_line("pss-bench", obj["argv"]) if isinstance(obj, dict) and "argv" in obj else None
+        write_report(result, report_dir, images_root=images_root, n_queries=n_queries,
+                     provenance=collect(result, command))
     table = emit_json(result.to_dict(), json_out)
     if report_dir is not None:
         info(f"wrote the report to {report_dir}/report.md (and report.html)")

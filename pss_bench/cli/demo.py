@@ -30,6 +30,10 @@ def command(out, frames, bootstrap_n, workers):
     """
     from pss_bench.cli.progress import stage_progress
     from pss_bench.demo import run_demo, thing_instance_counts
+    from pss_bench.report.provenance import command_line
+
+    obj = click.get_current_context().find_root().obj
+    command = command_line("pss-bench", obj["argv"]) if isinstance(obj, dict) and "argv" in obj else None
     from pss_bench.metrics.bootstrap import BootstrapSettings
     from pss_bench.report.tables import compare_table, interval_table, verdict_lines
 
@@ -37,7 +41,7 @@ def command(out, frames, bootstrap_n, workers):
          "checkpoints -> compare ...")
     with stage_progress("demo") as progress:
         result, report = run_demo(out, frames=frames, workers=workers, bootstrap=BootstrapSettings(bootstrap_n),
-                                  progress=progress)
+                                  progress=progress, command=command)
     counts = thing_instance_counts(result.gt_json)
     few = {name: n for name, n in counts.items() if 0 < n < FEW_INSTANCES * (DEMO_K + 1)}
     print(f"Thing instances in the val set: {', '.join(f'{n} {name}' for name, n in counts.items() if n)} "

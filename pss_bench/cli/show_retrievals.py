@@ -40,13 +40,14 @@ def command(pred, gt_json, gt_dir, images_root, query, k, gallery, gallery_gt, g
             out, workers, cache_dir, no_cache):
     """Draw a query instance and its top-k retrievals (the paper's Figures 1 and 4).
 
-    Top row: each instance in its 3w x 3h context window, outlined, titled
-    with its pair Context Error to the query. Bottom row: the 3x3 semantic
-    context masks the Context Error compares.
+    Top row: each instance outlined in its 3w x 3h context window (a small
+    instance in a wider neighbourhood, the window dashed), titled with its pair
+    Context Error to the query. Bottom row: the 3x3 semantic context masks the
+    Context Error compares, in the dataset's colours, with a legend.
     """
     from pss_bench.errors import PssBenchError
     from pss_bench.evaluation.instances import load_instances
-    from pss_bench.report.retrievals import plot_retrievals, retrieval_panels
+    from pss_bench.report.retrievals import plot_retrievals, retrieval_panels, title_lines
 
     gt_json, gt_dir = resolve_gt(pred, gt_json, gt_dir)
     opts = dict(workers=workers, cache_dir=cache_dir, use_cache=not no_cache)
@@ -64,5 +65,10 @@ def command(pred, gt_json, gt_dir, images_root, query, k, gallery, gallery_gt, g
     panels = retrieval_panels(inst, row, gal, k, images_root, gallery_images)
     if len(panels) == 1:
         info("warning: no other instance of this category to retrieve")
-    plot_retrievals(panels, out)
+    from pss_bench.report.palette import dataset_palette
+
+    cat = inst.gt.categories[int(inst.category_ids[row])].name
+    title = title_lines(f"query {cat} {image_id}:{seg_id} and its {len(panels) - 1} nearest retrievals"
+                        f"{' in ' + str(gallery) if gallery is not None else ''}")
+    plot_retrievals(panels, out, suptitle=title, palette=dataset_palette(inst.gt.categories, inst.gt.path))
     info(f"wrote {out}")

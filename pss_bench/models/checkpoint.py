@@ -93,6 +93,65 @@ def save_checkpoint_payload(model, cfg, categories, **extra) -> dict:
     }
 
 
+CHECKSUM_KEY = "checksum"
+
+
+def tensor_checksum(payload: dict) -> str:
+    """SHA-256 of every tensor of ``payload`` (names, dtypes, shapes and bytes), the checksum key left out.
+
+    Dicts are visited in sorted key order and lists in order, so the digest
+    does not depend on how the file was pickled. Plain values (config,
+    categories, iteration) are not covered: a flipped byte there breaks the
+    unpickling or the checks of :func:`read_checkpoint`; a flipped byte in a
+    tensor is only caught here (most flipped float bytes are still finite).
+    """
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+
+    def visit(obj, where: str) -> None:
+        if torch.is_tensor(obj):
+            t = obj.detach().cpu().contiguous().reshape(-1)
+            h.update(f"{where}|{t.dtype}|{tuple(obj.shape)}|".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        elif isinstance(obj, dict):
+            for k in sorted(obj, key=repr):
+                if not (where == "" and k == CHECKSUM_KEY):
+                    visit(obj[k], f"{where}/{k!r}")
+        elif isinstance(obj, (list, tuple)):
+            for i, v in enumerate(obj):
+                visit(v, f"{where}/{i}")
+
+    visit(payload, "")
+    return "sha256:" + h.hexdigest()
+
+
+def with_checksum(payload: dict) -> dict:
+    """``payload`` with ``checksum`` set to :func:`tensor_checksum` of the rest (a new dict)."""
+    rest = {k: v for k, v in payload.items() if k != CHECKSUM_KEY}
+    return {**rest, CHECKSUM_KEY: tensor_checksum(rest)}
+
+
+def verify_checksum(payload: dict, where: str) -> None:
+    """Refuses a payload whose tensors do not match its ``checksum`` (one written before checksums passes).
+
+    Raises:
+        CheckpointError: the stored checksum is malformed or differs.
+    """
+    stored = payload.get(CHECKSUM_KEY)
+    if stored is None:
+        return
+    if not isinstance(stored, str) or not stored.startswith("sha256:"):
+        raise CheckpointError(f"{where}: 'checksum' must be a 'sha256:...' string, found {stored!r}")
+    if tensor_checksum(payload) != stored:
+        raise CheckpointError(
+            f"{where}: the tensors do not match the checkpoint's checksum (the file is corrupted: "
+            "a damaged copy or disk); use another copy, or resume from an earlier checkpoint"
+        )
+
+
 def _check_categories(raw, where: str) -> list:
     from pss_bench.structures import Category
 
@@ -150,6 +209,7 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict, object, list]:
         raise CheckpointError(f"{path}: not a pss-bench reference-model checkpoint (no state_dict/config)")
     if "categories" not in payload:
         raise CheckpointError(f"{path}: no 'categories' (the dataset's category list the model was trained on)")
+    verify_checksum(payload, str(path))
     arch = payload.get("model")
     if arch is None:  # written before the registry: its default model
         from pss_bench.models.registry import default_model
@@ -226,18 +286,19 @@ def read_resume_checkpoint(path: str | os.PathLike, cfg) -> dict:
     """Reads ``RUN/checkpoint_last.pt`` for ``--resume`` and checks that it can continue ``cfg``.
 
     Returns:
-        The payload: ``state_dict``, ``optimizer``, ``memory``, ``rng``, ``iteration``.
+        The payload: ``state_dict``, ``optimizer``, ``memory`` (PSS), ``iteration``. No
+        generator state: every training step seeds its own (:func:`~pss_bench.models.train.step_seed`).
 
     Raises:
         CheckpointError: not a checkpoint (see :func:`read_checkpoint`); no
-            optimizer / RNG / iteration (``model_final.pt`` holds weights only);
+            optimizer / iteration (``model_final.pt`` holds weights only);
             another architecture; or a config that differs from the run's in
             anything but bookkeeping (:data:`RESUME_MAY_CHANGE`), which would
             change the result and overwrite the run's ``config.yaml``.
     """
     path = Path(path)
     payload, saved, _ = read_checkpoint(path)
-    missing = [k for k in ("optimizer", "rng", "iteration") if k not in payload]
+    missing = [k for k in ("optimizer", "iteration") if k not in payload]
     if missing:
         raise CheckpointError(
             f"{path}: cannot resume from it: no {', '.join(missing)} (a model_final.pt holds weights only; "
@@ -246,13 +307,6 @@ def read_resume_checkpoint(path: str | os.PathLike, cfg) -> dict:
     it = payload["iteration"]
     if not isinstance(it, int) or isinstance(it, bool) or not 0 <= it <= cfg.train.iterations:
         raise CheckpointError(f"{path}: 'iteration' must be an integer in [0, train.iterations={cfg.train.iterations}], found {it!r}")
-    import torch
-
-    rng = payload["rng"]
-    if not isinstance(rng, list) or not rng or not all(
-            isinstance(r, dict) and torch.is_tensor(r.get("torch")) and r["torch"].dtype == torch.uint8
-            and r["torch"].shape == torch.get_rng_state().shape for r in rng):
-        raise CheckpointError(f"{path}: 'rng' must be a list of torch RNG states (uint8 tensors), one per rank")
     if not isinstance(payload["optimizer"], dict):
         raise CheckpointError(f"{path}: 'optimizer' must be an optimizer state dict")
     if saved.model.arch != cfg.model.arch:
@@ -292,5 +346,5 @@ def restore_training_state(payload: dict, path: str | os.PathLike, net, optimize
         raise CheckpointError(f"{path}: optimizer or training state do not fit the model ({str(exc).splitlines()[0]})") from None
 
 
-__all__ = ["CheckpointError", "load_checkpoint", "read_checkpoint", "load_pretrained_backbone", "save_checkpoint_payload",
+__all__ = ["CheckpointError", "tensor_checksum", "with_checksum", "verify_checksum", "load_checkpoint", "read_checkpoint", "load_pretrained_backbone", "save_checkpoint_payload",
            "read_resume_checkpoint", "restore_training_state", "torch_load"]

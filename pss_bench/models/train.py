@@ -9,9 +9,13 @@ NCCL on CUDA, gloo on CPU). It writes into the run folder::
     RUN/model_final.pt        the final weights, config and categories (no optimizer state)
 
 ``resume=True`` restores the model, optimizer, iteration (the learning rate is
-a pure function of it), RNG states and the training module's own state; data order and
-augmentation are functions of ``(seed, epoch, index)``, so the resumed run sees
-the same batches as an uninterrupted one. Nothing is printed: progress goes to
+a pure function of it) and the training module's own state. No random state
+needs restoring: data order and augmentation are functions of ``(seed, epoch,
+index)``, and every step starts by seeding torch's global generators (CPU and
+CUDA) from ``(seed, rank, iteration)`` (:func:`step_seed`), so whatever a step
+draws (PSS's pixel subsampling, torchvision's RPN/RoI samplers, dropout) does
+not depend on what was drawn before it, in this process or another. A resumed
+run therefore sees the batches and draws an uninterrupted one would have seen. Nothing is printed: progress goes to
 the ``progress`` callback, messages to ``logging``.
 
 The trainer knows no architecture: the registered model's training module
@@ -56,8 +60,23 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint_last.pt"
 FINAL_NAME = "model_final.pt"
-# What only --resume needs; model_final.pt leaves it out, with the training module's own state.
+# What only --resume needs; model_final.pt leaves it out, with the training module's own state
+# ("rng": global RNG states that checkpoints held before steps were seeded from their iteration).
 RESUME_ONLY_KEYS = ("optimizer", "rng")
+
+
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """The seed of training step ``step`` (1-based) on ``rank``: a hash of the three, in ``[0, 2**63)``.
+
+    Seeding every step from its own number is what makes ``--resume`` exact
+    without saving generator states: a draw of one step can never shift the
+    draws of a later one (a ``DataLoader``'s ``iter()`` takes one from the
+    global generator, for example).
+    """
+    import hashlib
+
+    digest = hashlib.blake2b(f"pss-bench step {seed} {rank} {step}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
 
 
 def training_module(net: nn.Module, cfg: Config, categories: Sequence[Category]) -> nn.Module:
@@ -153,22 +172,12 @@ def evaluate(net, dataset, categories: Sequence[Category], cfg: Config, device, 
     return metric.compute()
 
 
-def _rng_state(device: torch.device) -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
 def _save_atomic(payload: dict, path: Path) -> None:
+    """Writes ``payload`` with the checksum of its tensors (:func:`~pss_bench.models.checkpoint.with_checksum`)."""
     from pss_bench.io.atomic import atomic_path
+    from pss_bench.models.checkpoint import with_checksum
 
+    payload = with_checksum(payload)
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:  # through a Python file, a full disk raises ENOSPC (not an opaque RuntimeError)
             torch.save(payload, f)
@@ -272,10 +281,7 @@ def train(
         payload = read_resume_checkpoint(ckpt_path, cfg)
         restore_training_state(payload, ckpt_path, net, optimizer, module)
         start = int(payload["iteration"])
-        _set_rng_state(payload["rng"][rank] if rank < len(payload["rng"]) else payload["rng"][0], dev)
         log.info("resumed from %s at iteration %d", ckpt_path, start)
-    else:
-        torch.manual_seed(cfg.train.seed + 1 + rank)
     if rank == 0:
         import yaml
 
@@ -328,6 +334,7 @@ def train(
         lr = learning_rate(cfg, it)
         set_learning_rate(optimizer, lr)
         step = it + 1
+        torch.manual_seed(step_seed(cfg.train.seed, rank, step))  # CPU and every CUDA device
         losses, aux = ddp(batch)
         # One host sync for all loss values: the guard runs before backward,
         # so a non-finite loss never reaches the weights (or, on a GPU, a
@@ -370,15 +377,9 @@ def train(
             if rank == 0:
                 append_line(out / "log.jsonl", json.dumps(record))
         if cfg.train.checkpoint_every > 0 and (step % cfg.train.checkpoint_every == 0 or step == total):
-            rngs = [_rng_state(dev)]
-            if distributed:
-                gathered: list = [None] * world
-                dist.all_gather_object(gathered, {"torch": rngs[0]["torch"].clone()})
-                rngs = gathered
             if rank == 0:
                 payload = save_checkpoint_payload(
-                    net, cfg, categories, iteration=step, optimizer=optimizer.state_dict(),
-                    **own_state(), rng=rngs,
+                    net, cfg, categories, iteration=step, optimizer=optimizer.state_dict(), **own_state(),
                 )
                 _save_atomic(payload, ckpt_path)
         if val_dataset is not None and cfg.train.val_every > 0 and (step % cfg.train.val_every == 0 or step == total):

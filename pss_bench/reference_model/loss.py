@@ -141,25 +141,90 @@ def segsort_loss(
         emb, seg, group_of_pixel, classes, isthing = (t[sample] for t in (emb, seg, group_of_pixel, classes, isthing))
         p = emb.shape[0]
 
-    # log num and log den as masked log-sum-exps of float32 logits: exact for
-    # any kappa (no exp of a large or very negative number is ever summed).
-    logits = kappa * (emb @ proto.t())  # (P, S)
-    own = F.one_hot(seg, s).bool()
-    alone = (segs_in_group[group_of_pixel] == 1)[:, None]
-    same_group = seg_group[None, :] == group_of_pixel[:, None]
-    pos = torch.where(alone, own, same_group & ~own)
-    den = torch.where(alone, torch.ones_like(own), ~own)
+    # -log(sum_pos exp / sum_den exp) from float32 logits as log-sum-exps:
+    # exact for any kappa (no exp of a large or very negative number is ever
+    # summed). The denominator is one dense (P, S) pass with each pixel's own
+    # segment masked; the positives are (pixel, segment of its group) pairs, a
+    # few per thing pixel and a class's segments per stuff pixel, never a
+    # dense (P, S) mask; _ContrastiveNLL fuses the backward into one pass.
+    emb_k = kappa * emb  # scaled before the product: (P, D) multiplications, not (P, S)
+    logits = emb_k @ proto.t()  # (P, S)
+    rows = torch.arange(p, device=dev)
+    alone = segs_in_group[group_of_pixel] == 1
+    others = ~alone
+    pix, pcol = _group_pairs(seg, group_of_pixel, seg_group, segs_in_group, alone)
     if memory is not None and memory[0].shape[0] > 0:
         m_proto, m_class, m_thing = memory
-        logits = torch.cat([logits, kappa * (emb @ m_proto.t().to(emb.dtype))], dim=1)  # (P, S + M)
+        # every memory prototype is in the denominator; those of the pixel's stuff class are positives too
+        logits = torch.cat([logits, emb_k @ m_proto.t().to(emb.dtype)], dim=1)  # (P, S + M)
         pos_mem = (~isthing)[:, None] & (~m_thing)[None, :] & (classes[:, None] == m_class[None, :])
-        pos = torch.cat([pos, pos_mem], dim=1)
-        den = torch.cat([den, torch.ones_like(pos_mem)], dim=1)
-    neg_inf = torch.finfo(logits.dtype).min
-    log_num = torch.logsumexp(logits.masked_fill(~pos, neg_inf), dim=1)
-    log_den = torch.logsumexp(logits.masked_fill(~den, neg_inf), dim=1)
-    loss = (log_den - log_num).mean()
+        mem_pix, mem_col = torch.nonzero(pos_mem, as_tuple=True)
+        pix, pcol = torch.cat([pix, mem_pix]), torch.cat([pcol, mem_col + s])
+    loss = _ContrastiveNLL.apply(logits, rows[others], seg[others], pix, pcol)
     return loss, table
+
+
+class _ContrastiveNLL(torch.autograd.Function):
+    """``mean_i [logsumexp_{den(i)} logits_i - logsumexp_{pos(i)} logits_i]`` with a fused backward.
+
+    ``den(i)`` is every column but ``(masked_rows, masked_cols)``; ``pos(i)``
+    the columns of the pairs ``(pix, col)`` (every row has one). The gradient
+    is ``(softmax over den - softmax over pos) / P`` from the saved
+    exponentials: one dense pass, where autograd's log-sum-exps take several.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, masked_rows, masked_cols, pix, col):
+        p = logits.shape[0]
+        work = logits.detach().clone()
+        work[masked_rows, masked_cols] = torch.finfo(work.dtype).min
+        top = work.max(dim=1).values
+        work.sub_(top[:, None]).exp_()  # masked cells: exactly 0
+        den_sum = work.sum(dim=1)
+        pair_logits = logits.detach()[pix, col]
+        log_num = _scatter_logsumexp(pair_logits, pix, p)
+        per_pixel = top + torch.log(den_sum) - log_num
+        ctx.save_for_backward(work, den_sum, pair_logits, log_num, pix, col)
+        return per_pixel.mean()
+
+    @staticmethod
+    def backward(ctx, grad):
+        work, den_sum, pair_logits, log_num, pix, col = ctx.saved_tensors
+        p = work.shape[0]
+        out = work * ((grad / p) / den_sum)[:, None]  # softmax over the denominator, times grad / P
+        out.index_put_((pix, col), -torch.exp(pair_logits - log_num[pix]) * (grad / p), accumulate=True)
+        return out, None, None, None, None
+
+
+
+def _group_pairs(seg, group_of_pixel, seg_group, segs_in_group, alone) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(pixel, segment)`` rows of the positives: the segments of each pixel's group but its own (its own when alone).
+
+    Args:
+        seg: ``(P,)`` segment of every pixel; group_of_pixel: ``(P,)`` its group;
+        seg_group: ``(S,)`` group of every segment; segs_in_group: ``(G,)``
+        segments per group; alone: ``(P,)`` the pixel's group has one segment.
+
+    Returns:
+        Two ``(Q,)`` int64 tensors, grouped by pixel (every pixel has at least one row).
+    """
+    dev = seg.device
+    order = torch.argsort(seg_group, stable=True)  # segments sorted by group
+    group_start = torch.cumsum(segs_in_group, 0) - segs_in_group
+    count = segs_in_group[group_of_pixel]  # (P,)
+    pix = torch.repeat_interleave(torch.arange(seg.shape[0], device=dev), count)
+    slot = torch.arange(pix.shape[0], device=dev) - torch.repeat_interleave(torch.cumsum(count, 0) - count, count)
+    pseg = order[group_start[group_of_pixel][pix] + slot]
+    keep = (pseg != seg[pix]) | alone[pix]
+    return pix[keep], pseg[keep]
+
+
+def _scatter_logsumexp(values: torch.Tensor, index: torch.Tensor, n: int) -> torch.Tensor:
+    """``(n,)`` log-sum-exp of ``values`` grouped by ``index`` (every group non-empty), stabilised by each group's max."""
+    top = torch.full((n,), torch.finfo(values.dtype).min, dtype=values.dtype, device=values.device)
+    top = top.scatter_reduce(0, index, values.detach(), reduce="amax", include_self=True)
+    sums = torch.zeros(n, dtype=values.dtype, device=values.device).index_add(0, index, torch.exp(values - top[index]))
+    return top + torch.log(sums)
 
 
 MIN_SIGMA = 1.0  # input pixels: the narrowest size-scaled centre Gaussian

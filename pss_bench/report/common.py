@@ -1,9 +1,10 @@
-"""Shared pieces of the Context Error figures: crops, colours, image lookup, saving."""
+"""Shared pieces of the Context Error figures: crops, image lookup, saving (colours: :mod:`.palette`)."""
 
 from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -18,8 +19,6 @@ from pss_bench.structures import ImageId
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
-VOID_COLOUR = (0, 0, 0)
-OUTSIDE_COLOUR = (128, 128, 128)
 DPI = 100
 
 
@@ -31,23 +30,6 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def palette(n: int) -> np.ndarray:
-    """``(n, 3)`` uint8 distinct colours (matplotlib's tab20, then hsv)."""
-    from matplotlib import colormaps
-
-    if n <= 20:
-        cols = colormaps["tab20"](np.arange(n))[:, :3]
-    else:
-        cols = colormaps["hsv"](np.linspace(0, 1, n, endpoint=False))[:, :3]
-    return (cols * 255).round().astype(np.uint8)
-
-
-def colourise(sem: np.ndarray, colours: np.ndarray) -> np.ndarray:
-    """``(H, W)`` class indices (-1: none, -2: outside the image) to ``(H, W, 3)`` uint8."""
-    lut = np.concatenate([np.array([OUTSIDE_COLOUR, VOID_COLOUR], np.uint8), colours])
-    return lut[sem + 2]
 
 
 def context_window(box: Sequence[int]) -> tuple[int, int, int, int]:
@@ -139,6 +121,67 @@ class ImageFinder:
                 f"{path}: image {image_id!r}: {rgb.shape[1]}x{rgb.shape[0]} but its GT is {shape[1]}x{shape[0]}"
             )
         return rgb
+
+
+@dataclass(frozen=True)
+class GTFacts:
+    """What the report states about a GT JSON, from one read of the file.
+
+    Attributes:
+        sha256: hex digest of the file's bytes.
+        images: entries of ``images`` (else ``annotations``), ``None`` when neither is a list.
+        colours: category id -> ``(r, g, b)`` from ``categories[*].color``, where given as three bytes.
+    """
+
+    sha256: str
+    images: int | None
+    colours: dict[int, tuple[int, int, int]]
+
+
+_FACTS: dict[tuple, GTFacts] = {}
+
+
+def gt_json_facts(path: str | os.PathLike) -> GTFacts | None:
+    """:class:`GTFacts` of a GT JSON read once per file version (``None``, with a warning, when unreadable).
+
+    The GT was parsed and checked before a report is drawn: a failure here is a file changed meanwhile.
+    """
+    import hashlib
+    import json
+
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError as exc:
+        log.warning("%s: not readable for the report's colours and provenance (%s)", path, exc.strerror)
+        return None
+    key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
+    if key in _FACTS:
+        return _FACTS[key]
+    try:
+        with open_regular(path, f"{path}", FormatError, "JSON file") as f:
+            raw = f.read()
+        obj = json.loads(raw)
+    except (PssBenchError, ValueError, OSError) as exc:
+        log.warning("%s: not readable for the report's colours and provenance (%s)", path, exc)
+        return None
+    images = None
+    colours: dict[int, tuple[int, int, int]] = {}
+    if isinstance(obj, dict):
+        for k in ("images", "annotations"):
+            if isinstance(obj.get(k), list):
+                images = len(obj[k])
+                break
+        for c in obj.get("categories") or []:
+            col = c.get("color") if isinstance(c, dict) else None
+            if (isinstance(col, list) and len(col) == 3 and isinstance(c.get("id"), int)
+                    and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in col)):
+                colours[c["id"]] = (col[0], col[1], col[2])
+    facts = GTFacts(hashlib.sha256(raw).hexdigest(), images, colours)
+    if len(_FACTS) > 8:
+        _FACTS.clear()
+    _FACTS[key] = facts
+    return facts
 
 
 def gt_ids(gt: PanopticJson, image_index: int) -> np.ndarray:

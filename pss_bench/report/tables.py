@@ -334,6 +334,39 @@ def pq_class_cells(result: CompareResult) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
+def class_detail_cells(result: CompareResult) -> IntervalCells | None:
+    """Per class and model: PQ with its interval, SQ, RQ (%), TP, FP, FN; ``None`` when no model has a PQ.
+
+    A class with no GT and no prediction (``TP + FP + FN = 0``) reads "absent" rather than 0.
+    """
+    idx = [i for i, m in enumerate(result.models) if m.pq is not None]
+    if not idx:
+        return None
+    bs = result.bootstrap.pq if result.bootstrap is not None else None
+    pos = {i: j for j, i in enumerate(result.bootstrap.pq_models)} if bs is not None else {}
+    level = f"{100 * result.bootstrap.settings.level:g}%" if bs is not None else ""
+    headers = ["Category", "Model", "PQ" + (f" [{level} CI]" if bs is not None else ""), "SQ", "RQ", "TP", "FP",
+               "FN"]
+    rows = []
+    for c in result.categories:
+        for i in idx:
+            m = result.models[i]
+            r = m.pq.per_class.get(c.id)
+            label = f"{c.name}{' *' if c.isthing else ''}"
+            if r is None or not r.present:
+                rows.append([label, m.name, "absent", DASH, DASH, "0", "0", "0"])
+                continue
+            iv = bs.models[pos[i]].per_class.get(c.id) if i in pos else None
+            pq = _ci(iv, 100) if iv is not None and iv.estimate is not None else _pct(r.pq)
+            rows.append([label, m.name, pq, _pct(r.sq), _pct(r.rq), str(r.tp), str(r.fp), str(r.fn)])
+    caption = ("PQ, SQ, RQ in %; * = thing class; absent = no GT and no predicted segment of the class "
+               "(left out of the means); TP, FP, FN: matched, unmatched predicted, unmatched GT segments")
+    if bs is not None:
+        s = result.bootstrap.settings
+        caption += f"; CI: {level} percentile interval of {s.resamples} bootstrap resamples of the images"
+    return IntervalCells(headers, rows, caption)
+
+
 def ce_class_cells(result: CompareResult) -> tuple[list[str], list[list[str]]]:
     """Per-class CE and normalised score of each model with a CE, the bounds, the query counts, informative or not."""
     models = [m for m in result.models if m.context_error is not None]

@@ -203,15 +203,29 @@ def test_report_writes_every_file(synth, tmp_path, capsys):
     md_links = _links(md, r"!\[[^\]]*\]\(([^)]+)\)")
     html = (rep / "report.html").read_text()
     html_links = _links(html, r'<img src="([^"]+)"')
-    strips = sorted(p.relative_to(rep).as_posix() for p in (rep / "retrievals").glob("*.png"))
+    strips = sorted(p.relative_to(rep).as_posix() for p in (rep / "retrievals").glob("q*_m*.png"))
     assert len(strips) == 3 * 2  # 3 queries x the 2 models with embeddings
-    for links in (md_links, html_links):
-        assert sorted(set(links)) == sorted(["ce_per_category.png", "pq_per_class.png", *strips])
+    panels = sorted(p.relative_to(rep).as_posix() for p in (rep / "retrievals").glob("q*_panoptic.png"))
+    assert len(panels) == 3  # one GT / predictions panel per query
+    maps = sorted(p.relative_to(rep).as_posix() for p in (rep / "context_maps").glob("*.png"))
+    assert len(maps) == 2  # one context map per model with embeddings
+    charts = ["ce_per_category.png", "differences.png", "pq_per_class.png", "pq_summary.png"]
+    every_png = sorted(p.relative_to(rep).as_posix() for p in rep.rglob("*.png"))
+    assert every_png == sorted([*charts, *strips, *panels, *maps])
+    for links in (md_links, html_links):  # every picture written is shown, and only those
+        assert sorted(set(links)) == every_png
     all_md = _links(md, r"\]\(([^)]+)\)")
     all_html = _links(html, r'(?:src|href)="([^"]+)"')
     assert "results.json" in all_md and "results.json" in all_html
+    assert "provenance.json" in all_md and "provenance.json" in all_html
+    prov = json.loads((rep / "provenance.json").read_text())
+    assert prov["command"] == "pss-bench " + " ".join(args) and prov["gt_images"] == 4
+    assert [m["name"] for m in prov["models"]] == ["A", "B", "C"]
     for link in all_md + all_html:
-        assert (rep / link).is_file(), link
+        if link.startswith("#"):  # the HTML's table of contents: an id of the page
+            assert f'id="{link[1:]}"' in html, link
+        else:
+            assert (rep / link).is_file(), link
     for link in md_links:
         f = rep / link
         assert f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f.stat().st_size > 1000
@@ -420,7 +434,7 @@ def test_compare_parses_the_gt_json_once_and_the_report_searches_no_more(synth, 
                  "--images", str(synth["images"]), "--no-cache", "--workers", "1"]) == 0
     capsys.readouterr()
     assert parses.count(Path(synth["gt"]).resolve()) == 1
-    assert len(list((rep / "retrievals").glob("*.png"))) == 3 * 2
+    assert len(list((rep / "retrievals").glob("q*_m*.png"))) == 3 * 2
     things = [c for c in json.loads(Path(synth["gt"]).read_text())["categories"] if c["isthing"]]
     assert len(searches) == 2 * len(things)  # score_instances' search of each thing class, per model with embeddings
 

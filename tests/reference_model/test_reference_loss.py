@@ -347,3 +347,59 @@ def test_balanced_cross_entropy_gives_every_class_the_same_weight():
     # balance 1: the mean of the two classes' own means
     expected = (ce[:100].mean() + ce[100:].mean()) / 2
     assert float(balanced_cross_entropy(logits, target, 1.0)) == pytest.approx(float(expected), rel=1e-6)
+
+
+def _dense_segsort_reference(emb, image, cluster, instance, classes, isthing, kappa, memory=None, sample=None):
+    """The SegSort loss from its definition with dense (P, S) masks (the implementation before the pair-based one)."""
+    _, gt_seg = torch.unique(image * (int(instance.max()) + 1) + instance, return_inverse=True)
+    k = int(cluster.max()) + 1
+    _, seg = torch.unique(gt_seg * k + cluster, return_inverse=True)
+    s = int(seg.max()) + 1
+    group_key = torch.where(isthing, gt_seg, int(gt_seg.max()) + 1 + classes)
+    _, group = torch.unique(group_key, return_inverse=True)
+    seg_group = torch.zeros(s, dtype=torch.long).scatter_(0, seg, group)
+    proto = F.normalize(torch.zeros(s, emb.shape[1], dtype=emb.dtype).index_add(0, seg, emb), dim=1)
+    if sample is not None:
+        emb, seg, group, classes, isthing = (t[sample] for t in (emb, seg, group, classes, isthing))
+    logits = kappa * emb @ proto.t()
+    own = F.one_hot(seg, s).bool()
+    alone = (torch.bincount(seg_group, minlength=int(group.max()) + 1)[group] == 1)[:, None]
+    same = seg_group[None, :] == group[:, None]
+    pos = torch.where(alone, own, same & ~own)
+    den = torch.where(alone, torch.ones_like(own), ~own)
+    if memory is not None:
+        m_proto, m_class, m_thing = memory
+        logits = torch.cat([logits, kappa * emb @ m_proto.t()], 1)
+        pos = torch.cat([pos, (~isthing)[:, None] & (~m_thing)[None, :] & (classes[:, None] == m_class[None, :])], 1)
+        den = torch.cat([den, torch.ones(emb.shape[0], m_proto.shape[0], dtype=torch.bool)], 1)
+    lo = torch.finfo(logits.dtype).min
+    return (torch.logsumexp(logits.masked_fill(~den, lo), 1) - torch.logsumexp(logits.masked_fill(~pos, lo), 1)).mean()
+
+
+@pytest.mark.parametrize("trial", range(12))
+def test_segsort_loss_and_gradient_equal_the_dense_definition(trial):
+    """The pair-based numerator and fused backward give the dense definition's loss and gradient (to 1e-5)."""
+    g = torch.Generator().manual_seed(trial)
+    p = int(torch.randint(20, 2000, (), generator=g))
+    emb = F.normalize(torch.randn(p, 8, generator=g), dim=1)
+    image = torch.randint(0, 3, (p,), generator=g)
+    cluster = torch.randint(0, int(torch.randint(1, 30, (), generator=g)), (p,), generator=g)
+    instance = torch.randint(1, int(torch.randint(2, 12, (), generator=g)), (p,), generator=g)
+    classes = instance % 5
+    isthing = classes >= 3
+    memory = None
+    if trial % 3 == 0:
+        memory = (F.normalize(torch.randn(20, 8, generator=g), dim=1), torch.randint(0, 5, (20,), generator=g),
+                  torch.randint(0, 2, (20,), generator=g).bool())
+    sample = torch.randperm(p, generator=g)[: p // 2] if trial % 2 else None
+    kappa = (1.0, 10.0, 50.0)[trial % 3]
+    grads = []
+    for fn in (segsort_loss, _dense_segsort_reference):
+        e = emb.clone().requires_grad_()
+        out = fn(e, image, cluster, instance, classes, isthing, kappa, memory=memory, sample=sample)
+        loss = out[0] if isinstance(out, tuple) else out
+        loss.backward()
+        grads.append((float(loss), e.grad))
+    (a, ga), (b, gb) = grads
+    assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
+    assert float((ga - gb).abs().max()) <= 1e-5 * max(1.0, float(gb.abs().max()))

@@ -62,7 +62,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank, world, port, out, items, threads):
+UPSNET_DDP = ["model.arch=upsnet", "model.fpn_channels=16", "model.head_channels=16", "upsnet.box_head_dim=32",
+              "upsnet.mask_head_channels=8", "upsnet.stuff_area_limit=16", "data.crop_size=[48,96]",
+              "upsnet.roi_batch_size=16"]
+
+
+def _ddp_cfg(arch):
+    extra = UPSNET_DDP if arch == "upsnet" else ["loss.max_pixels=256"]  # PSS: its pixel draws per rank too
+    return tiny_cfg("data.batch_size=1", "train.iterations=1", "train.checkpoint_every=1", "loss.memory_iterations=0",
+                    *extra)
+
+
+def _ddp_worker(rank, world, port, out, items, threads, arch):
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
                        "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank)})
     # k-means assignments are discrete: the same float rounding (thread count) as the reference matters.
@@ -70,39 +81,44 @@ def _ddp_worker(rank, world, port, out, items, threads):
     import torch.distributed as dist
 
     try:
-        train(tiny_cfg("data.batch_size=1", "train.iterations=1", "train.checkpoint_every=1", "loss.memory_iterations=0"),
-              out, train_dataset=items, categories=CATS)
+        train(_ddp_cfg(arch), out, train_dataset=items, categories=CATS)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
 
 
-def test_two_process_gloo_ddp_step_equals_single_process(tmp_path):
-    """Two gloo ranks with one image each == one process averaging the two per-rank gradients."""
+@pytest.mark.parametrize("arch", ["pss", "upsnet"])
+def test_two_process_gloo_ddp_step_equals_single_process(tmp_path, arch):
+    """Two gloo ranks with one image each == one process averaging the two per-rank gradients.
+
+    Each rank's random draws (PSS's pixel subsampling, the RPN / RoI samplers)
+    come from its own step seed, which the reference reproduces.
+    """
     import torch.multiprocessing as mp
 
     from pss_bench.data.transforms import TrainTransform
     from pss_bench.models.data import AugmentedItems, ResumableBatchSampler, collate
     from pss_bench.models.registry import create_model
-    from pss_bench.reference_model.model import PSSTrainingModule
+    from pss_bench.models.train import step_seed, training_module
 
     items = toy_items(4)
     out = tmp_path / "ddp"
-    mp.spawn(_ddp_worker, args=(2, _free_port(), out, items, torch.get_num_threads()), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), out, items, torch.get_num_threads(), arch), nprocs=2, join=True)
     ddp_w = _weights(out / FINAL_NAME)
 
-    cfg = tiny_cfg("data.batch_size=1", "train.iterations=1", "train.checkpoint_every=1", "loss.memory_iterations=0")
+    cfg = _ddp_cfg(arch)
     cfg.model.num_classes = len(CATS)
     torch.manual_seed(cfg.train.seed)
-    net = create_model("pss", cfg.model)
-    module = PSSTrainingModule(net, cfg, torch.tensor([c.isthing for c in CATS]))
+    net = create_model(arch, cfg.model, categories=CATS, cfg_all=cfg)
+    module = training_module(net, cfg, CATS)
     opt = build_optimizer(module, cfg)
     data = AugmentedItems(items, TrainTransform(cfg.data.crop_size, cfg.data.scale_range, cfg.data.flip), cfg.train.seed)
     samplers = [ResumableBatchSampler(len(items), 1, cfg.train.seed, r, 2) for r in range(2)]
     for it in range(cfg.train.iterations):
         set_learning_rate(opt, learning_rate(cfg, it))
         opt.zero_grad()
-        for s in samplers:
+        for r, s in enumerate(samplers):
+            torch.manual_seed(step_seed(cfg.train.seed, r, it + 1))
             losses, _ = module(collate([data[k] for k in s.batch_at(it)]))
             (losses["total"] / 2).backward()
         if cfg.train.clip_grad_norm > 0:
@@ -113,7 +129,7 @@ def test_two_process_gloo_ddp_step_equals_single_process(tmp_path):
         assert torch.allclose(ref[k], ddp_w[k], atol=1e-5, rtol=1e-4), k
     # And the step did something.
     torch.manual_seed(cfg.train.seed)
-    init = create_model("pss", cfg.model).state_dict()
+    init = create_model(arch, cfg.model, categories=CATS, cfg_all=cfg).state_dict()
     assert any(not torch.allclose(init[k], ddp_w[k]) for k in init if init[k].is_floating_point())
 
 

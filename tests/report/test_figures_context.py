@@ -77,7 +77,7 @@ def test_show_retrievals_real_frames(cs_pred, sample_data, tmp_path, capsys):
                "--out", str(out), "--no-cache"])
     assert rc == 0, capsys.readouterr().err
     with Image.open(out) as im:
-        assert im.size == figure_size_px(4)
+        assert im.size in {figure_size_px(4, n) for n in range(1, 20)}  # 4 panels and a legend of 1-19 classes
         px = np.asarray(im.convert("RGB"))
     assert px.std() > 10  # not blank
     # Without images the semantic map is drawn; same size.
@@ -85,7 +85,7 @@ def test_show_retrievals_real_frames(cs_pred, sample_data, tmp_path, capsys):
     assert main(["show-retrievals", str(pred), "--gt", str(gt_json), "--gt-dir", str(png_dir),
                  "--query", f"{image_id}:{seg}", "--k", "2", "--out", str(out2), "--no-cache"]) == 0
     with Image.open(out2) as im:
-        assert im.size == figure_size_px(3)
+        assert im.size in {figure_size_px(3, n) for n in range(1, 20)}
 
 
 def test_show_retrievals_errors(cs_pred, tmp_path, capsys):
@@ -117,3 +117,16 @@ def test_context_map_real_frames(cs_pred, tmp_path, capsys):
                  "--out", str(tmp_path / "x.png"), "--no-cache"]) == 1
     assert "no category 'zebra'" in capsys.readouterr().err
     assert not (tmp_path / "x.png").exists()
+
+
+def test_context_map_color_by(cs_pred, tmp_path, capsys):
+    """--color-by class draws; --color-by context needs SynthStreets' hidden labels, and says so."""
+    gt_json, png_dir, pred, cars = cs_pred
+    base = ["context-map", str(pred), "--gt", str(gt_json), "--gt-dir", str(png_dir), "--category", "car",
+            "--max-thumbnails", "10", "--no-cache"]
+    assert main([*base, "--out", str(tmp_path / "a.png"), "--color-by", "class"]) == 0
+    assert main([*base, "--out", str(tmp_path / "b.png"), "--color-by", "context"]) == 1
+    err = capsys.readouterr().err
+    assert "no hidden context labels" in err and "--color-by class" in err
+    assert not (tmp_path / "b.png").exists()
+    assert main([*base, "--out", str(tmp_path / "c.png"), "--color-by", "rainbow"]) == 2

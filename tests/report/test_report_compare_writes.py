@@ -92,7 +92,7 @@ def test_kill_while_staging_leaves_nothing_after_the_next_run(compared, tmp_path
     rep = tmp_path / "rep"
     _victim(tmp_path, root, rep, """
         import pss_bench.report.document as rc
-        rc.render_html = lambda *a, **k: die()
+        rc.render = lambda *a, **k: die()
         write_report(result, rep)
     """)
     assert len(_hidden(tmp_path)) == 1 and not rep.exists()  # the killed run's staging folder

@@ -133,6 +133,21 @@ class UPSNetStyle(nn.Module):
         feats["pool"] = F.max_pool2d(pyramid[-1], 1, 2)
         return pyramid, feats
 
+    def _detect(self, image_list, feats: OrderedDict, targets=None):
+        """RPN and RoI heads in float32, outside any autocast region (detectron2's rule for box maths).
+
+        Under bf16 autocast, anchors, box deltas, decoded boxes, IoU matching,
+        NMS and RoIAlign sampling points of 1-2k-pixel frames would be rounded
+        to 8 bits of mantissa (steps of 4-8 pixels); the backbone and the
+        semantic head keep autocast. Returns ``(proposals, detections, losses)``.
+        """
+        with torch.autocast(image_list.tensors.device.type, enabled=False):
+            feats = OrderedDict((k, v.float()) for k, v in feats.items())
+            image_list.tensors = image_list.tensors.float()
+            proposals, proposal_losses = self.rpn(image_list, feats, targets)
+            detections, roi_losses = self.roi_heads(feats, proposals, image_list.image_sizes, targets)
+        return proposals, detections, {**proposal_losses, **roi_losses}, feats
+
     def _semantic(self, pyramid: list[torch.Tensor], size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(fcn_feat (B, 4*head, H/4, W/4), logits (B, C, H, W))``."""
         fcn_feat = self.semantic_head.features(pyramid)
@@ -159,13 +174,13 @@ class UPSNetStyle(nn.Module):
         targets = [{k: v.to(images.device) for k, v in t.items()} for t in targets]
         image_list = ImageList(images, [(h, w)] * b)
         pyramid, feats = self._features(images)
-        proposals, proposal_losses = self.rpn(image_list, feats, targets)
-        _, roi_losses = self.roi_heads(feats, proposals, image_list.image_sizes, targets)
+        _, _, det_losses, feats32 = self._detect(image_list, feats, targets)
         _, sem_logits = self._semantic(pyramid, (h, w))
-        loss_sem = F.cross_entropy(sem_logits, batch["semantic"], ignore_index=IGNORE_INDEX)
-        loss_pan = self._panoptic_loss(sem_logits, feats, targets, batch, (h, w))
-        return {**proposal_losses, **roi_losses, "loss_semantic": loss_sem,
-                "loss_panoptic": self.cfg.panoptic_weight * loss_pan}
+        with torch.autocast(images.device.type, enabled=False):  # box pasting in float32, as the detection
+            sem_logits = sem_logits.float()
+            loss_sem = F.cross_entropy(sem_logits, batch["semantic"], ignore_index=IGNORE_INDEX)
+            loss_pan = self._panoptic_loss(sem_logits, feats32, targets, batch, (h, w))
+        return {**det_losses, "loss_semantic": loss_sem, "loss_panoptic": self.cfg.panoptic_weight * loss_pan}
 
     def _panoptic_loss(self, sem_logits, feats, targets, batch, size) -> torch.Tensor:
         h, w = size
@@ -207,9 +222,14 @@ class UPSNetStyle(nn.Module):
         b, _, h, w = images.shape
         image_list = ImageList(images, [(h, w)] * b)
         pyramid, feats = self._features(images)
-        proposals, _ = self.rpn(image_list, feats)
-        detections, _ = self.roi_heads(feats, proposals, image_list.image_sizes)
+        _, detections, _, _ = self._detect(image_list, feats)
         fcn_feat, sem_logits = self._semantic(pyramid, (h, w))
+        with torch.autocast(images.device.type, enabled=False):
+            return self._fuse(detections, fcn_feat, sem_logits.float(), (h, w))
+
+    def _fuse(self, detections, fcn_feat, sem_logits, size):
+        """The panoptic head on the detections, in float32 (boxes pasted at full resolution)."""
+        h, w = size
         cat_ids = [c.id for c in self.categories]
         stuff_ids = [cat_ids[i] for i in self.stuff_channels.tolist()]
         thing_ids = [cat_ids[i] for i in self.thing_channels.tolist()]

@@ -94,3 +94,34 @@ def test_train_baseline_then_predict_writes_a_valid_directory(tmp_path, capsys):
     assert main(["pq", str(pred), "--json", "-", "--no-cache"]) == 0
     assert json.loads(capsys.readouterr().out)["All"] is not None
     assert main(["context-error", str(pred), "--json", "-", "--no-cache"]) == 0
+
+
+def test_box_maths_stay_float32_under_bf16_autocast():
+    """Backbone and semantic head in bf16, RPN / RoI heads / panoptic pasting in float32 (detectron2's rule).
+
+    CPU autocast stands in for CUDA's: the same casts apply to the same ops.
+    """
+    torch.manual_seed(0)
+    cfg = small_cfg()
+    net = create_model("upsnet", cfg.model, categories=CATS, cfg_all=cfg)
+    seen = {}
+
+    def record(name):
+        def hook(module, args, output):
+            feats = args[1] if name == "rpn" else args[0]  # rpn(images, features, ...), roi_heads(features, ...)
+            seen[name] = {v.dtype for v in feats.values()}
+        return hook
+
+    net.rpn.register_forward_hook(record("rpn"))
+    net.roi_heads.register_forward_hook(record("roi_heads"))
+    net.backbone.register_forward_hook(lambda m, a, out: seen.__setitem__("backbone", {t.dtype for t in out}))
+    batch = collate(toy_items(2))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = net(batch)
+    assert seen["backbone"] == {torch.bfloat16}  # autocast is active
+    assert seen["rpn"] == {torch.float32} and seen["roi_heads"] == {torch.float32}
+    assert all(v.dtype == torch.float32 and torch.isfinite(v) for v in losses.values())
+    net.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        outs, feats = net.predict(batch["image"])
+    assert seen["rpn"] == {torch.float32} and len(outs) == 2
