@@ -51,11 +51,12 @@ def test_forked_workers_write_the_same_directory(synth, tmp_path, name):
 
 def test_a_failing_frame_in_a_worker_is_one_error_and_nothing_is_written(synth, tmp_path):
     from pss_bench.errors import PssBenchError
+    from pss_bench.models.checkpoint import with_checksum
 
     payload = torch.load(bundled_checkpoints()["PSS"], map_location="cpu", weights_only=False)
     payload["state_dict"] = {k: torch.full_like(v, float("nan")) if v.is_floating_point() else v
                              for k, v in payload["state_dict"].items()}
-    torch.save(payload, tmp_path / "nan.pt")
+    torch.save(with_checksum(payload), tmp_path / "nan.pt")  # a valid file whose weights are NaN
     with pytest.raises(PssBenchError, match="NaN or infinite values"):
         write_predictions(tmp_path / "nan.pt", synth, tmp_path / "out", workers=2)
     assert not (tmp_path / "out").exists()
