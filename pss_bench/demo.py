@@ -67,7 +67,8 @@ def run_demo(
     Args:
         out: the demo's folder (data, predictions, report).
         frames: val frames to generate.
-        workers: generation processes and decoding threads.
+        workers: generation and prediction processes, decoding threads
+            (default: the usable cores).
         progress: ``progress(stage, done, total)``.
         bootstrap: :class:`~pss_bench.metrics.bootstrap.BootstrapSettings`
             (default: 1,000 resamples, 95%, seed 0).
@@ -90,14 +91,19 @@ def run_demo(
     preds = []
     for name, ckpt in bundled_checkpoints().items():
         pred = out / f"pred_{name.lower().replace('-', '_')}"
-        write_predictions(ckpt, data, pred, split="val", overwrite=True,
+        write_predictions(ckpt, data, pred, split="val", overwrite=True, workers=workers or default_workers(),
                           progress=(lambda d, t, n=name: progress(f"predict {n}", d, t)) if progress else None)
         preds.append((name, pred))
     result = compare_models([p for _, p in preds], data / "gtFine" / "cityscapes_panoptic_val.json",
                             names=[n for n, _ in preds], k=DEMO_K, workers=workers, use_cache=False,
-                            keep_instances=True, bootstrap=bootstrap if bootstrap is not None else BootstrapSettings())
+                            keep_instances=True, bootstrap=bootstrap if bootstrap is not None else BootstrapSettings(),
+                            progress=progress)
     from pss_bench.report.provenance import collect
 
+    if progress:
+        progress("report", 0, 1)
     report = write_report(result, out / "report", images_root=data / "leftImg8bit",
                           provenance=collect(result, command))
+    if progress:
+        progress("report", 1, 1)
     return result, report

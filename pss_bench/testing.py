@@ -8,10 +8,17 @@ Example (in a user's ``test_model.py``)::
         assert_pq("out/pred", "data/gtFine/cityscapes_panoptic_val.json",
                   baseline="baselines/model_pq.json", tol=0.005)
 
-The baseline JSON holds a previous result. ``pytest --pss-bench-update``
-(the pytest plugin registered by pss-bench) rewrites the baselines instead of
-comparing. A relative baseline path is resolved against pytest's rootdir when
-running under pytest, else the working directory.
+The baseline JSON holds a previous result and a fingerprint of the GT it was
+made on (a hash of its annotations and its image count): a check against
+another GT fails saying so. ``pytest --pss-bench-update`` (the pytest plugin
+registered by pss-bench) rewrites the baselines instead of comparing. A
+relative baseline path is resolved against pytest's rootdir when running
+under pytest, else the working directory.
+
+``two_sided=True`` also fails when a metric got *better* by more than the
+tolerance: what a project's own fixed model should use, where a bug that
+inflates PQ or lowers the Context Error is as wrong as a drop. Failures
+show the caller's line, not this module's frames (``__tracebackhide__``).
 """
 
 from __future__ import annotations
@@ -21,11 +28,14 @@ from pathlib import Path
 from typing import Iterable
 
 from pss_bench.io.atomic import write_json_atomic
-from pss_bench.io.panoptic import read_json_file
+from pss_bench.io.panoptic import PanopticJson, load_panoptic_json, read_json_file
 
 _settings: dict = {"update": False, "rootdir": None}
 
 BASELINE_FORMAT = "pss-bench-baseline"
+#: The rows :func:`assert_pq` checks by default (per-class PQ is opt-in: a
+#: one-instance class swings by whole points between honest runs).
+PQ_ROWS = ("All", "Things", "Stuff")
 
 
 class RegressionError(AssertionError):
@@ -54,28 +64,34 @@ def compare_metrics(
     baseline: dict[str, float | None],
     tol: float,
     higher_is_better: bool,
+    two_sided: bool = False,
 ) -> list[tuple[str, float | None, float | None]]:
-    """The metrics that regressed by more than ``tol``: ``(name, baseline, current)``.
+    """The metrics that moved by more than ``tol``: ``(name, baseline, current)``.
 
-    A metric that had a value in the baseline and has none now is a regression;
-    one that is new is not.
+    One-sided (default): only a change for the worse counts. ``two_sided``:
+    a change either way does. A metric that had a value in the baseline and
+    has none now always counts; one that is new does not.
     """
-    worse = []
+    moved = []
     for name, old in baseline.items():
         if old is None:
             continue
         new = current.get(name)
         if new is None:
-            worse.append((name, old, None))
+            moved.append((name, old, None))
             continue
         delta = (new - old) if higher_is_better else (old - new)
-        if delta < -tol:
-            worse.append((name, old, new))
-    return worse
+        if delta < -tol or (two_sided and delta > tol):
+            moved.append((name, old, new))
+    return moved
 
 
-def _diff_message(what: str, worse, tol: float, baseline_path: Path, higher_is_better: bool) -> str:
-    direction = "dropped" if higher_is_better else "rose"
+def _diff_message(what: str, worse, tol: float, baseline_path: Path, higher_is_better: bool,
+                  two_sided: bool = False) -> str:
+    if two_sided:
+        direction = "changed (two-sided check: better counts too)"
+    else:
+        direction = "dropped" if higher_is_better else "rose"
     lines = [f"{what} {direction} by more than {tol} against {baseline_path}:",
              f"  {'metric':<32} {'baseline':>10} {'current':>10} {'change':>10}"]
     for name, old, new in worse:
@@ -85,20 +101,80 @@ def _diff_message(what: str, worse, tol: float, baseline_path: Path, higher_is_b
     return "\n".join(lines)
 
 
+def gt_fingerprint(gt: PanopticJson) -> dict:
+    """``{"sha256", "images"}`` of a parsed GT: what its baselines were made on.
+
+    The hash covers the categories and every annotation's image id, PNG name
+    and segments (id, category, crowd flag, area), in a canonical form: the
+    same GT gives the same hash whatever its JSON's key order or spacing; a
+    GT with an image, segment or area more or less gives another.
+    """
+    import hashlib
+    import json
+
+    canon = {
+        "categories": [[c.id, c.name, bool(c.isthing)] for c in gt.categories.values()],
+        "annotations": [[str(a.image_id), a.file_name, a.segments.ids.tolist(), a.segments.category_ids.tolist(),
+                         a.segments.iscrowd.tolist(),
+                         a.segments.areas.tolist() if a.segments.areas is not None else None]
+                        for a in gt.annotations],
+    }
+    digest = hashlib.sha256(json.dumps(canon, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    return {"sha256": digest, "images": len(gt.annotations)}
+
+
+def _same_gt(path: Path, stored: dict, gt: dict) -> None:
+    """Raises when a baseline records another GT than ``gt`` (a baseline without a record is not checked)."""
+    __tracebackhide__ = True
+    was = stored.get("gt")
+    if isinstance(was, dict) and (was.get("sha256"), was.get("images")) != (gt["sha256"], gt["images"]):
+        raise RegressionError(
+            f"{path}: the baseline was made on another GT ({was.get('images')} images, sha256 "
+            f"{str(was.get('sha256'))[:12]}...) than this one ({gt['images']} images, sha256 {gt['sha256'][:12]}...): "
+            f"its numbers do not apply; run pytest with --pss-bench-update to make a baseline on this GT"
+        )
+
+
+def _check_gt_first(baseline: str | os.PathLike, kind: str, gt: dict) -> None:
+    """The GT check before any scoring: a wrong GT fails in a line, not with a missing-prediction error."""
+    __tracebackhide__ = True
+    path = _resolve(baseline)
+    if _settings["update"] or not path.is_file():
+        return
+    stored = read_json_file(path)
+    if isinstance(stored, dict) and stored.get("format") == BASELINE_FORMAT and stored.get("kind") == kind:
+        _same_gt(path, stored, gt)
+
+
 def _check(kind: str, flat: dict, full: dict, baseline: str | os.PathLike, tol: float,
-           higher_is_better: bool, what: str) -> dict:
+           higher_is_better: bool, what: str, *, gt: dict, checked=None, tolerances=None,
+           two_sided: bool = False) -> dict:
+    """Compares ``flat`` with the stored baseline (or rewrites it under ``--pss-bench-update``).
+
+    Args:
+        gt: :func:`gt_fingerprint` of the GT scored now.
+        checked: ``name -> bool``: which stored metrics to compare (default: all).
+        tolerances: ``name -> tol`` for metrics with their own tolerance.
+    """
+    __tracebackhide__ = True
     path = _resolve(baseline)
     if _settings["update"]:
-        write_json_atomic(path, {"format": BASELINE_FORMAT, "kind": kind, "metrics": flat, "result": full})
+        write_json_atomic(path, {"format": BASELINE_FORMAT, "kind": kind, "gt": gt, "metrics": flat,
+                                 "result": full})
         return full
     if not path.is_file():
         raise RegressionError(f"{path}: no baseline yet; run pytest with --pss-bench-update to create it")
     stored = read_json_file(path)
     if not isinstance(stored, dict) or stored.get("format") != BASELINE_FORMAT or stored.get("kind") != kind:
         raise RegressionError(f"{path}: not a pss-bench {kind} baseline")
-    worse = compare_metrics(flat, stored["metrics"], tol, higher_is_better)
-    if worse:
-        raise RegressionError(_diff_message(what, worse, tol, path, higher_is_better))
+    _same_gt(path, stored, gt)
+    metrics = {k: v for k, v in stored["metrics"].items() if checked is None or checked(k)}
+    moved = []
+    for name, old in metrics.items():
+        t = (tolerances or {}).get(name, tol)
+        moved += compare_metrics(flat, {name: old}, t, higher_is_better, two_sided)
+    if moved:
+        raise RegressionError(_diff_message(what, moved, tol, path, higher_is_better, two_sided))
     return full
 
 
@@ -158,37 +234,68 @@ def assert_pq(
     baseline: str | os.PathLike,
     tol: float = 0.005,
     *,
+    rows: Iterable[str] = PQ_ROWS,
+    per_class: bool = False,
+    class_tol: float | None = None,
+    two_sided: bool = False,
     gt_dir: str | os.PathLike | None = None,
     pred_dir: str | os.PathLike | None = None,
     workers: int | None = None,
     metric: str = "pq",
 ) -> dict:
-    """Fails when ``metric``'s rows or a class's score dropped by more than ``tol`` (fractions).
+    """Fails when ``metric``'s chosen ``rows`` dropped by more than ``tol`` (fractions).
 
     Args:
         metric: ``"pq"`` (PQ / SQ / RQ rows, each class's PQ), or one of
             ``"boundary-pq"``, ``"pq-dagger"``, ``"pc"``, ``"pq-area"``
             (:func:`variant_metrics`). Each metric has its own baseline kind:
             a baseline written for one is refused for another.
+        rows: which of ``All``, ``Things``, ``Stuff`` are checked (for
+            ``pq-area``: in every size range; ``pc`` has ``All`` only).
+        per_class: also check each class's score (opt-in: a class with one or
+            two instances moves by whole points between honest runs).
+        class_tol: the per-class tolerance (default: ``tol``).
+        two_sided: also fail when a checked metric rose by more than its
+            tolerance (a model whose numbers are known: an inflated PQ is a bug).
+
+    Every metric is stored in the baseline whatever is checked, so the
+    choice can change without rewriting it.
 
     Returns:
         The current ``PQResult.to_dict()`` (with the metric's key when not PQ).
 
     Raises:
-        RegressionError: with a per-metric table of what got worse.
+        RegressionError: with a per-metric table of what moved, or the GT
+            differs from the baseline's.
         PssBenchError: an unknown metric name.
+        ValueError: an unknown row.
     """
+    __tracebackhide__ = True
     from pss_bench.errors import PssBenchError
     from pss_bench.evaluation.pq import evaluate_pq
     from pss_bench.metrics.variants import METRIC_NAMES
 
     if metric not in METRIC_NAMES:
         raise PssBenchError(f"assert_pq: unknown metric {metric!r}; choose from {', '.join(METRIC_NAMES)}")
-    result = evaluate_pq(pred, gt, gt_dir=gt_dir, pred_dir=pred_dir, workers=workers, metrics=[metric])
+    rows = tuple(rows)
+    if not set(rows) <= set(PQ_ROWS):
+        raise ValueError(f"rows must be among {PQ_ROWS}, found {rows}")
+    parsed = load_panoptic_json(gt, gt_dir, role="gt")
+    fingerprint = gt_fingerprint(parsed)
+    _check_gt_first(baseline, metric, fingerprint)
+    result = evaluate_pq(pred, parsed, pred_dir=pred_dir, workers=workers, metrics=[metric])
     full = result.to_dict()
-    if metric == "pq":
-        return _check("pq", pq_metrics(full, result.categories), full, baseline, tol, True, "PQ")
-    return _check(metric, variant_metrics(result, metric), full, baseline, tol, True, metric)
+
+    def checked(name: str) -> bool:
+        if name.startswith("class "):
+            return per_class
+        return any(part in rows for part in name.split("/"))  # "All/pq", "small/All/pq"
+
+    flat = pq_metrics(full, result.categories) if metric == "pq" else variant_metrics(result, metric)
+    ctol = tol if class_tol is None else class_tol
+    return _check(metric, flat, full, baseline, tol, True, "PQ" if metric == "pq" else metric, gt=fingerprint,
+                  checked=checked, tolerances={k: ctol for k in flat if k.startswith("class ")},
+                  two_sided=two_sided)
 
 
 def ce_metrics(result_dict: dict) -> dict[str, float | None]:
@@ -213,21 +320,26 @@ def assert_context_error(
     *,
     gt_dir: str | os.PathLike | None = None,
     k: int = 20,
+    two_sided: bool = False,
     **kwargs,
 ) -> dict:
     """Fails when the mean or a class's Context Error rose by more than ``tol`` (lower is better).
 
-    Extra keyword arguments go to
-    :func:`pss_bench.evaluation.context_error.evaluate_context_error`.
+    ``two_sided``: also fail when one fell by more than ``tol``. Extra keyword
+    arguments go to :func:`pss_bench.evaluation.context_error.evaluate_context_error`.
 
     Returns:
         The current result as a dict.
     """
+    __tracebackhide__ = True
     from pss_bench.evaluation.context_error import evaluate_context_error
 
+    fingerprint = gt_fingerprint(load_panoptic_json(gt, gt_dir, role="gt"))
+    _check_gt_first(baseline, "context-error", fingerprint)
     result = evaluate_context_error(pred_dir, gt, gt_dir=gt_dir, k=k, **kwargs)
     full = result.to_dict()
-    return _check("context-error", ce_metrics(full), full, baseline, tol, False, "Context Error")
+    return _check("context-error", ce_metrics(full), full, baseline, tol, False, "Context Error",
+                  gt=fingerprint, two_sided=two_sided)
 
 
-__all__: Iterable[str] = ["assert_pq", "assert_context_error", "RegressionError", "compare_metrics"]
+__all__: Iterable[str] = ["assert_pq", "assert_context_error", "RegressionError", "compare_metrics", "gt_fingerprint"]

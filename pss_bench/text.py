@@ -66,3 +66,27 @@ def mpl_escape(text: object) -> str:
     whole figure.
     """
     return printable(text).replace("$", r"\$")
+
+
+def near_image_id(wanted: object, candidates) -> object | None:
+    """The candidate image id a user most likely meant for ``wanted``, or ``None``.
+
+    Catches the usual slips: the same id as another type (``"139"`` for
+    ``139``), a zero-padded file stem (``"000000000139"`` for ``139``), and a
+    file stem holding the id (``"aachen_000000_000019_leftImg8bit"`` or
+    ``"..._gtFine_panoptic"`` for ``"aachen_000000_000019"``). Only a match
+    that is one of these is returned: it is a hint, not a guess.
+    """
+    text = str(wanted)
+    prefixed = None
+    for c in candidates:
+        if c == wanted:
+            continue
+        s = str(c)
+        if s == text:
+            return c
+        if s.isdigit() and text.isdigit() and int(s) == int(text):
+            return c
+        if prefixed is None and (s.startswith(text + "_") or s.startswith(text + ".")):
+            prefixed = c
+    return prefixed

@@ -6,23 +6,17 @@ import os
 from pathlib import Path
 
 import pytest
-
-
-def _sample_root() -> Path | None:
-    env = os.environ.get("PSS_BENCH_SAMPLE_DATA")
-    if not env:
-        return None
-    return Path(env).resolve()
+from sample_data_root import sample_root
 
 
 @pytest.fixture(scope="session")
 def sample_data() -> Path:
-    """The shared sample data folder; skipped when unset, an error under CI=true."""
-    root = _sample_root()
-    if root is None or not root.is_dir():
+    """The shared sample data folder (default ``../shared/data``); skipped when missing, an error under CI=true."""
+    root, reason = sample_root()
+    if root is None:
         if os.environ.get("CI") == "true":
-            pytest.fail(f"PSS_BENCH_SAMPLE_DATA must point at the sample data under CI (got {root})")
-        pytest.skip("PSS_BENCH_SAMPLE_DATA is not set: real-data tests need ../shared/data")
+            pytest.fail(f"CI: {reason}")
+        pytest.skip(reason)
     return root
 
 

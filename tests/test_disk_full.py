@@ -138,3 +138,28 @@ def test_every_writer_on_a_full_disk(inputs, tmp_path):
             assert r["new"] == [], (name, r)  # no output, no staging folder
         else:  # the run folder keeps its config and log (what --resume needs), no partial checkpoint
             assert r["tree"] == ["run", "run/config.yaml", "run/log.jsonl"], r
+
+
+def test_train_reference_failed_start_leaves_nothing(inputs, tmp_path):
+    """Issue 23 item 20: disk full while writing RUN/config.yaml: the run folders it created are gone too."""
+    root, gt_json = inputs
+    script = tmp_path / "run.py"
+    script.write_text(SCRIPT)
+    full = tmp_path / "full"
+    full.mkdir()
+    cases = [("start", ["train-reference", "--config", "synthstreets_tiny", "--data", "@ROOT/synth",
+                        "--out", "@FULL/runs/run", *TINY], False)]
+    shell = textwrap.dedent(f"""
+        set -e
+        mount -t tmpfs -o size=1m tmpfs {full}
+        dd if=/dev/zero of={full}/.filler bs=64k 2>/dev/null || true
+        dd if=/dev/zero of={full}/.filler2 bs=1k 2>/dev/null || true
+        exec {sys.executable} {script} {full} {full}/.reserve {root} {gt_json} '{json.dumps(cases)}'
+    """)
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", shell], capture_output=True, text=True, timeout=300,
+                          env=child_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r = json.loads(proc.stdout.strip().splitlines()[-1])["start"]
+    err = r["err"].strip()
+    assert r["rc"] == 1 and err.splitlines()[-1] == f"error: disk full while writing {full}/runs/run/config.yaml", r
+    assert r["tree"] == [".filler2"] and r["hidden"] == [".filler2"], r  # no runs/, no runs/run/

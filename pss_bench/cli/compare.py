@@ -12,8 +12,10 @@ from pss_bench.cli.options import (
     debug_option,
     emit_json,
     metrics_options,
+    example,
     info,
     json_option,
+    resolve_gt,
     workers_option,
     writable_folder,
 )
@@ -40,12 +42,14 @@ def print_wide_table(table) -> None:
     console.print(table)
 
 
-@click.command("compare")
-@click.argument("pred_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--gt", "gt_json", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
-              help="Ground-truth COCO panoptic JSON shared by every model.")
+@click.command("compare",
+               epilog=example('pss-bench compare preds/pss preds/upsnet --gt gtFine/cityscapes_panoptic_val.json --report report/'))
+@click.argument("pred_dirs", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--gt", "gt_json", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Ground-truth COCO panoptic JSON shared by every model (default: 'gt_json' in the first "
+                   "PRED_DIR's manifest.json).")
 @click.option("--gt-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Ground-truth PNG folder (default: the GT JSON path without .json).")
+              help="Ground-truth PNG folder (default: the GT JSON path without .json, or the manifest's gt_dir).")
 @click.option("--names", callback=_parse_names, default=None,
               help="Comma-separated model names, one per PRED_DIR (default: the directory names).")
 @click.option("--k", "k", type=click.IntRange(min=1), default=20, show_default=True,
@@ -68,7 +72,8 @@ def command(pred_dirs, gt_json, gt_dir, names, k, json_out, report_dir, images_r
     """Compare models: PQ and Context Error of each PRED_DIR against one ground truth.
 
     Each PRED_DIR is a prediction directory (manifest.json, panoptic.json +
-    panoptic/, embeddings/). Prints one table: PQ, PQ-Th, PQ-St, SQ, RQ, the
+    panoptic/, embeddings/), or what `pss-bench pq` reads: a folder with
+    panoptic.json + panoptic/ only, or a prediction JSON. Prints one table: PQ, PQ-Th, PQ-St, SQ, RQ, the
     Context Error per thing category, the mean CE and its relative difference
     to the first model, and the random / oracle bounds. A directory without
     embeddings gets its PQ only; one without panoptic predictions its CE only.
@@ -96,6 +101,7 @@ def command(pred_dirs, gt_json, gt_dir, names, k, json_out, report_dir, images_r
         raise click.UsageError("--images is used by --report only")
     if report_dir is not None:
         check_report_target(report_dir)
+    gt_json, gt_dir = resolve_gt(pred_dirs[0], gt_json, gt_dir)
 
     with progress_bar("compare") as update:
         result = compare_models(

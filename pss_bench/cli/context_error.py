@@ -11,6 +11,7 @@ from pss_bench.cli.options import (
     cache_options,
     debug_option,
     emit_json,
+    example,
     gallery_options,
     gt_options,
     json_option,
@@ -20,7 +21,8 @@ from pss_bench.cli.options import (
 from pss_bench.cli.progress import progress_bar
 
 
-@click.command("context-error")
+@click.command("context-error",
+               epilog=example('pss-bench context-error preds/pss --gt gtFine/cityscapes_panoptic_val.json --k 20'))
 @click.argument("pred", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @gt_options
 @click.option("--k", "k", type=click.IntRange(min=1), default=20, show_default=True,

@@ -6,15 +6,16 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import cache_options, debug_option, info, writable_file, gt_options, resolve_gt, workers_option
+from pss_bench.cli.options import cache_options, debug_option, example, gt_options, info, resolve_gt, workers_option, writable_figure
 
 
-@click.command("context-map")
+@click.command("context-map",
+               epilog=example('pss-bench context-map preds/pss --category person --out map.png'))
 @click.argument("pred", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @gt_options
 @click.option("--category", required=True, help="Thing category, by name (person) or id.")
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              callback=writable_file, help="Figure to write (.png, .pdf or .svg).")
+              callback=writable_figure, help="Figure to write: .png, .pdf or .svg (the suffix picks the format).")
 @click.option("--max-thumbnails", type=click.IntRange(min=0), default=150, show_default=True,
               help="Context masks drawn on the map (a random sample of the instances).")
 @click.option("--perplexity", type=click.FloatRange(min=1.0), default=30.0, show_default=True,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import debug_option, info
+from pss_bench.cli.options import debug_option, example, info
 from pss_bench.cli.progress import progress_bar
 
 _FORMATS = ("2ch", "3ch", "npy", "label")
@@ -19,22 +19,33 @@ _FORMATS = ("2ch", "3ch", "npy", "label")
 def _optional_int(ctx, param, value):
     if value is None or str(value).lower() == "none":
         return None
+    if param.name == "void_label" and str(value).lower() == "auto":
+        return "auto"
     try:
         return int(value)
     except ValueError:
         raise click.BadParameter(f"expected an integer or 'none', found {value!r}") from None
 
 
+def _void_out(ctx, param, value):
+    value = _optional_int(ctx, param, value)
+    if value is None:
+        raise click.BadParameter("expected an integer or 'auto' (every pixel needs a semantic label)")
+    return value
+
+
 def _overwrite_option(f):
     return click.option("--overwrite", is_flag=True, help="Replace existing outputs.")(f)
 
 
-@click.group("convert")
+@click.group("convert",
+             epilog=example('pss-bench convert from-deeplab2 raw/ pred.json --categories gt.json --images gt.json'))
 def command() -> None:
     """Convert panoptic predictions between deeplab2, COCO instance/semantic and COCO panoptic layouts."""
 
 
-@command.command("from-deeplab2")
+@command.command("from-deeplab2",
+                 epilog=example('pss-bench convert from-deeplab2 raw/ pred.json --categories gt.json --images gt.json'))
 @click.argument("src_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out_json", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--categories", "categories_json", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
@@ -44,8 +55,9 @@ def command() -> None:
                    "label: 16-bit PNG of semantic*divisor+instance.")
 @click.option("--label-divisor", type=click.IntRange(min=1), default=1000, show_default=True,
               help="label = semantic * divisor + instance (npy label maps and 'label' PNGs).")
-@click.option("--void-label", default="255", show_default=True, callback=_optional_int,
-              help="Semantic label of VOID pixels, or 'none'.")
+@click.option("--void-label", default="auto", show_default=True, callback=_optional_int,
+              help="Semantic label of VOID pixels, or 'none'; auto: 255, and for --format label the smallest "
+                   "label no category uses (0 for Cityscapes label ids), as to-deeplab2 writes.")
 @click.option("--crowd-instance", default="0", show_default=True, callback=_optional_int,
               help="Thing pixels with this instance id are the crowd region of their class (iscrowd=1), or 'none'.")
 @click.option("--label-map", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
@@ -70,7 +82,7 @@ def from_deeplab2(src_dir, out_json, categories_json, fmt, label_divisor, void_l
     info(f"wrote {out_json} ({n} images)")
 
 
-@command.command("to-deeplab2")
+@command.command("to-deeplab2", epilog=example('pss-bench convert to-deeplab2 gt.json raw/ --format 2ch'))
 @click.argument("panoptic_json", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--png-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
@@ -81,7 +93,9 @@ def from_deeplab2(src_dir, out_json, categories_json, fmt, label_divisor, void_l
               help="Output layout (see from-deeplab2).")
 @click.option("--label-divisor", type=click.IntRange(min=1), default=1000, show_default=True,
               help="label = semantic * divisor + instance ('label' PNGs).")
-@click.option("--void-label", type=int, default=255, show_default=True, help="Semantic label written for VOID pixels.")
+@click.option("--void-label", default="auto", show_default=True, callback=_void_out,
+              help="Semantic label written for VOID pixels; auto: 255, and for --format label the smallest label "
+                   "no category uses (0 for Cityscapes label ids), so that VOID fits 16 bits.")
 @click.option("--crowd-as-void", is_flag=True,
               help="Crowd pixels become VOID (deeplab2's treat_crowd_as_ignore) instead of instance 0.")
 @click.option("--label-map", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
@@ -102,7 +116,8 @@ def to_deeplab2(panoptic_json, out_dir, png_dir, categories_json, fmt, label_div
     info(f"wrote {out_dir} ({n} images)")
 
 
-@command.command("combine")
+@command.command("combine",
+                 epilog=example('pss-bench convert combine pan.json --instances inst.json --semantic sem/ --images gt.json --categories gt.json'))
 @click.argument("out_json", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--instances", "instances_json", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="COCO instance results (image_id, category_id, segmentation RLE, score).")
@@ -136,7 +151,8 @@ def combine(out_json, instances_json, semantic, images_json, categories_json, co
     info(f"wrote {out_json} ({n} images)")
 
 
-@command.command("to-detection")
+@command.command("to-detection",
+                 epilog=example('pss-bench convert to-detection panoptic.json detection.json --things-only'))
 @click.argument("panoptic_json", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("out_json", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--png-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
@@ -156,7 +172,7 @@ def to_detection(panoptic_json, out_json, png_dir, categories_json, things_only,
     info(f"wrote {out_json} ({n} annotations)")
 
 
-@command.command("to-semantic")
+@command.command("to-semantic", epilog=example('pss-bench convert to-semantic panoptic.json semantic/'))
 @click.argument("panoptic_json", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--png-dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,

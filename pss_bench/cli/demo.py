@@ -7,11 +7,11 @@ from pathlib import Path
 import click
 
 from pss_bench.cli.compare import print_wide_table
-from pss_bench.cli.options import console_err, debug_option, info, workers_option, writable_folder
+from pss_bench.cli.options import console_err, debug_option, example, info, workers_option, writable_folder
 from pss_bench.demo import DEMO_FRAMES, DEMO_K, FEW_INSTANCES
 
 
-@click.command("demo")
+@click.command("demo", epilog=example('pss-bench demo --out demo_out'))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("demo_out"), callback=writable_folder,
               show_default=True, help="Where the demo writes its data, predictions and report.")
 @click.option("--frames", type=click.IntRange(min=2), default=DEMO_FRAMES, show_default=True,
@@ -28,7 +28,7 @@ def command(out, frames, bootstrap_n, workers):
     confidence intervals, paired differences and p-values), says which
     differences are significant, and writes the report.
     """
-    from pss_bench.cli.progress import progress_bar
+    from pss_bench.cli.progress import stage_progress
     from pss_bench.demo import run_demo, thing_instance_counts
     from pss_bench.report.provenance import command_line
 
@@ -39,9 +39,9 @@ def command(out, frames, bootstrap_n, workers):
 
     info(f"pss-bench demo: SynthStreets val ({frames} frames) -> predict with the bundled "
          "checkpoints -> compare ...")
-    with progress_bar("demo", delay_s=0.0) as bar:
+    with stage_progress("demo") as progress:
         result, report = run_demo(out, frames=frames, workers=workers, bootstrap=BootstrapSettings(bootstrap_n),
-                                  progress=lambda stage, done, total: bar(done, total), command=command)
+                                  progress=progress, command=command)
     counts = thing_instance_counts(result.gt_json)
     few = {name: n for name, n in counts.items() if 0 < n < FEW_INSTANCES * (DEMO_K + 1)}
     print(f"Thing instances in the val set: {', '.join(f'{n} {name}' for name, n in counts.items() if n)} "

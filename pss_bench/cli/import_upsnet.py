@@ -6,10 +6,11 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import debug_option, info, writable_folder
+from pss_bench.cli.options import debug_option, example, info, writable_folder
 
 
-@click.command("import-upsnet")
+@click.command("import-upsnet",
+               epilog=example('pss-bench import-upsnet upsnet/val/results --gt gtFine/cityscapes_panoptic_val.json --dataset cityscapes --out preds/upsnet'))
 @click.argument("results_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--gt", "gt_json", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
               help="The GT panoptic JSON the results were computed on (its 'images' order is UPSNet's order).")

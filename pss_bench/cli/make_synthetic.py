@@ -6,12 +6,13 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import console_out, debug_option, emit_json, json_option, writable_folder
+from pss_bench.cli.options import console_out, debug_option, emit_json, example, json_option, writable_folder
 from pss_bench.data.limits import MAX_FRAMES, MAX_SIDE
 from pss_bench.text import printable
 
 
-@click.command("make-synthetic")
+@click.command("make-synthetic",
+               epilog=example('pss-bench make-synthetic synth/ --train 200 --val 50 --seed 0'))
 @click.argument("out", type=click.Path(path_type=Path), callback=writable_folder)
 @click.option("--train", type=click.IntRange(min=0, max=MAX_FRAMES), default=200, show_default=True, help="Number of train frames.")
 @click.option("--val", type=click.IntRange(min=0, max=MAX_FRAMES), default=50, show_default=True, help="Number of val frames.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
@@ -27,6 +28,11 @@ def console_err() -> Console:
 
 def console_out() -> Console:
     return Console(soft_wrap=True)
+
+
+def example(line: str) -> str:
+    """A command's ``epilog``: one example line, printed at the end of its ``--help`` as git and gh do."""
+    return f"\b\nExample:\n  {line}"
 
 
 def is_debug() -> bool:
@@ -87,6 +93,32 @@ def gt_options(f):
                         help="Ground-truth COCO panoptic JSON (default: 'gt_json' in PRED/manifest.json).")(f)
 
 
+def _categories(ctx: click.Context, param: click.Parameter, value: str | None):
+    if value is None:
+        return None
+    if value == "cityscapes":
+        from pss_bench.data.cityscapes import cityscapes_categories
+
+        return cityscapes_categories()
+    if value == "coco":
+        from pss_bench.data.coco import coco_panoptic_categories
+
+        return coco_panoptic_categories()
+    if not Path(value).is_file():
+        raise click.BadParameter(f"{printable(value)}: expected a JSON file, 'cityscapes' or 'coco'")
+    from pss_bench.io.panoptic import read_categories_json
+
+    return read_categories_json(value)
+
+
+def categories_option(f):
+    """``--categories FILE|cityscapes|coco``: the GT's categories, for a GT JSON without them."""
+    return click.option(
+        "--categories", "categories", default=None, callback=_categories, metavar="FILE|cityscapes|coco",
+        help="The GT's categories when its JSON has none (or to replace them): a JSON list or a JSON with "
+             "'categories', or the built-in Cityscapes (label ids) or COCO panoptic (133) list.")(f)
+
+
 def cache_options(f):
     """``--cache-dir`` / ``--no-cache`` (mutually exclusive) for the commands that decode GT."""
 
@@ -125,7 +157,8 @@ def check_writable_target(path: str | os.PathLike, *, folder: bool = False) -> N
     The nearest existing folder on the way must be a folder we can create
     files in: probed with a real temporary file, so ``/proc``, read-only
     mounts and missing permissions are caught before any work, not after it.
-    Missing folders in between are fine (the writers create them).
+    A file's folder must exist (a typo must not create folders anywhere); a
+    folder's missing parents are fine (the writers create them).
 
     Args:
         path: the file (or, with ``folder``, the folder) to be written.
@@ -139,6 +172,9 @@ def check_writable_target(path: str | os.PathLike, *, folder: bool = False) -> N
             kind = "a folder" if p.is_dir() else "not a regular file"
             raise ValueError(f"{printable(p)} exists and is {kind}")
     parent = p.parent
+    if not folder and not parent.is_dir():
+        what = "is not a folder" if parent.exists() else "does not exist"
+        raise ValueError(f"cannot create {printable(p)}: the folder {printable(parent)} {what}")
     while not parent.exists():
         if parent.is_symlink() or parent == parent.parent:
             raise ValueError(f"cannot create {printable(p)}: {printable(parent)} is a broken link")
@@ -150,7 +186,9 @@ def check_writable_target(path: str | os.PathLike, *, folder: bool = False) -> N
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
     except OSError as exc:
-        raise ValueError(f"cannot write {printable(p)}: {printable(parent)}: {exc.strerror or exc}") from None
+        # /proc answers ENOENT for a new file: the folder is there, it just takes no files
+        why = "it accepts no new files" if exc.errno == errno.ENOENT else (exc.strerror or str(exc))
+        raise ValueError(f"cannot write {printable(p)}: cannot create a file in {printable(parent)} ({why})") from None
     os.close(fd)
     os.unlink(probe)
 
@@ -164,6 +202,17 @@ def writable_file(ctx: click.Context, param: click.Parameter, value):
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     return value
+
+
+#: Figure formats of ``--out`` (show-retrievals, context-map): what the report's figures are tested in.
+FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
+
+
+def writable_figure(ctx: click.Context, param: click.Parameter, value):
+    """``callback=`` of a figure ``--out``: one of :data:`FIGURE_SUFFIXES`, writable (exit 2 otherwise)."""
+    if value is not None and Path(value).suffix.lower() not in FIGURE_SUFFIXES:
+        raise click.BadParameter(f"{printable(value)}: expected a {', '.join(FIGURE_SUFFIXES)} file name")
+    return writable_file(ctx, param, value)
 
 
 def writable_folder(ctx: click.Context, param: click.Parameter, value):

@@ -9,9 +9,11 @@ import click
 from pss_bench.cli.options import (
     bootstrap_options,
     cache_options,
+    categories_option,
     console_out,
     debug_option,
     emit_json,
+    example,
     gt_options,
     json_option,
     metrics_options,
@@ -21,9 +23,11 @@ from pss_bench.cli.options import (
 from pss_bench.cli.progress import progress_bar
 
 
-@click.command("pq")
+@click.command("pq",
+               epilog=example('pss-bench pq preds/pss --gt gtFine/cityscapes_panoptic_val.json --json pq.json'))
 @click.argument("pred", type=click.Path(exists=True, path_type=Path))
 @gt_options
+@categories_option
 @click.option("--pred-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Prediction PNG folder (default: PRED without .json, or PRED/panoptic).")
 @workers_option
@@ -33,9 +37,11 @@ from pss_bench.cli.progress import progress_bar
               help="Use the GT JSON's 'area' in IoUs as panopticapi does, instead of refusing areas that differ from the PNG.")
 @metrics_options
 @bootstrap_options(0, all_classes=False)
+@click.option("--all-classes", is_flag=True,
+              help="Print a row for every category, also those with no GT or predicted segment (the JSON has them all).")
 @debug_option
-def command(pred, gt_json, pred_dir, gt_dir, workers, json_out, cache_dir, no_cache, trust_gt_area, metrics,
-            dilation_ratio, pc_normalize, bootstrap):
+def command(pred, gt_json, categories, pred_dir, gt_dir, workers, json_out, cache_dir, no_cache, trust_gt_area, metrics,
+            dilation_ratio, pc_normalize, bootstrap, all_classes):
     """Panoptic quality (PQ, SQ, RQ) of PRED against the ground truth.
 
     PRED is a COCO panoptic prediction JSON (PNGs in --pred-dir, default the
@@ -55,6 +61,7 @@ def command(pred, gt_json, pred_dir, gt_dir, workers, json_out, cache_dir, no_ca
             pred, gt_json, pred_dir=pred_dir, gt_dir=gt_dir, workers=workers,
             cache_dir=cache_dir, use_cache=not no_cache, trust_gt_area=trust_gt_area, progress=progress,
             processes=True, metrics=metrics, dilation_ratio=dilation_ratio, pc_normalize=pc_normalize,
+            categories=categories,
         )
     boot = None
     if bootstrap is not None:
@@ -65,6 +72,6 @@ def command(pred, gt_json, pred_dir, gt_dir, workers, json_out, cache_dir, no_ca
     if emit_json(payload, json_out):
         console = console_out()
         if "pq" in metrics:
-            console.print(pq_table(result, bootstrap=boot))
+            console.print(pq_table(result, bootstrap=boot, all_classes=all_classes))
         for table in variant_tables(result):
             console.print(table)

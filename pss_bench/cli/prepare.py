@@ -6,16 +6,16 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import console_out, debug_option, workers_option, writable_folder
+from pss_bench.cli.options import console_out, debug_option, example, workers_option, writable_folder
 from pss_bench.text import printable
 
 
-@click.group("prepare")
+@click.group("prepare", epilog=example('pss-bench prepare cityscapes CITYSCAPES_ROOT --split val'))
 def command() -> None:
     """Build the panoptic ground truth (JSON + PNGs) of a dataset on disk."""
 
 
-@command.command("cityscapes")
+@command.command("cityscapes", epilog=example('pss-bench prepare cityscapes CITYSCAPES_ROOT --split val'))
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--split", "splits", multiple=True, default=("train", "val"), show_default=True,
               help="Split to convert (repeatable).")
@@ -38,7 +38,7 @@ def cityscapes(root: Path, splits: tuple[str, ...], out_dir: Path | None, no_val
         out.print(printable(f"{split}: {json_path} {png_dir}"), highlight=False, markup=False)
 
 
-@command.command("voc")
+@command.command("voc", epilog=example('pss-bench prepare voc VOC2012_ROOT --split val'))
 @click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--split", "splits", multiple=True, default=("train", "val"), show_default=True,
               help="List in ImageSets/Segmentation to convert (repeatable; 'all': every labelled frame).")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import cache_options, debug_option, info, writable_file, gallery_options, gt_options, resolve_gt, workers_option
+from pss_bench.cli.options import cache_options, debug_option, example, gallery_options, gt_options, info, resolve_gt, workers_option, writable_figure
 
 
 def _parse_query(ctx, param, value: str) -> tuple[str, int]:
@@ -19,7 +19,8 @@ def _parse_query(ctx, param, value: str) -> tuple[str, int]:
         raise click.BadParameter(f"segment id {seg!r} is not an integer") from None
 
 
-@click.command("show-retrievals")
+@click.command("show-retrievals",
+               epilog=example('pss-bench show-retrievals preds/pss --query frankfurt_000000_000294:26001 --out fig.png'))
 @click.argument("pred", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @gt_options
 @click.option("--images", "images_root", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
@@ -31,7 +32,7 @@ def _parse_query(ctx, param, value: str) -> tuple[str, int]:
 @click.option("--gallery-images", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="RGB image folder of --gallery (default: --images).")
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              callback=writable_file, help="Figure to write (.png, .pdf or .svg).")
+              callback=writable_figure, help="Figure to write: .png, .pdf or .svg (the suffix picks the format).")
 @workers_option
 @cache_options
 @debug_option

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from pss_bench.cli.train_reference import run_training, training_options
+from pss_bench.cli.options import example
 
 
 def _baseline(ctx, param, value: str) -> str:
@@ -16,7 +17,8 @@ def _baseline(ctx, param, value: str) -> str:
     return value
 
 
-@click.command("train-baseline")
+@click.command("train-baseline",
+               epilog=example('pss-bench train-baseline upsnet --config synthstreets_tiny --data synth/ --out runs/upsnet'))
 @click.argument("baseline", callback=_baseline)
 @training_options
 def command(baseline, config, data_root, out_dir, device, resume, pretrained, stop_after, overrides):

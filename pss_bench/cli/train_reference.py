@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from pss_bench.cli.options import console_err, debug_option, writable_folder
+from pss_bench.cli.options import console_err, debug_option, example, writable_folder
 
 
 def training_options(f):
@@ -33,7 +33,8 @@ def training_options(f):
     return f
 
 
-@click.command("train-reference", context_settings={"ignore_unknown_options": False})
+@click.command("train-reference", context_settings={"ignore_unknown_options": False},
+               epilog=example('pss-bench train-reference --config synthstreets_tiny --data synth/ --out runs/pss'))
 @training_options
 def command(config, data_root, out_dir, device, resume, pretrained, stop_after, overrides):
     """Train PSS (panoptic segment sorting) on DATA into OUT.

@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 #: Raw deeplab2 / panopticapi layouts of a (semantic, instance) prediction.
 DEEPLAB2_FORMATS = ("2ch", "3ch", "npy", "label")
 _SUFFIX = {"2ch": ".png", "3ch": ".png", "npy": ".npy", "label": ".png"}
+#: ``void_label="auto"``: 255 (deeplab2's ignore label), except for ``label`` PNGs,
+#: where ``255 * label_divisor`` overflows 16 bits: see :func:`default_void_label`.
+AUTO_VOID = "auto"
 
 Progress = Callable[[int, int], None]
 
@@ -171,12 +174,36 @@ def read_deeplab2_prediction(path: Path, fmt: str, label_divisor: int) -> tuple[
     return sem, inst
 
 
-def write_deeplab2(path: Path, semantic: np.ndarray, instance: np.ndarray, fmt: str, label_divisor: int) -> None:
+def default_void_label(fmt: str, categories: list[dict], label_map: Mapping[int, int] | None = None) -> int:
+    """The VOID label ``void_label="auto"`` stands for, the same for both directions of a round trip.
+
+    255 (deeplab2's ``ignore_label``) for ``2ch``, ``3ch`` and ``npy``; for
+    ``label`` PNGs the smallest non-negative label no category uses (0 for
+    Cityscapes' label ids, 19 for its train ids), so that
+    ``void * label_divisor`` fits 16 bits.
+    """
+    if fmt != "label":
+        return 255
+    ids = [c["id"] for c in categories]
+    used = set(label_map) if label_map is not None else set(ids)
+    return next(v for v in range(len(used) + 1) if v not in used)
+
+
+def _resolve_void(void_label, fmt: str, categories: list[dict], label_map: Mapping[int, int] | None):
+    return default_void_label(fmt, categories, label_map) if void_label == AUTO_VOID else void_label
+
+
+def write_deeplab2(path: Path, semantic: np.ndarray, instance: np.ndarray, fmt: str, label_divisor: int,
+                   *, where: str | os.PathLike | None = None) -> None:
     """Writes ``(semantic, instance)`` in one of :data:`DEEPLAB2_FORMATS`.
+
+    Args:
+        where: the file named in errors (the final path when ``path`` is in a staging folder).
 
     Raises:
         FormatError: a value does not fit the format (use ``npy``).
     """
+    where = path if where is None else where
     sem = np.asarray(semantic, dtype=np.int64)
     inst = np.asarray(instance, dtype=np.int64)
     if fmt == "npy":
@@ -187,12 +214,16 @@ def write_deeplab2(path: Path, semantic: np.ndarray, instance: np.ndarray, fmt: 
     if fmt == "label":
         label = merge_panoptic_label(sem, inst, label_divisor)
         if label.min() < 0 or label.max() > 65535:
-            raise FormatError(f"{path}: labels up to {int(label.max())} do not fit a 16-bit PNG (use --format npy)")
+            top = np.unravel_index(int(np.argmax(label)), label.shape)
+            raise FormatError(
+                f"{where}: label {int(label.max())} (semantic {int(sem[top])} * divisor {label_divisor} + instance "
+                f"{int(inst[top])}) does not fit a 16-bit PNG: pass a smaller --void-label or --label-divisor "
+                f"(instances here go up to {int(inst.max())}), or use --format npy")
         _save_png(path, label.astype(np.uint16))
         return
     max_inst = 255 if fmt == "2ch" else 65535
     if sem.min() < 0 or sem.max() > 255 or inst.max() > max_inst:
-        raise FormatError(f"{path}: semantic labels up to {int(sem.max())} or instance ids up to {int(inst.max())} "
+        raise FormatError(f"{where}: semantic labels up to {int(sem.max())} or instance ids up to {int(inst.max())} "
                           f"do not fit format {fmt!r} (use --format npy)")
     rgb = np.zeros(sem.shape + (3,), dtype=np.uint8)
     rgb[..., 0] = sem
@@ -233,7 +264,7 @@ def deeplab2_to_coco(
     *,
     fmt: str = "2ch",
     label_divisor: int = 1000,
-    void_label: int | None = 255,
+    void_label: int | str | None = AUTO_VOID,
     crowd_instance: int | None = 0,
     label_map: Mapping[int, int] | None = None,
     images_json: str | os.PathLike | None = None,
@@ -244,8 +275,11 @@ def deeplab2_to_coco(
     """Converts a folder of raw (semantic, instance) predictions to COCO panoptic.
 
     Every ``*.png`` / ``*.npy`` file of ``src_dir`` (by ``fmt``) is one
-    image; its image id is the file name's stem, or the ``id`` of the entry
-    of ``images_json`` whose ``file_name`` has that stem.
+    image; its image id is the file name's stem, or, with ``images_json``,
+    the ``id`` of the image whose ``file_name`` has that stem, whose ``id``
+    is that stem, or whose annotation's PNG has that stem (the names
+    :func:`coco_to_deeplab2` writes, e.g. Cityscapes' ``*_gtFine_panoptic``).
+    ``void_label="auto"``: :func:`default_void_label`.
 
     Returns:
         The number of images written.
@@ -258,16 +292,13 @@ def deeplab2_to_coco(
     if not src_dir.is_dir():
         raise PssBenchError(f"{src_dir}: input folder not found")
     categories = read_categories(categories_json)
+    void_label = _resolve_void(void_label, fmt, categories, label_map)
     thing_ids = [c["id"] for c in categories if c["isthing"]]
     cat_ids = [c["id"] for c in categories]
     files = sorted(src_dir.glob(f"*{_SUFFIX[fmt]}"))
     if not files:
         raise PssBenchError(f"{src_dir}: no *{_SUFFIX[fmt]} file for format {fmt!r}")
-    by_stem: dict[str, dict] = {}
-    if images_json is not None:
-        for im in read_json_file(images_json).get("images") or []:
-            if isinstance(im, dict) and isinstance(im.get("file_name"), str):
-                by_stem[Path(im["file_name"]).stem] = im
+    by_stem = _images_by_stem(images_json) if images_json is not None else {}
     _check_free(out_json, overwrite)
     images, annotations = [], []
     with _atomic_dir(png_dir, overwrite) as tmp_dir:
@@ -275,7 +306,8 @@ def deeplab2_to_coco(
             sem, inst = read_deeplab2_prediction(path, fmt, label_divisor)
             info = by_stem.get(path.stem)
             if images_json is not None and info is None:
-                raise PssBenchError(f"{path}: no image with file name stem {path.stem!r} in {images_json}")
+                raise PssBenchError(f"{path}: no image in {images_json} whose file_name or id is {path.stem!r}, "
+                                    "nor an annotation whose file_name has that stem")
             image_id = info["id"] if info is not None else path.stem
             ids, segments = semantic_instance_to_panoptic(
                 sem, inst, thing_ids=thing_ids, void_label=void_label, crowd_instance=crowd_instance,
@@ -283,13 +315,31 @@ def deeplab2_to_coco(
             )
             name = f"{path.stem}.png"
             _save_png(tmp_dir / name, id2rgb(ids))
-            images.append({"id": image_id, "file_name": info["file_name"] if info else name,
+            images.append({"id": image_id, "file_name": info.get("file_name", name) if info else name,
                            "height": int(ids.shape[0]), "width": int(ids.shape[1])})
             annotations.append({"image_id": image_id, "file_name": name, "segments_info": segments})
             if progress:
                 progress(n, len(files))
         _write_json(out_json, {"images": images, "annotations": annotations, "categories": categories})
     return len(files)
+
+
+def _images_by_stem(images_json: str | os.PathLike) -> dict[str, dict]:
+    """File stem -> image entry: by ``images[].file_name``, ``images[].id`` and ``annotations[].file_name``."""
+    obj = read_json_file(images_json)
+    if not isinstance(obj, dict):
+        raise FormatError(f"{images_json}: expected a JSON object with 'images'")
+    images = [im for im in obj.get("images") or [] if isinstance(im, dict) and "id" in im]
+    by_id = {str(im["id"]): im for im in images}
+    by_stem: dict[str, dict] = {}
+    for ann in obj.get("annotations") or []:
+        if isinstance(ann, dict) and isinstance(ann.get("file_name"), str) and "image_id" in ann:
+            by_stem[Path(ann["file_name"]).stem] = by_id.get(str(ann["image_id"]), {"id": ann["image_id"]})
+    by_stem.update(by_id)
+    for im in images:
+        if isinstance(im.get("file_name"), str):
+            by_stem[Path(im["file_name"]).stem] = im
+    return by_stem
 
 
 def coco_to_deeplab2(
@@ -300,7 +350,7 @@ def coco_to_deeplab2(
     categories_json: str | os.PathLike | None = None,
     fmt: str = "2ch",
     label_divisor: int = 1000,
-    void_label: int = 255,
+    void_label: int | str = AUTO_VOID,
     crowd_as_void: bool = False,
     label_map: Mapping[int, int] | None = None,
     overwrite: bool = False,
@@ -310,11 +360,13 @@ def coco_to_deeplab2(
 
     ``label_map`` maps label -> category id (as for :func:`deeplab2_to_coco`);
     it is inverted here. Output files are named after the PNGs.
+    ``void_label="auto"``: :func:`default_void_label`.
     """
     if fmt not in DEEPLAB2_FORMATS:
         raise PssBenchError(f"unknown format {fmt!r}; expected one of {', '.join(DEEPLAB2_FORMATS)}")
     json_path, obj, png_dir = _panoptic_input(panoptic_json, png_dir)
     categories = read_categories(categories_json if categories_json is not None else json_path)
+    void_label = _resolve_void(void_label, fmt, categories, label_map)
     thing_ids = [c["id"] for c in categories if c["isthing"]]
     to_label = None
     if label_map is not None:
@@ -331,7 +383,8 @@ def coco_to_deeplab2(
                 ids, segments, thing_ids=thing_ids, void_label=void_label, crowd_as_void=crowd_as_void,
                 category_to_label=to_label, where=where,
             )
-            write_deeplab2(tmp_dir / (Path(ann["file_name"]).stem + _SUFFIX[fmt]), sem, inst, fmt, label_divisor)
+            name = Path(ann["file_name"]).stem + _SUFFIX[fmt]
+            write_deeplab2(tmp_dir / name, sem, inst, fmt, label_divisor, where=Path(out_dir) / name)
             if progress:
                 progress(n, len(anns))
     return len(anns)

@@ -259,7 +259,8 @@ def default_names(pred_dirs: Sequence[str | os.PathLike]) -> list[str]:
     """The directories' names, made unique with ``#2``, ``#3``... where they repeat."""
     out: list[str] = []
     for p in pred_dirs:
-        base = Path(p).resolve().name or str(p)
+        p = Path(p)
+        base = (p.resolve().stem if p.is_file() else p.resolve().name) or str(p)
         name, n = base, 1
         while name in out:
             n += 1
@@ -269,8 +270,8 @@ def default_names(pred_dirs: Sequence[str | os.PathLike]) -> list[str]:
 
 
 def _has_panoptic(pred_dir: Path) -> bool:
-    """Whether ``panoptic.json`` exists and lists at least one image (``embed`` writes an empty one)."""
-    path = pred_dir / "panoptic.json"
+    """Whether ``panoptic.json`` (or the JSON ``pred_dir`` itself) lists at least one image (``embed`` writes an empty one)."""
+    path = pred_dir if pred_dir.is_file() else pred_dir / "panoptic.json"
     if not os.path.lexists(path):  # present but a folder, FIFO or broken link: refused by the reader
         return False
     obj = read_json_file(path, PredictionFormatError)
@@ -281,6 +282,10 @@ def _has_panoptic(pred_dir: Path) -> bool:
 
 def check_inputs(pred_dirs: Sequence[str | os.PathLike], names: Sequence[str] | None = None) -> list[_Input]:
     """Reads every manifest before any evaluation, so a bad directory fails fast.
+
+    Each input is what ``pss-bench pq`` accepts, and more: a prediction
+    directory (``manifest.json``), a folder with only ``panoptic.json`` +
+    ``panoptic/`` (PQ only), or a COCO panoptic prediction JSON (PQ only).
 
     Raises:
         PredictionFormatError: a bad manifest, or a directory with neither a
@@ -297,7 +302,8 @@ def check_inputs(pred_dirs: Sequence[str | os.PathLike], names: Sequence[str] | 
     out = []
     for name, p in zip(names, pred_dirs):
         p = Path(p)
-        manifest = read_manifest(p)
+        plain = p.is_file() or (not (p / "manifest.json").exists() and os.path.lexists(p / "panoptic.json"))
+        manifest = {} if plain else read_manifest(p)  # no manifest: a panoptic prediction, as `pq` reads it
         has_pan = _has_panoptic(p)
         kind = manifest.get("embeddings")
         if not has_pan and kind is None:

@@ -64,6 +64,8 @@ from pss_bench.metrics.variants import (
     parse_metrics,
 )
 from pss_bench.threads import WorkerDied, default_workers, fork_available, map_forked, map_ordered
+from pss_bench.structures import Category
+from pss_bench.text import near_image_id
 
 log = logging.getLogger(__name__)
 
@@ -226,9 +228,14 @@ def load_pair(
     gt_json: str | os.PathLike,
     pred_dir: str | os.PathLike | None = None,
     gt_dir: str | os.PathLike | None = None,
+    categories: dict[int, Category] | None = None,
 ) -> tuple[PanopticJson, PanopticJson]:
-    """Loads and cross-checks a GT and a prediction JSON (no PNG decoded); a parsed GT is used as it is."""
-    gt = gt_json if isinstance(gt_json, PanopticJson) else load_panoptic_json(gt_json, gt_dir, role="gt")
+    """Loads and cross-checks a GT and a prediction JSON (no PNG decoded); a parsed GT is used as it is.
+
+    ``categories`` replace the GT JSON's own (for a GT without ``categories``).
+    """
+    gt = gt_json if isinstance(gt_json, PanopticJson) else load_panoptic_json(gt_json, gt_dir, role="gt",
+                                                                              categories=categories)
     check_png_folder(gt, GroundTruthFormatError)
     pred_json_path, pred_png_dir = resolve_panoptic_input(pred_json, pred_dir)
     pred = load_panoptic_json(pred_json_path, pred_png_dir, role="prediction", categories=gt.categories)
@@ -243,7 +250,9 @@ def match_annotations(gt: PanopticJson, pred: PanopticJson) -> list[_Pair]:
     for g in gt.annotations:
         p = by_id.pop(g.image_id, None)
         if p is None:
-            raise PredictionFormatError(f"{pred.path}: no prediction for GT image {g.image_id!r} of {gt.path}")
+            near = near_image_id(g.image_id, by_id)
+            hint = f" (the prediction has image {near!r}: image ids must equal the GT's)" if near is not None else ""
+            raise PredictionFormatError(f"{pred.path}: no prediction for GT image {g.image_id!r} of {gt.path}{hint}")
         pairs.append(_Pair(g, p))
     if by_id:
         extra = list(by_id)[:5]
@@ -266,6 +275,7 @@ def evaluate_pq(
     metrics: str | Sequence[str] | None = None,
     dilation_ratio: float = DEFAULT_DILATION_RATIO,
     pc_normalize: bool = True,
+    categories: dict[int, Category] | None = None,
 ) -> PQResult:
     """Panoptic quality of a COCO panoptic prediction against the ground truth.
 
@@ -291,6 +301,8 @@ def evaluate_pq(
             PQ are computed from the same decoded maps, in the same pass.
         dilation_ratio: Boundary PQ's ratio of the image diagonal (boundary-iou-api's 0.02).
         pc_normalize: Parsing Covering's ``normalize_by_image_size`` (tf-models' default True).
+        categories: the GT's categories instead of its JSON's own (for a
+            GT JSON without ``categories``).
 
     Returns:
         The :class:`~pss_bench.metrics.pq.PQResult`; with other metrics asked,
@@ -300,7 +312,7 @@ def evaluate_pq(
         GroundTruthFormatError | PredictionFormatError: the first bad input.
     """
     settings = VariantSettings(parse_metrics(metrics), dilation_ratio, pc_normalize)
-    gt, pr = load_pair(pred, gt_json, pred_dir, gt_dir)
+    gt, pr = load_pair(pred, gt_json, pred_dir, gt_dir, categories)
     pairs = match_annotations(gt, pr)
     cache = None
     if use_cache:

@@ -194,8 +194,14 @@ class _PanopticEvaluator:
         self._metric_options = {"metrics": metrics, "dilation_ratio": dilation_ratio, "pc_normalize": pc_normalize}
         PanopticQuality([], **self._metric_options)  # refuses a bad metric name or ratio now, not at reset()
         if metadata is None and dataset_name is not None:
-            from detectron2.data import MetadataCatalog
-
+            try:
+                from detectron2.data import MetadataCatalog
+            except ImportError as exc:
+                raise PssBenchError(
+                    f"PanopticEvaluator({dataset_name!r}): a dataset name is looked up in detectron2's "
+                    f"MetadataCatalog, and detectron2 cannot be imported ({exc}): pass metadata=... "
+                    f"(or gt_json=...) or install detectron2"
+                ) from None
             metadata = MetadataCatalog.get(dataset_name)
         self._metadata = metadata
         gt_json = gt_json or _meta_get(metadata, "panoptic_json")

@@ -239,6 +239,11 @@ class PanopticQuality(Metric):
             raise PssBenchError(
                 f"expected (B, *spatial, 2) tensors of (category_id, instance_id), found shape {tuple(preds.shape)}"
             )
+        if preds.dim() == 3:  # read as a batch, (H, W, 2) would be H one-row images: a silently wrong PQ
+            raise PssBenchError(
+                f"expected (B, *spatial, 2) tensors with at least two spatial axes, found shape {tuple(preds.shape)}: "
+                f"for one (H, W, 2) image pass preds[None], target[None]"
+            )
         target = target.to(preds.device)
         iou = np.zeros(len(self.categories))
         tp = np.zeros(len(self.categories), np.int64)
@@ -319,6 +324,25 @@ class PanopticQuality(Metric):
                     values[f"pq_{name}"] = None if r.all is None else r.all.pq
         return {k: torch.tensor(float("nan") if x is None else x, dtype=torch.float64, device=self.iou.device)
                 for k, x in values.items()}
+
+    def compute_per_class(self) -> dict[str, torch.Tensor]:
+        """Per-class PQ, SQ, RQ, like torchmetrics' ``return_per_class`` but a fixed shape.
+
+        Returns:
+            ``{"category_id": (C,) int64, "pq", "sq", "rq": (C,) float64}``
+            for every category, things then stuffs, each in ascending id
+            order (:attr:`categories`); NaN for a class with no GT or
+            predicted segment yet (it counts in no mean). :meth:`compute`
+            keeps its scalar keys, so ``log_dict(metric.compute())`` works.
+        """
+        result = self._stats().compute()
+        out: dict[str, torch.Tensor] = {
+            "category_id": torch.tensor([c.id for c in self.categories], dtype=torch.int64, device=self.iou.device)}
+        for m in ("pq", "sq", "rq"):
+            values = [getattr(r, m) if r.present else float("nan")
+                      for r in (result.per_class[c.id] for c in self.categories)]
+            out[m] = torch.tensor(values, dtype=torch.float64, device=self.iou.device)
+        return out
 
     def compute_result(self) -> PQResult:
         """The full :class:`~pss_bench.metrics.pq.PQResult` (per-class counts, ``variants``), after syncing ranks."""

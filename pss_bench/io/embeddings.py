@@ -27,6 +27,7 @@ from pss_bench.io.panoptic import read_json_file, safe_join
 from pss_bench.io.prediction import FORMAT_NAME, FORMAT_VERSION
 from pss_bench.io.safe_arrays import npz_member_names, read_npz
 from pss_bench.structures import ImageId
+from pss_bench.text import near_image_id
 
 log = logging.getLogger(__name__)
 
@@ -174,7 +175,14 @@ def load_embeddings(pred_dir: str | os.PathLike, image_ids) -> tuple[dict, dict[
                 )
         out[image_id] = e
     if not out:
-        raise PredictionFormatError(f"{folder}: no embeddings file for any of the {len(missing)} ground-truth images")
+        hint = ""
+        if missing:
+            near = near_image_id(missing[0], (f.name[:-4] for f in folder.glob("*.npz")))
+            if near is not None:
+                hint = (f" (GT image {missing[0]!r} has none, but {near}.npz is there: files are named "
+                        f"<image_id>.npz with the GT's image ids)")
+        raise PredictionFormatError(
+            f"{folder}: no embeddings file for any of the {len(missing)} ground-truth images{hint}")
     if missing:
         log.warning("%s: %d ground-truth images have no embeddings file (e.g. %s)", folder, len(missing), missing[:3])
     return manifest, out

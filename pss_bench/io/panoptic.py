@@ -305,6 +305,10 @@ class PanopticAnnotation:
     image_id: ImageId
     file_name: str
     segments: Segments
+    #: ids of ``segments_info`` entries refused for another problem (a missing
+    #: ``area``, an unknown category, ...): listed in the JSON, so their pixels
+    #: in the PNG are not a second problem.
+    refused_ids: frozenset = frozenset()
 
 
 @dataclass
@@ -412,7 +416,7 @@ def _parse_categories(obj, path: Path, log: ProblemLog) -> dict[int, Category]:
         found = "missing" if "categories" not in obj else f"found {short_repr(raw)}"
         raise log.error_cls(
             f"{path}: 'categories' must be a non-empty list of {{id, name, isthing}} ({found}); "
-            f"segments cannot be checked without it"
+            f"segments cannot be checked without it (give them with --categories FILE|cityscapes|coco)"
         )
     problems: list[str] = []
     for i, c in enumerate(raw):
@@ -442,14 +446,33 @@ def _parse_categories(obj, path: Path, log: ProblemLog) -> dict[int, Category]:
     return cats
 
 
+def read_categories_json(path: str | os.PathLike, error_cls: type[FormatError] = GroundTruthFormatError
+                         ) -> dict[int, Category]:
+    """Categories from a JSON file: a list of ``{id, name, isthing}`` or an object with ``categories``.
+
+    Raises:
+        error_cls: unreadable file, or no usable category (every problem of
+            the list is checked as for a GT's own ``categories``).
+    """
+    path = Path(path)
+    obj = read_json_file(path, error_cls)
+    if isinstance(obj, list):
+        obj = {"categories": obj}
+    if not isinstance(obj, dict):
+        raise error_cls(f"{path}: expected a list of categories or an object with 'categories'")
+    return _parse_categories(obj, path, ProblemLog(error_cls))
+
+
 def _parse_segments(
     seg_list,
     where: str,
     log: ProblemLog,
     categories: dict[int, Category] | None,
     need_area: bool,
-) -> Segments:
+) -> tuple[Segments, frozenset]:
+    """The usable segments, and the ids of the entries refused after their id was read."""
     ids: list[int] = []
+    refused: set[int] = set()
     cats: list[int] = []
     crowd: list[bool] = []
     areas: list[int] = []
@@ -475,6 +498,8 @@ def _parse_segments(
         if sid in seen:
             log.add(f"{here}: segment id listed twice")
             continue
+        seen.add(sid)
+        refused.add(sid)  # until every field below passed
         cid = s.get("category_id")
         if not _is_int(cid):
             log.add(f"{here}: no integer 'category_id' (found {short_repr(cid)})")
@@ -495,7 +520,7 @@ def _parse_segments(
                 log.add(f"{here}: 'area' must be a pixel count in [1, {MAX_AREA}], found {area!r}")
                 continue
             areas.append(int(area))
-        seen.add(sid)
+        refused.discard(sid)
         ids.append(sid)
         cats.append(cid)
         crowd.append(bool(isc))
@@ -504,7 +529,7 @@ def _parse_segments(
         category_ids=np.array(cats, dtype=np.int64),
         iscrowd=np.array(crowd, dtype=bool),
         areas=np.array(areas, dtype=np.int64) if need_area else None,
-    )
+    ), frozenset(refused)
 
 
 def load_panoptic_json(
@@ -523,7 +548,8 @@ def load_panoptic_json(
         role: ``"gt"`` (categories and areas required) or ``"prediction"``
             (categories taken from ``categories``, areas ignored).
         categories: for predictions, the ground truth's categories, to check
-            each segment's ``category_id``.
+            each segment's ``category_id``; for a GT, its categories instead
+            of the JSON's own (for a GT JSON without ``categories``).
         log: where problems go; by default the first one is raised.
 
     Raises:
@@ -537,7 +563,7 @@ def load_panoptic_json(
     obj = read_json_file(path, error_cls)
     if not isinstance(obj, dict):
         raise error_cls(f"{path}: expected a JSON object with 'annotations', found {type(obj).__name__}")
-    if is_gt:
+    if is_gt and categories is None:
         categories = _parse_categories(obj, path, log)
     raw_anns = obj.get("annotations")
     if not isinstance(raw_anns, list):
@@ -582,8 +608,9 @@ def load_panoptic_json(
             log.add(f"{where}: file_name {short_repr(file_name)} is also the PNG of image {other!r} "
                     f"(each image needs its own PNG)")
             continue
-        segs = _parse_segments(a.get("segments_info"), where, log, categories, need_area=is_gt)
-        annotations.append(PanopticAnnotation(image_id=image_id, file_name=file_name, segments=segs))
+        segs, refused = _parse_segments(a.get("segments_info"), where, log, categories, need_area=is_gt)
+        annotations.append(PanopticAnnotation(image_id=image_id, file_name=file_name, segments=segs,
+                                              refused_ids=refused))
     return PanopticJson(
         path=path,
         png_dir=png_dir,
@@ -610,6 +637,7 @@ def segment_problems_against_png(
     segments: Segments,
     where: str,
     check_area: bool,
+    refused_ids: frozenset = frozenset(),
 ) -> list[str]:
     """Compares a decoded PNG's ids and pixel counts with ``segments_info``.
 
@@ -619,12 +647,14 @@ def segment_problems_against_png(
         segments: the JSON's segments.
         where: ``"<png path>: image '<id>'"`` for the messages.
         check_area: compare declared ``area`` with the pixel count.
+        refused_ids: ids of entries the JSON lists but that were refused for
+            another, already reported problem: not "in the PNG but not in the JSON".
     """
     problems: list[str] = []
     declared = {int(s): i for i, s in enumerate(segments.ids)}
     present = {int(s): int(c) for s, c in zip(ids_in_png, counts) if c > 0}
     for sid in present:
-        if sid != VOID and sid not in declared:
+        if sid != VOID and sid not in declared and sid not in refused_ids:
             problems.append(f"{where}, segment {sid}: in the PNG but not in the JSON")
     for sid, i in declared.items():
         if sid not in present:

@@ -44,7 +44,7 @@ def _image_problems(pj: PanopticJson, ann: PanopticAnnotation, check_area: bool)
     if size is not None and tuple(size) != ids.shape:
         problems.append(f"{where}: PNG is {ids.shape[1]}x{ids.shape[0]} but 'images' says {size[1]}x{size[0]} (WxH)")
     uniq, counts = np.unique(ids, return_counts=True)
-    problems += segment_problems_against_png(uniq, counts, ann.segments, where, check_area)
+    problems += segment_problems_against_png(uniq, counts, ann.segments, where, check_area, ann.refused_ids)
     return problems
 
 
@@ -55,8 +55,12 @@ def validate_panoptic(
     workers: int | None = None,
     check_area: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    categories: dict | None = None,
 ) -> ValidationReport:
     """Checks a ground-truth COCO panoptic JSON and all its PNGs.
+
+    ``categories`` (id -> :class:`~pss_bench.structures.Category`) replace
+    the JSON's own, for a GT without ``categories``.
 
     Returns:
         A report listing every problem, in file order.
@@ -65,7 +69,7 @@ def validate_panoptic(
 
     log = ProblemLog(GroundTruthFormatError, collect=True)
     try:
-        pj = load_panoptic_json(json_path, png_dir, role="gt", log=log)
+        pj = load_panoptic_json(json_path, png_dir, role="gt", log=log, categories=categories)
     except FormatError as exc:  # unreadable JSON: nothing more to check
         return ValidationReport(problems=[str(exc)])
     report = ValidationReport(images=len(pj.annotations), segments=sum(len(a.segments) for a in pj.annotations))

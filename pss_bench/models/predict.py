@@ -62,6 +62,7 @@ def write_predictions(
     overwrite: bool = False,
     overrides: Sequence[str] = (),
     progress: Callable[[int, int], None] | None = None,
+    workers: int = 1,
 ) -> int:
     """Predicts ``data_root``'s ``split`` with ``checkpoint`` into the prediction directory ``out_dir``.
 
@@ -69,6 +70,14 @@ def write_predictions(
         embed_mode: ``gt-segments`` (mean embedding over each GT segment, the
             paper's Table 1), ``pred-segments`` or ``none``.
         overrides: ``inference.KEY=VALUE`` / ``kmeans.KEY=VALUE`` settings.
+        workers: on a CPU, frames are predicted in this many forked processes
+            (Linux) with one torch thread each, and written in order: the
+            output is the same as with one. One thread per frame uses the
+            cores without torch's intra-op synchronisation, which on a
+            machine shared with other jobs cost up to 20 times the CPU time
+            of a frame (``docs/benchmarks.md``, demo speed). Call it from a
+            process with no other thread running (see
+            :func:`pss_bench.threads.map_forked`).
 
     Returns:
         The number of images written.
@@ -97,30 +106,60 @@ def write_predictions(
     if getattr(ds, "gt_json", None) is not None:
         extra["gt_json"] = str(Path(ds.gt_json).resolve())
     model_name = get_model(cfg.model.arch).display_name
+
+    def one(i: int) -> tuple:
+        """Image ``i``: ``(image_id, ids (H, W) int64, segments_info, embedded ids, embeddings)`` as numpy."""
+        item = ds[i]
+        ids, info, emb, seg_emb = predict_panoptic(net, item["image"].to(dev), categories, cfg)
+        image_id = item["image_id"]
+        if not bool(torch.isfinite(emb).all()) or (seg_emb is not None and not bool(torch.isfinite(seg_emb).all())):
+            raise PssBenchError(
+                f"{checkpoint}: the model outputs NaN or infinite values (first on image {image_id!r}): "
+                "its weights are corrupted or diverged"
+            )
+        seg_ids = e = None
+        if embed_mode == "gt-segments":
+            seg_ids, e = pooled_embeddings(emb, item["panoptic"])
+        elif embed_mode == "pred-segments" and seg_emb is None:
+            seg_ids, e = pooled_embeddings(emb, ids)
+        elif embed_mode == "pred-segments":
+            present = [s["id"] for s in info]
+            e = seg_emb[torch.tensor(present, dtype=torch.long, device=dev) - 1] if present else seg_emb[:0]
+            seg_ids = torch.tensor(present, dtype=torch.long)
+        return (image_id, ids.cpu().numpy().astype("int64"), info,
+                None if seg_ids is None else seg_ids.cpu().numpy(), None if e is None else e.cpu().numpy())
+
     with PredictionWriter(out_dir, model=model_name, overwrite=overwrite, **extra) as writer:
         if embed_mode != "none":
             writer.manifest["embeddings"] = embed_mode
-        for i in range(n):
-            item = ds[i]
-            ids, info, emb, seg_emb = predict_panoptic(net, item["image"].to(dev), categories, cfg)
-            image_id = item["image_id"]
-            if not bool(torch.isfinite(emb).all()) or (seg_emb is not None and not bool(torch.isfinite(seg_emb).all())):
-                raise PssBenchError(
-                    f"{checkpoint}: the model outputs NaN or infinite values (first on image {image_id!r}): "
-                    "its weights are corrupted or diverged"
-                )
-            writer.add_panoptic(image_id, f"{image_id}.png", ids.cpu().numpy().astype("int64"), info)
-            if embed_mode == "gt-segments":
-                seg_ids, e = pooled_embeddings(emb, item["panoptic"])
-                writer.add_embeddings(image_id, seg_ids.cpu().numpy(), e.cpu().numpy())
-            elif embed_mode == "pred-segments" and seg_emb is None:
-                seg_ids, e = pooled_embeddings(emb, ids)
-                writer.add_embeddings(image_id, seg_ids.cpu().numpy(), e.cpu().numpy())
-            elif embed_mode == "pred-segments":
-                present = [s["id"] for s in info]
-                e = seg_emb[torch.tensor(present, dtype=torch.long, device=dev) - 1] if present else seg_emb[:0]
-                writer.add_embeddings(image_id, torch.tensor(present, dtype=torch.long).numpy(), e.cpu().numpy())
+        for done, (image_id, ids, info, seg_ids, e) in enumerate(_in_order(one, n, workers, dev), 1):
+            writer.add_panoptic(image_id, f"{image_id}.png", ids, info)
+            if seg_ids is not None:
+                writer.add_embeddings(image_id, seg_ids, e)
             if progress is not None:
-                progress(i + 1, n)
+                progress(done, n)
         writer.commit(categories=[{"id": c.id, "name": c.name, "isthing": int(c.isthing)} for c in categories])
     return n
+
+
+def _in_order(one: Callable[[int], tuple], n: int, workers: int, dev: torch.device):
+    """``one(0), ..., one(n - 1)`` in order: here, or in forked single-threaded workers on a CPU."""
+    from pss_bench.threads import fork_available, map_forked
+
+    if workers <= 1 or n <= 1 or dev.type != "cpu" or not fork_available():
+        for i in range(n):
+            yield one(i)
+        return
+
+    def single_threaded(i: int) -> tuple:
+        if torch.get_num_threads() != 1:  # in the forked worker only: this process keeps its setting
+            torch.set_num_threads(1)
+        return one(i)
+
+    pending: dict[int, tuple] = {}
+    nxt = 0
+    for i, result in map_forked(single_threaded, range(n), workers):
+        pending[i] = result
+        while nxt in pending:  # written in image order whatever order the workers finish in
+            yield pending.pop(nxt)
+            nxt += 1

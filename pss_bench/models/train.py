@@ -28,6 +28,7 @@ prototype memory) into ``checkpoint_last.pt``, restored on ``--resume`` by its
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -287,16 +288,24 @@ def train(
         from pss_bench.io.atomic import atomic_path
 
         # Created only now: data, model and checkpoint are checked, a refused run leaves no folder behind.
+        created = [p for p in (out, *out.parents) if not p.exists()]  # deepest first
         out.mkdir(parents=True, exist_ok=True)
-        for name in (CHECKPOINT_NAME, FINAL_NAME, "config.yaml", "log.jsonl"):
-            clean_stale(out / name)  # temporaries of a killed run
+        try:
+            for name in (CHECKPOINT_NAME, FINAL_NAME, "config.yaml", "log.jsonl"):
+                clean_stale(out / name)  # temporaries of a killed run
 
-        with atomic_path(out / "config.yaml") as tmp:
-            tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        if resume:
-            _rewrite_log(out / "log.jsonl", start)
-        elif (out / "log.jsonl").exists():
-            (out / "log.jsonl").unlink()
+            with atomic_path(out / "config.yaml") as tmp:
+                tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+            if resume:
+                _rewrite_log(out / "log.jsonl", start)
+            elif (out / "log.jsonl").exists():
+                (out / "log.jsonl").unlink()
+        except BaseException:
+            # A failed start (a full disk writing config.yaml) leaves none of the folders it made.
+            for p in created:
+                with contextlib.suppress(OSError):
+                    p.rmdir()  # empty ones only: anything else is not ours to remove
+            raise
 
     def own_state() -> dict:
         return module.training_state() if hasattr(module, "training_state") else {}

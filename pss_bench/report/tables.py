@@ -99,11 +99,15 @@ class SummaryCells:
 
 
 def summary_cells(result: CompareResult) -> SummaryCells:
-    """PQ, PQ-Th, PQ-St, SQ, RQ (%), CE per thing category, mean CE and its relative difference."""
-    things = result.thing_categories
+    """PQ, PQ-Th, PQ-St, SQ, RQ (%), CE per thing category, mean CE and its relative difference.
+
+    Without any model's Context Error the CE columns are left out (they would all be empty).
+    """
+    any_ce = any(m.context_error is not None for m in result.models)
+    things = result.thing_categories if any_ce else ()
     flagged = uninformative_classes(result)
-    headers = ["Model", "PQ", "PQ-Th", "PQ-St", "SQ", "RQ", *(_class_label(result, c, flagged) for c in things),
-               "mean CE", "Δ mean CE"]
+    headers = ["Model", "PQ", "PQ-Th", "PQ-St", "SQ", "RQ", *(_class_label(result, c, flagged) for c in things)]
+    headers += ["mean CE", "Δ mean CE"] if any_ce else []
     rows = []
     for i, m in enumerate(result.models):
         if m.pq is not None:
@@ -119,7 +123,7 @@ def summary_cells(result: CompareResult) -> SummaryCells:
         else:
             ce_cells = [DASH] * (len(things) + 1)
             rel = DASH
-        rows.append([m.name, *pq_cells, *ce_cells, rel])
+        rows.append([m.name, *pq_cells, *ce_cells, rel] if any_ce else [m.name, *pq_cells])
     bound_rows = []
     b = result.bounds
     if b is not None:
@@ -130,7 +134,7 @@ def summary_cells(result: CompareResult) -> SummaryCells:
         bound_rows.append(["(queries)", *[""] * 5, *(str(source.per_class[c.id].queries) for c in things),
                            str(source.mean.queries), ""])
     caption = (f"PQ, SQ, RQ in %; CE = Context Error per thing category (K={result.k}, lower is better); "
-               f"{DASH} = not available")
+               f"{DASH} = not available") if any_ce else f"PQ, SQ, RQ in %; {DASH} = not available; no model has a Context Error"
     if b is not None:
         caption += f"; (queries) = query instances per class ({b.source}'s), and in the mean"
     if result.reference is not None:
@@ -392,14 +396,23 @@ def ce_class_cells(result: CompareResult) -> tuple[list[str], list[list[str]]]:
 # --------------------------------------------------------------------------- pq and context-error tables
 
 
+def _count(n: int, one: str, many: str) -> str:
+    """``"1 class"``, ``"2 classes"``."""
+    return f"{n} {one if n == 1 else many}"
+
+
 def _pct_interval(iv) -> str:
     if iv is None or iv.low is None or iv.high is None:
-        return "—"
+        return DASH
     return f"[{_pct(iv.low)}, {_pct(iv.high)}]"
 
 
-def pq_table(result: PQResult, title: str | None = None, bootstrap=None) -> Table:
+def pq_table(result: PQResult, title: str | None = None, bootstrap=None, all_classes: bool = False) -> Table:
     """Per-category rows (PQ, SQ, RQ in percent; TP, FP, FN), then All / Things / Stuff with n.
+
+    Only the classes present in the GT or the prediction get a row, unless
+    ``all_classes`` (133 COCO rows for two images help nobody); the caption
+    says how many were left out.
 
     With ``bootstrap`` (a :class:`~pss_bench.metrics.bootstrap.PQBootstrap`
     of this result), a column with the PQ's confidence interval follows PQ.
@@ -417,11 +430,15 @@ def pq_table(result: PQResult, title: str | None = None, bootstrap=None) -> Tabl
     def ci(iv) -> list[str]:
         return [_pct_interval(iv)] if boot is not None else []
 
+    hidden = 0
     for cid, r in result.per_class.items():
         cat = result.categories[cid]
         name = f"{markup_escape(cat.name)} ({cid}){' *' if cat.isthing else ''}"
+        if not r.present and not all_classes:
+            hidden += 1
+            continue
         if not r.present:
-            t.add_row(name, "—", *ci(None), "—", "—", "0", "0", "0", "", style="dim")
+            t.add_row(name, DASH, *ci(None), DASH, DASH, "0", "0", "0", "", style="dim")
         else:
             t.add_row(name, _pct(r.pq), *ci(boot.per_class.get(cid) if boot else None), _pct(r.sq), _pct(r.rq),
                       str(r.tp), str(r.fp), str(r.fn), "")
@@ -429,11 +446,14 @@ def pq_table(result: PQResult, title: str | None = None, bootstrap=None) -> Tabl
     for name in ("All", "Things", "Stuff"):
         row = result.row(name)
         if row is None:
-            t.add_row(name, "—", *ci(None), "—", "—", "", "", "", "0", style="bold")
+            t.add_row(name, DASH, *ci(None), DASH, DASH, "", "", "", "0", style="bold")
         else:
             t.add_row(name, _pct(row.pq), *ci(boot.rows[name]["pq"] if boot else None), _pct(row.sq), _pct(row.rq),
                       "", "", "", str(row.n), style="bold")
-    t.caption = "PQ, SQ, RQ in %; * = thing class; — = no GT or predicted segment"
+    t.caption = f"PQ, SQ, RQ in %; * = thing class; {DASH} = no GT or predicted segment"
+    if hidden:
+        t.caption += (f"; {_count(hidden, 'class', 'classes')} with no GT or predicted segment not shown "
+                      f"(--all-classes shows them)")
     if boot is not None:
         s = bootstrap.settings
         t.caption += (f"; CI: percentile interval of {s.resamples} bootstrap resamples of the images "
@@ -443,13 +463,13 @@ def pq_table(result: PQResult, title: str | None = None, bootstrap=None) -> Tabl
 
 def _ce_cell(v: float | None, pct: bool = False) -> str:
     if v is None:
-        return "-"
+        return DASH
     return f"{100 * v:.1f}" if pct else f"{v:.3f}"
 
 
 def _ce_interval(iv, pct: bool = False) -> str:
     if iv is None or iv.low is None or iv.high is None:
-        return "-"
+        return DASH
     return f"[{_ce_cell(iv.low, pct)}, {_ce_cell(iv.high, pct)}]"
 
 
@@ -488,9 +508,9 @@ def ce_table(result, title: str = "Context Error", bootstrap=None):
                           _ce_interval(boot.mean.get(attr), pct), *([""] * (len(means) - 1)), style="dim")
     table.add_row("queries", *(str(result.per_class[cid].queries) for _, cid in cols),
                   *(str(row.queries) for _, row, _ in means))
-    table.add_row("informative", *(("-" if not result.per_class[cid].queries else
+    table.add_row("informative", *((DASH if not result.per_class[cid].queries else
                                     "yes" if result.per_class[cid].informative else "no") for _, cid in cols),
-                  *(f"{row.classes} classes" for _, row, _ in means))
+                  *(_count(row.classes, "class", "classes") for _, row, _ in means))
     caption = []
     if flagged:
         where = "kept in the mean (--all-classes)" if result.all_classes else \

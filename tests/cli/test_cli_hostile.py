@@ -116,11 +116,42 @@ def test_unwritable_json_target_is_a_usage_error_before_any_work(ds, tmp_path, c
     assert (tmp_path / "file.txt").read_text() == "x"
 
 
-def test_json_into_a_new_folder_still_works(ds, tmp_path, capsys):
+def test_json_into_a_missing_folder_is_refused_naming_it(ds, tmp_path, capsys):
+    """Issue 23 item 9: a typo in --json's folder must not create folders anywhere."""
     gt_json, pred = ds
     out = tmp_path / "new" / "dir" / "r.json"
-    assert main([*_pq(gt_json, pred), "--json", str(out)]) == 0
-    assert json.loads(out.read_text())["All"]["pq"] == 1.0
+    assert main([*_pq(gt_json, pred), "--json", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"the folder {tmp_path / 'new' / 'dir'} does not exist" in " ".join(err.split())
+    assert not (tmp_path / "new").exists()
+
+
+def test_json_into_proc_says_what_is_wrong(ds, capsys):
+    gt_json, pred = ds
+    assert main([*_pq(gt_json, pred), "--json", "/proc/pss_bench_x.json"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "cannot create a file in /proc (it accepts no new files)" in err
+    assert "No such file or directory" not in err
+
+
+@pytest.mark.parametrize("name, ok", [("fig.jpg", False), ("fig", False), ("fig.PNG", True), ("fig.svg", True)])
+def test_figure_out_takes_only_the_listed_formats(name, ok, tmp_path):
+    import click
+
+    from pss_bench.cli.options import writable_figure
+
+    if ok:
+        assert writable_figure(None, None, tmp_path / name) == tmp_path / name
+    else:
+        with pytest.raises(click.BadParameter, match=r"expected a \.png, \.pdf, \.svg file name"):
+            writable_figure(None, None, tmp_path / name)
+
+
+def test_show_retrievals_refuses_a_jpeg_before_any_work(ds, tmp_path, capsys):
+    gt_json, pred = ds
+    out = tmp_path / "x.jpg"
+    assert main(["show-retrievals", str(pred), "--gt", str(gt_json), "--query", "a:1", "--out", str(out)]) == 2
+    assert ".png, .pdf, .svg" in capsys.readouterr().err and not out.exists()
 
 
 # --------------------------------------------------------------------------- -q, Ctrl-C, --gt (item 27)
@@ -304,6 +335,7 @@ def test_mathtext_in_category_names_does_not_break_figures(tmp_path, capsys):
     name = "$x^$"
     gt_json, pred = _make(tmp_path / "d", _cats(thing_name=name))
     out = tmp_path / "out"
+    out.mkdir()
     assert main(["show-retrievals", str(pred), "--gt", str(gt_json), "--no-cache", "--query", "a:2", "--k", "1",
                  "--out", str(out / "r.png")]) == 0
     assert main(["context-map", str(pred), "--gt", str(gt_json), "--no-cache", "--category", name,

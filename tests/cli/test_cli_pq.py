@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -104,3 +105,68 @@ def test_validate_clean_and_broken(ds, capsys):
     assert any("segment 1001" in l and "area 3" in l for l in lines)
     assert "segment 0" in cap.out and "segment 4242" in cap.out and "in the JSON but not in the PNG" in cap.out
     assert "3 problem(s)" in cap.err
+
+
+def _mseg_val(sample_data):
+    root = sample_data / "coco_panoptic" / "mseg_sample" / "tests" / "test_data"
+    return root / "COCOPanoptic_test_data" / "annotations" / "panoptic_val2017.json", root
+
+
+@pytest.mark.parametrize("how", ["coco", "file"])
+def test_gt_without_categories_scored_with_categories_option(sample_data, capsys, how):
+    """Issue 23 item 5: mseg's COCO GT has no 'categories'; --categories coco|FILE scores it (GT vs itself: PQ 1)."""
+    gt, root = _mseg_val(sample_data)
+    cats = "coco" if how == "coco" else str(root / "coco_panoptic_categories.json")
+    assert main(["pq", str(gt), "--gt", str(gt), "--categories", cats, "--json", "-", "--no-cache"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["All"]["pq"] == pytest.approx(1.0) and res["Things"]["n"] > 0 and res["Stuff"]["n"] > 0
+    assert main(["validate", str(gt), "--categories", cats]) == 0
+    assert capsys.readouterr().out.startswith("OK:")
+
+
+def test_gt_without_categories_error_names_the_option(sample_data, capsys):
+    gt, _ = _mseg_val(sample_data)
+    for argv in (["pq", str(gt), "--gt", str(gt), "--no-cache"], ["validate", str(gt)]):
+        assert main(argv) == 1
+        cap = capsys.readouterr()
+        assert "--categories FILE|cityscapes|coco" in cap.out + cap.err
+
+
+def test_categories_option_bad_value_is_a_usage_error(ds, capsys):
+    tmp, gt_json, _, pred_dir = ds
+    assert main(["pq", str(pred_dir), "--gt", str(gt_json), "--categories", "nope"]) == 2
+    assert "expected a JSON file, 'cityscapes' or 'coco'" in capsys.readouterr().err
+
+
+def test_builtin_coco_categories_equal_panopticapi_sample(sample_data):
+    from pss_bench.data.coco import coco_panoptic_categories
+
+    sample = json.loads((sample_data / "coco_panoptic" / "panopticapi_sample" / "sample_data"
+                         / "panoptic_examples.json").read_text())["categories"]
+    assert [(c.id, c.name, c.isthing) for c in coco_panoptic_categories().values()] == [
+        (c["id"], c["name"], bool(c["isthing"])) for c in sample]
+
+
+def test_builtin_cityscapes_categories_equal_the_converters(cityscapes_val_gt):
+    from pss_bench.data.cityscapes import cityscapes_categories
+
+    cats = json.loads(cityscapes_val_gt[0].read_text())["categories"]
+    assert [(c.id, c.name, c.isthing) for c in cityscapes_categories().values()] == [
+        (c["id"], c["name"], bool(c["isthing"])) for c in cats]
+
+
+def test_pq_table_shows_present_classes_unless_all_classes(sample_data, capsys):
+    """Issue 23 item 11: COCO's 133 classes for 2 images: only the present ones, --all-classes for the rest."""
+    s = sample_data / "coco_panoptic" / "panopticapi_sample" / "sample_data"
+    gt = s / "panoptic_examples.json"
+    args = ["pq", str(gt), "--gt", str(gt), "--pred-dir", str(s / "panoptic_examples"), "--no-cache"]
+    present = {a_s["category_id"] for a in json.loads(gt.read_text())["annotations"] for a_s in a["segments_info"]}
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if re.search(r"\(\d+\)", line)]
+    assert len(rows) == len(present) < 133
+    assert f"{133 - len(present)} classes with no GT or predicted segment not shown" in " ".join(out.split())
+    assert main([*args, "--all-classes"]) == 0
+    out = capsys.readouterr().out
+    assert len([line for line in out.splitlines() if re.search(r"\(\d+\)", line)]) == 133
+    assert "not shown" not in out and " - " not in out

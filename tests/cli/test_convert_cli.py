@@ -71,3 +71,31 @@ def test_convert_help_imports_nothing_heavy():
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("fmt", ["2ch", "3ch", "npy", "label"])
+def test_deeplab2_round_trip_on_cityscapes_with_the_defaults(cityscapes_val_gt, tmp_path, capsys, fmt):
+    """Issue 23 items 3-4: GT -> raw -> back with default options scores PQ 1 (files are named *_gtFine_panoptic)."""
+    gt_json, gt_dir = cityscapes_val_gt
+    raw, back = tmp_path / "raw", tmp_path / "back.json"
+    assert main(["convert", "to-deeplab2", str(gt_json), str(raw), "--png-dir", str(gt_dir), "--format", fmt]) == 0
+    assert main(["convert", "from-deeplab2", str(raw), str(back), "--categories", str(gt_json),
+                 "--images", str(gt_json), "--format", fmt]) == 0, capsys.readouterr().err
+    gt = json.loads(gt_json.read_text())
+    assert sorted(a["image_id"] for a in json.loads(back.read_text())["annotations"]) == sorted(
+        im["id"] for im in gt["images"])
+    capsys.readouterr()
+    assert main(["pq", str(back), "--gt", str(gt_json), "--gt-dir", str(gt_dir), "--json", "-", "--no-cache"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["All"]["pq"] == pytest.approx(1.0) and res["Things"]["n"] > 0
+
+
+def test_to_deeplab2_label_overflow_names_the_output_file_and_the_options(cityscapes_val_gt, tmp_path, capsys):
+    gt_json, gt_dir = cityscapes_val_gt
+    rc = main(["convert", "to-deeplab2", str(gt_json), str(tmp_path / "raw_label"), "--png-dir", str(gt_dir),
+               "--format", "label", "--void-label", "255"])
+    err = capsys.readouterr().err
+    assert rc == 1 and len(err.strip().splitlines()) == 1
+    assert f"{tmp_path / 'raw_label'}/frankfurt_000000_000294_gtFine_panoptic.png: label 255000" in err
+    assert "--void-label" in err and "--label-divisor" in err and ".tmp" not in err
+    assert not (tmp_path / "raw_label").exists()

@@ -244,7 +244,7 @@ def test_semantic_instance_errors():
                                       void_label=255)
     with pytest.raises(FormatError, match="segment 7: in the id map"):
         panoptic_to_semantic_instance(np.array([[7]]), [], thing_ids=[1], void_label=255)
-    with pytest.raises(FormatError, match="do not fit a 16-bit PNG"):
+    with pytest.raises(FormatError, match="does not fit a 16-bit PNG"):
         cf.write_deeplab2(Path("unused.png"), np.array([[70]]), np.array([[0]]), "label", 1000)
 
 

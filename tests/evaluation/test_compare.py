@@ -437,3 +437,59 @@ def test_compare_parses_the_gt_json_once_and_the_report_searches_no_more(synth, 
     assert len(list((rep / "retrievals").glob("q*_m*.png"))) == 3 * 2
     things = [c for c in json.loads(Path(synth["gt"]).read_text())["categories"] if c["isthing"]]
     assert len(searches) == 2 * len(things)  # score_instances' search of each thing class, per model with embeddings
+
+
+def test_compare_accepts_what_pq_accepts_and_gt_from_the_manifest(synth, tmp_path, capsys):
+    """Issue 23 item 8: a folder with only panoptic.json + panoptic/ and a prediction JSON, as `pq` reads them;
+    --gt defaults to the first directory's manifest."""
+    import shutil
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(synth["preds"]["pqonly"] / "panoptic.json", bare / "panoptic.json")
+    shutil.copytree(synth["preds"]["pqonly"] / "panoptic", bare / "panoptic")
+    js = tmp_path / "res.json"
+    assert main(["compare", str(synth["preds"]["ctx"]), str(bare), "--k", str(K), "--json", str(js),
+                 "--no-cache", "--bootstrap", "0"]) == 0, capsys.readouterr().err
+    res = json.loads(js.read_text())
+    want = evaluate_pq(synth["preds"]["pqonly"], synth["gt"], use_cache=False).to_dict()
+    assert [m["name"] for m in res["models"]] == ["ctx", "bare"]
+    assert res["models"][1]["pq"]["All"] == want["All"]
+    # a prediction JSON file (PNGs beside it, as pq's default)
+    (tmp_path / "p").mkdir()
+    shutil.copy(bare / "panoptic.json", tmp_path / "p" / "m.json")
+    shutil.copytree(bare / "panoptic", tmp_path / "p" / "m")
+    assert main(["compare", str(tmp_path / "p" / "m.json"), "--gt", str(synth["gt"]), "--json", str(js),
+                 "--no-cache", "--bootstrap", "0"]) == 0, capsys.readouterr().err
+    assert json.loads(js.read_text())["models"][0]["pq"]["All"] == want["All"]
+    # no --gt and no manifest: a usage error naming the option
+    assert main(["compare", str(bare), "--no-cache"]) == 2
+    assert "missing --gt GT_JSON" in capsys.readouterr().err
+
+
+def test_compare_without_embeddings_leaves_out_the_ce_columns(synth, capsys):
+    """Issue 23 item 11: no model has a Context Error: no 10 empty CE columns."""
+    assert main(["compare", *_args(synth, "pqonly"), "--no-cache", "--bootstrap", "0"]) == 0
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if "Model" in line)
+    assert [c.strip() for c in re.split(r"[│|┃]", header) if c.strip()] == ["Model", "PQ", "PQ-Th", "PQ-St", "SQ", "RQ"]
+    assert "mean CE" not in out and len(_row(out, "pqonly")) == 6
+
+
+def test_ce_table_one_class_and_one_placeholder():
+    from rich.console import Console
+
+    from pss_bench.metrics.results import CERow, ContextErrorResult
+    from pss_bench.report.tables import ce_table
+    from pss_bench.structures import Category
+
+    car = CERow(ce=0.5, random=0.8, oracle=0.1, score=0.4, queries=3, informative=True)
+    bus = CERow(ce=None, random=None, oracle=None, score=None, queries=0, informative=None)
+    mean = CERow(ce=0.5, random=0.8, oracle=0.1, score=0.4, queries=3, classes=1)
+    res = ContextErrorResult(k=5, categories=(Category(1, "car", True), Category(2, "bus", True)),
+                             per_class={1: car, 2: bus}, mean=mean)
+    console = Console(width=200, record=True)
+    console.print(ce_table(res))
+    text = console.export_text()
+    assert "1 class" in text and "1 classes" not in text
+    assert not re.search(r"\s-\s", text) and "—" in text  # one placeholder, as every other table

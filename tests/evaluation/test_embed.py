@@ -175,3 +175,73 @@ def test_prediction_writer_refuses_to_replace_a_foreign_folder(tmp_path):
     with pytest.raises(PssBenchError, match="not a pss-bench prediction directory"):
         PredictionWriter(mine, model="m", overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+
+
+def _embeddings(out, image_id="a"):
+    emb = load_embeddings(out, [image_id])[1][image_id]
+    return dict(zip(emb.segment_ids.tolist(), emb.embeddings))
+
+
+def test_embed_accepts_fixed_size_model_maps(tmp_path, capsys):
+    """Issue 23 item 7: a 4 x 20 x 30 map of a 360 x 640 image (a model that resized to a fixed input) is pooled."""
+    gt_json, feats = _two_image_gt(tmp_path, shape=(360, 640))
+    rng = np.random.default_rng(0)
+    maps = {i: rng.normal(size=(4, 20, 30)).astype(np.float32) for i in ("a", "b")}
+    for image_id, m in maps.items():
+        np.save(feats / f"{image_id}.npy", m)
+    out = tmp_path / "pred"
+    assert main(["embed", str(feats), "--gt", str(gt_json), "--out", str(out)]) == 0, capsys.readouterr().err
+    seg = read_id_png(tmp_path / "gt" / "a.png")
+    got = _embeddings(out)
+    want = _brute(maps["a"], seg, 3)
+    assert np.allclose(np.stack([got[i] for i in (1, 2, 3)]), want, atol=1e-5)
+
+
+def test_embed_vit_square_maps_and_channels_last_with_layout(tmp_path, capsys):
+    """A ViT's D x 37 x 37 map is accepted; the same map channels-last is refused unless --layout hwd."""
+    gt_json, feats = _two_image_gt(tmp_path, shape=(90, 160))
+    rng = np.random.default_rng(1)
+    maps = {i: rng.normal(size=(384, 37, 37)).astype(np.float32) for i in ("a", "b")}
+    for image_id, m in maps.items():
+        np.save(feats / f"{image_id}.npy", m)
+    assert main(["embed", str(feats), "--gt", str(gt_json), "--out", str(tmp_path / "dhw")]) == 0
+    for image_id, m in maps.items():
+        np.save(feats / f"{image_id}.npy", m.transpose(1, 2, 0))  # 37 x 37 x 384
+    assert main(["embed", str(feats), "--gt", str(gt_json), "--out", str(tmp_path / "bad")]) == 1
+    err = capsys.readouterr().err
+    assert "channels-last" in err and "--layout hwd" in err and not (tmp_path / "bad").exists()
+    assert main(["embed", str(feats), "--gt", str(gt_json), "--out", str(tmp_path / "hwd"), "--layout", "hwd"]) == 0
+    a, b = _embeddings(tmp_path / "dhw"), _embeddings(tmp_path / "hwd")
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_embed_refuses_ambiguous_maps_unless_layout_is_given(tmp_path, capsys):
+    gt_json, feats = _two_image_gt(tmp_path)  # 8 x 16: D x h x w = 50 x 10 x 11 is barely closer than 50 x 11 x 10
+    for image_id in ("a", "b"):
+        np.save(feats / f"{image_id}.npy", np.ones((50, 10, 11), np.float32))
+    assert main(["embed", str(feats), "--gt", str(gt_json), "--out", str(tmp_path / "p")]) == 1
+    err = capsys.readouterr().err
+    assert "not clearly the closest" in err and "--layout dhw|hwd" in err
+    assert main(["embed", str(feats), "--gt", str(gt_json), "--out", str(tmp_path / "p"), "--layout", "dhw"]) == 0
+
+
+def test_embed_takes_gt_from_the_features_manifest(tmp_path, capsys):
+    """Issue 23 item 8: like pq and context-error, --gt defaults to 'gt_json' in FEATURES_DIR/manifest.json."""
+    gt_json, feats = _two_image_gt(tmp_path)
+    for image_id in ("a", "b"):
+        np.save(feats / f"{image_id}.npy", np.ones((5, 4, 8), np.float32))
+    assert main(["embed", str(feats), "--out", str(tmp_path / "p")]) == 2
+    assert "missing --gt GT_JSON" in capsys.readouterr().err
+    (feats / "manifest.json").write_text(json.dumps({"gt_json": str(gt_json)}))
+    assert main(["embed", str(feats), "--out", str(tmp_path / "p")]) == 0
+    assert read_manifest(tmp_path / "p")["gt_json"] == str(gt_json.resolve())
+
+
+def test_embed_feature_maps_named_by_file_stem_get_a_hint(tmp_path, capsys):
+    """Issue 23 item 10: a.npy expected, a_leftImg8bit.npy found: the message names it."""
+    gt_json, feats = _two_image_gt(tmp_path)
+    for image_id in ("a", "b"):
+        np.save(feats / f"{image_id}_leftImg8bit.npy", np.ones((5, 4, 8), np.float32))
+    assert main(["embed", str(feats), "--gt", str(gt_json), "--out", str(tmp_path / "p")]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "feature map not found, but a_leftImg8bit.npy is there" in err

@@ -380,3 +380,61 @@ def test_gt_segment_id_zero_is_refused_where_official_code_exceeds_100(tmp_path)
     assert oracle["All"]["pq"] > 1.0
     with pytest.raises(GroundTruthFormatError, match="segment 0"):
         evaluate_pq(pred_json, gt_json, use_cache=False)
+
+
+def test_validate_refused_segment_is_not_also_missing_from_the_json(ds, capsys):
+    """Issue 23 item 6: a segment without 'area' is one problem, not also 'in the PNG but not in the JSON'."""
+    tmp, gt_json, gt_dir, pred_json, pred_dir = ds
+    _edit_json(gt_json, lambda o: o["annotations"][0]["segments_info"][2].pop("area"))
+    assert main(["validate", str(gt_json)]) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out == [f"{gt_json}: image 'img_a', segment 1001: no integer 'area' (found None)"]
+
+
+def test_validate_prediction_without_areas_lists_each_segment_once(ds, capsys):
+    tmp, gt_json, gt_dir, pred_json, pred_dir = ds
+    _edit_json(pred_json, lambda o: o.update(categories=CATS))
+    assert main(["validate", str(pred_json)]) == 1
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 6 and all("no integer 'area'" in line for line in out)  # 4 + 2 segments
+
+
+def test_prediction_keyed_by_file_stems_names_the_near_match(ds, capsys):
+    """Issue 23 item 10: an image id with a file suffix gets a hint naming the near match."""
+    tmp, gt_json, gt_dir, pred_json, pred_dir = ds
+
+    def stems(o):
+        for a in o["annotations"]:
+            a["image_id"] = f"{a['image_id']}_leftImg8bit"
+    _edit_json(pred_json, stems)
+    assert main(["pq", str(pred_json), "--gt", str(gt_json), "--no-cache"]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "no prediction for GT image 'img_a'" in err and "the prediction has image 'img_a_leftImg8bit'" in err
+
+
+def test_coco_image_id_as_a_string_names_the_near_match(sample_data, tmp_path, capsys):
+    root = sample_data / "coco_panoptic" / "mseg_sample" / "tests" / "test_data" / "COCOPanoptic_test_data"
+    gt = root / "annotations" / "panoptic_val2017.json"
+    obj = json.loads(gt.read_text())
+    for a in obj["annotations"]:
+        a["image_id"] = str(a["image_id"])
+    pred = tmp_path / "pred.json"
+    pred.write_text(json.dumps(obj))
+    assert main(["pq", str(pred), "--gt", str(gt), "--pred-dir", str(root / "annotations" / "panoptic_val2017"),
+                 "--categories", "coco", "--no-cache"]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "no prediction for GT image 139" in err and "the prediction has image '139'" in err
+
+
+@pytest.mark.parametrize("wanted, candidates, near", [
+    (139, ["139"], "139"),
+    (139, ["000000000139", "140"], "000000000139"),
+    ("aachen_000000_000019", ["aachen_000000_000019_gtFine_panoptic", "x"], "aachen_000000_000019_gtFine_panoptic"),
+    ("aachen_000000_000019", ["bochum_000000_000019"], None),
+    ("a", ["ab", "a_b"], "a_b"),
+    (7, [17, "70"], None),
+])
+def test_near_image_id(wanted, candidates, near):
+    from pss_bench.text import near_image_id
+
+    assert near_image_id(wanted, candidates) == near

@@ -232,6 +232,17 @@ def test_without_detectron2_it_is_a_plain_class():
     assert [c.__name__ for c in cls.__mro__] == ["PanopticEvaluator", "_PanopticEvaluator", "object"]
 
 
+def test_dataset_name_without_detectron2_says_what_to_do(monkeypatch):
+    """Issue 23 item 13: not a bare ModuleNotFoundError."""
+    from pss_bench.errors import PssBenchError
+
+    monkeypatch.setitem(sys.modules, "detectron2", None)  # import fails even where detectron2 is installed
+    monkeypatch.setitem(sys.modules, "detectron2.data", None)
+    with pytest.raises(PssBenchError, match=r"PanopticEvaluator\('coco_2017_val_panoptic'\): .*"
+                                            r"pass metadata=\.\.\. \(or gt_json=\.\.\.\) or install detectron2"):
+        d2mod.PanopticEvaluator("coco_2017_val_panoptic")
+
+
 # --------------------------------------------------------------------------- bad outputs
 
 

@@ -98,6 +98,30 @@ def test_torchmetrics_docstring_example_agrees():
         assert (r.pq, r.sq, r.rq) == pytest.approx(per_class[k].tolist())
 
 
+def test_per_class_output_equals_torchmetrics_return_per_class():
+    """Issue 23 item 14: per-class PQ / SQ / RQ in torchmetrics' order, always the same shape."""
+    ours = PanopticQuality(things={0, 1}, stuffs={6, 7, 9})  # 9 never appears: NaN, still a row
+    ours.update(_TM_PREDS, _TM_TARGET)
+    theirs = TorchmetricsPQ(things={0, 1}, stuffs={6, 7}, return_sq_and_rq=True, return_per_class=True)
+    want = theirs(_TM_PREDS, _TM_TARGET)
+    got = ours.compute_per_class()
+    assert got["category_id"].tolist() == [0, 1, 6, 7, 9]
+    for j, m in enumerate(("pq", "sq", "rq")):
+        assert got[m].shape == (5,) and got[m].dtype == torch.float64
+        assert got[m][:4].tolist() == pytest.approx(want[:, j].tolist())
+        assert torch.isnan(got[m][4])
+
+
+def test_unbatched_image_is_refused_not_scored_as_rows():
+    """Issue 23 item 14: (H, W, 2) was scored as H one-row images (0.8036 instead of 0.775 in the issue)."""
+    metric = PanopticQuality(things={0, 1}, stuffs={6, 7})
+    with pytest.raises(PssBenchError, match=r"for one \(H, W, 2\) image pass preds\[None\], target\[None\]"):
+        metric.update(_TM_PREDS[0], _TM_TARGET[0])
+    assert int(metric.tp.sum() + metric.fp.sum() + metric.fn.sum()) == 0  # nothing was added
+    metric.update(_TM_PREDS[0][None], _TM_TARGET[0][None])
+    assert float(metric.compute()["pq"]) == pytest.approx(0.5462962962962963)
+
+
 def test_void_and_crowd_example_differs_from_torchmetrics(tmp_path):
     """The docs example: torchmetrics' own metric says PQ 1.0, panopticapi (and ours) 0.0.
 

@@ -96,6 +96,8 @@ def _manifest(pred, **changes):
         (lambda p: _rewrite(p, "a", segment_ids=np.array([2])), r"a\.npz: image 'a': missing array"),
         (lambda p: (p / "embeddings" / "a.npz").write_bytes(b"garbage"), r"a\.npz: image 'a': not a readable \.npz"),
         (lambda p: [f.unlink() for f in (p / "embeddings").iterdir()], r"embeddings: no embeddings file for any"),
+        (lambda p: [f.rename(f.with_name(f.stem + "_leftImg8bit.npz")) for f in (p / "embeddings").iterdir()],
+         r"no embeddings file for any .*GT image 'a' has none, but a_leftImg8bit\.npz is there"),  # issue 23 item 10
     ],
 )
 def test_bad_dumps_give_one_line_errors(tiny, breakage, match):
