@@ -94,7 +94,7 @@ def test_pq_dagger_equals_torchmetrics_modified_pq_without_void():
 
 def test_boundary_pq_needs_images():
     metric = PanopticQuality(things=set(THINGS), stuffs=set(STUFFS), metrics="boundary-pq")
-    pts = torch.zeros((1, 10, 2), dtype=torch.int64)
+    pts = torch.zeros((1, 2, 5, 3, 2), dtype=torch.int64)  # three spatial axes (a volume): no 2-D boundary
     pts[..., 0] = 2
     with pytest.raises(PssBenchError, match=r"boundary-pq needs \(B, H, W, 2\)"):
         metric.update(pts, pts)
