@@ -1,37 +1,44 @@
 """Bootstrap confidence intervals and paired significance for PQ and Context Error.
 
-Pure numpy on the per-unit values the evaluations keep; no files, no
-printing, no segment matching or retrieval again. Two resampling schemes:
+Pure numpy on what the evaluations keep; no files, no printing, no segment
+matching or faiss search again. The unit of both is the **image** (a study's
+images are independent draws from a population of scenes; its queries, and
+the gallery they retrieve from, are not):
 
-* **Context Error** (:func:`bootstrap_context_error`): the unit is the query
-  instance. Each resample draws, *within each class*, as many queries as the
-  class has, with replacement (stratified), and every model gets the same
-  draws (paired). A resample's class CE is the mean of its drawn queries'
-  CEs, its mean CE the mean over classes, exactly as for the point estimate.
-  The retrievals, and so each query's CE, stay fixed: the interval covers the
-  sampling of query instances from the population of scenes, with the
-  gallery held fixed.
-* **PQ** (:func:`bootstrap_pq`): the unit is the image. Each resample draws
-  ``n`` of the ``n`` images with replacement, the same images for every
-  model, sums their per-class IoU, TP, FP, FN and recomputes PQ, SQ, RQ and
-  the All / Things / Stuff means from the sums.
+* **Context Error** (:func:`bootstrap_context_error`): each resample draws
+  ``n`` of the ``n`` images with replacement, the same images for every model
+  (paired), and scores them as a new study of those images would: their
+  instances are the queries *and* the gallery
+  (:mod:`pss_bench.metrics.ce_resample`: the ranked lists are built once and
+  re-weighted). The estimand: the expected mean CE of a study of ``n``
+  images from the same population, with its own instances as the gallery.
+  With another, fixed gallery (``--gallery``) the per-query values stay and
+  the query images are resampled as clusters.
+* **PQ** (:func:`bootstrap_pq`): each resample draws ``n`` of the ``n``
+  images, sums their per-class IoU, TP, FP, FN and recomputes PQ, SQ, RQ and
+  the All / Things / Stuff means. A class with false positives only (no GT
+  in the evaluated set) stays in every resample's means with PQ 0; a class
+  with GT counts where drawn (the official rule). A Δ row averages the
+  classes both models have. The estimand: the population PQ of the classes
+  the study evaluated.
 
-With ``B`` resamples and ``α = 1 - level``, an interval is the percentile
-interval ``[q_{α/2}, q_{1-α/2}]`` of the ``B`` resampled values (linear
-interpolation between order statistics). For a difference ``Δ = model -
-reference`` the two-sided p-value of "Δ ≠ 0" inverts that interval (the
-smallest ``α`` whose interval excludes 0), with the usual +1 correction::
+An interval is the **expanded percentile** interval (Hesterberg 2015): the
+percentile interval ``[q_{α'/2}, q_{1-α'/2}]`` of the ``B`` resampled
+values at ``α' = 2 Φ(-sqrt(n/(n-1)) t_{n-1,1-α/2})`` (:func:`expanded_alpha`),
+a little wider than the plain one on few images. The two-sided p-value of
+"Δ ≠ 0" inverts that interval: from the plain percentile one (with the
+usual +1 correction)::
 
-    p = min(1, 2 (1 + min(#{Δ*_b <= 0}, #{Δ*_b >= 0})) / (B + 1))
+    p_raw = min(1, 2 (1 + min(#{Δ*_b <= 0}, #{Δ*_b >= 0})) / (B + 1))
 
-so ``p < α`` exactly when 0 lies (up to interpolation) outside the interval,
-and ``p >= 2 / (B + 1)``. Resamples in which a statistic is undefined (a
-class absent from the drawn images) are left out of its quantiles.
+:func:`expanded_p_value` maps ``p_raw`` to the ``α`` whose expanded interval
+just touches 0, so ``p < α`` exactly when 0 lies outside the interval.
+Resamples in which a statistic is undefined (a class absent from the drawn
+images) are left out of its quantiles.
 
-Randomness: one ``numpy.random.Generator`` per stratum, seeded from
-``(seed, stream, stratum)``, so a model's intervals do not depend on which
-other models or metrics are bootstrapped with it (as long as the models
-embed the same instances: the CE resamples the union of their queries).
+Randomness: one ``numpy.random.Generator`` per metric, seeded from
+``(seed, stream)`` and drawing image counts only, so a model's intervals do
+not depend on which other models are bootstrapped with it.
 """
 
 from __future__ import annotations
@@ -338,7 +345,8 @@ def bootstrap_context_error(
             d = {f: _interval(point[c, m, j], boot[:, c, m, j], settings.level, n_img) for j, f in enumerate(CE_FIELDS)}
             d["score"] = _interval(point_scores[c, m], boot_scores[:, c, m], settings.level, n_img)
             per_class[cats[c].id] = d
-        mean = {f: _interval(point_means[m, j], boot_means[:, m, j], settings.level, n_img) for j, f in enumerate(names)}
+        mean = {f: _interval(point_means[m, j], boot_means[:, m, j], settings.level, n_img)
+                for j, f in enumerate(names)}
         models.append(CEModelBootstrap(per_class, mean, tuple(cats[c].id for c in np.flatnonzero(include[:, m]))))
 
     differences: list[CEComparison | None] = [None]

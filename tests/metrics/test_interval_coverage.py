@@ -8,7 +8,7 @@ of a row is the mean, over the classes the study evaluated, of each class's
 ratio of expected sums. Before issue 21 the class set changed across
 resamples (an FP-only class seen in a few images dropped out of the
 resamples that missed them and lifted the mean) and the paired Δ compared
-means over different classes: p < 0.05 in 12% of studies of two equal models.
+means over different classes: p < 0.05 in 10-11% of studies of two equal models.
 bench/interval_coverage.py runs the same worlds with more studies.
 """
 
@@ -26,7 +26,7 @@ SPEC = [
     (False, 1.0, 1.0, 0.92, 0.05), (False, 0.95, 1.0, 0.85, 0.1), (False, 0.9, 1.0, 0.8, 0.1),
     (False, 0.7, 1.0, 0.7, 0.15),
     (True, 0.9, 4.0, 0.75, 0.6), (True, 0.6, 2.0, 0.6, 0.4), (True, 0.3, 1.5, 0.55, 0.2),
-    (True, 0.0, 0.0, 0.0, 0.04),  # FP only
+    (True, 0.0, 0.0, 0.0, 0.02),  # FP only: in 1 - exp(-0.02 n) of the studies of n images, per model
 ]
 RARE = (True, 0.06, 1.0, 0.5, 0.02)  # one segment in 6% of images
 
@@ -77,11 +77,14 @@ def _studies(spec, n, studies, b, seed):
 
 
 def test_fp_only_class_keeps_pq_intervals_and_paired_tests_honest():
-    """300 studies of 50 images: coverage >= 91% and p < 0.05 for equal models in <= 8% of studies, every row."""
+    """300 studies of 50 images: coverage >= 91% and p < 0.05 for equal models in <= 7% of studies, every row.
+
+    (Before issue 21: p < 0.05 in 9.7% (PQ) and 11.3% (PQ-Th) of these studies.)
+    """
     cov, sig, _ = _studies(SPEC, 50, 300, 400, seed=3)
     for r in cov:
         assert cov[r] >= 0.91, (r, cov)
-        assert sig[r] <= 0.08, (r, sig)
+        assert sig[r] <= 0.07, (r, sig)
 
 
 @pytest.mark.slow
