@@ -324,7 +324,8 @@ def verdict_lines(result: CompareResult) -> list[str]:
     level = f"{100 * (1 - bs.settings.level):g}%"
     out = []
 
-    def line(i: int, ref: int, metric: str, d, scale: float, digits: int, unit: str, better: str) -> None:
+    def line(i: int, ref: int, metric: str, d, scale: float, digits: int, unit: str, better: str,
+             caution: str = "") -> None:
         if d is None or d.estimate is None:
             return
         text = _ci(d, scale, digits, sign=True)
@@ -332,13 +333,15 @@ def verdict_lines(result: CompareResult) -> list[str]:
         if d.significant:
             good = (d.estimate > 0) == (better == "higher")
             verdict += f": {names[i]} is {'better' if good else 'worse'}"
-        out.append(f"{names[i]} vs {names[ref]}: {metric} {text}{unit}, p = {_p(d).rstrip(' *')} ({verdict})")
+        out.append(f"{names[i]} vs {names[ref]}: {metric} {text}{unit}, p = {_p(d).rstrip(' *')} ({verdict}){caution}")
 
     if bs.pq is not None and len(bs.pq_models) > 1:
         for j, i in enumerate(bs.pq_models[1:], 1):
             comp = bs.pq.differences[j]
             for metric, r in (("PQ", "All"), ("PQ-Th", "Things"), ("PQ-St", "Stuff")):
-                line(i, bs.pq_models[0], f"Δ{metric}", comp.rows[r]["pq"], 100, 1, " points", "higher")
+                few = bs.pq.models[0].few_segments.get(r) or bs.pq.models[j].few_segments.get(r)
+                caution = "; its mean includes classes with few GT segments: the interval is too narrow" if few else ""
+                line(i, bs.pq_models[0], f"Δ{metric}", comp.rows[r]["pq"], 100, 1, " points", "higher", caution)
     if bs.context_error is not None and len(bs.ce_models) > 1:
         for j, i in enumerate(bs.ce_models[1:], 1):
             comp = bs.context_error.differences[j]

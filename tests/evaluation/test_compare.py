@@ -368,6 +368,11 @@ def test_confidence_intervals_and_paired_differences(synth, tmp_path, capsys):
     # Columns: Metric, ctx, rand, pqonly, Δ rand, p, Δ pqonly, p.
     assert pq_row[4] == f"{100 * d['estimate']:+.1f} [{100 * d['low']:+.1f}, {100 * d['high']:+.1f}]"
     assert pq_row[5] == f"{p4:.3f}"
+    # The caption names what the intervals cannot show: SQ's rule, classes with few GT segments.
+    flat = " ".join(table.split())
+    assert "SQ counts 0 for a class without a TP" in flat
+    few = {c for m in bs["pq"]["models"] for ids in m["few_segments"].values() for c in ids}
+    assert few and "the mean includes classes with fewer than 10 GT segments" in flat  # 4 frames: few of all
     assert _row(table, "mean CE")[5] == f"{dce['ce']['p_value']:.3f}" and _row(table, "mean CE")[6:] == ["—", "—"]
 
 
