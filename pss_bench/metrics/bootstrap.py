@@ -105,8 +105,9 @@ class BootstrapSettings:
         return 1.0 - self.level
 
     def to_dict(self) -> dict:
-        return {"resamples": self.resamples, "level": self.level, "seed": self.seed, "method": "percentile",
-                "p_value": "paired bootstrap, two-sided, percentile inversion"}
+        return {"resamples": self.resamples, "level": self.level, "seed": self.seed,
+                "method": "expanded percentile (Hesterberg 2015), images resampled",
+                "p_value": "paired bootstrap, two-sided, inverting the expanded percentile interval"}
 
 
 def _f(x) -> float | None:
