@@ -87,7 +87,9 @@ def aligned(base, other) -> np.ndarray:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--frames", type=int, default=300, help="SynthStreets val frames (seed 1)")
+    ap.add_argument("--frames", type=int, default=None,
+                    help="SynthStreets val frames (seed 1); default: those of the one val set already in --work "
+                         "(the demo's 250 in demo_out), else 300")
     ap.add_argument("--work", type=Path, default=Path("demo_out"),
                     help="folder with (or for) the data and predictions; `make demo` writes the same ones")
     ap.add_argument("--k", type=int, default=20)
@@ -98,12 +100,29 @@ def main() -> int:
 
     from pss_bench.evaluation.context_error import score_instances
     from pss_bench.evaluation.instances import load_instances
+    from pss_bench.io.embeddings import load_embeddings
 
     t0 = time.perf_counter()
+    if args.frames is None:
+        found = sorted(args.work.glob(f"synthstreets_val_seed{SEED}_*")) if args.work.is_dir() else []
+        counts = [int(p.name.rsplit("_", 1)[1]) for p in found if p.name.rsplit("_", 1)[1].isdigit()]
+        if len(counts) > 1:
+            print(f"error: {args.work} holds val sets of {', '.join(map(str, counts))} frames: choose one with "
+                  f"--frames", file=sys.stderr)
+            return 2
+        args.frames = counts[0] if counts else 300
     made: list[str] = []
     gt_json, preds = prepare(args.work, args.frames, made)
     insts = {name: load_instances(p, gt_json, use_cache=False) for name, p in preds.items()}
     base = next(iter(insts.values()))
+    n_gt = len(base.gt.annotations)
+    for name, inst in insts.items():
+        n_emb = len(load_embeddings(preds[name], [a.image_id for a in inst.gt.annotations])[1])
+        if n_gt != args.frames or n_emb < n_gt:
+            print(f"error: {preds[name]}: embeddings of {n_emb} of the {n_gt} images of {gt_json} "
+                  f"(--frames {args.frames}); the predictions in --work were made for another val set: "
+                  f"use --frames with its size or another --work", file=sys.stderr)
+            return 1
     if base.labels is None:
         print("error: no context.json next to the GT", file=sys.stderr)
         return 1

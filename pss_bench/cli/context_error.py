@@ -49,7 +49,8 @@ def command(pred, gt_json, gt_dir, k, gallery, gallery_gt, gallery_gt_dir, min_a
 
     A class whose K covers every other instance (CE = random = oracle) is
     marked uninformative and left out of the mean unless --all-classes.
-    --bootstrap N adds confidence intervals (queries resampled within each class).
+    --bootstrap N adds confidence intervals (images resampled, each resample
+    its own gallery; with --gallery the gallery stays fixed).
     """
     from pss_bench.cli.compare import print_wide_table
     from pss_bench.evaluation.context_error import evaluate_context_error
@@ -64,9 +65,9 @@ def command(pred, gt_json, gt_dir, k, gallery, gallery_gt, gallery_gt_dir, min_a
         result = evaluate_context_error(
             pred, gt_json, gt_dir=gt_dir, k=k, gallery=gallery, gallery_gt=gallery_gt,
             gallery_gt_dir=gallery_gt_dir, min_area=min_area, workers=workers, cache_dir=cache_dir,
-            use_cache=not no_cache, progress=progress, all_classes=all_classes,
+            use_cache=not no_cache, progress=progress, all_classes=all_classes, index=bootstrap is not None,
         )
-    boot = bootstrap_context_error([result.queries], settings=bootstrap, all_classes=all_classes) \
+    boot = bootstrap_context_error([result.index], settings=bootstrap, all_classes=all_classes) \
         if bootstrap is not None else None
     payload = {**result.to_dict(), "bootstrap": boot.to_dict() if boot is not None else None}
     if not emit_json(payload, json_out):

@@ -442,7 +442,8 @@ def compare_models(
                 inst = load_instances(inp.pred_dir, gt, workers=workers, cache_dir=cache,
                                       use_cache=True, progress=stage_progress(f"context {inp.name}"))
                 found: dict[int, CategoryRetrieval] = {}
-                ce = score_instances(inst, None, k=k, all_classes=all_classes, retrievals=found)
+                ce = score_instances(inst, None, k=k, all_classes=all_classes, retrievals=found,
+                                     index=bootstrap is not None)
                 if keep_instances:
                     instances[inp.name] = inst
                     retrievals[inp.name] = found
@@ -475,10 +476,10 @@ def _bootstrap(models: Sequence[ModelComparison], reference: int | None, setting
     pq_idx = tuple(i for i, m in enumerate(models) if m.pq is not None and m.pq.images is not None)
     pq = bootstrap_pq([models[i].pq.images for i in pq_idx], settings=settings) if pq_idx else None
     ce_idx = tuple(i for i, m in enumerate(models) if m.context_error is not None
-                   and m.context_error.queries is not None)
+                   and m.context_error.index is not None)
     if reference is not None and reference in ce_idx:
         ce_idx = (reference, *(i for i in ce_idx if i != reference))
-    ce = (bootstrap_context_error([models[i].context_error.queries for i in ce_idx], settings=settings,
+    ce = (bootstrap_context_error([models[i].context_error.index for i in ce_idx], settings=settings,
                                   all_classes=all_classes) if ce_idx else None)
     return CompareBootstrap(settings, pq, pq_idx, ce, ce_idx, _bootstrap_variants(models, pq_idx, settings))
 

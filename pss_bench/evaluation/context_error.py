@@ -28,6 +28,7 @@ from pss_bench.metrics.context_error import (
     QueryScores,
     score_category,
 )
+from pss_bench.metrics.ce_resample import CEIndex, build_ce_index, fixed_index
 from pss_bench.metrics.retrieval import search
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,7 @@ def score_instances(
     k: int = 20,
     all_classes: bool = False,
     retrievals: dict[int, CategoryRetrieval] | None = None,
+    index: bool = False,
 ) -> ContextErrorResult:
     """Context Error of an instance set (``gallery=None``: retrieval within the set).
 
@@ -80,6 +82,8 @@ def score_instances(
         retrievals: a dict to receive each category's
             :class:`CategoryRetrieval` (category id -> retrieval), for
             pictures of the retrievals without searching again.
+        index: also rank each query's neighbours once for the bootstrap
+            (``result.index``, :func:`context_error_index`).
 
     Returns:
         The result, with its per-query values in ``result.queries``.
@@ -129,13 +133,33 @@ def score_instances(
         ce=cat["ce"], random=cat["random"], oracle=cat["oracle"], precision=cat["precision"],
         others=stats.others.copy(),
     )
-    result = dataclasses.replace(result, queries=table)
+    result = dataclasses.replace(result, queries=table,
+                                 index=context_error_index(queries, gallery, table, k) if index else None)
     if result.mean_all_classes.queries == 0:
         log.warning("no category has two instances with embeddings: the Context Error is undefined")
     elif result.mean.queries == 0:
         log.warning("no category is informative (K=%d retrieves every other instance of each): the mean CE is "
                     "undefined; use more images, a smaller K, or all_classes (--all-classes)", k)
     return result
+
+
+def context_error_index(queries: InstanceSet, gallery: InstanceSet | None, table: QueryScores, k: int) -> CEIndex:
+    """What :func:`~pss_bench.metrics.bootstrap.bootstrap_context_error` resamples.
+
+    With ``gallery=None`` (the set is its own gallery) each class's instances
+    are ranked once (:func:`~pss_bench.metrics.ce_resample.build_ce_index`),
+    so that a resample of images re-forms its own gallery; with another
+    gallery the per-query values of ``table`` are kept and only the query
+    images are resampled.
+    """
+    n_images = len(queries.gt.annotations)
+    if gallery is not None:
+        vals = np.stack([table.ce, table.random, table.oracle, table.precision], axis=1)
+        return fixed_index(table.categories, k, n_images, table.class_index, table.keys, vals, table.others)
+    cat_pos = {c.id: i for i, c in enumerate(table.categories)}
+    cls = np.array([cat_pos.get(int(c), -1) for c in queries.category_ids.tolist()], np.int64)
+    return build_ce_index(table.categories, k, n_images, cls, queries.image_index, queries.segment_ids,
+                          queries.embeddings, queries.distributions, labels=queries.labels)
 
 
 def evaluate_context_error(
@@ -153,6 +177,7 @@ def evaluate_context_error(
     use_cache: bool = True,
     progress: Callable[[int, int], None] | None = None,
     all_classes: bool = False,
+    index: bool = False,
 ) -> ContextErrorResult:
     """Context Error of a prediction directory's embeddings.
 
@@ -168,6 +193,7 @@ def evaluate_context_error(
         progress: ``progress(done, total)`` per decoded image.
         all_classes: the headline mean averages every class with a query
             (the paper's plain mean), not only the informative ones.
+        index: keep what the bootstrap resamples (``result.index``).
 
     Raises:
         GroundTruthFormatError | PredictionFormatError: the first bad input.
@@ -180,4 +206,4 @@ def evaluate_context_error(
             raise ValueError("a gallery needs its ground truth")
         g = load_instances(gallery, gallery_gt, gallery_gt_dir, min_area=min_area, workers=workers,
                            cache_dir=cache_dir, use_cache=use_cache, progress=progress)
-    return score_instances(q, g, k=k, all_classes=all_classes)
+    return score_instances(q, g, k=k, all_classes=all_classes, index=index)

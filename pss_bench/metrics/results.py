@@ -24,6 +24,7 @@ from pss_bench.structures import Category
 
 if TYPE_CHECKING:
     from pss_bench.metrics.bootstrap import BootstrapSettings
+    from pss_bench.metrics.ce_resample import CEIndex
     from pss_bench.metrics.pq import PQImageStats
 
 
@@ -185,8 +186,11 @@ class ContextErrorResult:
         mean_all_classes: the paper's plain mean over every class with a
             query, informative or not (equal to ``mean`` with ``all_classes``).
         all_classes: which classes ``mean`` averages.
-        queries: the per-query values (for the bootstrap); ``None`` when the
-            result was built from summed statistics only. Not in :meth:`to_dict`.
+        queries: the per-query values; ``None`` when the result was built
+            from summed statistics only. Not in :meth:`to_dict`.
+        index: what the bootstrap resamples
+            (:class:`~pss_bench.metrics.ce_resample.CEIndex`), when the
+            evaluation was asked for it. Not in :meth:`to_dict`.
     """
 
     k: int
@@ -196,6 +200,7 @@ class ContextErrorResult:
     mean_all_classes: CERow | None = None
     all_classes: bool = False
     queries: QueryScores | None = field(default=None, compare=False, repr=False)
+    index: "CEIndex | None" = field(default=None, compare=False, repr=False)
 
     def to_dict(self) -> dict:
         return {
@@ -246,28 +251,53 @@ class PQModelBootstrap:
 
     Attributes:
         rows: ``"All" | "Things" | "Stuff"`` -> ``{"pq", "sq", "rq"}`` intervals.
+            Each mean is over the classes of the evaluated set in every
+            resample (``classes`` of them).
         per_class: category id -> interval of the class PQ (classes present
             in the evaluation).
+        few_segments: row -> the classes of its mean with at least one but
+            fewer than :data:`~pss_bench.metrics.bootstrap.FEW_SEGMENTS` GT
+            segments: their PQ rests on a handful of segments, an error (and,
+            PQ being a ratio, a downward bias) that no bootstrap of these
+            images can show.
+        classes: row -> the number of classes in its mean.
+        gt_segments: category id -> GT segments (TP + FN) of the evaluated set.
     """
 
     rows: dict[str, dict[str, Interval]]
     per_class: dict[int, Interval]
+    few_segments: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    classes: dict[str, int] = field(default_factory=dict)
+    gt_segments: dict[int, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"rows": {r: {k: v.to_dict() for k, v in d.items()} for r, d in self.rows.items()},
-                "per_class": {str(c): v.to_dict() for c, v in self.per_class.items()}}
+                "per_class": {str(c): v.to_dict() for c, v in self.per_class.items()},
+                "few_segments": {r: list(v) for r, v in self.few_segments.items()},
+                "classes": dict(self.classes),
+                "gt_segments": {str(c): v for c, v in self.gt_segments.items()}}
 
 
 @dataclass(frozen=True)
 class PQComparison:
-    """PQ of a model against the reference: differences on the same resampled images."""
+    """PQ of a model against the reference: differences on the same resampled images.
+
+    Attributes:
+        rows: ``"All" | "Things" | "Stuff"`` -> ``{"pq", "sq", "rq"}`` Δ of the
+            means over the classes both models have.
+        per_class: category id -> Δ class PQ.
+        left_out: classes only one of the two models has (a false positive of
+            a class without GT): in neither mean of the Δ rows.
+    """
 
     rows: dict[str, dict[str, Difference]]
     per_class: dict[int, Difference]
+    left_out: tuple[int, ...] = ()
 
     def to_dict(self) -> dict:
         return {"rows": {r: {k: v.to_dict() for k, v in d.items()} for r, d in self.rows.items()},
-                "per_class": {str(c): v.to_dict() for c, v in self.per_class.items()}}
+                "per_class": {str(c): v.to_dict() for c, v in self.per_class.items()},
+                "left_out": list(self.left_out)}
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 from rich.table import Table
 
@@ -48,6 +48,12 @@ def _ci(iv, scale: float = 1.0, digits: int = 1, sign: bool = False, unit: str =
     if iv is None or iv.estimate is None:
         return DASH
 
+    # An estimate that rounds to 0 but is not 0 gets more digits (up to 3 more), so a Δ of -0.0044
+    # prints as -0.004, not +0.00; its interval gets the same digits.
+    v = scale * iv.estimate
+    while digits < 6 and v != 0 and round(v, digits) == 0:
+        digits += 1
+
     def f(x: float) -> str:
         x = round(scale * x, digits) + 0.0  # no "-0.000"
         return f"{x:{'+' if sign else ''}.{digits}f}{unit}"
@@ -63,6 +69,44 @@ def _p(d) -> str:
         return DASH
     p = "<0.001" if d.p_value < 0.001 else f"{d.p_value:.3f}"
     return f"{p} *" if d.significant else p
+
+
+PQ_ROW_LABELS = {"All": "PQ", "Things": "PQ-Th", "Stuff": "PQ-St"}
+SQ_NOTE = "SQ counts 0 for a class without a TP (panopticapi's rule), so its interval can be lopsided"
+
+
+def pq_bootstrap_notes(pq, names: dict[int, str], model_names: Sequence[str] | None = None) -> list[str]:
+    """Sentences on what a PQ bootstrap's intervals cannot show.
+
+    Args:
+        pq: a :class:`~pss_bench.metrics.bootstrap.PQBootstrap`.
+        names: category id -> name.
+        model_names: the names of its models (for the Δ notes), or ``None`` for one model.
+    """
+    from pss_bench.metrics.bootstrap import FEW_SEGMENTS
+
+    out = []
+    few: dict[int, int] = {}
+    rows: set[str] = set()
+    for m in pq.models:
+        for r, ids in m.few_segments.items():
+            if ids:
+                rows.add(r)
+            for c in ids:
+                few[c] = m.gt_segments.get(c, 0)
+    if few:
+        labels = ", ".join(PQ_ROW_LABELS[r] for r in ("All", "Things", "Stuff") if r in rows)
+        out.append(f"{labels}: the mean includes classes with fewer than {FEW_SEGMENTS} GT segments "
+                   f"({', '.join(f'{names.get(c, c)} {g}' for c, g in sorted(few.items()))}); their PQ is a "
+                   f"small-sample estimate (biased low, PQ being a ratio) whose error no bootstrap of these images "
+                   f"can show: the interval is too narrow")
+    for j, d in enumerate(pq.differences):
+        if d is not None and d.left_out:
+            who = f"Δ of {model_names[j]}" if model_names else "Δ"
+            out.append(f"{who} averages the classes both models have (without "
+                       f"{', '.join(str(names.get(c, c)) for c in d.left_out)}: false positives of a class "
+                       f"without GT in one model only)")
+    return out
 
 
 def uninformative_classes(result: CompareResult) -> set[int]:
@@ -236,8 +280,11 @@ def interval_cells(result: CompareResult) -> IntervalCells | None:
                 continue
             add(f"CE {_class_label(result, c, flagged)}", ce_value("ce", cid=c.id), ce_diff("per_class", cid=c.id))
     s = bs.settings
-    caption = (f"{100 * s.level:g}% percentile intervals from {s.resamples} paired bootstrap resamples (seed "
-               f"{s.seed}): images for PQ, queries within each class for CE; PQ, SQ, RQ, P@K in %")
+    n_img = len(result.models[bs.pq_models[0]].pq.images) if bs.pq_models and \
+        result.models[bs.pq_models[0]].pq.images is not None else None
+    caption = (f"{100 * s.level:g}% expanded percentile intervals from {s.resamples} paired bootstrap resamples "
+               f"of the {f'{n_img} ' if n_img else ''}images (seed {s.seed}; for the CE each resample re-forms its "
+               f"own gallery); PQ, SQ, RQ, P@K in %")
     if others:
         refs = {r for r in (pq_ref, ce_ref) if r is not None}
         if len(refs) == 1:
@@ -249,6 +296,10 @@ def interval_cells(result: CompareResult) -> IntervalCells | None:
     flagged = uninformative_classes(result)
     if flagged and bs.context_error is not None:
         caption += "; " + _uninformative_caption(result, flagged)
+    if bs.pq is not None:
+        cat_names = {c.id: c.name for c in result.categories}
+        caption += "; " + "; ".join([SQ_NOTE, *pq_bootstrap_notes(bs.pq, cat_names,
+                                                                   [names[i] for i in bs.pq_models])])
     return IntervalCells(headers, rows, caption)
 
 
@@ -277,7 +328,8 @@ def verdict_lines(result: CompareResult) -> list[str]:
     level = f"{100 * (1 - bs.settings.level):g}%"
     out = []
 
-    def line(i: int, ref: int, metric: str, d, scale: float, digits: int, unit: str, better: str) -> None:
+    def line(i: int, ref: int, metric: str, d, scale: float, digits: int, unit: str, better: str,
+             caution: str = "") -> None:
         if d is None or d.estimate is None:
             return
         text = _ci(d, scale, digits, sign=True)
@@ -285,13 +337,15 @@ def verdict_lines(result: CompareResult) -> list[str]:
         if d.significant:
             good = (d.estimate > 0) == (better == "higher")
             verdict += f": {names[i]} is {'better' if good else 'worse'}"
-        out.append(f"{names[i]} vs {names[ref]}: {metric} {text}{unit}, p = {_p(d).rstrip(' *')} ({verdict})")
+        out.append(f"{names[i]} vs {names[ref]}: {metric} {text}{unit}, p = {_p(d).rstrip(' *')} ({verdict}){caution}")
 
     if bs.pq is not None and len(bs.pq_models) > 1:
         for j, i in enumerate(bs.pq_models[1:], 1):
             comp = bs.pq.differences[j]
             for metric, r in (("PQ", "All"), ("PQ-Th", "Things"), ("PQ-St", "Stuff")):
-                line(i, bs.pq_models[0], f"Δ{metric}", comp.rows[r]["pq"], 100, 1, " points", "higher")
+                few = bs.pq.models[0].few_segments.get(r) or bs.pq.models[j].few_segments.get(r)
+                caution = "; its mean includes classes with few GT segments: the interval is too narrow" if few else ""
+                line(i, bs.pq_models[0], f"Δ{metric}", comp.rows[r]["pq"], 100, 1, " points", "higher", caution)
     if bs.context_error is not None and len(bs.ce_models) > 1:
         for j, i in enumerate(bs.ce_models[1:], 1):
             comp = bs.context_error.differences[j]
@@ -456,8 +510,11 @@ def pq_table(result: PQResult, title: str | None = None, bootstrap=None, all_cla
                       f"(--all-classes shows them)")
     if boot is not None:
         s = bootstrap.settings
-        t.caption += (f"; CI: percentile interval of {s.resamples} bootstrap resamples of the images "
-                      f"(seed {s.seed})")
+        t.caption += (f"; CI: expanded percentile interval of {s.resamples} bootstrap resamples of the "
+                      f"{len(result.images) if result.images is not None else ''} images (seed {s.seed})")
+        notes = pq_bootstrap_notes(bootstrap, {cid: c.name for cid, c in result.categories.items()})
+        if notes:
+            t.caption += "; " + "; ".join(markup_escape(x) for x in notes)
     return t
 
 
@@ -519,8 +576,8 @@ def ce_table(result, title: str = "Context Error", bootstrap=None):
                        f"CE = random = oracle; {where}")
     if bootstrap is not None:
         s = bootstrap.settings
-        caption.append(f"CI: percentile interval of {s.resamples} bootstrap resamples of the queries within "
-                       f"each class (seed {s.seed})")
+        caption.append(f"CI: expanded percentile interval of {s.resamples} bootstrap resamples of the images, "
+                       f"each resample its own gallery unless --gallery fixes it (seed {s.seed})")
     if caption:
         table.caption = "; ".join(caption)
     return table
