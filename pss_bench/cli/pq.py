@@ -73,5 +73,5 @@ def command(pred, gt_json, categories, pred_dir, gt_dir, workers, json_out, cach
         console = console_out()
         if "pq" in metrics:
             console.print(pq_table(result, bootstrap=boot, all_classes=all_classes))
-        for table in variant_tables(result):
+        for table in variant_tables(result, all_classes=all_classes):
             console.print(table)

@@ -15,8 +15,10 @@ index)``, and every step starts by seeding torch's global generators (CPU and
 CUDA) from ``(seed, rank, iteration)`` (:func:`step_seed`), so whatever a step
 draws (PSS's pixel subsampling, torchvision's RPN/RoI samplers, dropout) does
 not depend on what was drawn before it, in this process or another. A resumed
-run therefore sees the batches and draws an uninterrupted one would have seen. Nothing is printed: progress goes to
-the ``progress`` callback, messages to ``logging``.
+run therefore sees the batches and draws an uninterrupted one would have seen
+(except under DDP with a prototype memory: ``checkpoint_last.pt`` holds rank
+0's memory, which every rank restores). Nothing is printed: progress goes to the ``progress`` callback, messages to
+``logging``.
 
 The trainer knows no architecture: the registered model's training module
 (:class:`~pss_bench.models.registry.ModelSpec`) returns ``(losses, aux)`` from

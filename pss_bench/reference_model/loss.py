@@ -196,7 +196,6 @@ class _ContrastiveNLL(torch.autograd.Function):
         return out, None, None, None, None
 
 
-
 def _group_pairs(seg, group_of_pixel, seg_group, segs_in_group, alone) -> tuple[torch.Tensor, torch.Tensor]:
     """``(pixel, segment)`` rows of the positives: the segments of each pixel's group but its own (its own when alone).
 

@@ -586,7 +586,7 @@ def ce_table(result, title: str = "Context Error", bootstrap=None):
 # --------------------------------------------------------------------------- PQ variants
 
 
-def variant_tables(result: PQResult) -> list[Table]:
+def variant_tables(result: PQResult, all_classes: bool = False) -> list[Table]:
     """One table per metric asked besides PQ (Boundary PQ, PQ†, Parsing Covering, PQ by size), in that order."""
     v = result.variants
     if v is None:
@@ -599,7 +599,8 @@ def variant_tables(result: PQResult) -> list[Table]:
         return f"{markup_escape(cat.name)} ({cid}){' *' if cat.isthing else ''}"
 
     if v.boundary_pq is not None:
-        t = pq_table(v.boundary_pq.pq, title=f"Boundary PQ (dilation ratio {v.boundary_pq.dilation_ratio:g})")
+        t = pq_table(v.boundary_pq.pq, title=f"Boundary PQ (dilation ratio {v.boundary_pq.dilation_ratio:g})",
+                     all_classes=all_classes)
         t.caption += "; IoU = min(mask IoU, boundary IoU)"
         out.append(t)
     if v.pq_dagger is not None:
@@ -677,6 +678,6 @@ def variant_interval_table(result: CompareResult) -> Table | None:
             t.add_row(*cells)
         t.add_section()
     s = boot.settings
-    t.caption = (f"in %; percentile intervals of {s.resamples} bootstrap resamples of the images (seed {s.seed}), "
+    t.caption = (f"in %; expanded percentile intervals of {s.resamples} bootstrap resamples of the images (seed {s.seed}), "
                  "the same images for every model; p: paired bootstrap, two-sided")
     return t

@@ -139,7 +139,7 @@ class UPSNetStyle(nn.Module):
         Under bf16 autocast, anchors, box deltas, decoded boxes, IoU matching,
         NMS and RoIAlign sampling points of 1-2k-pixel frames would be rounded
         to 8 bits of mantissa (steps of 4-8 pixels); the backbone and the
-        semantic head keep autocast. Returns ``(proposals, detections, losses)``.
+        semantic head keep autocast. Returns ``(proposals, detections, losses, float32 features)``.
         """
         with torch.autocast(image_list.tensors.device.type, enabled=False):
             feats = OrderedDict((k, v.float()) for k, v in feats.items())
