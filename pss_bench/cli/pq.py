@@ -15,6 +15,7 @@ from pss_bench.cli.options import (
     emit_json,
     example,
     gt_options,
+    info,
     json_option,
     metrics_options,
     resolve_gt,
@@ -68,6 +69,10 @@ def command(pred, gt_json, categories, pred_dir, gt_dir, workers, json_out, cach
         from pss_bench.metrics.bootstrap import bootstrap_pq  # imports the Context Error metrics too: only when asked
 
         boot = bootstrap_pq([result.images], settings=bootstrap)
+        further = [m for m in metrics if m != "pq"]
+        if further:  # said, not silently left out: the JSON's "bootstrap" is PQ's
+            info(f"--bootstrap gives PQ's intervals only (the JSON's 'bootstrap'); for {', '.join(further)} with "
+                 f"intervals and p-values run: pss-bench compare PRED --gt GT --metrics {','.join(metrics)}")
     payload = {**result.to_dict(), "bootstrap": boot.to_dict() if boot is not None else None}
     if emit_json(payload, json_out):
         console = console_out()

@@ -64,3 +64,14 @@ def test_usage_errors_exit_2(cs_pred, capsys, extra, message):
     assert main(_args(cs_pred, *extra)) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_bootstrap_with_further_metrics_says_it_covers_pq_only(cs_pred, capsys):
+    """``--bootstrap`` resamples PQ only; with other metrics asked it says so and where their intervals are."""
+    assert main(_args(cs_pred, "--metrics", "boundary-pq", "--bootstrap", "20", "--json", "-")) == 0
+    captured = capsys.readouterr()
+    res = json.loads(captured.out)
+    assert res["bootstrap"] is not None and "boundary_pq" in res
+    assert "PQ's intervals only" in captured.err and "--metrics boundary-pq" in captured.err
+    assert main(_args(cs_pred, "--bootstrap", "20", "--json", "-")) == 0
+    assert "intervals only" not in capsys.readouterr().err
