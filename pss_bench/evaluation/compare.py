@@ -24,7 +24,7 @@ import contextlib
 import logging
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -492,7 +492,13 @@ def _bootstrap_variants(models: Sequence[ModelComparison], pq_idx: tuple[int, ..
     if not pq_idx or models[pq_idx[0]].pq.variant_images is None:
         return {}
     per_model = [variant_image_stats(models[i].pq.variant_images, models[i].pq.images.image_ids) for i in pq_idx]
-    return {key: bootstrap_pq([stats[key] for stats in per_model], settings=settings) for key in per_model[0]}
+    out = {key: bootstrap_pq([stats[key] for stats in per_model], settings=settings) for key in per_model[0]}
+    if "pc" in out:
+        # Parsing Covering's statistics carry GT areas where PQ's carry segment counts: no
+        # few-segment flags or counts can be read from them.
+        pc = out["pc"]
+        out["pc"] = replace(pc, models=tuple(replace(m, few_segments={}, gt_segments={}) for m in pc.models))
+    return out
 
 
 # --------------------------------------------------------------------------- per-instance CE, query choice

@@ -87,3 +87,13 @@ def test_cli_json_and_table(two_models, capsys):
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "further metrics" in text and "Boundary PQ" in text and "Parsing Covering" in text
+
+
+def test_parsing_coverings_areas_are_not_read_as_segment_counts(two_models):
+    """PC's statistics carry GT areas where PQ's carry segment counts: no few-segment flags come from them."""
+    gt_json, gt_dir, good, bad = two_models
+    res = compare_models([good, bad], gt_json, gt_dir=gt_dir, bootstrap=BootstrapSettings(50, 0.9, 3),
+                         metrics="pc,boundary-pq", workers=1)
+    pc, bpq = res.bootstrap.variants["pc"], res.bootstrap.variants["boundary_pq"]
+    assert all(m.few_segments == {} and m.gt_segments == {} for m in pc.models)
+    assert bpq.models[0].gt_segments  # Boundary PQ counts segments as PQ does
