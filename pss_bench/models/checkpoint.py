@@ -326,12 +326,14 @@ def read_resume_checkpoint(path: str | os.PathLike, cfg) -> dict:
     return payload
 
 
-def restore_training_state(payload: dict, path: str | os.PathLike, net, optimizer, module=None) -> None:
+def restore_training_state(payload: dict, path: str | os.PathLike, net, optimizer, module=None, rank: int = 0) -> None:
     """Loads the weights, the optimizer and the training module's own state of a checked resume payload.
 
     Args:
         module: the training module; if it has ``load_training_state(payload)``
-            (PSS: its prototype memory), that is called too.
+            (PSS: its prototype memory), that is called too, with this rank's
+            entry of ``payload["rank_states"]`` when a DDP run saved one per rank.
+        rank: this process's rank.
 
     Raises:
         CheckpointError: a state that does not fit (one line naming ``path``).
@@ -341,7 +343,11 @@ def restore_training_state(payload: dict, path: str | os.PathLike, net, optimize
     try:
         optimizer.load_state_dict(payload["optimizer"])
         if hasattr(module, "load_training_state"):
-            module.load_training_state(payload)
+            states = payload.get("rank_states")
+            own = states[rank] if isinstance(states, list) and 0 <= rank < len(states) else payload
+            if not isinstance(own, dict):
+                raise TypeError(f"rank_states[{rank}] is a {type(own).__name__}, not a dict")
+            module.load_training_state(own)
     except (RuntimeError, ValueError, KeyError, TypeError, IndexError) as exc:
         raise CheckpointError(f"{path}: optimizer or training state do not fit the model ({str(exc).splitlines()[0]})") from None
 

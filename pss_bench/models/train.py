@@ -15,10 +15,10 @@ index)``, and every step starts by seeding torch's global generators (CPU and
 CUDA) from ``(seed, rank, iteration)`` (:func:`step_seed`), so whatever a step
 draws (PSS's pixel subsampling, torchvision's RPN/RoI samplers, dropout) does
 not depend on what was drawn before it, in this process or another. A resumed
-run therefore sees the batches and draws an uninterrupted one would have seen
-(except under DDP with a prototype memory: ``checkpoint_last.pt`` holds rank
-0's memory, which every rank restores). Nothing is printed: progress goes to the ``progress`` callback, messages to
-``logging``.
+run therefore sees the batches and draws an uninterrupted one would have seen;
+under DDP each rank's own state (PSS's prototype memory) is saved as
+``rank_states`` and restored on that rank. Nothing is printed: progress goes
+to the ``progress`` callback, messages to ``logging``.
 
 The trainer knows no architecture: the registered model's training module
 (:class:`~pss_bench.models.registry.ModelSpec`) returns ``(losses, aux)`` from
@@ -64,7 +64,7 @@ CHECKPOINT_NAME = "checkpoint_last.pt"
 FINAL_NAME = "model_final.pt"
 # What only --resume needs; model_final.pt leaves it out, with the training module's own state
 # ("rng": global RNG states that checkpoints held before steps were seeded from their iteration).
-RESUME_ONLY_KEYS = ("optimizer", "rng")
+RESUME_ONLY_KEYS = ("optimizer", "rng", "rank_states")
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
@@ -281,7 +281,7 @@ def train(
         from pss_bench.models.checkpoint import read_resume_checkpoint, restore_training_state
 
         payload = read_resume_checkpoint(ckpt_path, cfg)
-        restore_training_state(payload, ckpt_path, net, optimizer, module)
+        restore_training_state(payload, ckpt_path, net, optimizer, module, rank=rank)
         start = int(payload["iteration"])
         log.info("resumed from %s at iteration %d", ckpt_path, start)
     if rank == 0:
@@ -379,9 +379,14 @@ def train(
             if rank == 0:
                 append_line(out / "log.jsonl", json.dumps(record))
         if cfg.train.checkpoint_every > 0 and (step % cfg.train.checkpoint_every == 0 or step == total):
+            states = own_state()
+            if distributed and states:  # each rank's own state (PSS: its prototype memory), restored per rank
+                gathered: list = [None] * world
+                dist.all_gather_object(gathered, states)
+                states = {**states, "rank_states": gathered}
             if rank == 0:
                 payload = save_checkpoint_payload(
-                    net, cfg, categories, iteration=step, optimizer=optimizer.state_dict(), **own_state(),
+                    net, cfg, categories, iteration=step, optimizer=optimizer.state_dict(), **states,
                 )
                 _save_atomic(payload, ckpt_path)
         if val_dataset is not None and cfg.train.val_every > 0 and (step % cfg.train.val_every == 0 or step == total):

@@ -133,6 +133,44 @@ def test_two_process_gloo_ddp_step_equals_single_process(tmp_path, arch):
     assert any(not torch.allclose(init[k], ddp_w[k]) for k in init if init[k].is_floating_point())
 
 
+def _ddp_memory_worker(rank, world, port, out, items, threads, stop_at, resume):
+    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
+                       "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank)})
+    torch.set_num_threads(threads)
+    import torch.distributed as dist
+
+    try:
+        train(tiny_cfg("data.batch_size=1", "train.iterations=5", "train.checkpoint_every=2",
+                       "loss.memory_iterations=2", "loss.max_pixels=256"),
+              out, train_dataset=items, categories=CATS, stop_at=stop_at, resume=resume)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_a_ddp_run_with_a_prototype_memory_resumes_exactly(tmp_path):
+    """Two gloo ranks, each with its own prototype memory: killed at 3 (checkpoint at 2), resumed, equal to a full run.
+
+    Before each rank's memory was saved (``rank_states``), every rank restored rank 0's.
+    """
+    import torch.multiprocessing as mp
+
+    items = toy_items(6)
+    threads = torch.get_num_threads()
+    cut, full = tmp_path / "cut", tmp_path / "full"
+    mp.spawn(_ddp_memory_worker, args=(2, _free_port(), cut, items, threads, 3, False), nprocs=2, join=True)
+    saved = torch.load(cut / "checkpoint_last.pt", weights_only=True)
+    assert saved["iteration"] == 2 and len(saved["rank_states"]) == 2
+    mem = [s["memory"]["items"] for s in saved["rank_states"]]
+    assert mem[0] and not all(torch.equal(a, b) for a, b in zip(mem[0][0], mem[1][0]))  # the ranks' memories differ
+    mp.spawn(_ddp_memory_worker, args=(2, _free_port(), cut, items, threads, None, True), nprocs=2, join=True)
+    mp.spawn(_ddp_memory_worker, args=(2, _free_port(), full, items, threads, None, False), nprocs=2, join=True)
+    a, b = _weights(full / FINAL_NAME), _weights(cut / FINAL_NAME)
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
+    assert "rank_states" not in torch.load(cut / FINAL_NAME, weights_only=True)
+
+
 def test_train_with_validation_logs_pq(tmp_path):
     items = toy_items(4)
     rec = train(tiny_cfg("train.iterations=2", "train.val_every=2"), tmp_path / "v", train_dataset=items,
