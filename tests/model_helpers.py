@@ -43,3 +43,8 @@ def tiny_cfg(*extra):
         "train.iterations=6", "train.checkpoint_every=3", "train.log_every=1", "train.val_every=0",
         "train.warmup_iterations=2", "loss.memory_iterations=1", "loss.small_instance_area=300", *extra,
     ])
+
+
+# The UPSNet-style baseline at toy size (the baseline's tests, resume and DDP tests).
+UPSNET_SMALL = ["model.arch=upsnet", "model.fpn_channels=16", "model.head_channels=16", "upsnet.box_head_dim=32",
+                "upsnet.mask_head_channels=8", "upsnet.stuff_area_limit=16", "data.crop_size=[48,96]", "data.batch_size=2"]

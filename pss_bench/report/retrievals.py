@@ -247,12 +247,7 @@ def plot_retrievals(panels: list[Panel], out: str | os.PathLike, suptitle: str |
             ax.set_yticks([])
     axes[0, 0].set_ylabel("picture", fontsize=FONT)
     axes[1, 0].set_ylabel("3x3 context", fontsize=FONT)
-    if suptitle:
-        fig.suptitle(suptitle, fontsize=FONT + 2, y=1 - 0.08 / height, va="top")
-    if classes:
-        add_class_legend(fig, palette, classes, fontsize=FONT, ncol=legend_columns(len(classes)),
-                         title="classes (the dataset's colours)")
-    return save_figure(fig, out)
+    return _finish(fig, out, suptitle, height, palette, classes, "classes (the dataset's colours)")
 
 
 # --------------------------------------------------------------------------- GT / prediction panels
@@ -326,9 +321,14 @@ def plot_prediction_panels(
     for ax in axes[0]:
         ax.set_xticks([])
         ax.set_yticks([])
+    return _finish(fig, out, suptitle, height, palette, classes,
+                   "classes (instances in shades of their class colour; black: void)")
+
+
+def _finish(fig, out, suptitle, height: float, palette, classes, legend_title: str):
+    """The strips' and panels' common ending: title, class legend, saved figure."""
     if suptitle:
         fig.suptitle(suptitle, fontsize=FONT + 2, y=1 - 0.08 / height, va="top")
     if classes:
-        add_class_legend(fig, palette, classes, fontsize=FONT, ncol=legend_columns(len(classes)),
-                         title="classes (instances in shades of their class colour; black: void)")
+        add_class_legend(fig, palette, classes, fontsize=FONT, ncol=legend_columns(len(classes)), title=legend_title)
     return save_figure(fig, out)

@@ -24,23 +24,20 @@ import pytest
 import torch
 
 from child_process import child_env
-from model_helpers import CATS, tiny_cfg, toy_items
+from model_helpers import CATS, UPSNET_SMALL, tiny_cfg, toy_items
 from pss_bench.models.checkpoint import CheckpointError, load_checkpoint, tensor_checksum
 from pss_bench.models.config import load_config
 from pss_bench.models.train import CHECKPOINT_NAME, FINAL_NAME, step_seed, train
 
-UPSNET_SMALL = ["model.arch=upsnet", "model.fpn_channels=16", "model.head_channels=16", "upsnet.box_head_dim=32",
-                "upsnet.mask_head_channels=8", "upsnet.stuff_area_limit=16", "data.crop_size=[48,96]",
-                "data.batch_size=2", "train.iterations=6", "train.checkpoint_every=3", "train.log_every=1",
-                "train.val_every=0", "train.warmup_iterations=2", "upsnet.roi_batch_size=16"]
+UPSNET_SCHEDULE = ["train.iterations=6", "train.checkpoint_every=3", "train.log_every=1", "train.val_every=0",
+                   "train.warmup_iterations=2", "upsnet.roi_batch_size=16"]
 
 
 def _cfg(arch: str):
     if arch == "pss":
         # 2 crops of 32x64 at output stride 2: ~1,000 labelled pixels, of which 256 are drawn each step.
         return tiny_cfg("loss.max_pixels=256", "loss.memory_iterations=1")
-    cfg = load_config("synthstreets_tiny", UPSNET_SMALL)
-    return cfg
+    return load_config("synthstreets_tiny", [*UPSNET_SMALL, *UPSNET_SCHEDULE])
 
 
 def _state(path: Path) -> dict:

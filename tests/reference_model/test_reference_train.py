@@ -8,7 +8,7 @@ import socket
 import pytest
 import torch
 
-from model_helpers import CATS, tiny_cfg, toy_items
+from model_helpers import CATS, UPSNET_SMALL, tiny_cfg, toy_items
 from pss_bench.models.config import load_config
 from pss_bench.models.checkpoint import load_checkpoint
 from pss_bench.models.train import FINAL_NAME, build_optimizer, learning_rate, set_learning_rate, train
@@ -62,18 +62,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-UPSNET_DDP = ["model.arch=upsnet", "model.fpn_channels=16", "model.head_channels=16", "upsnet.box_head_dim=32",
-              "upsnet.mask_head_channels=8", "upsnet.stuff_area_limit=16", "data.crop_size=[48,96]",
-              "upsnet.roi_batch_size=16"]
-
-
 def _ddp_cfg(arch):
-    extra = UPSNET_DDP if arch == "upsnet" else ["loss.max_pixels=256"]  # PSS: its pixel draws per rank too
-    return tiny_cfg("data.batch_size=1", "train.iterations=1", "train.checkpoint_every=1", "loss.memory_iterations=0",
-                    *extra)
+    # after the toy-size overrides: one image per rank
+    extra = [*UPSNET_SMALL, "upsnet.roi_batch_size=16"] if arch == "upsnet" else ["loss.max_pixels=256"]
+    return tiny_cfg(*extra, "data.batch_size=1", "train.iterations=1", "train.checkpoint_every=1",
+                    "loss.memory_iterations=0")
 
 
-def _ddp_worker(rank, world, port, out, items, threads, arch):
+def _ddp_worker(rank, world, port, out, items, threads, cfg, stop_at=None, resume=False):
     os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
                        "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank)})
     # k-means assignments are discrete: the same float rounding (thread count) as the reference matters.
@@ -81,7 +77,7 @@ def _ddp_worker(rank, world, port, out, items, threads, arch):
     import torch.distributed as dist
 
     try:
-        train(_ddp_cfg(arch), out, train_dataset=items, categories=CATS)
+        train(cfg, out, train_dataset=items, categories=CATS, stop_at=stop_at, resume=resume)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -103,7 +99,8 @@ def test_two_process_gloo_ddp_step_equals_single_process(tmp_path, arch):
 
     items = toy_items(4)
     out = tmp_path / "ddp"
-    mp.spawn(_ddp_worker, args=(2, _free_port(), out, items, torch.get_num_threads(), arch), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), out, items, torch.get_num_threads(), _ddp_cfg(arch)), nprocs=2,
+             join=True)
     ddp_w = _weights(out / FINAL_NAME)
 
     cfg = _ddp_cfg(arch)
@@ -133,21 +130,6 @@ def test_two_process_gloo_ddp_step_equals_single_process(tmp_path, arch):
     assert any(not torch.allclose(init[k], ddp_w[k]) for k in init if init[k].is_floating_point())
 
 
-def _ddp_memory_worker(rank, world, port, out, items, threads, stop_at, resume):
-    os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
-                       "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank)})
-    torch.set_num_threads(threads)
-    import torch.distributed as dist
-
-    try:
-        train(tiny_cfg("data.batch_size=1", "train.iterations=5", "train.checkpoint_every=2",
-                       "loss.memory_iterations=2", "loss.max_pixels=256"),
-              out, train_dataset=items, categories=CATS, stop_at=stop_at, resume=resume)
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
 @pytest.mark.slow
 def test_a_ddp_run_with_a_prototype_memory_resumes_exactly(tmp_path):
     """Two gloo ranks, each with its own prototype memory: killed at 3 (checkpoint at 2), resumed, equal to a full run.
@@ -158,14 +140,16 @@ def test_a_ddp_run_with_a_prototype_memory_resumes_exactly(tmp_path):
 
     items = toy_items(6)
     threads = torch.get_num_threads()
+    cfg = tiny_cfg("data.batch_size=1", "train.iterations=5", "train.checkpoint_every=2", "loss.memory_iterations=2",
+                   "loss.max_pixels=256")
     cut, full = tmp_path / "cut", tmp_path / "full"
-    mp.spawn(_ddp_memory_worker, args=(2, _free_port(), cut, items, threads, 3, False), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), cut, items, threads, cfg, 3, False), nprocs=2, join=True)
     saved = torch.load(cut / "checkpoint_last.pt", weights_only=True)
     assert saved["iteration"] == 2 and len(saved["rank_states"]) == 2
     mem = [s["memory"]["items"] for s in saved["rank_states"]]
     assert mem[0] and not all(torch.equal(a, b) for a, b in zip(mem[0][0], mem[1][0]))  # the ranks' memories differ
-    mp.spawn(_ddp_memory_worker, args=(2, _free_port(), cut, items, threads, None, True), nprocs=2, join=True)
-    mp.spawn(_ddp_memory_worker, args=(2, _free_port(), full, items, threads, None, False), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), cut, items, threads, cfg, None, True), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), full, items, threads, cfg, None, False), nprocs=2, join=True)
     a, b = _weights(full / FINAL_NAME), _weights(cut / FINAL_NAME)
     assert [k for k in a if not torch.equal(a[k], b[k])] == []
     assert "rank_states" not in torch.load(cut / FINAL_NAME, weights_only=True)

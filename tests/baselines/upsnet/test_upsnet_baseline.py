@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from model_helpers import CATS, toy_items
+from model_helpers import CATS, UPSNET_SMALL, toy_items
 from pss_bench.baselines.upsnet.model import instance_targets
 from pss_bench.cli import main
 from pss_bench.models.config import load_config
@@ -17,8 +17,7 @@ from pss_bench.models.registry import create_model
 from pss_bench.models.predict import predict_panoptic
 from pss_bench.models.train import FINAL_NAME, train, training_module
 
-SMALL = ["model.arch=upsnet", "model.fpn_channels=16", "model.head_channels=16", "upsnet.box_head_dim=32",
-         "upsnet.mask_head_channels=8", "upsnet.stuff_area_limit=16", "data.crop_size=[48,96]", "data.batch_size=2"]
+SMALL = UPSNET_SMALL
 
 
 def small_cfg(*extra):
