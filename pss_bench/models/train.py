@@ -207,6 +207,31 @@ def _rewrite_log(path: Path, upto: int) -> None:
         tmp.write_text("".join(k + "\n" for k in kept))
 
 
+@contextlib.contextmanager
+def deterministic_on_cpu(device: str):
+    """Deterministic kernels while training on the CPU (``torch.use_deterministic_algorithms``); restored after.
+
+    With more than one thread, torch's CPU ``index_put_(accumulate=True)`` (the
+    backward of ``x[index]``, whose duplicate indices it sums) adds with atomic
+    float additions whose order follows the thread schedule: on a busy machine
+    two identical UPSNet-style runs ended 1 ulp apart in 89 tensors, and a
+    resumed run differed from an uninterrupted one (CI, 2026-12-07). The
+    deterministic kernels add in index order; PSS's numbers do not change
+    (it sums no duplicate indices), the UPSNet-style baseline's change in the
+    last bits. On CUDA nothing is switched (see ``docs/reference_model.md``).
+    """
+    if not str(device).startswith("cpu"):
+        yield
+        return
+    before = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before, warn_only=warn_only)
+
+
 def train(
     cfg: Config,
     out_dir: str | os.PathLike,
@@ -236,12 +261,36 @@ def train(
         stop_at: stop after this iteration as if killed (tests, time limits).
         progress: called as ``progress(iteration, total, record)`` after each step.
 
+    On the CPU the run uses deterministic kernels (:func:`deterministic_on_cpu`),
+    so that two runs, and a run and its resumed copy, agree bit for bit.
+
     Returns:
         The last log record (``iteration``, losses, ``lr``, ...).
 
     Raises:
         PssBenchError: missing data, checkpoint or pretrained weights.
     """
+    with deterministic_on_cpu(device):
+        return _train(cfg, out_dir, data_root=data_root, device=device, resume=resume, pretrained=pretrained,
+                      train_dataset=train_dataset, val_dataset=val_dataset, categories=categories,
+                      stop_at=stop_at, progress=progress)
+
+
+def _train(
+    cfg: Config,
+    out_dir: str | os.PathLike,
+    *,
+    data_root: str | os.PathLike | None = None,
+    device: str = "cpu",
+    resume: bool = False,
+    pretrained: str | os.PathLike | None = None,
+    train_dataset=None,
+    val_dataset=None,
+    categories: Sequence[Category] | None = None,
+    stop_at: int | None = None,
+    progress: Callable[[int, int, dict], None] | None = None,
+) -> dict:
+    """The body of :func:`train`."""
     import torch.distributed as dist
 
     distributed = init_distributed(device)

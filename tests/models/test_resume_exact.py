@@ -219,3 +219,45 @@ def test_the_shipped_config_killed_between_checkpoints_resumes_exactly(tmp_path,
     proc = _run_child(tmp_path, "full", overrides=overrides, kill_at=None, run=str(full), data=str(data), resume=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     _assert_same_run(full, cut)
+
+
+# --------------------------------------------------------------------------- deterministic CPU kernels
+
+
+def test_training_on_the_cpu_sums_duplicate_indices_in_a_fixed_order():
+    """``x[index]``'s backward sums duplicate indices; torch's threaded CPU kernel does it with atomic adds.
+
+    Outside :func:`deterministic_on_cpu` 19 of 20 repeats here differed from
+    the first on 2 threads (the CI failure of 2026-12-07: two UPSNet-style runs
+    ended 1 ulp apart in 40-89 tensors on a busy machine).
+    """
+    from pss_bench.models.train import deterministic_on_cpu
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        gen = torch.Generator().manual_seed(0)
+        x = torch.randn(8, 64, 128, generator=gen, requires_grad=True)
+        g = torch.randn(8, 64, 128, generator=gen)
+        idx = torch.tensor([1, 1, 1, 1, 3, 3, 3, 1])
+        grads = []
+        with deterministic_on_cpu("cpu"):
+            for _ in range(20):
+                x.grad = None
+                x[idx].backward(g)
+                grads.append(x.grad.clone())
+        assert all(torch.equal(grads[0], gr) for gr in grads)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_train_switches_deterministic_kernels_on_for_the_cpu_only_and_restores_them(monkeypatch):
+    from pss_bench.models import train as train_mod
+
+    seen = []
+    monkeypatch.setattr(train_mod, "_train", lambda *a, **k: seen.append(torch.are_deterministic_algorithms_enabled()))
+    assert not torch.are_deterministic_algorithms_enabled()
+    train_mod.train(tiny_cfg(), "unused", device="cpu")
+    train_mod.train(tiny_cfg(), "unused", device="cuda")  # _train is replaced: nothing runs on a GPU
+    assert seen == [True, False]
+    assert not torch.are_deterministic_algorithms_enabled()
