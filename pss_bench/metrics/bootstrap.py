@@ -68,8 +68,9 @@ from pss_bench.structures import Category
 DEFAULT_RESAMPLES = 1000
 DEFAULT_LEVEL = 0.95
 DEFAULT_SEED = 0
-_PQ_STREAM = 0
-_CE_STREAM = 1
+#: The generator streams of the two metrics: ``numpy.random.default_rng([seed, stream])``.
+PQ_STREAM = 0
+CE_STREAM = 1
 #: Elements of one block of resample weights: small enough to stay in the CPU cache (a quarter of
 #: the CPU time of 4M-element blocks in bench/bootstrap_speed.py's job).
 _BLOCK = 1 << 15
@@ -158,6 +159,13 @@ def resampled_sums(values: np.ndarray, b: int, rng: np.random.Generator) -> np.n
     for s, e in _blocks(n, b):
         out[s:e] = resample_counts(rng, n, e - s) @ values
     return out
+
+
+def image_weights(n: int, b: int, rng: np.random.Generator) -> np.ndarray:
+    """The ``(b, n)`` resample counts that :func:`resampled_sums` draws from ``rng`` (the same draws, block by block)."""
+    if n == 0:
+        return np.zeros((b, 0))
+    return np.concatenate([resample_counts(rng, n, e - s) for s, e in _blocks(n, b)])
 
 
 def percentile_interval(samples: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
@@ -321,9 +329,7 @@ def bootstrap_context_error(
     others = np.stack([t.others for t in indexes], axis=1)
     include = (counts > 0) & (all_classes | (others > k))
 
-    rng = np.random.default_rng([int(settings.seed), _CE_STREAM])
-    weights = np.concatenate([resample_counts(rng, n_img, e - s) for s, e in _blocks(n_img, b)]) \
-        if n_img else np.zeros((b, 0))
+    weights = image_weights(n_img, b, np.random.default_rng([int(settings.seed), CE_STREAM]))
     point = np.full((n_cls, n_mod, 4), np.nan)
     boot = np.full((b, n_cls, n_mod, 4), np.nan)
     for m, t in enumerate(indexes):
@@ -474,7 +480,7 @@ def bootstrap_pq(
     flat = stack.reshape(n_img, -1).astype(np.float64)
     isthing = np.array([c.isthing for c in cats], bool)
 
-    rng = np.random.default_rng([int(settings.seed), _PQ_STREAM])
+    rng = np.random.default_rng([int(settings.seed), PQ_STREAM])
     sums = resampled_sums(flat, b, rng).reshape(b, n_mod, 4, n_cls)
     # The point estimates from the plain sums (the accumulator's numbers).
     total = np.stack([np.stack([s.iou.sum(0), s.tp.sum(0), s.fp.sum(0), s.fn.sum(0)]) for s in images])
