@@ -34,18 +34,21 @@ def command(checkpoint, data_root, split, out_dir, device, dataset, embed_mode, 
     """Predict panoptic segmentations of DATA/SPLIT with a trained CHECKPOINT.
 
     OVERRIDES (section.key=value) change inference settings, e.g.
-    inference.merge_threshold=0.7. Prints a JSON summary on stdout.
+    inference.merge_threshold=0.7 (PSS) or upsnet.embedding=fpn (the
+    UPSNet-style baseline's embedding features). Prints a JSON summary on stdout.
     """
     import time
 
     from pss_bench.models.predict import write_predictions
-    from pss_bench.models.registry import get_model, list_models
+    from pss_bench.models.registry import inference_overrides
 
-    sections = list(dict.fromkeys(s for m in list_models() for s in get_model(m).inference_sections))
+    sections, keys = inference_overrides()
     for o in overrides:
-        if not o.startswith(tuple(f"{s}." for s in sections)) or "=" not in o:
-            allowed = " or ".join(f"{s}.KEY=VALUE" for s in sections)
-            raise click.UsageError(f"override {o!r}: predict takes {allowed} only")
+        key = o.split("=", 1)[0].strip()
+        if "=" not in o or not (key.startswith(tuple(f"{s}." for s in sections)) or key in keys):
+            allowed = " or ".join([*(f"{s}.KEY=VALUE" for s in sections), *(f"{k}=VALUE" for k in keys)])
+            raise click.UsageError(f"override {o!r}: predict takes {allowed} only (inference settings; "
+                                   "the others were fixed by training)")
     from pss_bench.io.prediction import check_replaceable
 
     if out_dir.exists() and not overwrite:

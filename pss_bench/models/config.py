@@ -158,6 +158,8 @@ class Section:
         ranges: ``"name.key" -> (lower bound, whether the bound itself is
             allowed, upper bound or None)``, ints and floats alike.
         lengths: ``"name.key" -> n`` for lists of a fixed length.
+        choices: ``"name.key" -> (allowed, values, ...)`` for strings that
+            take one of a few values.
         check: called with the whole config after the range checks; raises
             :class:`ConfigError` for what ranges cannot say.
     """
@@ -167,6 +169,7 @@ class Section:
     ranges: dict = field(default_factory=dict)
     lengths: dict = field(default_factory=dict)
     check: Callable[["Config"], None] | None = None
+    choices: dict = field(default_factory=dict)
 
 
 def _check_core(cfg: "Config") -> None:
@@ -200,8 +203,10 @@ _SECTIONS: dict[str, Section] = {}
 
 
 def register_section(name: str, cls: type, *, ranges: dict | None = None, lengths: dict | None = None,
-                     check: Callable[["Config"], None] | None = None) -> None:
+                     choices: dict | None = None, check: Callable[["Config"], None] | None = None) -> None:
     """Adds the section ``name`` (dataclass ``cls``) to every config; a model calls it when it registers.
+
+    ``ranges``, ``lengths``, ``choices`` and ``check``: see :class:`Section`.
 
     Registering the same section again with the same class is a no-op.
 
@@ -213,7 +218,8 @@ def register_section(name: str, cls: type, *, ranges: dict | None = None, length
     old = _SECTIONS.get(name)
     if old is not None and old.cls is not cls:
         raise ValueError(f"config section {name!r} is already registered with {old.cls.__name__}")
-    _SECTIONS[name] = Section(name, cls, dict(ranges or {}), dict(lengths or {}), check)
+    _SECTIONS[name] = Section(name, cls, dict(ranges or {}), dict(lengths or {}), check,
+                              {k: tuple(v) for k, v in (choices or {}).items()})
 
 
 def unregister_section(name: str) -> None:
@@ -354,19 +360,24 @@ def validate_config(cfg: Config) -> None:
     """Checks that every value of ``cfg`` is in range (positive sizes, a positive learning rate, ...).
 
     Raises:
-        ConfigError: the first value out of range, naming its key
-            (``train.lr: must be greater than 0, found -1.0``).
+        ConfigError: the first value out of range or not among its choices,
+            naming its key (``train.lr: must be greater than 0, found -1.0``).
     """
     sections = _sections()
     ranges: dict = {}
     lengths: dict = {}
+    choices: dict = {}
     for sec in sections.values():
         ranges.update(sec.ranges)
         lengths.update(sec.lengths)
+        choices.update(sec.choices)
     for name, sub in cfg.sections().items():
         for f in dataclasses.fields(sub):
             key = f"{name}.{f.name}"
             value = getattr(sub, f.name)
+            if key in choices and value not in choices[key]:
+                raise ConfigError(f"{key}: must be one of {', '.join(map(str, choices[key]))}, "
+                                  f"found {short_repr(value)}")
             if isinstance(value, list):
                 if key in lengths and len(value) != lengths[key]:
                     raise ConfigError(f"{key}: expected {lengths[key]} values, found {value!r}")

@@ -20,7 +20,8 @@ def predict_panoptic(net, image: torch.Tensor, categories: Sequence, cfg):
         ``(ids, segments_info, features, segment_embeddings)``: ``(H, W)`` int64
         segment ids (0 = VOID); ``{"id", "category_id", "iscrowd", "area",
         "score"}`` dicts; the dense ``(D, h, w)`` features the Context Error
-        pools (PSS: the embeddings; UPSNet: the semantic head's ``fcn_feat``);
+        pools (PSS: the embeddings; UPSNet-style: ``upsnet.embedding``, by
+        default the semantic head's ``fcn_feat``);
         and ``(N, D)`` embeddings of the predicted segments ``1..N``, or
         ``None`` for a model that has none (then they are pooled from the features).
     """
@@ -69,7 +70,11 @@ def write_predictions(
     Args:
         embed_mode: ``gt-segments`` (mean embedding over each GT segment, the
             paper's Table 1), ``pred-segments`` or ``none``.
-        overrides: ``inference.KEY=VALUE`` / ``kmeans.KEY=VALUE`` settings.
+        overrides: ``section.key=value`` settings applied to the checkpoint's
+            config before predicting: meant for inference settings (the
+            registered models' ``inference_sections`` and ``inference_keys``,
+            which ``pss-bench predict`` checks), e.g. ``inference.KEY=VALUE``
+            (PSS) or ``upsnet.embedding=fpn`` (the UPSNet-style baseline).
         workers: on a CPU, frames are predicted in this many forked processes
             (Linux) with one torch thread each, and written in order: the
             output is the same as with one. One thread per frame uses the
@@ -103,6 +108,8 @@ def write_predictions(
     dev = torch.device(device)
     n = len(ds) if max_images == 0 else min(max_images, len(ds))
     extra = {"checkpoint": str(checkpoint), "config": cfg.name, "split": split}
+    if overrides:  # what makes this directory differ from the checkpoint's defaults (e.g. upsnet.embedding=fpn)
+        extra["overrides"] = [str(o) for o in overrides]
     if getattr(ds, "gt_json", None) is not None:
         extra["gt_json"] = str(Path(ds.gt_json).resolve())
     model_name = get_model(cfg.model.arch).display_name

@@ -48,6 +48,9 @@ class ModelSpec:
             :func:`pss_bench.models.predict.predict_panoptic`).
         display_name: the ``model`` a prediction directory's manifest names.
         inference_sections: config sections ``pss-bench predict`` may override.
+        inference_keys: single ``section.key`` settings ``pss-bench predict``
+            may override, of a section that also holds architecture or training
+            settings (which predict refuses: the weights were trained with them).
     """
 
     name: str
@@ -56,6 +59,7 @@ class ModelSpec:
     predict: Callable
     display_name: str = ""
     inference_sections: tuple[str, ...] = field(default_factory=tuple)
+    inference_keys: tuple[str, ...] = field(default_factory=tuple)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -64,7 +68,8 @@ _discovered = False
 
 
 def register_model(name: str, *, training_module: Callable, predict: Callable, display_name: str = "",
-                   inference_sections: tuple[str, ...] = (), default: bool = False):
+                   inference_sections: tuple[str, ...] = (), inference_keys: tuple[str, ...] = (),
+                   default: bool = False):
     """Decorator registering the builder of the model ``name`` (see :class:`ModelSpec`).
 
     Registering a name again replaces it (a reloaded module).
@@ -77,7 +82,7 @@ def register_model(name: str, *, training_module: Callable, predict: Callable, d
 
     def deco(build: Callable) -> Callable:
         _REGISTRY[name] = ModelSpec(name, build, training_module, predict, display_name or name,
-                                    tuple(inference_sections))
+                                    tuple(inference_sections), tuple(inference_keys))
         if default:
             _DEFAULTS.add(name)
         else:
@@ -124,6 +129,19 @@ def discover() -> None:
             ep.load()
         except Exception as exc:  # a broken third-party plugin must not break the built-in models
             log.warning("model plugin %s (%s) could not be loaded: %s", ep.name, ep.value, exc)
+
+
+def inference_overrides() -> tuple[list[str], list[str]]:
+    """``(sections, keys)`` that ``pss-bench predict`` may override, over every registered model.
+
+    A ``section.key=value`` override is an inference setting when its section
+    is one of ``sections`` or its ``section.key`` is one of ``keys``.
+    """
+    discover()
+    specs = [_REGISTRY[m] for m in sorted(_REGISTRY)]
+    sections = list(dict.fromkeys(s for spec in specs for s in spec.inference_sections))
+    keys = list(dict.fromkeys(k for spec in specs for k in spec.inference_keys))
+    return sections, keys
 
 
 def list_models() -> list[str]:
@@ -212,4 +230,4 @@ def create_model(name: str, cfg, **context):
 
 
 __all__ = ["ModelSpec", "register_model", "unregister_model", "discover", "list_models", "get_model", "default_model",
-           "create_model", "model_bytes"]
+           "create_model", "model_bytes", "inference_overrides"]

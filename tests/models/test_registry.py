@@ -131,3 +131,32 @@ def test_a_config_without_arch_gets_the_one_default_model_and_two_defaults_are_r
     finally:
         unregister_model("second_default")
     assert default_model() == "pss"
+
+
+@dataclass
+class ModeConfig:
+    """A section with a string that takes one of a few values."""
+
+    mode: str = "a"
+    label: str = "anything"
+
+
+def test_a_section_s_choices_are_enforced_and_other_strings_are_free():
+    register_section("modal", ModeConfig, choices={"modal.mode": ("a", "b-c")})
+    try:
+        assert load_config("synthstreets_tiny").modal.mode == "a"
+        assert load_config("synthstreets_tiny", ["modal.mode=b-c", "modal.label=zz"]).modal.mode == "b-c"
+        with pytest.raises(ConfigError) as exc:
+            load_config("synthstreets_tiny", ["modal.mode=c"])
+        assert str(exc.value).endswith("modal.mode: must be one of a, b-c, found 'c'")
+    finally:
+        unregister_section("modal")
+
+
+def test_predict_s_overrides_are_the_models_inference_sections_and_keys():
+    from pss_bench.models.registry import inference_overrides
+
+    sections, keys = inference_overrides()
+    assert {"inference", "kmeans"} <= set(sections) and "upsnet" not in sections
+    assert "upsnet.embedding" in keys and "upsnet.score_threshold" in keys
+    assert not {"upsnet.box_head_dim", "upsnet.anchor_sizes", "upsnet.roi_batch_size"} & set(keys)

@@ -23,6 +23,13 @@ class UPSNetConfig:
             before NMS and per image after it, ``[training, testing]``
             (torchvision's Mask R-CNN: [2000, 1000] and [2000, 1000]).
         roi_batch_size: RoIs sampled per image for the box and mask losses (512).
+        embedding: the per-pixel features the Context Error's segment
+            embeddings are pooled from (:data:`EMBEDDINGS`): ``fcn``, the
+            semantic head's stride-4 ``fcn_feat`` (4 x ``model.head_channels``);
+            ``fpn``, the FPN's P2 (stride 4, ``model.fpn_channels``);
+            ``fpn-all``, P2-P5 each resized bilinearly to P2's size and
+            concatenated (4 x ``model.fpn_channels``). Inference only: the
+            panoptic output is the same whichever is chosen.
     """
 
     box_head_dim: int = 1024
@@ -36,7 +43,15 @@ class UPSNetConfig:
     rpn_pre_nms_top_n: list[int] = field(default_factory=lambda: [2000, 1000])
     rpn_post_nms_top_n: list[int] = field(default_factory=lambda: [2000, 1000])
     roi_batch_size: int = 512
+    embedding: str = "fcn"
 
+
+# The choices of ``upsnet.embedding``.
+EMBEDDINGS = ("fcn", "fpn", "fpn-all")
+# Keys ``pss-bench predict`` may override on a trained checkpoint: they change only what inference does
+# after the network (the panoptic head's thresholds, the features written as embeddings), never a weight.
+INFERENCE_KEYS = ("upsnet.embedding", "upsnet.score_threshold", "upsnet.nms_threshold", "upsnet.max_covered",
+                  "upsnet.stuff_area_limit")
 
 # key -> (lower bound, whether the bound itself is allowed, upper bound or None).
 RANGES = {
@@ -48,3 +63,5 @@ RANGES = {
 }
 # Lists of a fixed length.
 LENGTHS = {"upsnet.anchor_sizes": 5, "upsnet.rpn_pre_nms_top_n": 2, "upsnet.rpn_post_nms_top_n": 2}
+# Strings that take one of a few values.
+CHOICES = {"upsnet.embedding": EMBEDDINGS}

@@ -9,7 +9,8 @@ Panoptic head: :mod:`pss_bench.baselines.upsnet.panoptic_head`.
 
 ``forward(batch)`` in training mode returns the loss dict (RPN, box, mask,
 semantic, panoptic x 0.5); :meth:`UPSNetStyle.predict` returns panoptic
-results and the stride-4 features used as embeddings for the Context Error.
+results and the stride-4 features used as embeddings for the Context Error
+(``upsnet.embedding``: the semantic head's ``fcn_feat``, the FPN's P2, or P2-P5).
 :class:`UPSNetTrainingModule` and :func:`predict` are what the generic trainer
 and predictor call (registered by :mod:`pss_bench.baselines.upsnet.registration`).
 """
@@ -32,7 +33,7 @@ from pss_bench.baselines.upsnet.panoptic_head import (
     remove_overlapped,
 )
 from pss_bench.data.sample import IGNORE_INDEX
-from pss_bench.baselines.upsnet.config import UPSNetConfig
+from pss_bench.baselines.upsnet.config import EMBEDDINGS, UPSNetConfig
 from pss_bench.models.backbone import PyramidHead, ResNetFPN
 from pss_bench.models.config import Config, ModelConfig
 from pss_bench.structures import Category
@@ -210,24 +211,33 @@ class UPSNetStyle(nn.Module):
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> tuple[list[PanopticOutput], torch.Tensor]:
-        """Panoptic results and the stride-4 ``fcn_feat`` for a batch of normalised images.
+    def predict(self, images: torch.Tensor,
+                cfg: UPSNetConfig | None = None) -> tuple[list[PanopticOutput], torch.Tensor]:
+        """Panoptic results and the stride-4 embedding features for a batch of normalised images.
+
+        Args:
+            cfg: the inference settings to use (the panoptic head's thresholds
+                and ``embedding``); the network's own config if ``None``. Its
+                architecture settings are not read: they are the network's.
 
         Returns:
-            ``([PanopticOutput] * B, fcn_feat (B, 4*head_channels, H/4, W/4))``; segment
+            ``([PanopticOutput] * B, features (B, D, H/4, W/4))`` with the
+            features of ``cfg.embedding`` (:func:`embedding_features`); segment
             category ids are the dataset's category ids.
         """
         from torchvision.models.detection.image_list import ImageList
 
+        cfg = self.cfg if cfg is None else cfg
         b, _, h, w = images.shape
         image_list = ImageList(images, [(h, w)] * b)
         pyramid, feats = self._features(images)
         _, detections, _, _ = self._detect(image_list, feats)
         fcn_feat, sem_logits = self._semantic(pyramid, (h, w))
         with torch.autocast(images.device.type, enabled=False):
-            return self._fuse(detections, fcn_feat, sem_logits.float(), (h, w))
+            outs = self._fuse(detections, sem_logits.float(), (h, w), cfg)
+        return outs, embedding_features(cfg.embedding, fcn_feat, pyramid)
 
-    def _fuse(self, detections, fcn_feat, sem_logits, size):
+    def _fuse(self, detections, sem_logits, size, cfg: UPSNetConfig) -> list[PanopticOutput]:
         """The panoptic head on the detections, in float32 (boxes pasted at full resolution)."""
         h, w = size
         cat_ids = [c.id for c in self.categories]
@@ -235,19 +245,43 @@ class UPSNetStyle(nn.Module):
         thing_ids = [cat_ids[i] for i in self.thing_channels.tolist()]
         outs = []
         for i, det in enumerate(detections):
-            keep = class_agnostic_nms_keep(det["boxes"], det["scores"], self.cfg.score_threshold, self.cfg.nms_threshold)
+            keep = class_agnostic_nms_keep(det["boxes"], det["scores"], cfg.score_threshold, cfg.nms_threshold)
             boxes, labels, scores = det["boxes"][keep], det["labels"][keep], det["scores"][keep]
             probs = det["masks"][keep][:, 0] if keep.numel() else sem_logits.new_zeros((0, 28, 28))
             # torchvision pastes probabilities; the head wants logits in the box, 0 outside.
             pasted = paste_in_boxes(torch.logit(probs, eps=1e-6), boxes, h, w)
-            keep2 = remove_overlapped(pasted > 0, scores, self.cfg.max_covered)
+            keep2 = remove_overlapped(pasted > 0, scores, cfg.max_covered)
             boxes, labels, scores, pasted = boxes[keep2], labels[keep2], scores[keep2], pasted[keep2]
             sem_ch = self.thing_channels[labels - 1] if labels.numel() else labels
             logits = panoptic_logits(sem_logits[i], self.stuff_channels, self.thing_channels, pasted, boxes, sem_ch,
                                      with_unknown=True)
             outs.append(panoptic_from_logits(logits, stuff_ids, [thing_ids[int(l) - 1] for l in labels],
-                                             scores.tolist(), stuff_area_limit=self.cfg.stuff_area_limit))
-        return outs, fcn_feat
+                                             scores.tolist(), stuff_area_limit=cfg.stuff_area_limit))
+        return outs
+
+
+def embedding_features(choice: str, fcn_feat: torch.Tensor, pyramid: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The per-pixel features ``upsnet.embedding`` names, all at stride 4 (P2's size).
+
+    Args:
+        choice: ``fcn`` (the semantic head's ``fcn_feat``, ``(B, 4*head, H/4, W/4)``),
+            ``fpn`` (P2, ``(B, C, H/4, W/4)``) or ``fpn-all`` (P2-P5, each
+            resized bilinearly to P2's size, concatenated: ``(B, 4*C, H/4, W/4)``).
+        fcn_feat: the semantic head's features.
+        pyramid: the FPN's ``[P2, P3, P4, P5]``.
+
+    Raises:
+        ValueError: an unknown choice (configs refuse it when they are loaded).
+    """
+    if choice == "fcn":
+        return fcn_feat
+    if choice == "fpn":
+        return pyramid[0]
+    if choice == "fpn-all":
+        size = pyramid[0].shape[-2:]
+        return torch.cat([pyramid[0], *(F.interpolate(p, size=size, mode="bilinear", align_corners=False)
+                                         for p in pyramid[1:])], dim=1)
+    raise ValueError(f"upsnet.embedding: must be one of {', '.join(EMBEDDINGS)}, found {choice!r}")
 
 
 class UPSNetTrainingModule(nn.Module):
@@ -270,10 +304,14 @@ class UPSNetTrainingModule(nn.Module):
 
 @torch.no_grad()
 def predict(net: UPSNetStyle, image: torch.Tensor, categories: Sequence[Category], cfg: Config):
-    """The baseline's :func:`~pss_bench.models.predict.predict_panoptic`: features are the semantic head's ``fcn_feat``."""
+    """The baseline's :func:`~pss_bench.models.predict.predict_panoptic`: features are ``cfg.upsnet.embedding``'s.
+
+    The inference settings (thresholds, ``embedding``) are ``cfg.upsnet``'s, so
+    ``pss-bench predict`` overrides of them apply to a loaded checkpoint.
+    """
     amp = cfg.train.amp and image.device.type == "cuda"
     with torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=amp):
-        outs, feats = net.predict(image[None])
+        outs, feats = net.predict(image[None], cfg.upsnet)
     out = outs[0]
     areas = torch.bincount(out.ids.reshape(-1), minlength=len(out.segments) + 1)
     info = [{"id": s["id"], "category_id": s["category_id"], "iscrowd": 0, "area": int(areas[s["id"]]),

@@ -5,11 +5,11 @@ Found by :func:`pss_bench.models.registry.discover`; imports no torch.
 
 from __future__ import annotations
 
-from pss_bench.baselines.upsnet.config import LENGTHS, RANGES, UPSNetConfig
+from pss_bench.baselines.upsnet.config import CHOICES, INFERENCE_KEYS, LENGTHS, RANGES, UPSNetConfig
 from pss_bench.models.config import register_section
 from pss_bench.models.registry import register_model
 
-register_section("upsnet", UPSNetConfig, ranges=RANGES, lengths=LENGTHS)
+register_section("upsnet", UPSNetConfig, ranges=RANGES, lengths=LENGTHS, choices=CHOICES)
 
 
 def _training_module(net, cfg, categories):
@@ -24,7 +24,8 @@ def _predict(net, image, categories, cfg):
     return predict(net, image, categories, cfg)
 
 
-@register_model("upsnet", training_module=_training_module, predict=_predict, display_name="upsnet-style")
+@register_model("upsnet", training_module=_training_module, predict=_predict, display_name="upsnet-style",
+                inference_keys=INFERENCE_KEYS)
 def build(model_cfg, *, categories, cfg_all=None, **_):
     from pss_bench.baselines.upsnet.model import UPSNetStyle
 
