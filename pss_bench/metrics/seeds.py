@@ -196,17 +196,35 @@ def _pq_values(stats: PQImageStats, weights: np.ndarray) -> tuple[dict, dict]:
             {m: boot[key] for m, key in PQ_METRICS.items()})
 
 
-def _ce_values(index: CEIndex, classes: Sequence[int], weights: np.ndarray) -> tuple[dict, dict]:
-    """``(point, resampled)`` of one run's mean CE and mean context precision over ``classes`` (class indices)."""
-    if not classes:
-        nan = np.full(len(weights), np.nan)
-        return {"ce": float("nan"), "precision": float("nan")}, {"ce": nan, "precision": nan}
-    point = np.stack([resample_class(index.classes[c], np.ones((1, len(index.classes[c]))), index.k)[0]
-                      for c in classes])  # (C, 4)
-    boot = np.stack([resample_class(index.classes[c], weights[:, index.classes[c].image], index.k)
-                     for c in classes])  # (C, B, 4)
-    return ({"ce": float(point[:, 0].mean()), "precision": float(point[:, 3].mean())},
-            {"ce": boot[:, :, 0].mean(axis=0), "precision": boot[:, :, 3].mean(axis=0)})
+def ce_means(indexes: Sequence[CEIndex], *, settings: BootstrapSettings = BootstrapSettings(),
+             all_classes: bool = False) -> tuple[tuple[int, ...], np.ndarray, np.ndarray]:
+    """Mean CE and mean context precision of several embeddings of the same instances, and their image resamples.
+
+    The classes averaged are those every index has queries for (and, unless
+    ``all_classes``, informative in every index); the resamples are
+    :func:`~pss_bench.metrics.bootstrap.bootstrap_context_error`'s (same
+    stream, same draws for every index).
+
+    Returns:
+        ``(category ids averaged, point (R, 2), resampled (B, R, 2))``, the
+        last axis ``(ce, precision)``; NaN where no class is averaged.
+    """
+    cats, k, n_img = indexes[0].categories, indexes[0].k, indexes[0].n_images
+    counts = np.stack([t.counts() for t in indexes])
+    others = np.stack([t.others for t in indexes])
+    keep = (counts > 0).all(axis=0) & (all_classes | (others > k).all(axis=0))
+    classes = [int(c) for c in np.flatnonzero(keep)]
+    b = int(settings.resamples)
+    point = np.full((len(indexes), 2), np.nan)
+    boot = np.full((b, len(indexes), 2), np.nan)
+    if classes:
+        w = image_weights(n_img, b, np.random.default_rng([int(settings.seed), CE_STREAM]))
+        for i, t in enumerate(indexes):
+            p = np.stack([resample_class(t.classes[c], np.ones((1, len(t.classes[c]))), k)[0] for c in classes])
+            bt = np.stack([resample_class(t.classes[c], w[:, t.classes[c].image], k) for c in classes])  # (C, B, 4)
+            point[i] = p[:, 0].mean(), p[:, 3].mean()
+            boot[:, i, 0], boot[:, i, 1] = bt[:, :, 0].mean(axis=0), bt[:, :, 3].mean(axis=0)
+    return tuple(cats[c].id for c in classes), point, boot
 
 
 def _check(runs: Sequence[RunStats]) -> tuple[int, bool, bool]:
@@ -276,17 +294,11 @@ def seed_study(groups: Mapping[str, Sequence[RunStats]], *, settings: BootstrapS
         metrics += list(PQ_METRICS)
     ce_ids: tuple[int, ...] = ()
     if with_ce:
-        cats, k = runs[0].ce.categories, runs[0].ce.k
-        counts = np.stack([r.ce.counts() for r in runs])
-        others = np.stack([r.ce.others for r in runs])
-        keep = (counts > 0).all(axis=0) & (all_classes | (others > k).all(axis=0))
-        classes = [int(c) for c in np.flatnonzero(keep)]
-        ce_ids = tuple(cats[c].id for c in classes)
-        w = image_weights(n_img, b, np.random.default_rng([int(settings.seed), CE_STREAM]))
-        for i, r in enumerate(runs):
-            p, bt = _ce_values(r.ce, classes, w)
-            points[i].update(p)
-            boots[i].update(bt)
+        ce_ids, ce_point, ce_boot = ce_means([r.ce for r in runs], settings=settings, all_classes=all_classes)
+        for i in range(len(runs)):
+            for j, m in enumerate(CE_METRICS):
+                points[i][m] = float(ce_point[i, j])
+                boots[i][m] = ce_boot[:, i, j]
         metrics += list(CE_METRICS)
 
     seed_rng = np.random.default_rng([int(settings.seed), SEED_STREAM])
