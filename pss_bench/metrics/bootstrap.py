@@ -61,6 +61,7 @@ from pss_bench.metrics.results import (  # noqa: F401  (re-exported)
     PQBootstrap,
     PQComparison,
     PQModelBootstrap,
+    PQResult,
     QueryScores,
 )
 from pss_bench.structures import Category
@@ -553,7 +554,7 @@ VARIANT_FIELDS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
 }
 
 
-def bootstrap_variants(results: Sequence, *, settings: BootstrapSettings = BootstrapSettings()
+def bootstrap_variants(results: Sequence[PQResult], *, settings: BootstrapSettings = BootstrapSettings()
                        ) -> dict[str, PQBootstrap]:
     """The further metrics (Boundary PQ, PQ†, PC, PQ by size), each resampled as PQ is, on the same images.
 
