@@ -87,7 +87,8 @@ def command(pred_dirs, gt_json, gt_dir, names, k, json_out, report_dir, images_r
 
     --metrics adds Boundary PQ, PQ†, Parsing Covering and PQ by object size
     (JSON: each model's pq; with the bootstrap, a third table of their
-    intervals and paired p-values; not yet in the --report pages).
+    intervals and paired p-values; in the --report pages under "Further
+    metrics").
     """
     from pss_bench.evaluation.compare import compare_models
     from pss_bench.report.document import check_report_target, write_report

@@ -15,7 +15,6 @@ from pss_bench.cli.options import (
     emit_json,
     example,
     gt_options,
-    info,
     json_option,
     metrics_options,
     resolve_gt,
@@ -50,7 +49,9 @@ def command(pred, gt_json, categories, pred_dir, gt_dir, workers, json_out, cach
     panoptic/. Numbers follow panopticapi's evaluation exactly. --bootstrap N
     adds confidence intervals (images resampled, statistics re-summed).
     --metrics adds Boundary PQ, PQ†, Parsing Covering and PQ by object size,
-    computed in the same pass (see docs/metrics.md).
+    computed in the same pass (see docs/metrics.md); with --bootstrap each
+    gets its intervals too, from the same resampled images (JSON: a
+    "bootstrap" beside each metric's numbers).
     """
     from pss_bench.evaluation.pq import evaluate_pq
     from pss_bench.report.tables import pq_table, variant_tables
@@ -65,18 +66,23 @@ def command(pred, gt_json, categories, pred_dir, gt_dir, workers, json_out, cach
             categories=categories,
         )
     boot = None
+    further: dict = {}
     if bootstrap is not None:
-        from pss_bench.metrics.bootstrap import bootstrap_pq  # imports the Context Error metrics too: only when asked
+        # imports the Context Error metrics too: only when asked
+        from pss_bench.metrics.bootstrap import bootstrap_pq, bootstrap_variants, variant_bootstrap_dict
 
         boot = bootstrap_pq([result.images], settings=bootstrap)
-        further = [m for m in metrics if m != "pq"]
-        if further:  # said, not silently left out: the JSON's "bootstrap" is PQ's
-            info(f"--bootstrap gives PQ's intervals only (the JSON's 'bootstrap'); for {', '.join(further)} with "
-                 f"intervals and p-values run: pss-bench compare PRED --gt GT --metrics {','.join(metrics)}")
+        further = bootstrap_variants([result], settings=bootstrap)  # the same resampled images as PQ's
     payload = {**result.to_dict(), "bootstrap": boot.to_dict() if boot is not None else None}
+    for key, b in further.items():
+        # Beside each metric's numbers, as PQ's "bootstrap" is beside PQ's ("pq_area": per range).
+        where = payload
+        for part in key.split("/"):
+            where = where[part]
+        where["bootstrap"] = variant_bootstrap_dict(key, b)
     if emit_json(payload, json_out):
         console = console_out()
         if "pq" in metrics:
             console.print(pq_table(result, bootstrap=boot, all_classes=all_classes))
-        for table in variant_tables(result, all_classes=all_classes):
+        for table in variant_tables(result, all_classes=all_classes, bootstrap=further):
             console.print(table)

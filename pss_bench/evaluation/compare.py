@@ -24,7 +24,7 @@ import contextlib
 import logging
 import os
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -41,6 +41,8 @@ from pss_bench.metrics.bootstrap import (
     PQBootstrap,
     bootstrap_context_error,
     bootstrap_pq,
+    bootstrap_variants,
+    variant_bootstrap_dict,
 )
 from pss_bench.metrics.context_error import ContextErrorResult, PairTerms, pair_ce_rows
 from pss_bench.metrics.pq import PQResult
@@ -122,6 +124,12 @@ class CompareBootstrap:
         pq_models: indices into :attr:`CompareResult.models` of those models.
         context_error: the Context Error bootstrap of the models with a CE.
         ce_models: their indices.
+        variants: the further metrics' bootstraps (``--metrics``) over the
+            models of ``pq_models``, keyed as
+            :data:`~pss_bench.metrics.variants.BOOTSTRAP_KEYS`
+            (:func:`~pss_bench.metrics.bootstrap.bootstrap_variants`); the JSON
+            keeps each metric's meaningful fields only
+            (:func:`~pss_bench.metrics.bootstrap.variant_bootstrap_dict`).
     """
 
     settings: BootstrapSettings
@@ -139,7 +147,7 @@ class CompareBootstrap:
                               if self.context_error else None),
         }
         if self.variants:
-            out["variants"] = {key: {"names": [names[i] for i in self.pq_models], **b.to_dict()}
+            out["variants"] = {key: {"names": [names[i] for i in self.pq_models], **variant_bootstrap_dict(key, b)}
                                for key, b in self.variants.items()}
         return out
 
@@ -481,24 +489,8 @@ def _bootstrap(models: Sequence[ModelComparison], reference: int | None, setting
         ce_idx = (reference, *(i for i in ce_idx if i != reference))
     ce = (bootstrap_context_error([models[i].context_error.index for i in ce_idx], settings=settings,
                                   all_classes=all_classes) if ce_idx else None)
-    return CompareBootstrap(settings, pq, pq_idx, ce, ce_idx, _bootstrap_variants(models, pq_idx, settings))
-
-
-def _bootstrap_variants(models: Sequence[ModelComparison], pq_idx: tuple[int, ...],
-                        settings: BootstrapSettings) -> dict[str, PQBootstrap]:
-    """The further metrics (Boundary PQ, PQ†, PC, PQ by size), each resampled as PQ is, on the same images."""
-    from pss_bench.metrics.variants import variant_image_stats
-
-    if not pq_idx or models[pq_idx[0]].pq.variant_images is None:
-        return {}
-    per_model = [variant_image_stats(models[i].pq.variant_images, models[i].pq.images.image_ids) for i in pq_idx]
-    out = {key: bootstrap_pq([stats[key] for stats in per_model], settings=settings) for key in per_model[0]}
-    if "pc" in out:
-        # Parsing Covering's statistics carry GT areas where PQ's carry segment counts: no
-        # few-segment flags or counts can be read from them.
-        pc = out["pc"]
-        out["pc"] = replace(pc, models=tuple(replace(m, few_segments={}, gt_segments={}) for m in pc.models))
-    return out
+    variants = bootstrap_variants([models[i].pq for i in pq_idx], settings=settings) if pq_idx else {}
+    return CompareBootstrap(settings, pq, pq_idx, ce, ce_idx, variants)
 
 
 # --------------------------------------------------------------------------- per-instance CE, query choice

@@ -61,6 +61,7 @@ from pss_bench.metrics.results import (  # noqa: F401  (re-exported)
     PQBootstrap,
     PQComparison,
     PQModelBootstrap,
+    PQResult,
     QueryScores,
 )
 from pss_bench.structures import Category
@@ -535,3 +536,83 @@ def bootstrap_pq(
                                                     settings, n_img)
         differences.append(PQComparison(rows, per_class, left_out))
     return PQBootstrap(settings, tuple(models), tuple(differences))
+
+
+# --------------------------------------------------------------------------- the further metrics
+
+
+#: The rows and scores of each further metric's bootstrap that carry a meaning, and the name its
+#: score has in ``pss-bench pq --json`` (:meth:`~pss_bench.metrics.results.VariantResult.to_dict`).
+#: PQ† keeps only ``pq`` per row; Parsing Covering has one value, ``pc``, over all classes.
+VARIANT_FIELDS: dict[str, tuple[tuple[str, ...], dict[str, str]]] = {
+    "boundary_pq": (PQ_ROWS, {"pq": "pq", "sq": "sq", "rq": "rq"}),
+    "pq_dagger": (PQ_ROWS, {"pq": "pq"}),
+    "pc": (("All",), {"pq": "pc"}),
+    "pq_area/small": (PQ_ROWS, {"pq": "pq", "sq": "sq", "rq": "rq"}),
+    "pq_area/medium": (PQ_ROWS, {"pq": "pq", "sq": "sq", "rq": "rq"}),
+    "pq_area/large": (PQ_ROWS, {"pq": "pq", "sq": "sq", "rq": "rq"}),
+}
+
+
+def bootstrap_variants(results: Sequence[PQResult], *, settings: BootstrapSettings = BootstrapSettings()
+                       ) -> dict[str, PQBootstrap]:
+    """The further metrics (Boundary PQ, PQ†, PC, PQ by size), each resampled as PQ is, on the same images.
+
+    Each metric is a :func:`bootstrap_pq` of its per-image statistics
+    (:func:`~pss_bench.metrics.variants.variant_image_stats`) with the same
+    settings, hence the same resampled images as PQ's bootstrap: the same
+    intervals whether one model is bootstrapped (``pss-bench pq``) or several
+    (``pss-bench compare``, paired, the first the reference).
+
+    Args:
+        results: each model's :class:`~pss_bench.metrics.results.PQResult`,
+            evaluated with the same metrics and kept per-image statistics
+            (``images`` and ``variant_images``).
+        settings: resamples, level and seed.
+
+    Returns:
+        ``{key: PQBootstrap}`` with the keys of
+        :data:`~pss_bench.metrics.variants.BOOTSTRAP_KEYS` of the metrics
+        asked, in that order; empty without further metrics. Parsing
+        Covering's models carry no few-segment flags or GT segment counts (its
+        statistics are GT areas). Only the fields of :data:`VARIANT_FIELDS`
+        mean something; :func:`variant_bootstrap_dict` writes those.
+    """
+    from dataclasses import replace
+
+    from pss_bench.metrics.variants import variant_image_stats
+
+    if not results or results[0].variant_images is None or results[0].images is None:
+        return {}
+    per_model = [variant_image_stats(r.variant_images, r.images.image_ids) for r in results]
+    out = {key: bootstrap_pq([stats[key] for stats in per_model], settings=settings) for key in per_model[0]}
+    if "pc" in out:
+        # Parsing Covering's statistics carry GT areas where PQ's carry segment counts: no
+        # few-segment flags or counts can be read from them.
+        pc = out["pc"]
+        out["pc"] = replace(pc, models=tuple(replace(m, few_segments={}, gt_segments={}) for m in pc.models))
+    return out
+
+
+def variant_bootstrap_dict(key: str, boot: PQBootstrap) -> dict:
+    """``boot.to_dict()`` with only the rows and scores that ``key``'s metric has (:data:`VARIANT_FIELDS`).
+
+    Boundary PQ and the PQ-by-size ranges keep PQ's layout; PQ† keeps ``pq``
+    per row; Parsing Covering keeps its ``All`` row, its score named ``pc``,
+    and drops the segment counts (its statistics are areas).
+    """
+    rows, scores = VARIANT_FIELDS[key]
+    out = boot.to_dict()
+
+    def keep(d: dict) -> dict:
+        return {r: {scores[s]: v for s, v in d[r].items() if s in scores} for r in rows}
+
+    for m in out["models"]:
+        m["rows"] = keep(m["rows"])
+        if key == "pc":
+            m["classes"] = {"All": m["classes"]["All"]}
+            del m["few_segments"], m["gt_segments"]
+    for d in out["differences"]:
+        if d is not None:
+            d["rows"] = keep(d["rows"])
+    return out

@@ -29,6 +29,7 @@ from pss_bench.report.tables import (
     class_detail_cells,
     interval_cells,
     summary_cells,
+    variant_interval_cells,
     verdict_lines,
 )
 
@@ -403,6 +404,7 @@ def _context(result: CompareResult, stage: Path, images_root, n_queries: int, st
         "summary": summary,
         "notes": [f"{m.name}: {n}" for m in result.models for n in m.notes],
         "intervals": intervals,
+        "further": variant_interval_cells(result),
         "charts": [c for c in charts if c is not None],
         "no_ce": ce_cells is None,
         "no_pq": all(m.pq is None for m in result.models),

@@ -461,7 +461,8 @@ def _pct_interval(iv) -> str:
     return f"[{_pct(iv.low)}, {_pct(iv.high)}]"
 
 
-def pq_table(result: PQResult, title: str | None = None, bootstrap=None, all_classes: bool = False) -> Table:
+def pq_table(result: PQResult, title: str | None = None, bootstrap=None, all_classes: bool = False,
+             n_images: int | None = None) -> Table:
     """Per-category rows (PQ, SQ, RQ in percent; TP, FP, FN), then All / Things / Stuff with n.
 
     Only the classes present in the GT or the prediction get a row, unless
@@ -471,6 +472,8 @@ def pq_table(result: PQResult, title: str | None = None, bootstrap=None, all_cla
     With ``bootstrap`` (a :class:`~pss_bench.metrics.bootstrap.PQBootstrap`
     of this result), a column with the PQ's confidence interval follows PQ.
     Category names are escaped: a name such as ``[/bold]`` prints as itself.
+    ``n_images``: the number of images the caption names (default: those of
+    ``result.images``).
     """
     boot = bootstrap.models[0] if bootstrap is not None else None
     t = Table(title=markup_escape(title) if title is not None else None, show_lines=False)
@@ -510,8 +513,10 @@ def pq_table(result: PQResult, title: str | None = None, bootstrap=None, all_cla
                       f"(--all-classes shows them)")
     if boot is not None:
         s = bootstrap.settings
+        if n_images is None and result.images is not None:
+            n_images = len(result.images)
         t.caption += (f"; CI: expanded percentile interval of {s.resamples} bootstrap resamples of the "
-                      f"{len(result.images) if result.images is not None else ''} images (seed {s.seed})")
+                      f"{f'{n_images} ' if n_images is not None else ''}images (seed {s.seed})")
         notes = pq_bootstrap_notes(bootstrap, {cid: c.name for cid, c in result.categories.items()})
         if notes:
             t.caption += "; " + "; ".join(markup_escape(x) for x in notes)
@@ -586,98 +591,212 @@ def ce_table(result, title: str = "Context Error", bootstrap=None):
 # --------------------------------------------------------------------------- PQ variants
 
 
-def variant_tables(result: PQResult, all_classes: bool = False) -> list[Table]:
-    """One table per metric asked besides PQ (Boundary PQ, PQ†, Parsing Covering, PQ by size), in that order."""
+def variant_tables(result: PQResult, all_classes: bool = False, bootstrap: dict | None = None) -> list[Table]:
+    """One table per metric asked besides PQ (Boundary PQ, PQ†, Parsing Covering, PQ by size), in that order.
+
+    Args:
+        result: the evaluation, with ``variants``.
+        all_classes: a row for every category, also those with no segment.
+        bootstrap: ``{key: PQBootstrap}`` of this result's further metrics
+            (:func:`~pss_bench.metrics.bootstrap.bootstrap_variants`); adds a
+            column with each value's confidence interval.
+    """
     v = result.variants
     if v is None:
         return []
+    boots = bootstrap or {}
     out: list[Table] = []
     cats = result.categories
+    n_images = len(result.images) if result.images is not None else None
+    any_boot = next(iter(boots.values()), None)
+    level = f"{100 * any_boot.settings.level:g}% CI" if any_boot is not None else ""
 
     def name(cid: int) -> str:
         cat = cats[cid]
         return f"{markup_escape(cat.name)} ({cid}){' *' if cat.isthing else ''}"
 
+    def ci_note(b) -> str:
+        s = b.settings
+        return (f"; CI: expanded percentile interval of {s.resamples} bootstrap resamples of the "
+                f"{f'{n_images} ' if n_images is not None else ''}images (seed {s.seed}), the same as PQ's")
+
     if v.boundary_pq is not None:
+        b = boots.get("boundary_pq")
         t = pq_table(v.boundary_pq.pq, title=f"Boundary PQ (dilation ratio {v.boundary_pq.dilation_ratio:g})",
-                     all_classes=all_classes)
+                     all_classes=all_classes, bootstrap=b, n_images=n_images)
         t.caption += "; IoU = min(mask IoU, boundary IoU)"
         out.append(t)
     if v.pq_dagger is not None:
+        b = boots.get("pq_dagger")
+        mb = b.models[0] if b is not None else None
         t = Table(title="PQ† (Porzi et al.)")
-        for col, just in (("Category", "left"), ("PQ†", "right"), ("n", "right")):
+        cols = [("Category", "left"), ("PQ†", "right")] + ([(f"PQ† {level}", "right")] if mb else []) + [("n", "right")]
+        for col, just in cols:
             t.add_column(col, justify=just)
         for cid, pq in v.pq_dagger.per_class.items():
             counted = cid in v.pq_dagger.counted
-            t.add_row(name(cid), _pct(pq) if counted else DASH, "", style=None if counted else "dim")
+            ci = [_pct_interval(mb.per_class.get(cid) if counted else None)] if mb else []
+            t.add_row(name(cid), _pct(pq) if counted else DASH, *ci, "", style=None if counted else "dim")
         t.add_section()
         for row_name in ("All", "Things", "Stuff"):
             row = v.pq_dagger.row(row_name)
-            t.add_row(row_name, _pct(row.pq) if row else DASH, str(row.n) if row else "0", style="bold")
+            ci = [_pct_interval(mb.rows[row_name]["pq"] if row else None)] if mb else []
+            t.add_row(row_name, _pct(row.pq) if row else DASH, *ci, str(row.n) if row else "0", style="bold")
         t.caption = ("PQ† in %: things as PQ, stuff = mean IoU (> 0) of each GT segment with the class's "
-                     "prediction; — = not counted")
+                     "prediction; — = not counted") + (ci_note(b) if b is not None else "")
         out.append(t)
     if v.pc is not None:
+        b = boots.get("pc")
+        mb = b.models[0] if b is not None else None
         t = Table(title="Parsing Covering (DeeperLab)")
-        for col, just in (("Category", "left"), ("PC", "right")):
+        for col, just in [("Category", "left"), ("PC", "right")] + ([(f"PC {level}", "right")] if mb else []):
             t.add_column(col, justify=just)
         for cid, pc in v.pc.per_class.items():
             counted = cid in v.pc.counted
-            t.add_row(name(cid), _pct(pc) if counted else DASH, style=None if counted else "dim")
+            ci = [_pct_interval(mb.per_class.get(cid) if counted else None)] if mb else []
+            t.add_row(name(cid), _pct(pc) if counted else DASH, *ci, style=None if counted else "dim")
         t.add_section()
-        t.add_row("All", _pct(v.pc.pc) if v.pc.pc is not None else DASH, style="bold")
+        t.add_row("All", _pct(v.pc.pc) if v.pc.pc is not None else DASH,
+                  *([_pct_interval(mb.rows["All"]["pq"])] if mb else []), style="bold")
         t.caption = (f"PC in %, mean over the {v.pc.n} classes with GT area (— = none); areas "
-                     f"{'normalised by image size' if v.pc.normalize_by_image_size else 'in pixels'}")
+                     f"{'normalised by image size' if v.pc.normalize_by_image_size else 'in pixels'}"
+                     + (ci_note(b) if b is not None else ""))
         out.append(t)
     if v.pq_area is not None:
         t = Table(title="PQ by object size (COCO ranges)")
-        for col in ("Range", "area (px)", "PQ", "SQ", "RQ", "n", "PQ Th", "PQ St"):
-            t.add_column(col, justify="left" if col in ("Range", "area (px)") else "right")
+        with_ci = any(f"pq_area/{r}" in boots for r in v.pq_area.by_name())
+        for col in ("Range", "area (px)", "PQ", *([f"PQ {level}"] if with_ci else []), "SQ", "RQ", "n", "PQ Th",
+                    "PQ St"):
+            t.add_column(col, justify="left" if col in ("Range", "area (px)") else "right", no_wrap=True)
         for (rname, r), (lo, hi) in zip(v.pq_area.by_name().items(), v.pq_area.ranges):
             a, th, st = r.all, r.things, r.stuff
+            b = boots.get(f"pq_area/{rname}")
+            ci = [_pct_interval(b.models[0].rows["All"]["pq"] if b is not None and a else None)] if with_ci else []
             t.add_row(rname, f"[{lo}, {hi if hi is not None else '∞'})",
-                      _pct(a.pq) if a else DASH, _pct(a.sq) if a else DASH, _pct(a.rq) if a else DASH,
+                      _pct(a.pq) if a else DASH, *ci, _pct(a.sq) if a else DASH, _pct(a.rq) if a else DASH,
                       str(a.n) if a else "0", _pct(th.pq) if th else DASH, _pct(st.pq) if st else DASH)
         t.caption = ("PQ in %; matches and missed GT segments count in the GT segment's range, "
                      "unmatched predictions in their own")
+        if with_ci:
+            t.caption += ci_note(next(boots[k] for k in boots if k.startswith("pq_area/")))
         out.append(t)
     return out
 
 
-_VARIANT_LABELS = {"boundary_pq": "Boundary PQ", "pq_dagger": "PQ†", "pc": "Parsing Covering",
-                   "pq_area/small": "PQ small", "pq_area/medium": "PQ medium", "pq_area/large": "PQ large"}
+#: The rows of each further metric in ``compare``'s table and report: ``(label, row, score)``; the
+#: score is the bootstrap's name (Parsing Covering's value is its ``pq``).
+VARIANT_ROWS: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "boundary_pq": (("Boundary PQ", "All", "pq"), ("Boundary PQ-Th", "Things", "pq"),
+                    ("Boundary PQ-St", "Stuff", "pq"), ("Boundary SQ", "All", "sq"), ("Boundary RQ", "All", "rq")),
+    "pq_dagger": (("PQ†", "All", "pq"), ("PQ†-Th", "Things", "pq"), ("PQ†-St", "Stuff", "pq")),
+    "pc": (("Parsing Covering", "All", "pq"),),
+    "pq_area/small": (("PQ small", "All", "pq"),),
+    "pq_area/medium": (("PQ medium", "All", "pq"),),
+    "pq_area/large": (("PQ large", "All", "pq"),),
+}
 
 
-def variant_interval_table(result: CompareResult) -> Table | None:
-    """``compare``'s further metrics (``--metrics``): each model's value with its interval, Δ to the first, p.
+def _variant_keys(v) -> list[str]:
+    """The keys of :data:`VARIANT_ROWS` of the metrics a :class:`VariantResult` holds."""
+    keys = [k for k in ("boundary_pq", "pq_dagger", "pc") if getattr(v, k) is not None]
+    if v.pq_area is not None:
+        keys += [f"pq_area/{r}" for r in v.pq_area.by_name()]
+    return keys
 
-    ``None`` without a bootstrap of them.
+
+def _variant_point(pq: PQResult, key: str, row: str, score: str) -> float | None:
+    """The value of ``key``'s ``row`` / ``score`` in a model's evaluation (``None`` where undefined)."""
+    v = pq.variants
+    if key == "pc":
+        return v.pc.pc if v.pc is not None else None
+    if key == "pq_dagger":
+        r = v.pq_dagger.row(row) if v.pq_dagger is not None else None
+        return r.pq if r is not None else None
+    if key == "boundary_pq":
+        res = v.boundary_pq.pq if v.boundary_pq is not None else None
+    else:
+        res = v.pq_area.by_name()[key.split("/", 1)[1]] if v.pq_area is not None else None
+    r = res.row(row) if res is not None else None
+    return getattr(r, score) if r is not None else None
+
+
+def variant_interval_cells(result: CompareResult) -> IntervalCells | None:
+    """``compare``'s further metrics (``--metrics``) as cells: one row per metric and row, one column per model.
+
+    Each model's value with its interval (where bootstrapped) and, for each
+    model with a PQ after the first, the difference to the first with its
+    interval and paired p-value: the layout of :func:`interval_cells`.
+    ``None`` when no model has further metrics.
     """
-    boot = result.bootstrap
-    variants = getattr(boot, "variants", None) if boot is not None else None
-    if not variants:
+    with_v = [m for m in result.models if m.pq is not None and m.pq.variants is not None]
+    if not with_v:
         return None
-    level = 100 * boot.settings.level
-    t = Table(title="further metrics (All row)")
-    for col, just in (("Metric", "left"), ("Model", "left"), ("value", "right"), (f"{level:g}% CI", "right"),
-                      ("Δ vs first", "right"), (f"Δ {level:g}% CI", "right"), ("p", "right")):
-        t.add_column(col, justify=just)
-    names = [result.models[i].name for i in boot.pq_models]
-    for key, b in variants.items():
-        for m, (name, model) in enumerate(zip(names, b.models)):
-            iv = model.rows["All"]["pq"]
-            cells = [_VARIANT_LABELS.get(key, key) if m == 0 else "", markup_escape(name),
-                     _pct(iv.estimate), _pct_interval(iv)]
-            diff = b.differences[m]
-            if diff is None:
-                cells += ["", "", ""]
-            else:
-                d = diff.rows["All"]["pq"]
-                cells += [DASH if d.estimate is None else f"{100 * d.estimate:+.1f}",
-                          DASH if d.low is None else f"[{100 * d.low:+.1f}, {100 * d.high:+.1f}]", _p(d)]
-            t.add_row(*cells)
-        t.add_section()
-    s = boot.settings
-    t.caption = (f"in %; expanded percentile intervals of {s.resamples} bootstrap resamples of the images (seed {s.seed}), "
-                 "the same images for every model; p: paired bootstrap, two-sided")
+    bs = result.bootstrap
+    variants = bs.variants if bs is not None else {}
+    names = [m.name for m in result.models]
+    n = len(names)
+    pos = {i: j for j, i in enumerate(bs.pq_models)} if variants else {}
+    ref = bs.pq_models[0] if variants else None
+    others = [i for i in pos if i != ref]
+    headers = ["Metric", *names]
+    for i in others:
+        headers += [f"Δ {names[i]}", "p"]
+    rows: list[list[str]] = []
+    keys = list(variants) if variants else _variant_keys(with_v[0].pq.variants)
+    for key in keys:
+        b = variants.get(key)
+        for label, row, score in VARIANT_ROWS[key]:
+            cells = [label]
+            for i, m in enumerate(result.models):
+                if b is not None and i in pos:
+                    cells.append(_ci(b.models[pos[i]].rows[row][score], 100))
+                elif m.pq is not None and m.pq.variants is not None:
+                    cells.append(_pct(_variant_point(m.pq, key, row, score)))
+                else:
+                    cells.append(DASH)
+            for i in others:
+                d = b.differences[pos[i]].rows[row][score] if b is not None else None
+                cells += [_ci(d, 100, sign=True), _p(d)]
+            rows.append(cells)
+    v = with_v[0].pq.variants
+    parts = []
+    if v.boundary_pq is not None:
+        parts.append(f"Boundary PQ: IoU = min(mask IoU, boundary IoU), dilation ratio {v.boundary_pq.dilation_ratio:g}")
+    if v.pq_dagger is not None:
+        parts.append("PQ† (Porzi et al.): things as PQ, stuff = mean IoU (> 0) of each GT segment with the "
+                     "class's prediction")
+    if v.pc is not None:
+        parts.append("Parsing Covering (DeeperLab): one value, the mean over classes with GT area, areas "
+                     f"{'normalised by image size' if v.pc.normalize_by_image_size else 'in pixels'}")
+    if v.pq_area is not None:
+        parts.append("PQ small / medium / large: COCO's area ranges (32² and 96² px), a match counted in its GT "
+                     "segment's range")
+    caption = "In %; " + "; ".join(parts)
+    if variants:
+        s = bs.settings
+        n_img = len(result.models[ref].pq.images) if result.models[ref].pq.images is not None else None
+        caption += (f"; {100 * s.level:g}% expanded percentile intervals from {s.resamples} paired bootstrap "
+                    f"resamples of the {f'{n_img} ' if n_img else ''}images (seed {s.seed}), the same "
+                    f"resamples as PQ's")
+        if others:
+            caption += (f"; Δ = model − {names[ref]}, p = paired-bootstrap p-value of Δ ≠ 0, * = significant at "
+                        f"{100 * (1 - s.level):g}% (not corrected for multiple comparisons)")
+    else:
+        caption += "; no intervals (run with --bootstrap N)"
+    return IntervalCells(headers, rows, caption)
+
+
+def variant_interval_table(result: CompareResult, title: str | None = "further metrics") -> Table | None:
+    """The rich table of :func:`variant_interval_cells`; ``None`` without a bootstrap of the further metrics."""
+    from pss_bench.text import markup_escape as esc
+
+    bs = result.bootstrap
+    if bs is None or not bs.variants:
+        return None
+    cells = variant_interval_cells(result)
+    t = Table(title=esc(title) if title is not None else None, caption=esc(cells.caption))
+    for j, h in enumerate(cells.headers):
+        t.add_column(esc(h), justify="left" if j == 0 else "right", no_wrap=True)
+    for row in cells.rows:
+        t.add_row(*map(esc, row))
     return t

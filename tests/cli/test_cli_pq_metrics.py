@@ -66,12 +66,17 @@ def test_usage_errors_exit_2(cs_pred, capsys, extra, message):
     assert message in err and "Traceback" not in err
 
 
-def test_bootstrap_with_further_metrics_says_it_covers_pq_only(cs_pred, capsys):
-    """``--bootstrap`` resamples PQ only; with other metrics asked it says so and where their intervals are."""
+def test_bootstrap_gives_the_further_metrics_intervals_beside_their_numbers(cs_pred, capsys):
+    """``--bootstrap`` resamples every asked metric: a "bootstrap" beside each one's numbers, no note on stderr."""
     assert main(_args(cs_pred, "--metrics", "boundary-pq", "--bootstrap", "20", "--json", "-")) == 0
     captured = capsys.readouterr()
     res = json.loads(captured.out)
-    assert res["bootstrap"] is not None and "boundary_pq" in res
-    assert "PQ's intervals only" in captured.err and "--metrics boundary-pq" in captured.err
-    assert main(_args(cs_pred, "--bootstrap", "20", "--json", "-")) == 0
-    assert "intervals only" not in capsys.readouterr().err
+    assert res["bootstrap"] is not None
+    b = res["boundary_pq"]["bootstrap"]
+    assert b["settings"]["resamples"] == 20 and b["differences"] == [None]
+    iv = b["models"][0]["rows"]["All"]["pq"]
+    assert iv["estimate"] == pytest.approx(res["boundary_pq"]["All"]["pq"], abs=1e-12)
+    assert iv["low"] <= iv["estimate"] <= iv["high"]
+    assert "compare" not in captured.err and "intervals only" not in captured.err
+    assert main(_args(cs_pred, "--metrics", "boundary-pq", "--json", "-")) == 0
+    assert "bootstrap" not in json.loads(capsys.readouterr().out)["boundary_pq"]  # only when asked

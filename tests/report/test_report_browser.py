@@ -142,3 +142,24 @@ def test_screenshot(browser, bundled_report, tmp_path):
         assert im.size == (WIDTH, height)
         px = np.asarray(im.convert("RGB"))
     assert px.std() > 20 and (px < 128).any(axis=2).mean() > 0.01  # text and charts, not a blank page
+
+
+def test_report_with_further_metrics_renders_in_chromium(browser, sample_data, tmp_path):
+    """``compare --metrics all --report``: the further-metrics table renders (no overflow, no escapes, † and Δ as text)."""
+    from prediction_helpers import perturbed_prediction
+    from pss_bench.cli import main
+
+    s = sample_data / "coco_panoptic" / "panopticapi_sample" / "sample_data"
+    gt_json, gt_dir = s / "panoptic_examples.json", s / "panoptic_examples"
+    bad_json, _ = perturbed_prediction(gt_json, gt_dir, tmp_path / "raw", 4, "shift")
+    rep = tmp_path / "rep"
+    assert main(["compare", str(gt_json), str(bad_json), "--names", "good,bad", "--gt", str(gt_json), "--gt-dir",
+                 str(gt_dir), "--workers", "1", "--no-cache", "--bootstrap", "50", "--metrics", "all",
+                 "--report", str(rep)]) == 0
+    res = rendered_checks(browser, rep, tmp_path / "work")
+    assert res["broken"] == [] and res["escapes"] == [] and res["noLegend"] == []
+    assert res["scrollWidth"] <= WIDTH, f"horizontal scroll: the page is {res['scrollWidth']} px wide"
+    page = run_chromium(browser, tmp_path / "profile2", "--dump-dom", (rep / "report.html").as_uri()).stdout
+    text = html.unescape(re.sub(r"<[^>]+>", " ", page.split('id="further"', 1)[1].split("</table>", 1)[0]))
+    for label in ("Boundary PQ-Th", "PQ†-St", "Parsing Covering", "PQ large", "Δ bad"):
+        assert label in text, label
