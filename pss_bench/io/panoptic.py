@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -186,22 +187,31 @@ def decode_id_words(png: PngFile, where: str | None = None) -> np.ndarray:
     equal ids) and is cleared for RGBA files, whose alpha panopticapi ignores.
     ``words & 0xFFFFFF`` gives the ids; :func:`read_id_png` returns them.
 
-    Decodes with pyspng (libspng) where it is installed, PIL otherwise; set
-    ``PSS_BENCH_PNG_DECODER=pil`` to force PIL.
+    Decodes with the fastest decoder installed: Wuffs (``pywuffs``, the
+    ``fast-png`` extra), then pyspng (libspng), then PIL. All give the same
+    pixels; Wuffs is skipped for files with a ``tRNS`` chunk (it would turn
+    the transparent colour into transparent black), and a file Wuffs refuses
+    goes to the next decoder, so it accepts what that one accepts. Set
+    ``PSS_BENCH_PNG_DECODER=pyspng`` or ``=pil`` to start further down.
 
     Raises:
         FormatError: not an 8-bit RGB(A) PNG, too large, or corrupt data.
     """
     where = where or str(png.path)
     check_id_png(png, where)
-    spng = _spng_module()
-    try:
-        if spng is not None:
-            rgbx = spng.load(png.data, "RGBA")
-        else:
-            rgbx = _decode_png_pil(png.data)
-    except Exception as exc:  # each decoder raises several types for corrupt data
-        raise FormatError(f"{where}: corrupt PNG data ({exc})") from None
+    rgbx = None
+    wuffs = _wuffs_decoder()
+    if wuffs is not None and b"tRNS" not in png.data:  # (a match inside compressed data only costs the fallback)
+        rgbx = _decode_png_wuffs(wuffs, png.data)
+    if rgbx is None:
+        spng = _spng_module()
+        try:
+            if spng is not None:
+                rgbx = spng.load(png.data, "RGBA")
+            else:
+                rgbx = _decode_png_pil(png.data)
+        except Exception as exc:  # each decoder raises several types for corrupt data
+            raise FormatError(f"{where}: corrupt PNG data ({exc})") from None
     shape = (png.height, png.width)
     if rgbx.shape != shape + (4,) or rgbx.dtype != np.uint8 or not rgbx.flags.c_contiguous:
         raise FormatError(f"{where}: decoded shape {rgbx.shape} does not match its header")
@@ -247,11 +257,22 @@ def decode_ids(png: PngFile, where: str | None = None) -> np.ndarray:
 
 
 _SPNG: list = []
+_WUFFS: list = []
+_wuffs_local = threading.local()
+
+#: ``PSS_BENCH_PNG_DECODER`` values, best first: each starts the preference list there.
+_DECODER_ORDER = ("wuffs", "pyspng", "pil")
+
+
+def _decoder_floor() -> int:
+    """Where ``PSS_BENCH_PNG_DECODER`` starts the preference list (0: the best installed)."""
+    want = os.environ.get("PSS_BENCH_PNG_DECODER", "").lower()
+    return _DECODER_ORDER.index(want) if want in _DECODER_ORDER else 0
 
 
 def _spng_module():
     """pyspng, or None (not installed, or ``PSS_BENCH_PNG_DECODER=pil``)."""
-    if os.environ.get("PSS_BENCH_PNG_DECODER", "").lower() == "pil":
+    if _decoder_floor() > 1:
         return None
     if not _SPNG:
         try:
@@ -262,8 +283,50 @@ def _spng_module():
     return _SPNG[0]
 
 
+def _wuffs_module():
+    """pywuffs, or None (not installed, or ``PSS_BENCH_PNG_DECODER`` names a slower decoder)."""
+    if _decoder_floor() > 0:
+        return None
+    if not _WUFFS:
+        try:
+            import pywuffs
+            from pywuffs import aux
+        except ImportError:
+            pywuffs = aux = None
+        _WUFFS.append((pywuffs, aux) if pywuffs is not None else None)
+    return _WUFFS[0]
+
+
+def _wuffs_decoder():
+    """This thread's Wuffs PNG decoder to RGBA (straight alpha), or None."""
+    mods = _wuffs_module()
+    if mods is None:
+        return None
+    dec = getattr(_wuffs_local, "decoder", None)
+    if dec is None:
+        pywuffs, aux = mods
+        cfg = aux.ImageDecoderConfig()
+        cfg.enabled_decoders = [pywuffs.ImageDecoderType.PNG]
+        cfg.pixel_format = pywuffs.PixelFormat.RGBA_NONPREMUL
+        dec = _wuffs_local.decoder = aux.ImageDecoder(cfg)
+    return dec
+
+
+def _decode_png_wuffs(decoder, data: bytes) -> np.ndarray | None:
+    """``(H, W, 4)`` uint8 RGBA, or None where Wuffs refuses the file (the next decoder decides)."""
+    try:
+        result = decoder.decode(data)
+    except Exception:  # noqa: BLE001  (the fallback decoder reports what is wrong)
+        return None
+    if result.error_message:
+        return None
+    return result.pixbuf
+
+
 def png_decoder_name() -> str:
-    """``"pyspng"`` or ``"PIL"``: the decoder :func:`decode_id_words` uses."""
+    """``"wuffs"``, ``"pyspng"`` or ``"PIL"``: the decoder :func:`decode_id_words` tries first."""
+    if _wuffs_module() is not None:
+        return "wuffs"
     return "pyspng" if _spng_module() is not None else "PIL"
 
 
