@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import struct
 import threading
 from dataclasses import dataclass, field
@@ -95,13 +96,29 @@ def safe_join(folder: str | os.PathLike, name: str, *, where: str, resolve: bool
 def _check_inside(folder, joined: Path, name: str, where: str, folder_real: str | None = None) -> str:
     """``realpath(joined)``, raising unless it lies inside ``realpath(folder)``."""
     root = folder_real if folder_real is not None else os.path.realpath(folder)
-    real = os.path.realpath(joined)
+    real = _realpath_in(root, joined, name)
     if real != root and not real.startswith(root.rstrip(os.sep) + os.sep):
         raise UnsafePathError(
             f"{where}: file_name {short_repr(name)} is a symbolic link (or lies under one) that resolves to "
             f"{short_repr(real)}, outside its folder {short_repr(str(folder))}"
         )
     return real
+
+
+def _realpath_in(folder_real: str, joined: Path, name: str) -> str:
+    """``os.path.realpath(joined)`` for ``joined = folder / name``, where ``folder_real = realpath(folder)``.
+
+    A plain file name (one component) that is not a symbolic link resolves to
+    ``folder_real/name``: one ``lstat`` instead of one per folder of the path
+    (a COCO val set resolves 5,000 names). Anything else takes the full walk.
+    """
+    if "/" not in name and name not in (".", "..") and (os.altsep is None or os.altsep not in name):
+        try:
+            if not stat.S_ISLNK(os.lstat(joined).st_mode):
+                return os.path.join(folder_real, name)
+        except OSError:
+            pass
+    return os.path.realpath(joined)
 
 
 # --------------------------------------------------------------------------- PNG
