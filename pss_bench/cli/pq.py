@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import click
@@ -24,6 +22,7 @@ from pss_bench.cli.options import (
     workers_option,
 )
 from pss_bench.cli.progress import progress_bar
+from pss_bench.threads import keep_freed_memory
 
 
 @click.command("pq",
@@ -58,7 +57,7 @@ def command(pred, gt_json, categories, pred_dir, gt_dir, workers, json_out, cach
     from pss_bench.report.tables import pq_table, variant_tables
 
     gt_json, gt_dir = resolve_gt(pred, gt_json, gt_dir)
-    keep_freed_memory()
+    keep_freed_memory()  # this process lives for one evaluation (and its forked workers do too)
     with progress_bar("PQ") as progress:
         # Forked workers: this process runs no other thread yet (the bar starts after the workers).
         result = evaluate_pq(
@@ -84,27 +83,3 @@ def command(pred, gt_json, categories, pred_dir, gt_dir, workers, json_out, cach
         for table in variant_tables(result, all_classes=all_classes):
             console.print(table)
 
-
-def keep_freed_memory() -> None:
-    """glibc only: this process (and its forked workers) keep freed buffers of up to 32 MB for reuse.
-
-    A 2048x1024 frame decodes into 8 MB buffers (two with Wuffs: its own and
-    the array it copies into). With glibc's defaults the freed buffers were
-    given back to the kernel after every frame and faulted in again for the
-    next, about 4,000 page faults a frame: 0.4 s of system time on 48
-    Cityscapes frames with Wuffs. The process lives for one evaluation, so
-    holding on to them costs nothing.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        if not os.confstr("CS_GNU_LIBC_VERSION"):
-            return
-    except (ValueError, OSError):  # not glibc (musl has no such name)
-        return
-    import ctypes  # (numpy has imported it already)
-
-    libc = ctypes.CDLL(None)
-    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
-    libc.mallopt(m_mmap_threshold, 32 << 20)  # glibc's largest allowed value
-    libc.mallopt(m_trim_threshold, 64 << 20)
