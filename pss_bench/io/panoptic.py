@@ -561,6 +561,21 @@ def _parse_segments(
         log.add(f"{where}: 'segments_info' must be a list")
         seg_list = []
     for i, s in enumerate(seg_list):
+        # The usual segment first, in one test (``type(x) is int`` leaves out bool, as _is_int does); any
+        # other goes through the checks below, which name what is wrong.
+        if type(s) is dict:
+            sid, cid, isc = s.get("id"), s.get("category_id"), s.get("iscrowd", 0)
+            if (type(sid) is int and 0 < sid <= MAX_SEGMENT_ID and sid not in seen and type(cid) is int
+                    and (categories is None or cid in categories) and isc in (0, 1, True, False)):
+                area = s.get("area") if need_area else None
+                if not need_area or (type(area) is int and 1 <= area <= MAX_AREA):
+                    seen.add(sid)
+                    ids.append(sid)
+                    cats.append(cid)
+                    crowd.append(bool(isc))
+                    if need_area:
+                        areas.append(area)
+                    continue
         if not isinstance(s, dict):
             log.add(f"{where}: segments_info[{i}] is not an object")
             continue
