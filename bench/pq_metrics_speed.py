@@ -46,6 +46,7 @@ from pq_speed import (  # noqa: E402  (bench/ is not a package)
     alternate,
     build_set,
     load_avg,
+    precompile,
     pss_bench_command,
     run_process,
     shifted_prediction,
@@ -118,6 +119,8 @@ def main() -> int:
 
     from pss_bench.evaluation.pq import default_workers
     from pss_bench.io.panoptic import png_decoder_name
+
+    precompile()
 
     pss = pss_bench_command()
     ref_script = str(ROOT / "bench" / "boundary_pq_reference.py")

@@ -1,4 +1,4 @@
-"""Threads or processes, pyspng or PIL: the per-image PQ work of 48 frames, in one process.
+"""Threads or processes, Wuffs, pyspng or PIL: the per-image PQ work of 48 frames, in one process.
 
 pyspng holds the GIL while it decodes, PIL releases it; this checks whether
 ``evaluate_pq``'s thread pool with pyspng is the right choice, against the
@@ -75,8 +75,12 @@ def main() -> int:
                 return time.perf_counter() - t
             return go
 
-        variants = {f"{pool}, {dec}": (dec, pool) for dec, pool in
-                    (("pyspng", "threads"), ("pil", "threads"), ("pyspng", "processes"))}
+        from pss_bench.io import panoptic
+
+        combos = [("pyspng", "threads"), ("pil", "threads"), ("pyspng", "processes")]
+        if panoptic._wuffs_module() is not None:  # Wuffs releases the GIL: threads decode in parallel too
+            combos += [("wuffs", "threads"), ("wuffs", "processes")]
+        variants = {f"{pool}, {dec}": (dec, pool) for dec, pool in combos}
         cpu: dict = collections.defaultdict(list)
         tables = {}
         for warm in (False, True):

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pq_speed import build_set, export_ref, load_avg, pss_bench_command, write_block  # noqa: E402
+from pq_speed import build_set, export_ref, load_avg, precompile, pss_bench_command, write_block  # noqa: E402
 
 MARK_START, MARK_END = "<!-- pq_profile:start -->", "<!-- pq_profile:end -->"
 
@@ -43,7 +43,7 @@ WORKER_MARKS = ["Thread._bootstrap", "_worker (pss_bench/threads.py"]
 # (category, substrings of a frame); the first category whose substring is on
 # the stack wins, innermost steps first.
 WORKER_CATEGORIES = [
-    ("PNG decode", ["decode_id_words", "_decode_png_pil", "(pyspng/", "_decode_png ("]),
+    ("PNG decode", ["decode_id_words", "_decode_png_pil", "_decode_png_wuffs", "(pyspng/", "_decode_png ("]),
     ("imports", ["_find_and_load"]),
     ("PNG file read and header check", ["read_png_file", "check_id_png", "read_png_header"]),
     # main's steps before e1cb981: RGB to ids, a 2**24 lookup table to dense indices, a per-pixel pair histogram
@@ -202,6 +202,7 @@ def main() -> int:
         def png_decoder_name() -> str:
             return "PIL"
 
+    precompile()
     pss = pss_bench_command()
     runs: dict[str, tuple] = {}
     with tempfile.TemporaryDirectory(prefix="pss-bench-pq-profile-") as tmp:

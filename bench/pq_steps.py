@@ -52,10 +52,13 @@ def measure(gt_json: str, gt_dir: str, pred_dir: str, frames: int = 8, passes: i
 
     pairs = list(zip(gt.annotations, pr.annotations))[:frames]
     new_api = hasattr(pq, "id_runs")
+    # every decoder installed, fastest first (an older pss_bench knows pyspng and PIL only)
+    decoders = [name for name, ok in (
+        ("wuffs", getattr(panoptic, "_wuffs_module", lambda: None)() is not None),
+        ("pyspng", new_api and panoptic._spng_module() is not None)) if ok] + ["pil"]
     for _ in range(passes):
         for g, p in pairs:
             if new_api:
-                decoders = ["pyspng", "pil"] if panoptic.png_decoder_name() == "pyspng" else ["pil"]
                 for dec in decoders:
                     os.environ["PSS_BENCH_PNG_DECODER"] = dec
                     png = t("read the PNG file", panoptic.read_png_file, gt.png_path(g))

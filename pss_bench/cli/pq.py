@@ -21,6 +21,7 @@ from pss_bench.cli.options import (
     workers_option,
 )
 from pss_bench.cli.progress import progress_bar
+from pss_bench.threads import keep_freed_memory
 
 
 @click.command("pq",
@@ -57,6 +58,7 @@ def command(pred, gt_json, categories, pred_dir, gt_dir, workers, json_out, cach
     from pss_bench.report.tables import pq_table, variant_tables
 
     gt_json, gt_dir = resolve_gt(pred, gt_json, gt_dir)
+    keep_freed_memory()  # this process lives for one evaluation (and its forked workers do too)
     with progress_bar("PQ") as progress:
         # Forked workers: this process runs no other thread yet (the bar starts after the workers).
         result = evaluate_pq(
@@ -86,3 +88,4 @@ def command(pred, gt_json, categories, pred_dir, gt_dir, workers, json_out, cach
             console.print(pq_table(result, bootstrap=boot, all_classes=all_classes))
         for table in variant_tables(result, all_classes=all_classes, bootstrap=further):
             console.print(table)
+

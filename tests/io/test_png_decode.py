@@ -1,4 +1,4 @@
-"""PNG reading and decoding: pyspng and PIL agree, and bad files give one clear error."""
+"""PNG reading and decoding: Wuffs, pyspng and PIL agree, and bad files give one clear error."""
 
 from __future__ import annotations
 
@@ -16,7 +16,10 @@ from pss_bench.io import panoptic
 from pss_bench.io.panoptic import decode_id_words, id2rgb, read_id_png, read_png_file
 
 HAVE_SPNG = panoptic._spng_module() is not None
-both_decoders = pytest.mark.parametrize("decoder", ["pyspng", "pil"])
+HAVE_WUFFS = panoptic._wuffs_module() is not None
+DECODERS = ["wuffs", "pyspng", "pil"]
+both_decoders = pytest.mark.parametrize("decoder", DECODERS)
+NAMES = {"wuffs": "wuffs", "pyspng": "pyspng", "pil": "PIL"}
 
 
 @pytest.fixture
@@ -24,8 +27,10 @@ def use_decoder(monkeypatch):
     def use(name):
         if name == "pyspng" and not HAVE_SPNG:
             pytest.skip("pyspng is not installed here")
+        if name == "wuffs" and not HAVE_WUFFS:
+            pytest.skip("pywuffs (the fast-png extra) is not installed here")
         monkeypatch.setenv("PSS_BENCH_PNG_DECODER", name)
-        assert panoptic.png_decoder_name() == ("pyspng" if name == "pyspng" else "PIL")
+        assert panoptic.png_decoder_name() == NAMES[name]
     return use
 
 
@@ -51,15 +56,28 @@ def test_rgb_and_rgba_decode_to_the_ids(tmp_path, use_decoder, decoder):
         assert np.unique(words >> 24).size == 1  # the high byte is constant
 
 
-def test_decoders_agree_on_real_cityscapes_frames(cityscapes_train_gt, use_decoder):
-    gt_json, gt_dir = cityscapes_train_gt
-    pngs = sorted(gt_dir.glob("*.png"))[:3]
-    use_decoder("pyspng")
-    a = [read_id_png(p) for p in pngs]
+def _real_panoptic_pngs(sample_data: Path, cityscapes_gt_dir: Path) -> list[Path]:
+    """Every real panoptic PNG of the sample data: Cityscapes GT built by cityscapesscripts, COCO's."""
+    coco = sample_data / "coco_panoptic"
+    pngs = sorted(cityscapes_gt_dir.glob("*.png"))
+    pngs += sorted((coco / "panopticapi_sample" / "sample_data" / "panoptic_examples").glob("*.png"))
+    pngs += sorted((coco / "mseg_sample").rglob("*.png")) + sorted((coco / "transformers_sample").rglob("*.png"))
+    return pngs
+
+
+@pytest.mark.parametrize("decoder", ["wuffs", "pyspng"])
+def test_decoders_agree_on_real_panoptic_pngs(sample_data, cityscapes_train_gt, use_decoder, decoder):
+    """The decoded words (ids and high byte) are byte-equal to PIL's on every real sample PNG."""
+    pngs = _real_panoptic_pngs(sample_data, cityscapes_train_gt[1])
+    assert len(pngs) >= 12  # 8 Cityscapes frames, the COCO samples
     use_decoder("pil")
-    b = [read_id_png(p) for p in pngs]
-    for x, y in zip(a, b):
-        assert np.array_equal(x, y)
+    ref = [decode_id_words(read_png_file(p)) for p in pngs]
+    use_decoder(decoder)
+    for p, r in zip(pngs, ref):
+        words = decode_id_words(read_png_file(p))
+        assert words.dtype == r.dtype == np.uint32 and words.shape == r.shape, p
+        assert np.array_equal(words & 0xFFFFFF, r & 0xFFFFFF), p
+        assert np.unique(words >> 24).size == 1, p  # runs of words are runs of ids
 
 
 def _chunk(kind: bytes, data: bytes) -> bytes:
@@ -87,6 +105,33 @@ def test_corrupt_data_is_one_format_error(tmp_path, use_decoder, decoder):
         with pytest.raises(FormatError, match=f"{name}.*corrupt PNG data") as info:
             read_id_png(tmp_path / name)
         assert "\n" not in str(info.value)
+
+
+@both_decoders
+def test_transparent_colour_chunk_keeps_the_ids(tmp_path, use_decoder, decoder):
+    """An RGB PNG with a tRNS chunk: Wuffs would make that colour transparent black; the ids stay."""
+    use_decoder(decoder)
+    ids = _ids()
+    rgb = id2rgb(ids)
+    raw = b"".join(b"\x00" + row.tobytes() for row in rgb)
+    trns = struct.pack(">HHH", *(int(v) for v in rgb[5, 3]))  # the colour of id 777
+    ihdr = struct.pack(">IIBBBBB", ids.shape[1], ids.shape[0], 8, 2, 0, 0, 0)
+    blob = (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"tRNS", trns) + _chunk(b"IDAT", zlib.compress(raw))
+            + _chunk(b"IEND", b""))
+    (tmp_path / "trns.png").write_bytes(blob)
+    words = decode_id_words(read_png_file(tmp_path / "trns.png"))
+    assert np.array_equal(words & 0xFFFFFF, ids)
+    assert np.unique(words >> 24).size == 1
+
+
+@both_decoders
+def test_what_wuffs_refuses_goes_to_the_next_decoder(tmp_path, use_decoder, decoder):
+    """Extra bytes after the last row inside the zlib stream: pyspng and PIL accept it, Wuffs does not."""
+    use_decoder(decoder)
+    ids = _ids()
+    raw = b"".join(b"\x00" + row.tobytes() for row in id2rgb(ids)) + b"\x00" * 50
+    (tmp_path / "extra.png").write_bytes(_png(ids.shape[1], ids.shape[0], zlib.compress(raw)))
+    assert np.array_equal(read_id_png(tmp_path / "extra.png"), ids)
 
 
 def test_huge_header_is_refused_before_decoding(tmp_path):
