@@ -88,4 +88,3 @@ def command(pred, gt_json, categories, pred_dir, gt_dir, workers, json_out, cach
             console.print(pq_table(result, bootstrap=boot, all_classes=all_classes))
         for table in variant_tables(result, all_classes=all_classes, bootstrap=further):
             console.print(table)
-
