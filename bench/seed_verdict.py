@@ -144,7 +144,7 @@ def main() -> int:
         known = sorted((v, n) for v, n in vals if v is not None)
         if known:
             med = known[(len(known) - 1) // 2]
-            medians[name] = (f"validation PQ " + ", ".join(f"{n} {100 * v:.1f}" for v, n in vals if v is not None)
+            medians[name] = ("validation PQ " + ", ".join(f"{n} {100 * v:.1f}" for v, n in vals if v is not None)
                              + f": median {med[1]}")
     cats = {c.id: c.name for c in result.categories}
     text = markdown(study, medians)
