@@ -242,12 +242,14 @@ def expanded_p_value(p_raw, n: int):
                                                             / np.sqrt(n / (n - 1)), n - 1))
 
 
-def _interval(estimate, samples: np.ndarray, level: float, n: int = 0) -> Interval:
+def interval(estimate, samples: np.ndarray, level: float, n: int = 0) -> Interval:
+    """``estimate`` with the expanded percentile interval of its ``(B,)`` resampled ``samples`` over ``n`` units."""
     lo, hi = percentile_interval(samples[:, None], 1.0 - float(expanded_alpha(1.0 - level, n)))
     return Interval(_f(estimate), _f(lo[0]), _f(hi[0]))
 
 
-def _difference(estimate, deltas: np.ndarray, settings: BootstrapSettings, n: int = 0) -> Difference:
+def difference(estimate, deltas: np.ndarray, settings: BootstrapSettings, n: int = 0) -> Difference:
+    """A paired difference: ``estimate``, the expanded interval of its ``(B,)`` resampled ``deltas``, its p-value."""
     est = _f(estimate)
     if est is None:
         return Difference(None, None, None, None, None)
@@ -350,10 +352,10 @@ def bootstrap_context_error(
         for c in range(n_cls):
             if counts[c, m] == 0:
                 continue
-            d = {f: _interval(point[c, m, j], boot[:, c, m, j], settings.level, n_img) for j, f in enumerate(CE_FIELDS)}
-            d["score"] = _interval(point_scores[c, m], boot_scores[:, c, m], settings.level, n_img)
+            d = {f: interval(point[c, m, j], boot[:, c, m, j], settings.level, n_img) for j, f in enumerate(CE_FIELDS)}
+            d["score"] = interval(point_scores[c, m], boot_scores[:, c, m], settings.level, n_img)
             per_class[cats[c].id] = d
-        mean = {f: _interval(point_means[m, j], boot_means[:, m, j], settings.level, n_img)
+        mean = {f: interval(point_means[m, j], boot_means[:, m, j], settings.level, n_img)
                 for j, f in enumerate(names)}
         models.append(CEModelBootstrap(per_class, mean, tuple(cats[c].id for c in np.flatnonzero(include[:, m]))))
 
@@ -363,7 +365,7 @@ def bootstrap_context_error(
         inc = np.stack([common, common], axis=1)
         pm = _ce_means(point[:, [0, m]], inc)  # (2, 5): reference, model
         bm = _ce_means(boot[:, :, [0, m]], inc)  # (B, 2, 5)
-        d = {f: _difference(pm[1, j] - pm[0, j], bm[:, 1, j] - bm[:, 0, j], settings, n_img)
+        d = {f: difference(pm[1, j] - pm[0, j], bm[:, 1, j] - bm[:, 0, j], settings, n_img)
              for j, f in enumerate(names) if f != "random" and f != "oracle"}
         with np.errstate(divide="ignore", invalid="ignore"):
             rel_est = (pm[1, 0] - pm[0, 0]) / pm[0, 0] if pm[0, 0] else np.nan
@@ -375,7 +377,7 @@ def bootstrap_context_error(
         per_class = {}
         both = (counts[:, 0] > 0) & (counts[:, m] > 0)
         for c in np.flatnonzero(both):
-            per_class[cats[c].id] = _difference(point[c, m, 0] - point[c, 0, 0], boot[:, c, m, 0] - boot[:, c, 0, 0],
+            per_class[cats[c].id] = difference(point[c, m, 0] - point[c, 0, 0], boot[:, c, m, 0] - boot[:, c, 0, 0],
                                                 settings, n_img)
         same = _same_queries(indexes[0], indexes[m], np.flatnonzero(both))
         differences.append(CEComparison(tuple(cats[c].id for c in np.flatnonzero(common)), d["ce"], d_rel,
@@ -500,9 +502,9 @@ def bootstrap_pq(
 
     models = []
     for m in range(n_mod):
-        rows = {r: {s: _interval(point[f"{r}/{s}"][m], boot[f"{r}/{s}"][:, m], settings.level, n_img)
+        rows = {r: {s: interval(point[f"{r}/{s}"][m], boot[f"{r}/{s}"][:, m], settings.level, n_img)
                     for s in ("pq", "sq", "rq")} for r in PQ_ROWS}
-        per_class = {cats[c].id: _interval(point["class_pq"][m, c], boot["class_pq"][:, m, c], settings.level, n_img)
+        per_class = {cats[c].id: interval(point["class_pq"][m, c], boot["class_pq"][:, m, c], settings.level, n_img)
                      for c in range(n_cls) if np.isfinite(point["class_pq"][m, c])}
         gt_segments = total[m, 1] + total[m, 3]
         few = {r: tuple(cats[c].id for c in np.flatnonzero(present[m] & sel & (gt_segments > 0)
@@ -524,7 +526,7 @@ def bootstrap_pq(
         bd = pq_scores(sums[:, pair[0], 0], sums[:, pair[0], 1], sums[:, pair[0], 2], sums[:, pair[0], 3], isthing,
                        classes=np.stack([both, both]), keep=fp_only[pair] & both,
                        fill={k: v[pair] for k, v in fill.items()})
-        rows = {r: {s: _difference(pd[f"{r}/{s}"][1] - pd[f"{r}/{s}"][0],
+        rows = {r: {s: difference(pd[f"{r}/{s}"][1] - pd[f"{r}/{s}"][0],
                                    bd[f"{r}/{s}"][:, 1] - bd[f"{r}/{s}"][:, 0], settings, n_img)
                     for s in ("pq", "sq", "rq")} for r in PQ_ROWS}
         left_out = tuple(cats[c].id for c in np.flatnonzero(present[0] ^ present[m]))
@@ -532,7 +534,7 @@ def bootstrap_pq(
         for c in range(n_cls):
             est = point["class_pq"][m, c] - point["class_pq"][0, c]
             if np.isfinite(est):
-                per_class[cats[c].id] = _difference(est, boot["class_pq"][:, m, c] - boot["class_pq"][:, 0, c],
+                per_class[cats[c].id] = difference(est, boot["class_pq"][:, m, c] - boot["class_pq"][:, 0, c],
                                                     settings, n_img)
         differences.append(PQComparison(rows, per_class, left_out))
     return PQBootstrap(settings, tuple(models), tuple(differences))

@@ -51,11 +51,9 @@ from pss_bench.metrics.bootstrap import (
     CE_STREAM,
     PQ_STREAM,
     BootstrapSettings,
-    expanded_alpha,
-    expanded_p_value,
+    difference,
     image_weights,
-    paired_p_value,
-    percentile_interval,
+    interval,
     pq_scores,
 )
 from pss_bench.metrics.ce_resample import CEIndex, resample_class
@@ -165,20 +163,6 @@ class SeedStudy:
 
 def _f(x) -> float | None:
     return None if x is None or not np.isfinite(x) else float(x)
-
-
-def _interval(estimate, samples: np.ndarray, settings: BootstrapSettings, n: int) -> Interval:
-    lo, hi = percentile_interval(samples[:, None], 1.0 - float(expanded_alpha(settings.alpha, n)))
-    return Interval(_f(estimate), _f(lo[0]), _f(hi[0]))
-
-
-def _difference(estimate, deltas: np.ndarray, settings: BootstrapSettings, n: int) -> Difference:
-    est = _f(estimate)
-    if est is None:
-        return Difference(None, None, None, None, None)
-    lo, hi = percentile_interval(deltas[:, None], 1.0 - float(expanded_alpha(settings.alpha, n)))
-    p = _f(expanded_p_value(paired_p_value(deltas[:, None])[0], n))
-    return Difference(est, _f(lo[0]), _f(hi[0]), p, None if p is None else bool(p < settings.alpha))
 
 
 def _pq_values(stats: PQImageStats, weights: np.ndarray) -> tuple[dict, dict]:
@@ -324,8 +308,8 @@ def seed_study(groups: Mapping[str, Sequence[RunStats]], *, settings: BootstrapS
             mean[m] = _f(v.mean())
             sd[m] = _f(v.std(ddof=1)) if len(v) > 1 else None
             low[m], high[m] = _f(v.min()), _f(v.max())
-            images[m] = _interval(v.mean(), img_s[m], settings, n_img)
-            two_level[m] = _interval(v.mean(), two_s[m], settings, n_img)
+            images[m] = interval(v.mean(), img_s[m], settings.level, n_img)
+            two_level[m] = interval(v.mean(), two_s[m], settings.level, n_img)
         summaries.append(GroupSummary(name, tuple(r.label for r in rs), values, mean, sd, low, high, images,
                                       two_level))
         img_samples.append(img_s)
@@ -338,8 +322,8 @@ def seed_study(groups: Mapping[str, Sequence[RunStats]], *, settings: BootstrapS
         images, two_level, welch = {}, {}, {}
         for m in metrics:
             est = None if s.mean[m] is None or ref.mean[m] is None else s.mean[m] - ref.mean[m]
-            images[m] = _difference(est, img_samples[g][m] - img_samples[0][m], settings, n_img)
-            two_level[m] = _difference(est, two_samples[g][m] - two_samples[0][m], settings, n_img)
+            images[m] = difference(est, img_samples[g][m] - img_samples[0][m], settings, n_img)
+            two_level[m] = difference(est, two_samples[g][m] - two_samples[0][m], settings, n_img)
             a = np.array([x for x in ref.values[m] if x is not None])
             c = np.array([x for x in s.values[m] if x is not None])
             p = None
