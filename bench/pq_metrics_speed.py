@@ -44,7 +44,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pq_speed import (  # noqa: E402  (bench/ is not a package)
     CPU,
     alternate,
+    build_coco_set,
     build_set,
+    machine_info,
     load_avg,
     precompile,
     pss_bench_command,
@@ -55,27 +57,6 @@ from pq_speed import (  # noqa: E402  (bench/ is not a package)
 
 ROOT = Path(__file__).resolve().parent.parent
 MARK_START, MARK_END = "<!-- pq_metrics_speed:start -->", "<!-- pq_metrics_speed:end -->"
-
-
-def build_coco_set(sample: Path, work: Path, frames: int) -> tuple[Path, Path, Path]:
-    """``frames`` COCO-size GT images (the panopticapi samples replicated, 133 categories) and a shifted prediction."""
-    base = sample / "coco_panoptic" / "panopticapi_sample"
-    src = json.loads((base / "sample_data" / "panoptic_examples.json").read_text())
-    cats = json.loads((base / "panoptic_coco_categories.json").read_text())
-    gt_dir = work / "coco_gt"
-    gt_dir.mkdir(parents=True)
-    anns, images = [], []
-    for k in range(frames):
-        a = src["annotations"][k % len(src["annotations"])]
-        im = next(i for i in src["images"] if i["id"] == a["image_id"])
-        new_id = k + 1
-        fn = f"{new_id:012d}.png"
-        shutil.copyfile(base / "sample_data" / "panoptic_examples" / a["file_name"], gt_dir / fn)
-        anns.append({**a, "image_id": new_id, "file_name": fn})
-        images.append({**im, "id": new_id, "file_name": f"{new_id:012d}.jpg"})
-    gt_json = work / "coco_gt.json"
-    gt_json.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
-    return gt_json, gt_dir, shifted_prediction(gt_json, gt_dir, work / "coco_pred", seed=1)
 
 
 def table(rows: list[tuple[str, list[float]]], frames: int, base_name: str) -> list[str]:
@@ -125,8 +106,8 @@ def main() -> int:
     pss = pss_bench_command()
     ref_script = str(ROOT / "bench" / "boundary_pq_reference.py")
     lines = [
-        f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}, PNG decoder {png_decoder_name()}, {default_workers()} workers "
+        f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {machine_info()}; PNG decoder {png_decoder_name()}, "
+        f"{default_workers()} workers "
         f"(`pss-bench pq`: forked processes; the reference: a pool of {os.cpu_count()} processes); "
         f"{args.repeats} alternating rounds, medians.",
         "",

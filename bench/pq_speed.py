@@ -1,13 +1,18 @@
 """PQ speed: pss-bench against cityscapesscripts' evaluator, side by side.
 
 Builds a Cityscapes-size set (the real 2048x1024 sample frames, replicated
-under new image ids) with cityscapesscripts' own converter and a shifted
-prediction of it, then measures, alternating (the order rotates every round):
+under new image ids, GT made by cityscapesscripts' own converter) or, with
+``--set coco``, a COCO-size set (the two panopticapi COCO panoptic samples,
+640x427 and 640x360, replicated; 133 categories), and a shifted prediction
+of it, then measures, alternating (the order rotates every round):
 
 1. whole processes, as a user runs them: a Python process calling
    cityscapesscripts' ``evaluatePanoptic`` (its process pool over all cores)
    against ``pss-bench pq --no-cache`` (cold) and ``pss-bench pq`` with a
-   warm GT cache, each writing its JSON result;
+   warm GT cache, each writing its JSON result; and, in the same rounds, the
+   decode limit: a process that only reads and decodes the PNGs the cold
+   (GT and prediction) or warm (prediction only) run must decode, in as many
+   forked workers as ``pss-bench pq`` uses, with the same decoder;
 2. the same in one process (``evaluatePanoptic`` against
    ``pss_bench.evaluate_pq``, with worker threads, the library's default, and
    with forked worker processes, what ``pss-bench pq`` uses), without
@@ -17,14 +22,16 @@ prediction of it, then measures, alternating (the order rotates every round):
 4. per image on in-memory maps, pss-bench's ``PanopticQuality.update``
    against torchmetrics' ``PanopticQuality`` (when torchmetrics is installed).
 
-Every table records the machine's load average before and after it. Results
+Every table records the CPU model, core count, library versions and the
+machine's load average before and after it. Results
 must equal cityscapesscripts' to 1e-9 (checked on every whole-process run's
 JSON and in-process), or the script exits 1. The tables go into
-docs/benchmarks.md between the pq_speed markers.
+docs/benchmarks.md between the pq_speed markers (``--set coco``: the
+pq_speed_coco markers).
 
 Usage::
 
-    python bench/pq_speed.py [--frames 48] [--repeats 5] [--no-write]
+    python bench/pq_speed.py [--set cityscapes|coco] [--frames N] [--repeats 5] [--no-write]
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 MARK_START, MARK_END = "<!-- pq_speed:start -->", "<!-- pq_speed:end -->"
+COCO_START, COCO_END = "<!-- pq_speed_coco:start -->", "<!-- pq_speed_coco:end -->"
 
 
 def shifted_prediction(gt_json: Path, gt_dir: Path, out_dir: Path, seed: int = 0) -> Path:
@@ -90,6 +98,62 @@ def build_set(sample: Path, work: Path, frames: int) -> tuple[Path, Path, Path]:
     gt_json.write_text(json.dumps({"images": images, "annotations": anns, "categories": base["categories"]}))
     pred = shifted_prediction(gt_json, gt_dir, work / "pred", seed=0)
     return gt_json, gt_dir, pred
+
+
+def build_coco_set(sample: Path, work: Path, frames: int) -> tuple[Path, Path, Path]:
+    """``frames`` COCO-size GT images (the panopticapi samples replicated, 133 categories) and a shifted prediction."""
+    base = sample / "coco_panoptic" / "panopticapi_sample"
+    src = json.loads((base / "sample_data" / "panoptic_examples.json").read_text())
+    cats = json.loads((base / "panoptic_coco_categories.json").read_text())
+    gt_dir = work / "coco_gt"
+    gt_dir.mkdir(parents=True)
+    anns, images = [], []
+    for k in range(frames):
+        a = src["annotations"][k % len(src["annotations"])]
+        im = next(i for i in src["images"] if i["id"] == a["image_id"])
+        new_id = k + 1
+        fn = f"{new_id:012d}.png"
+        shutil.copyfile(base / "sample_data" / "panoptic_examples" / a["file_name"], gt_dir / fn)
+        anns.append({**a, "image_id": new_id, "file_name": fn})
+        images.append({**im, "id": new_id, "file_name": f"{new_id:012d}.jpg"})
+    gt_json = work / "coco_gt.json"
+    gt_json.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    return gt_json, gt_dir, shifted_prediction(gt_json, gt_dir, work / "coco_pred", seed=1)
+
+
+def cpu_model() -> str:
+    """The CPU model from /proc/cpuinfo (``platform.processor()`` elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> str:
+    """CPU model, core count, Python and the versions of the libraries a pq run's speed rests on."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    libs = []
+    for dist in ("numpy", "pywuffs", "pyspng", "Pillow", "cityscapesscripts"):
+        try:
+            libs.append(f"{dist} {version(dist)}")
+        except PackageNotFoundError:
+            libs.append(f"{dist} not installed")
+    return f"{cpu_model()} ({platform.machine()}), {os.cpu_count()} cores, Python {platform.python_version()}, " + ", ".join(libs)
+
+
+#: A whole process that only reads and decodes the PNGs listed in a file, as pss-bench pq's workers do.
+DECODE_SCRIPT = (
+    "import sys\n"
+    "from pss_bench.io.panoptic import decode_id_words, read_png_file\n"
+    "from pss_bench.threads import map_forked\n"
+    "paths = open(sys.argv[1]).read().split('\\n')\n"
+    "for _ in map_forked(lambda p: decode_id_words(read_png_file(p)).shape, paths, int(sys.argv[2])):\n"
+    "    pass\n"
+)
 
 
 def export_ref(ref: str, dest: Path) -> tuple[str, dict]:
@@ -294,7 +358,9 @@ def table(rows: list[tuple[str, list[float]]], base: float | None, frames: int |
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--frames", type=int, default=48)
+    ap.add_argument("--set", dest="set_name", choices=("cityscapes", "coco"), default="cityscapes",
+                    help="Cityscapes frames (2048x1024) or COCO-size frames (640x427 / 640x360, 133 categories)")
+    ap.add_argument("--frames", type=int, default=None, help="frames in the set (default 48 Cityscapes, 500 COCO)")
     ap.add_argument("--repeats", type=int, default=5, help="alternating rounds of each table (at least 3)")
     ap.add_argument("--data", default=os.environ.get("PSS_BENCH_SAMPLE_DATA", "../shared/data"))
     ap.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md alone")
@@ -303,6 +369,9 @@ def main() -> int:
     args = ap.parse_args()
     if args.repeats < 3:
         ap.error("--repeats must be at least 3 (medians of fewer runs say little on a shared machine)")
+    coco = args.set_name == "coco"
+    if args.frames is None:
+        args.frames = 500 if coco else 48
 
     from pss_bench.evaluation.pq import default_workers, evaluate_pq
     from pss_bench.io.panoptic import png_decoder_name
@@ -313,7 +382,11 @@ def main() -> int:
     diffs: list[float] = []
     with tempfile.TemporaryDirectory(prefix="pss-bench-pq-speed-") as tmp:
         work = Path(tmp)
-        gt_json, gt_dir, pred = build_set(Path(args.data), work, args.frames)
+        gt_json, gt_dir, pred = (build_coco_set if coco else build_set)(Path(args.data), work, args.frames)
+        gt_pngs = sorted(str(q) for q in gt_dir.glob("*.png"))
+        pred_pngs = sorted(str(q) for q in (pred / "panoptic").glob("*.png"))
+        (work / "decode_cold.txt").write_text("\n".join(gt_pngs + pred_pngs))
+        (work / "decode_warm.txt").write_text("\n".join(pred_pngs))
         cache = work / "cache"
         cs_out, cold_out, warm_out = work / "cs.json", work / "cold.json", work / "warm.json"
         pq_args = ["pq", str(pred), "--gt", str(gt_json), "--gt-dir", str(gt_dir)]
@@ -326,6 +399,13 @@ def main() -> int:
             "`pss-bench pq` (warm GT cache)": lambda: run_process(
                 pss + pq_args + ["--cache-dir", str(cache), "--json", str(warm_out)]),
         }
+        limits = {
+            "decoding alone, GT and prediction PNGs (cold limit)": lambda: run_process(
+                [sys.executable, "-c", DECODE_SCRIPT, str(work / "decode_cold.txt"), str(workers)]),
+            "decoding alone, prediction PNGs (warm limit)": lambda: run_process(
+                [sys.executable, "-c", DECODE_SCRIPT, str(work / "decode_warm.txt"), str(workers)]),
+        }
+        commands.update(limits)
         ref_label = None
         if args.compare_ref:
             ref_label, ref_env = export_ref(args.compare_ref, work / "ref")
@@ -396,24 +476,34 @@ def main() -> int:
     diff = max(diffs)
     cs_proc = statistics.median(next(iter(proc_times.values())))
     cs_in = statistics.median(next(iter(in_times.values())))
-    machine = (f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-               f"PNG decoder {png_decoder_name()}, {workers} workers (`pss-bench pq`: forked processes; "
-               f"cityscapesscripts: a pool of {os.cpu_count()} processes)")
+    med = {k: statistics.median(v) for k, v in proc_times.items()}
+    cold_name, warm_name, cold_lim, warm_lim = ("`pss-bench pq --no-cache` (cold)", "`pss-bench pq` (warm GT cache)",
+                                                *limits)
+    machine = (f"{machine_info()}; PNG decoder {png_decoder_name()}, {workers} workers (`pss-bench pq`: forked "
+               f"processes; cityscapesscripts: a pool of {os.cpu_count()} processes)")
+    what = ("COCO-size frames (640x427 / 640x360: the 2 panopticapi samples replicated, 133 categories)" if coco
+            else "Cityscapes frames of 2048x1024 (the 8 real sample frames replicated)")
+    start, end = (COCO_START, COCO_END) if coco else (MARK_START, MARK_END)
     lines = [
-        MARK_START,
-        f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {machine}; {args.frames} Cityscapes frames of 2048x1024 "
-        f"(the 8 real sample frames replicated) and a shifted prediction; {args.repeats} alternating rounds, "
-        "the order rotating each round; medians.",
+        start,
+        f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {machine}; {args.frames} {what} and a shifted prediction; "
+        f"{args.repeats} alternating rounds, the order rotating each round; medians.",
         "",
-        f"Command: `python bench/pq_speed.py --frames {args.frames} --repeats {args.repeats}"
-        + (f" --compare-ref {args.compare_ref}`" if args.compare_ref else "`"),
+        f"Command: `python bench/pq_speed.py {'--set coco ' if coco else ''}--frames {args.frames} "
+        f"--repeats {args.repeats}" + (f" --compare-ref {args.compare_ref}`" if args.compare_ref else "`"),
         "",
         f"**Whole processes**, as a user runs them (load average 1/5/15 min before {load_proc[0]}, after {load_proc[1]}):",
         "",
         *table(list(proc_times.items()), cs_proc, args.frames, proc_cpu),
         "",
         "CPU: user + system seconds of the process and its workers (cityscapesscripts: its pool's processes); "
-        "the CPU ratio is what the speed-up approaches when other jobs hold the cores.",
+        "the CPU ratio is what the speed-up approaches when other jobs hold the cores. "
+        f"The decode limit: a process that only decodes the PNGs (a cold run: GT and prediction; a warm run: the "
+        f"prediction), in {workers} forked workers with the same decoder, interpreter start-up and imports included; "
+        f"no pq process can be faster. Cold: {cs_proc / med[cold_name]:.2f}x against a limit of "
+        f"{cs_proc / med[cold_lim]:.2f}x ({100 * med[cold_lim] / med[cold_name]:.0f}% of the limit's speed); warm: "
+        f"{cs_proc / med[warm_name]:.2f}x against {cs_proc / med[warm_lim]:.2f}x "
+        f"({100 * med[warm_lim] / med[warm_name]:.0f}%).",
         "",
         f"**In one process** (no interpreter start-up or imports; load before {load_in[0]}, after {load_in[1]}):",
         "",
@@ -429,19 +519,22 @@ def main() -> int:
         f"by `pss-bench pq`: {', '.join(heavy_pq) or 'none'}.",
     ]
     if mem:
-        lines += ["", "In-memory accumulator, per Cityscapes frame (maps already decoded; torchmetrics: 4 frames once):", "",
+        lines += ["", f"In-memory accumulator, per {'COCO-size' if coco else 'Cityscapes'} frame (maps already decoded; torchmetrics: 4 frames once):", "",
                   "| accumulator | median ms / frame |", "|---|---:|",
                   f"| pss-bench `PanopticQuality.update` | {mem['ours_ms']:.1f} |"]
         if "torchmetrics_ms" in mem:
             lines.append(f"| torchmetrics `PanopticQuality.update` | {mem['torchmetrics_ms']:.1f} |")
-    lines.append(MARK_END)
+    lines.append(end)
     block = "\n".join(lines)
     print(block)
     if diff > 1e-9:
         print(f"ERROR: results differ from cityscapesscripts by {diff}", file=sys.stderr)
         return 1
     if not args.no_write:
-        write_block(block, MARK_START, MARK_END, "## PQ speed")
+        if coco and COCO_START not in (ROOT / "docs" / "benchmarks.md").read_text():
+            write_block(block, COCO_START, COCO_END, MARK_END)
+        else:
+            write_block(block, start, end, "## PQ speed")
     return 0
 
 

@@ -7,6 +7,8 @@ forked worker processes (:func:`map_forked`).
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import os
 import sys
@@ -30,6 +32,25 @@ def default_workers() -> int:
 def fork_available() -> bool:
     """Whether :func:`map_forked` can run here (Linux, where ``fork`` is cheap and safe for numpy)."""
     return sys.platform.startswith("linux") and hasattr(os, "fork")
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Python's cyclic garbage collector off inside the block (as it was after).
+
+    For blocks that build many containers and no reference cycles, such as
+    parsing a JSON file: every 700 new containers the collector runs, and its
+    full passes walk every object alive, so parsing a 5,000-image COCO JSON
+    with it on spends a large share of its time in collections that free
+    nothing. Objects without cycles are freed by reference counting either way.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 class WorkerDied(PssBenchError):
@@ -78,6 +99,9 @@ def map_forked(fn: Callable[[T], R], items: Sequence[T], workers: int) -> Iterat
     frame = struct.Struct("<Q")
     children: list[tuple[int, int]] = []  # (pid, read end)
     pid_of: dict[int, int | None] = {}  # read end -> pid, None once reaped
+    # The objects alive now (the parsed JSONs above all) move to the collector's permanent generation:
+    # no collection in a worker walks them, which would write to every page they are on (copy-on-write).
+    gc.freeze()
     try:
         for k in range(workers):
             r, w = os.pipe()
@@ -136,6 +160,7 @@ def map_forked(fn: Callable[[T], R], items: Sequence[T], workers: int) -> Iterat
             if failure is not None and all(next_index[r] > failure[0] for r in open_fds):
                 raise failure[1]
     finally:
+        gc.unfreeze()
         for pid in pid_of.values():
             if pid is not None:
                 try:

@@ -177,3 +177,26 @@ def test_workers_reuse_freed_frame_buffers(cityscapes_train_gt):
     png = sorted(cityscapes_train_gt[1].glob("*.png"))[0]
     (_, faults), = map_forked(_faults_per_decode, [png], 1)
     assert faults < 500, faults
+
+
+def test_the_collector_is_left_as_it_was():
+    import gc
+
+    from pss_bench.threads import gc_paused
+
+    assert gc.isenabled()
+    with gc_paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with gc_paused():
+            pass
+        assert not gc.isenabled()  # a caller's choice stays
+    finally:
+        gc.enable()
+    # forking freezes what is alive (no copy-on-write of it in the workers) and unfreezes it after
+    before = gc.get_freeze_count()
+    in_workers = dict(map_forked(lambda _: gc.get_freeze_count(), list(range(4)), 2))
+    assert min(in_workers.values()) > before
+    assert gc.get_freeze_count() == before

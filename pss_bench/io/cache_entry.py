@@ -31,7 +31,7 @@ from typing import Mapping
 import numpy as np
 
 from pss_bench.io.atomic import atomic_path
-from pss_bench.io.safe_read import open_regular
+from pss_bench.io.safe_read import read_bytes
 
 log = logging.getLogger(__name__)
 
@@ -130,11 +130,7 @@ class EntryStore:
             return None
         try:
             # Regular files only (a FIFO planted in a shared cache folder would block).
-            with open_regular(f, None, BadEntry, "cache entry") as fh:
-                size = os.fstat(fh.fileno()).st_size
-                if size > max_bytes:
-                    raise BadEntry(f"{size} bytes, more than such an entry can have")
-                data = fh.read()
+            data = read_bytes(f, "", BadEntry, "cache entry", max_bytes=max_bytes)
             arrays = unpack(data, key, spec)
             return check(arrays) if check is not None else arrays
         except BadEntry as exc:

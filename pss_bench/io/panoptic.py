@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from pss_bench.errors import FormatError, GroundTruthFormatError, PredictionFormatError, UnsafePathError, blamed_on
-from pss_bench.io.safe_read import open_regular, read_json_file  # noqa: F401  (read_json_file: re-exported)
+from pss_bench.io.safe_read import open_regular, read_bytes, read_json_file  # noqa: F401  (read_json_file: re-exported)
 from pss_bench.text import short_repr
+from pss_bench.threads import gc_paused
 from pss_bench.structures import Category, ImageId, Segments
 
 VOID = 0
@@ -75,6 +76,17 @@ def safe_join(folder: str | os.PathLike, name: str, *, where: str, resolve: bool
     """
     if not isinstance(name, str) or not name:
         raise UnsafePathError(f"{where}: file_name must be a non-empty string, found {short_repr(name)}")
+    if _PLAIN_NAMES and "/" not in name and "\\" not in name and "\0" not in name and name != ".." and name != ".":
+        # One component (most datasets): the checks below reduce to its encoding and length, without pathlib.
+        try:
+            too_long = len(os.fsencode(name)) > NAME_MAX
+        except UnicodeEncodeError:
+            too_long = None
+        if too_long is False:
+            joined = (folder if isinstance(folder, Path) else Path(folder)) / name
+            if resolve:
+                _check_inside(folder, joined, name, where)
+            return joined
     if "\0" in name:
         raise UnsafePathError(f"{where}: file_name {short_repr(name)} contains a NUL byte")
     try:
@@ -91,6 +103,10 @@ def safe_join(folder: str | os.PathLike, name: str, *, where: str, resolve: bool
     if resolve:
         _check_inside(folder, joined, name, where)
     return joined
+
+
+#: POSIX paths: a name without "/" is one relative component (no drive letters).
+_PLAIN_NAMES = os.sep == "/" and os.altsep is None
 
 
 def _check_inside(folder, joined: Path, name: str, where: str, folder_real: str | None = None) -> str:
@@ -169,11 +185,7 @@ def read_png_file(path: str | os.PathLike, where: str | None = None) -> PngFile:
     """
     path = Path(path)
     where = where or str(path)
-    with open_regular(path, where, FormatError, "PNG file") as f:
-        try:
-            data = f.read()
-        except OSError as exc:
-            raise FormatError(f"{where}: cannot read the PNG file ({exc.strerror})") from None
+    data = read_bytes(path, where, FormatError, "PNG file")
     width, height, bit_depth, color_type = _parse_png_header(data[:33], where)
     return PngFile(path, data, width, height, bit_depth, color_type)
 
@@ -650,6 +662,13 @@ def load_panoptic_json(
     Raises:
         GroundTruthFormatError | PredictionFormatError: the first problem found.
     """
+    # Parsing builds a container per segment and no cycles: the collector's passes would free nothing.
+    with gc_paused():
+        return _load_panoptic_json(path, png_dir, role, categories, log)
+
+
+def _load_panoptic_json(path, png_dir, role: str, categories: dict[int, Category] | None,
+                        log: ProblemLog | None) -> PanopticJson:
     is_gt = role == "gt"
     error_cls = GroundTruthFormatError if is_gt else PredictionFormatError
     log = log or ProblemLog(error_cls)

@@ -70,42 +70,84 @@ def open_regular(path: str | os.PathLike, where: str | None = None, error_cls: t
     Raises:
         error_cls: missing, not a regular file, or not openable; one line.
     """
-    where = printable(where if where is not None else path)
+    fd, _ = _open_regular_fd(path, where, error_cls, what)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0))
-    except FileNotFoundError:
-        raise error_cls(f"{where}: {what} not found") from None
-    except IsADirectoryError:
-        raise error_cls(f"{where}: expected a {what}, found a folder") from None
-    except ValueError:  # embedded NUL byte
-        raise error_cls(f"{where}: the file name contains a NUL byte") from None
-    except UnicodeEncodeError:
-        raise error_cls(f"{where}: the file name cannot be encoded for the file system (lone surrogate?)") from None
-    except OSError as exc:
-        if exc.errno == errno.ENAMETOOLONG:
-            raise error_cls(f"{where}: file name too long for the file system") from None
-        raise error_cls(f"{where}: cannot open the {what} ({exc.strerror or exc})") from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise error_cls(f"{where}: expected a {what}, found {_kind(mode)}")
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
 
 
-def read_bytes(path: str | os.PathLike, where: str | None = None, error_cls: type[FormatError] = FormatError,
-               what: str = "file") -> bytes:
-    """The whole content of a regular file (see :func:`open_regular`)."""
-    with open_regular(path, where, error_cls, what) as f:
-        try:
-            return f.read()
-        except OSError as exc:
-            raise error_cls(f"{printable(where if where is not None else path)}: cannot read the {what} "
-                            f"({exc.strerror or exc})") from None
+def _open_regular_fd(path, where, error_cls, what) -> tuple[int, int]:
+    """``(descriptor, size)`` of a regular file opened for reading (blocking again); see :func:`open_regular`."""
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except FileNotFoundError:
+        raise error_cls(_prefix(where, path) + f"{what} not found") from None
+    except IsADirectoryError:
+        raise error_cls(_prefix(where, path) + f"expected a {what}, found a folder") from None
+    except ValueError:  # embedded NUL byte
+        raise error_cls(_prefix(where, path) + "the file name contains a NUL byte") from None
+    except UnicodeEncodeError:
+        raise error_cls(_prefix(where, path) + f"the file name cannot be encoded for the file system "
+                        f"(lone surrogate?)") from None
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise error_cls(_prefix(where, path) + "file name too long for the file system") from None
+        raise error_cls(_prefix(where, path) + f"cannot open the {what} ({exc.strerror or exc})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise error_cls(_prefix(where, path) + f"expected a {what}, found {_kind(st.st_mode)}")
+        if _O_NONBLOCK:
+            os.set_blocking(fd, True)
+        return fd, st.st_size
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0) if hasattr(os, "set_blocking") else 0
+_OPEN_FLAGS = os.O_RDONLY | _O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
+def _prefix(where: str | None, path) -> str:
+    """The message prefix: ``where`` (default: the path) and a colon; none for ``where=""``."""
+    if where == "":
+        return ""
+    return printable(where if where is not None else path) + ": "
+
+
+def read_bytes(path: str | os.PathLike, where: str | None = None, error_cls: type[Exception] = FormatError,
+               what: str = "file", max_bytes: int | None = None) -> bytes:
+    """The whole content of a regular file (see :func:`open_regular`), read without a file object.
+
+    Args:
+        max_bytes: refuse a file larger than this (checked before reading).
+
+    Raises:
+        error_cls: as :func:`open_regular`, larger than ``max_bytes``, or unreadable; one line.
+    """
+    fd, size = _open_regular_fd(path, where, error_cls, what)
+    try:
+        if max_bytes is not None and size > max_bytes:
+            raise error_cls(_prefix(where, path) + f"{size} bytes, more than such a {what} can have")
+        chunks = []
+        want = size + 1  # one byte more: a file that grew since fstat is read to its end
+        while True:
+            chunk = os.read(fd, max(want, 1 << 16))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            want = 1 << 16
+            if max_bytes is not None and sum(map(len, chunks)) > max_bytes:
+                raise error_cls(_prefix(where, path) + f"more than {max_bytes} bytes (it grew while read), more than such a {what} "
+                                f"can have")
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    except OSError as exc:
+        raise error_cls(_prefix(where, path) + f"cannot read the {what} ({exc.strerror or exc})") from None
+    finally:
+        os.close(fd)
 
 
 def check_nesting(obj, where: str, error_cls: type[FormatError] = FormatError, *, max_depth: int = MAX_DEPTH,

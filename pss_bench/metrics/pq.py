@@ -247,8 +247,9 @@ def confusion_from_runs(gt: Runs, pred: Runs, n_gt: int, n_pred: int) -> np.ndar
     """Pixel counts of every (GT index, prediction index) pair, from runs.
 
     The joint runs start wherever either map starts one. Both start lists are
-    sorted, so a stable sort of the two merges them in linear time; counting
-    the GT and prediction starts up to each joint start gives its two runs.
+    sorted, so a stable sort of the two merges them in linear time (numpy's
+    stable sort finds the two sorted halves); counting the GT and prediction
+    starts up to each joint start gives its two runs.
 
     Returns:
         ``(n_gt + 1, n_pred + 1)`` int64 matrix, as :func:`confusion_matrix`.
@@ -258,18 +259,26 @@ def confusion_from_runs(gt: Runs, pred: Runs, n_gt: int, n_pred: int) -> np.ndar
     cols = n_pred + 1
     if gt.size == 0:
         return np.zeros((n_gt + 1, cols), dtype=np.int64)
-    both = np.concatenate([gt.starts.astype(np.int64, copy=False), pred.starts.astype(np.int64, copy=False)])
-    order = np.argsort(both, kind="stable")
-    both = both[order]
-    from_gt = order < gt.starts.shape[0]
-    g_run = np.cumsum(from_gt, dtype=np.intp) - 1
-    p_run = np.arange(both.shape[0], dtype=np.intp) - g_run - 1  # starts seen so far that are not the GT's
+    # Each start tagged with its map in the lowest bit (GT 0, prediction 1): one sort of the two sorted
+    # lists, where the GT's entry comes first at a position both maps start a run at.
+    n_g = gt.starts.shape[0]
+    tagged = np.empty(n_g + pred.starts.shape[0], dtype=np.int64)
+    tagged[:n_g] = gt.starts
+    tagged[n_g:] = pred.starts
+    tagged <<= 1
+    tagged[n_g:] |= 1
+    tagged.sort(kind="stable")
+    p_run = np.cumsum(tagged & 1, dtype=np.intp) - 1
+    g_run = np.arange(tagged.shape[0], dtype=np.intp) - p_run - 1  # starts seen so far that are the GT's
+    both = tagged >> 1
     # Where both maps start a run at one position, keep the later entry: its counts include both.
     last = np.empty(both.shape[0], dtype=bool)
     last[-1] = True
     np.not_equal(both[1:], both[:-1], out=last[:-1])
-    joint = both[last]
-    key = gt.values[g_run[last]].astype(np.int64) * cols + pred.values[p_run[last]]
+    keep = np.flatnonzero(last)
+    joint = both[keep]
+    key = gt.values[g_run[keep]].astype(np.int64) * cols
+    key += pred.values[p_run[keep]]
     lengths = np.diff(joint, append=gt.size)
     # float64 weights are exact: a count never exceeds H * W < 2**53.
     counts = np.bincount(key, weights=lengths, minlength=(n_gt + 1) * cols)

@@ -78,5 +78,5 @@ def test_store_drops_bad_entries_and_refuses_oversized_files(tmp_path, caplog):
     store.write(KEY, _arrays())
     assert np.array_equal(store.read(KEY, SPEC, 10_000)["a"], np.arange(5))
     assert store.read(KEY, SPEC, 100) is None  # larger than the caller's bound
-    assert "more than such an entry can have" in caplog.text
+    assert "more than such a cache entry can have" in caplog.text
     assert not store.path(KEY).exists()
