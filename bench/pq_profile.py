@@ -3,7 +3,8 @@
 Samples one ``pss-bench pq --no-cache`` run and one run with a warm GT cache
 with py-spy (``pip install py-spy``; it samples every thread of the process
 and of its forked workers, idle ones included, without changing the code),
-on the same 48-frame set as ``bench/pq_speed.py``, and sorts every sample by
+on the same set as ``bench/pq_speed.py`` (48 Cityscapes frames, or ``--set coco``: 500
+COCO-size frames), and sorts every sample by
 the innermost pss-bench step on its stack. The main process: interpreter and
 CLI, imports, JSON parsing and validation, starting and waiting for the
 workers, output. The workers (threads or forked processes): PNG decoding, PNG
@@ -16,7 +17,7 @@ docs/benchmarks.md between the pq_profile markers.
 
 Usage::
 
-    python bench/pq_profile.py [--frames 48] [--rate 250] [--compare-ref main] [--no-write]
+    python bench/pq_profile.py [--set cityscapes|coco] [--frames N] [--rate 250] [--compare-ref main] [--no-write]
 """
 
 from __future__ import annotations
@@ -33,9 +34,19 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pq_speed import build_set, export_ref, load_avg, precompile, pss_bench_command, write_block  # noqa: E402
+from pq_speed import (  # noqa: E402
+    build_coco_set,
+    build_set,
+    export_ref,
+    load_avg,
+    machine_info,
+    precompile,
+    pss_bench_command,
+    write_block,
+)
 
 MARK_START, MARK_END = "<!-- pq_profile:start -->", "<!-- pq_profile:end -->"
+COCO_START, COCO_END = "<!-- pq_profile_coco:start -->", "<!-- pq_profile_coco:end -->"
 
 # A stack belongs to a worker when it runs in a pool thread or in a forked worker process.
 WORKER_MARKS = ["Thread._bootstrap", "_worker (pss_bench/threads.py"]
@@ -189,13 +200,18 @@ def _qualifies(file: str, name: str, entries: list[str]) -> bool:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--frames", type=int, default=48)
+    ap.add_argument("--set", dest="set_name", choices=("cityscapes", "coco"), default="cityscapes",
+                    help="Cityscapes frames or COCO-size frames (as bench/pq_speed.py --set)")
+    ap.add_argument("--frames", type=int, default=None, help="default 48 Cityscapes, 500 COCO")
     ap.add_argument("--rate", type=int, default=250, help="samples per second")
     ap.add_argument("--data", default=os.environ.get("PSS_BENCH_SAMPLE_DATA", "../shared/data"))
     ap.add_argument("--compare-ref", metavar="REF", default=None,
                     help="also profile the pss_bench package of this git ref (e.g. main)")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args()
+    coco = args.set_name == "coco"
+    if args.frames is None:
+        args.frames = 500 if coco else 48
     try:
         from pss_bench.io.panoptic import png_decoder_name
     except ImportError:  # profiling an older pss-bench (PYTHONPATH=...)
@@ -207,7 +223,7 @@ def main() -> int:
     runs: dict[str, tuple] = {}
     with tempfile.TemporaryDirectory(prefix="pss-bench-pq-profile-") as tmp:
         work = Path(tmp)
-        gt_json, gt_dir, pred = build_set(Path(args.data), work, args.frames)
+        gt_json, gt_dir, pred = (build_coco_set if coco else build_set)(Path(args.data), work, args.frames)
         base = pss + ["pq", str(pred), "--gt", str(gt_json), "--gt-dir", str(gt_dir), "--json", str(work / "o.json")]
         variants = [("", None, work / "cache")]
         if args.compare_ref:
@@ -232,14 +248,20 @@ def main() -> int:
         fixed = process_cpu(fixed_cmds, 15)
         load.append(load_avg())
 
+    start, end = (COCO_START, COCO_END) if coco else (MARK_START, MARK_END)
+    what = "COCO-size frames (as bench/pq_speed.py --set coco)" if coco else "Cityscapes frames"
+    try:
+        machine = machine_info()
+    except Exception:  # noqa: BLE001  (an older environment)
+        machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     lines = [
-        MARK_START,
-        f"Profiled {time.strftime('%Y-%m-%d %H:%M')} on {platform.machine()}, {os.cpu_count()} cores, Python "
-        f"{platform.python_version()}, PNG decoder {png_decoder_name()}; {args.frames} Cityscapes frames; "
+        start,
+        f"Profiled {time.strftime('%Y-%m-%d %H:%M')} on {machine}; PNG decoder {png_decoder_name()}; "
+        f"{args.frames} {what}; "
         f"py-spy at {args.rate} Hz over every thread of the process and of its forked workers, idle included "
         f"(load average before {load[0]}, after {load[1]}).",
         "",
-        f"Command: `python bench/pq_profile.py --frames {args.frames} --rate {args.rate}"
+        f"Command: `python bench/pq_profile.py {'--set coco ' if coco else ''}--frames {args.frames} --rate {args.rate}"
         + (f" --compare-ref {args.compare_ref}`" if args.compare_ref else "`"),
         "",
         "Wall time under py-spy (which slows every process down): "
@@ -269,11 +291,11 @@ def main() -> int:
               "alternating rounds):", "",
               "| process | CPU (s) |", "|---|---:|"]
     lines += [f"| {k} | {v:.2f} |" for k, v in fixed.items()]
-    lines.append(MARK_END)
+    lines.append(end)
     block = "\n".join(lines)
     print(block)
     if not args.no_write:
-        write_block(block, MARK_START, MARK_END, "<!-- pq_speed:end -->")
+        write_block(block, start, end, "<!-- pq_profile:end -->" if coco else "<!-- pq_speed:end -->")
     return 0
 
 
