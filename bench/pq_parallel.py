@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pq_speed import alternate, build_set, load_avg, write_block  # noqa: E402
+from pq_speed import alternate, build_set, load_avg, machine_info, write_block  # noqa: E402
 
 MARK_START, MARK_END = "<!-- pq_parallel:start -->", "<!-- pq_parallel:end -->"
 
@@ -95,7 +95,8 @@ def main() -> int:
         os.environ.pop("PSS_BENCH_PNG_DECODER", None)
 
     lines = [MARK_START,
-             f"Measured {time.strftime('%Y-%m-%d %H:%M')}, {args.frames} frames, {workers} workers, "
+             f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {machine_info()}; {args.frames} Cityscapes frames, "
+             f"{workers} workers, "
              f"{args.repeats} alternating rounds, medians (per-image work only: no start-up, no JSON parsing).",
              "", f"Command: `python bench/pq_parallel.py --frames {args.frames} --repeats {args.repeats}`", ""]
     for name, (times, cpus, load) in tables.items():

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pq_speed import build_set, export_ref, load_avg, write_block  # noqa: E402
+from pq_speed import build_set, export_ref, load_avg, machine_info, write_block  # noqa: E402
 
 MARK_START, MARK_END = "<!-- pq_steps:start -->", "<!-- pq_steps:end -->"
 
@@ -112,7 +112,8 @@ def main() -> int:
         load.append(load_avg())
 
     lines = [MARK_START,
-             f"Measured {time.strftime('%Y-%m-%d %H:%M')}, thread CPU time per 2048x1024 frame, medians over 8 "
+             f"Measured {time.strftime('%Y-%m-%d %H:%M')} on {machine_info()}; thread CPU time per 2048x1024 "
+             "frame, medians over 8 "
              f"frames x 3 passes (load average before {load[0]}, after {load[1]}).",
              "",
              "Command: `python bench/pq_steps.py" + (f" --compare-ref {args.compare_ref}`" if args.compare_ref else "`"),
