@@ -196,7 +196,15 @@ def test_the_collector_is_left_as_it_was():
     finally:
         gc.enable()
     # forking freezes what is alive (no copy-on-write of it in the workers) and unfreezes it after
-    before = gc.get_freeze_count()
+    assert gc.get_freeze_count() == 0
     in_workers = dict(map_forked(lambda _: gc.get_freeze_count(), list(range(4)), 2))
-    assert min(in_workers.values()) > before
-    assert gc.get_freeze_count() == before
+    assert min(in_workers.values()) > 0
+    assert gc.get_freeze_count() == 0
+    # a caller's own freeze is left as it was
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        assert dict(map_forked(_square, [1, 2], 2)) == {0: 1, 1: 4}
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()

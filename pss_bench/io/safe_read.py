@@ -89,8 +89,8 @@ def _open_regular_fd(path, where, error_cls, what) -> tuple[int, int]:
     except ValueError:  # embedded NUL byte
         raise error_cls(_prefix(where, path) + "the file name contains a NUL byte") from None
     except UnicodeEncodeError:
-        raise error_cls(_prefix(where, path) + f"the file name cannot be encoded for the file system "
-                        f"(lone surrogate?)") from None
+        raise error_cls(_prefix(where, path) + "the file name cannot be encoded for the file system "
+                        "(lone surrogate?)") from None
     except OSError as exc:
         if exc.errno == errno.ENAMETOOLONG:
             raise error_cls(_prefix(where, path) + "file name too long for the file system") from None
@@ -141,8 +141,8 @@ def read_bytes(path: str | os.PathLike, where: str | None = None, error_cls: typ
             chunks.append(chunk)
             want = 1 << 16
             if max_bytes is not None and sum(map(len, chunks)) > max_bytes:
-                raise error_cls(_prefix(where, path) + f"more than {max_bytes} bytes (it grew while read), more than such a {what} "
-                                f"can have")
+                raise error_cls(_prefix(where, path) + f"more than {max_bytes} bytes (it grew while read), "
+                                f"more than such a {what} can have")
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
     except OSError as exc:
         raise error_cls(_prefix(where, path) + f"cannot read the {what} ({exc.strerror or exc})") from None
