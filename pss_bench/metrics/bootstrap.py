@@ -500,6 +500,18 @@ def few_segment_draws(iou: float, tp: float, fp: float, fn: float, sq_prior: flo
     return np.stack([sq * g[:, 0], g[:, 0], g[:, 1], g[:, 2]], axis=1)
 
 
+def containing_estimate(iv: Interval) -> Interval:
+    """``iv`` widened, where needed, to contain its estimate.
+
+    Used for the intervals of PQ and RQ whose mean has a few-segment class: the posterior of a class
+    without a TP lies above its estimate of 0 (the rate of its matches is drawn above 0), so a mean of
+    several such classes can have every draw above the estimate, for example on a handful of images.
+    """
+    if iv.estimate is None or iv.low is None or iv.high is None:
+        return iv
+    return Interval(iv.estimate, min(iv.low, iv.estimate), max(iv.high, iv.estimate))
+
+
 def few_segment_mask(total: np.ndarray) -> np.ndarray:
     """``(C,)`` bool: the classes with 1 to ``FEW_SEGMENTS - 1`` GT segments, from one model's ``(4, C)``
     summed iou, tp, fp, fn."""
@@ -667,6 +679,12 @@ def bootstrap_pq(
         few = {r: tuple(cats[c].id for c in np.flatnonzero(present[m] & sel & (gt_segments > 0)
                                                             & (gt_segments < FEW_SEGMENTS)))
                for r, sel in (("All", np.ones(n_cls, bool)), ("Things", isthing), ("Stuff", ~isthing))}
+        if few_segment_term:
+            for r in PQ_ROWS:
+                if few[r]:
+                    rows[r] = {k: (v if k == "sq" else containing_estimate(v)) for k, v in rows[r].items()}
+            for c in np.flatnonzero(few_mask[m]):
+                per_class[cats[c].id] = containing_estimate(per_class[cats[c].id])
         no_gt = {r: tuple(cats[c].id for c in np.flatnonzero(fp_only[m] & sel))
                  for r, sel in (("All", np.ones(n_cls, bool)), ("Things", isthing), ("Stuff", ~isthing))}
         n_row = {r: int((present[m] & sel).sum())

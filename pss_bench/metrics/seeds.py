@@ -57,6 +57,8 @@ from pss_bench.metrics.bootstrap import (
     difference,
     image_weights,
     interval,
+    containing_estimate,
+    few_segment_mask,
     pq_scores,
     with_few_segment_draws,
 )
@@ -169,8 +171,8 @@ def _f(x) -> float | None:
     return None if x is None or not np.isfinite(x) else float(x)
 
 
-def _pq_values(stats: PQImageStats, weights: np.ndarray, seed: int) -> tuple[dict, dict]:
-    """``(point {metric: float}, resampled {metric: (B,)})`` of one run's PQ metrics.
+def _pq_values(stats: PQImageStats, weights: np.ndarray, seed: int) -> tuple[dict, dict, set]:
+    """``(point {metric: float}, resampled {metric: (B,)}, metrics drawn with a few-segment class)`` of one run.
 
     As :func:`~pss_bench.metrics.bootstrap.bootstrap_pq` resamples one model: a class with few GT segments
     is drawn from its posterior (PQ and RQ; SQ keeps the image resamples).
@@ -186,11 +188,16 @@ def _pq_values(stats: PQImageStats, weights: np.ndarray, seed: int) -> tuple[dic
     sums = np.stack([weights @ a for a in arrays], axis=1)  # (B, 4, C)
     boot = pq_scores(*sums.transpose(1, 0, 2), isthing, keep=keep, fill=fill)
     drawn = with_few_segment_draws(np.stack(total), sums, stats.categories, seed)
+    few = few_segment_mask(np.stack(total))
+    flagged = set()
     if drawn is not sums:
         fboot = pq_scores(*drawn.transpose(1, 0, 2), isthing, keep=keep, fill=fill)
         boot = {k: (v if k.endswith("/sq") else fboot[k]) for k, v in boot.items()}
+        rows = {"All": np.ones_like(isthing), "Things": isthing, "Stuff": ~isthing}
+        flagged = {m for m, key in PQ_METRICS.items()
+                   if not key.endswith("/sq") and (few & rows[key.split("/")[0]]).any()}
     return ({m: float(point[key]) for m, key in PQ_METRICS.items()},
-            {m: boot[key] for m, key in PQ_METRICS.items()})
+            {m: boot[key] for m, key in PQ_METRICS.items()}, flagged)
 
 
 def ce_means(indexes: Sequence[CEIndex], *, settings: BootstrapSettings = BootstrapSettings(),
@@ -282,10 +289,11 @@ def seed_study(groups: Mapping[str, Sequence[RunStats]], *, settings: BootstrapS
     points: list[dict] = [{} for _ in runs]
     boots: list[dict] = [{} for _ in runs]
     metrics: list[str] = []
+    few: list[set] = [set() for _ in runs]  # per run, the PQ metrics whose row has a few-segment class
     if with_pq:
         w = image_weights(n_img, b, np.random.default_rng([int(settings.seed), PQ_STREAM]))
         for i, r in enumerate(runs):
-            p, bt = _pq_values(r.pq, w, settings.seed)
+            p, bt, few[i] = _pq_values(r.pq, w, settings.seed)
             points[i].update(p)
             boots[i].update(bt)
         metrics += list(PQ_METRICS)
@@ -323,6 +331,8 @@ def seed_study(groups: Mapping[str, Sequence[RunStats]], *, settings: BootstrapS
             low[m], high[m] = _f(v.min()), _f(v.max())
             images[m] = interval(v.mean(), img_s[m], settings.level, n_img)
             two_level[m] = interval(v.mean(), two_s[m], settings.level, n_img)
+            if any(m in few[i] for i in idx):  # as bootstrap_pq: the interval contains the estimate
+                images[m], two_level[m] = containing_estimate(images[m]), containing_estimate(two_level[m])
         summaries.append(GroupSummary(name, tuple(r.label for r in rs), values, mean, sd, low, high, images,
                                       two_level))
         img_samples.append(img_s)

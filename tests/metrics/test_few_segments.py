@@ -17,6 +17,7 @@ from pss_bench.metrics.bootstrap import (
     PQ_STREAM,
     BootstrapSettings,
     bootstrap_pq,
+    containing_estimate,
     few_segment_draws,
     interval,
     few_segment_pair_draws,
@@ -24,6 +25,7 @@ from pss_bench.metrics.bootstrap import (
     pq_scores,
 )
 from pss_bench.metrics.pq import PQImageStats
+from pss_bench.metrics.results import Interval
 from pss_bench.structures import Category
 
 CATS = (Category(1, "road", False), Category(2, "sky", False), Category(3, "car", True), Category(4, "bus", True),
@@ -155,7 +157,11 @@ def test_the_streams_are_per_class():
     d = few_segment_draws(*t, pooled_sq(st.iou.sum(0), st.tp.sum(0)), 200,
                           np.random.default_rng([11, PQ_STREAM, FEW_STREAM, 4]))
     s = pq_scores(d[:, [0]], d[:, [1]], d[:, [2]], d[:, [3]], np.array([True]))
-    assert res.models[0].per_class[4] == interval(t[0] / (t[1] + t[2] / 2 + t[3] / 2), s["class_pq"][:, 0], 0.95, N)
+    want = interval(t[0] / (t[1] + t[2] / 2 + t[3] / 2), s["class_pq"][:, 0], 0.95, N)
+    assert res.models[0].per_class[4] == containing_estimate(want)
+    assert containing_estimate(Interval(0.5, 0.6, 0.7)) == Interval(0.5, 0.5, 0.7)
+    assert containing_estimate(Interval(0.8, 0.6, 0.7)) == Interval(0.8, 0.6, 0.8)
+    assert containing_estimate(Interval(None, None, None)) == Interval(None, None, None)
     assert FEW_PAIR_STREAM != FEW_STREAM
 
 
@@ -173,3 +179,20 @@ def test_a_seed_study_of_one_run_draws_few_segment_classes_as_bootstrap_pq_does(
     # Its difference combines each run's own draws (bootstrap_pq draws both models' outcomes together).
     d, dp = study.differences[0].images["pq"], pq.differences[1].rows["All"]["pq"]
     assert d.estimate == pytest.approx(dp.estimate) and not d.significant
+
+
+def test_an_interval_with_few_segment_classes_contains_its_estimate():
+    # Four images, every class missed once: each posterior lies above its estimate of 0.
+    cats = CATS[:4]
+    z = np.zeros((4, 4), np.int64)
+    fn = np.eye(4, dtype=np.int64)
+    st = PQImageStats(cats, tuple(range(4)), z.astype(float), z, z, fn)
+    res = bootstrap_pq([st], settings=BootstrapSettings(200, 0.95, 0))
+    for r in ("All", "Things", "Stuff"):
+        iv = res.models[0].rows[r]["pq"]
+        assert iv.estimate == 0.0 and iv.low == 0.0 < iv.high
+    assert all(iv.low == 0.0 < iv.high for iv in res.models[0].per_class.values())
+    from pss_bench.metrics.seeds import RunStats, seed_study
+
+    study = seed_study({"a": [RunStats("s0", st, None)]}, settings=BootstrapSettings(200, 0.95, 0))
+    assert study.groups[0].images["pq"] == res.models[0].rows["All"]["pq"]
