@@ -20,8 +20,12 @@ Simulated studies with a known answer (bench/_coverage_worlds.py):
 
 "before" is the bootstrap of commit 0648b9f (read from git: per-class query
 resampling with fixed retrievals; PQ means over the classes of each resample;
-plain percentile), "after" this tree's. Writes the table into
-docs/statistics.md between the interval_coverage markers.
+plain percentile), "after" this tree's; the PQ table also has the bootstrap of
+commit f4913b5 ("FP-only rule": FP-only classes kept at 0, expanded percentile,
+few-segment classes only flagged), the one before the few-segment posterior.
+Writes the tables into docs/statistics.md between the interval_coverage
+markers; with --skip-ce (--skip-pq) the Context Error (PQ) part already
+there is kept as it is.
 """
 
 from __future__ import annotations
@@ -50,41 +54,70 @@ from pss_bench.metrics.results import QueryScores  # noqa: E402
 
 MARK_START, MARK_END = "<!-- interval_coverage:start -->", "<!-- interval_coverage:end -->"
 OLD_COMMIT = "0648b9f"
+#: The PQ bootstrap before the few-segment posterior (FP-only classes at 0, few-segment classes only flagged).
+FP_RULE_COMMIT = "f4913b5"
 
 
-def old_bootstrap():
-    """The bootstrap module of OLD_COMMIT, imported from git under another name."""
-    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{OLD_COMMIT}:pss_bench/metrics/bootstrap.py"],
+def old_bootstrap(commit: str = OLD_COMMIT):
+    """The bootstrap module of ``commit``, imported from git under another name."""
+    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:pss_bench/metrics/bootstrap.py"],
                          check=True, capture_output=True, text=True).stdout
-    path = Path(tempfile.mkdtemp()) / "old_bootstrap.py"
+    name = f"old_bootstrap_{commit}"
+    path = Path(tempfile.mkdtemp()) / f"{name}.py"
     path.write_text(src)
-    spec = importlib.util.spec_from_file_location("old_bootstrap", path)
+    spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
-    sys.modules["old_bootstrap"] = mod
+    sys.modules[name] = mod
     spec.loader.exec_module(mod)
     return mod
 
 
-def pq_cells(world: PQWorld, n: int, studies: int, b: int, old, seed: int) -> dict:
+PQ_VERSIONS = ("before", "fp_rule", "after")
+
+
+def pq_cells(world: PQWorld, n: int, studies: int, b: int, old, fp_rule, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     rows = ("All", "Things", "Stuff")
-    res = {v: {r: {"cov": 0, "fp": 0, "flag": 0} for r in rows} for v in ("before", "after")}
+    res = {v: {r: {"cov": 0, "fp": 0, "flag": 0, "no_gt": 0, "cov_seen": 0, "width": 0.0} for r in rows}
+           for v in PQ_VERSIONS}
     for s in range(studies):
         m = world.draw(rng, n)
         a, bb = world.stats(m[0], n), world.stats(m[1], n)
         present = (m[0][1] + m[0][2] + m[0][3]).sum(0) > 0
-        for v, fn in (("before", old.bootstrap_pq), ("after", bootstrap_pq)):
-            out = fn([a, bb], settings=BootstrapSettings(b, 0.95, s) if v == "after"
-                     else old.BootstrapSettings(b, 0.95, s))
+        for v, mod in (("before", old), ("fp_rule", fp_rule), ("after", None)):
+            if mod is None:
+                out = bootstrap_pq([a, bb], settings=BootstrapSettings(b, 0.95, s))
+            else:
+                out = mod.bootstrap_pq([a, bb], settings=mod.BootstrapSettings(b, 0.95, s))
             for r, sel in (("All", np.ones_like(world.isthing)), ("Things", world.isthing),
                            ("Stuff", ~world.isthing)):
                 truth = world.truth[present & sel].mean()
                 iv = out.models[0].rows[r]["pq"]
-                res[v][r]["cov"] += iv.low <= truth <= iv.high
-                res[v][r]["fp"] += bool(out.differences[1].rows[r]["pq"].significant)
+                x = res[v][r]
+                x["cov"] += iv.low <= truth <= iv.high
+                x["width"] += iv.high - iv.low
+                x["fp"] += bool(out.differences[1].rows[r]["pq"].significant)
                 if v == "after":
-                    res[v][r]["flag"] += bool(out.models[0].few_segments.get(r))
+                    x["flag"] += bool(out.models[0].few_segments.get(r))
+                    no_gt = bool(out.models[0].no_gt.get(r))
+                    x["no_gt"] += no_gt
+                    x["cov_seen"] += (not no_gt) and iv.low <= truth <= iv.high
     return res
+
+
+def kept_part(start: str) -> list[str]:
+    """The lines of the block in docs/statistics.md from the first line starting with ``start`` to the block's end
+    (to its CE part with ``start = "Context Error"``), or up to ``Context Error`` with ``start = "PQ"``."""
+    text = (ROOT / "docs" / "statistics.md").read_text()
+    if MARK_START not in text:
+        return []
+    body = text.split(MARK_START, 1)[1].split(MARK_END, 1)[0].strip("\n").split("\n")
+    i = next((k for k, x in enumerate(body) if x.startswith(start) or x.startswith(f"| {start}")), None)
+    if i is None:
+        return []
+    j = next((k for k, x in enumerate(body) if k > i and x.startswith("Context Error")), len(body)) \
+        if start == "PQ" else len(body)
+    return body[i:j]
 
 
 def ce_cells(pool: dict, n: int, k: int, studies: int, extra: int, b: int, old, seed: int) -> dict:
@@ -158,19 +191,34 @@ def main() -> int:
     lines = []
     cmd = " ".join(["python bench/interval_coverage.py", *sys.argv[1:]])
     if not args.skip_pq:
-        lines += ["| world | n | row | studies | coverage before | coverage after | p<0.05 before | "
-                  "p<0.05 after | rows flagged (few segments) |", "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+        fp_rule = old_bootstrap(FP_RULE_COMMIT)
+        t_pq = time.perf_counter()
+        pq_lines = ["| world | n | row | studies | coverage before / FP-only rule / after | "
+                    "p<0.05 before / FP-only rule / after | mean width FP-only rule / after | "
+                    "rows with a few-segment class | rows with a class without GT | coverage after, rows without one |",
+                    "|---|---:|---|---:|---|---|---|---:|---:|---:|"]
         for name, rare in (("FP-only class", False), ("FP-only + rare class", True)):
             world = PQWorld(rare)
             for n in (20, 50, 250):
-                r = pq_cells(world, n, args.studies_pq, args.resamples, old, seed=n + 1000 * rare)
+                r = pq_cells(world, n, args.studies_pq, args.resamples, old, fp_rule, seed=n + 1000 * rare)
                 for row in ("All", "Things", "Stuff"):
-                    bf, af = r["before"][row], r["after"][row]
+                    bf, fr, af = (r[v][row] for v in PQ_VERSIONS)
                     s = args.studies_pq
-                    lines.append(f"| {name} | {n} | PQ {row} | {s} | {pct(bf['cov'], s)} | {pct(af['cov'], s)} | "
-                                 f"{pct(bf['fp'], s)} | {pct(af['fp'], s)} | {pct(af['flag'], s)} |")
-                print("\n".join(lines[-3:]), flush=True)
-    if not args.skip_ce:
+                    seen = s - af["no_gt"]
+                    pq_lines.append(
+                        f"| {name} | {n} | PQ {row} | {s} | {pct(bf['cov'], s)} / {pct(fr['cov'], s)} / "
+                        f"{pct(af['cov'], s)} | {pct(bf['fp'], s)} / {pct(fr['fp'], s)} / {pct(af['fp'], s)} | "
+                        f"{100 * fr['width'] / s:.1f} / {100 * af['width'] / s:.1f} | {pct(af['flag'], s)} | "
+                        f"{pct(af['no_gt'], s)} | {pct(af['cov_seen'], seen) if seen else '-'} |")
+                print("\n".join(pq_lines[-3:]), flush=True)
+        lines += [f"PQ ({(time.perf_counter() - t_pq) / 60:.0f} min): `{cmd}`; widths in PQ points", "", *pq_lines]
+    else:
+        lines += kept_part("PQ")
+    if args.skip_ce:
+        kept = kept_part("Context Error")
+        if kept:
+            lines += ["", *kept]
+    else:
         cache = args.work / f"coverage_pool_{args.pool}.npz"
         if cache.is_file():
             z = np.load(cache, allow_pickle=True)
@@ -180,9 +228,10 @@ def main() -> int:
             pool = synth_pool(args.pool)
             cache.parent.mkdir(parents=True, exist_ok=True)
             np.savez(cache, **{k: (np.array(v, dtype=object) if k == "categories" else v) for k, v in pool.items()})
-        lines += ["", "| Context Error | n | K | studies | coverage before | coverage after | p<0.05 before | "
-                  "p<0.05 after | width before / after / needed | seconds |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+        t_ce = time.perf_counter()
+        ce_lines = ["| Context Error | n | K | studies | coverage before | coverage after | p<0.05 before | "
+                    "p<0.05 after | width before / after / needed | seconds |",
+                    "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
         for n in (50, 250):
             for k in (5, 20):
                 s = args.studies_ce if n == 50 else args.studies_ce_250
@@ -190,18 +239,20 @@ def main() -> int:
                     continue
                 r = ce_cells(pool, n, k, s, args.extra, args.resamples, old, seed=10 * n + k)
                 bf, af = r["before"], r["after"]
-                lines.append(f"| mean CE, ΔCE | {n} | {k} | {s} | {pct(bf['cov'], s)} | {pct(af['cov'], s)} | "
-                             f"{pct(bf['fp'], s)} | {pct(af['fp'], s)} | {bf['width']:.3f} / {af['width']:.3f} / "
-                             f"{2 * 1.96 * r['sd']:.3f} | {r['seconds']:.0f} |")
-                print(lines[-1], flush=True)
+                ce_lines.append(f"| mean CE, ΔCE | {n} | {k} | {s} | {pct(bf['cov'], s)} | {pct(af['cov'], s)} | "
+                                f"{pct(bf['fp'], s)} | {pct(af['fp'], s)} | {bf['width']:.3f} / "
+                                f"{af['width']:.3f} / {2 * 1.96 * r['sd']:.3f} | {r['seconds']:.0f} |")
+                print(ce_lines[-1], flush=True)
+        lines += ["", f"Context Error ({(time.perf_counter() - t_ce) / 60:.0f} min): `{cmd}`; CE pool {args.pool} "
+                  f"SynthStreets frames, truth = mean of the point estimates of the cell's studies and {args.extra} "
+                  f"more; width = mean interval width, \"needed\" = 2 x 1.96 x the standard deviation of the point "
+                  f"estimates across those studies.", "", *ce_lines]
     elapsed = time.perf_counter() - t_start
     block = "\n".join([
         MARK_START,
         f"Measured {time.strftime('%Y-%m-%d')} on this 2-core machine shared with other jobs "
         f"(1-minute load {os.getloadavg()[0]:.1f} at the end), {elapsed / 60:.0f} min; {args.resamples} resamples "
-        f"per study; CE pool {args.pool} SynthStreets frames, truth from each cell's studies + {args.extra} more.",
-        "",
-        f"Command: `{cmd}`",
+        f"per study; a part not run by this command is kept from the previous measurement, with its own command.",
         "",
         *lines,
         MARK_END,

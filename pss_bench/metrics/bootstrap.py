@@ -18,9 +18,13 @@ the gallery they retrieve from, are not):
   images, sums their per-class IoU, TP, FP, FN and recomputes PQ, SQ, RQ and
   the All / Things / Stuff means. A class with false positives only (no GT
   in the evaluated set) stays in every resample's means with PQ 0; a class
-  with GT counts where drawn (the official rule). A Δ row averages the
-  classes both models have. The estimand: the population PQ of the classes
-  the study evaluated.
+  with GT counts where drawn (the official rule). A class with 1 to
+  ``FEW_SEGMENTS - 1`` GT segments is not resampled with the images: its
+  PQ and RQ are drawn, in every resample, from a posterior of its own
+  TP / FP / FN rates given its counts (:func:`few_segment_draws`), since a
+  class seen in one or two images has a PQ of 0 or its IoU whatever images
+  are redrawn. A Δ row averages the classes both models have. The
+  estimand: the population PQ of the classes the study evaluated.
 
 An interval is the **expanded percentile** interval (Hesterberg 2015): the
 percentile interval ``[q_{α'/2}, q_{1-α'/2}]`` of the ``B`` resampled
@@ -447,22 +451,175 @@ def pq_scores(iou: np.ndarray, tp: np.ndarray, fp: np.ndarray, fn: np.ndarray,
     return out
 
 
-#: A class with fewer GT segments than this in the evaluated set makes its row's interval unreliable.
+#: A class with at least one but fewer GT segments than this in the evaluated set is not resampled with the
+#: images: its PQ and RQ are drawn from the posterior of :func:`few_segment_draws` in every resample.
 FEW_SEGMENTS = 10
+#: The Jeffreys prior of a Poisson rate, Gamma(1/2): the pseudo-count added to each of a class's TP, FP
+#: and FN counts (and to each joint outcome of :func:`few_segment_pair_draws`).
+JEFFREYS = 0.5
+#: The streams, under ``(seed, PQ_STREAM)``, of the few-segment draws: ``[seed, PQ_STREAM, stream, category id]``.
+FEW_STREAM, FEW_PAIR_STREAM = 1, 2
+
+
+def pooled_sq(iou: np.ndarray, tp: np.ndarray) -> float:
+    """A model's SQ over all its matches, ``Σ iou / Σ tp`` (0.5, the least IoU of a match, without any).
+
+    The SQ :func:`few_segment_draws` gives a class with GT but no TP.
+    """
+    t = float(np.sum(tp))
+    return float(np.sum(iou)) / t if t > 0 else 0.5
+
+
+def few_segment_draws(iou: float, tp: float, fp: float, fn: float, sq_prior: float, b: int,
+                      rng: np.random.Generator) -> np.ndarray:
+    """``b`` draws of a few-segment class's statistics from the posterior of its rates, as pseudo-sums.
+
+    A class's population PQ is ``SQ · λ_TP / (λ_TP + λ_FP / 2 + λ_FN / 2)``
+    with ``λ`` the expected TP, FP and FN counts per image. With Jeffreys'
+    prior, each count's rate has the posterior ``Gamma(count + 1/2)`` (on
+    the scale of the study), so a draw is ``g_x ~ Gamma(x + 1/2)`` for
+    ``x`` in TP, FP, FN, and ``(SQ · g_TP, g_TP, g_FP, g_FN)`` gives, through
+    :func:`pq_scores`, ``PQ = SQ · RQ`` with ``RQ = g_TP / (g_TP + g_FP / 2 +
+    g_FN / 2)``. ``SQ`` is the class's own (``iou / tp``), or ``sq_prior``
+    without a TP. A class with one matched segment and nothing else gets
+    ``RQ`` below 0.5 in about a fifth of the draws (median 0.77), one with one
+    missed segment above 0.5 in about a quarter (median 0.21): the coin flip
+    that no resampling of the study's images can show.
+
+    Args:
+        iou, tp, fp, fn: the class's sums over the evaluated set.
+        sq_prior: the SQ of a class without TP (:func:`pooled_sq`).
+        b: draws.
+        rng: the generator.
+
+    Returns:
+        ``(b, 4)`` float64: iou, tp, fp, fn.
+    """
+    g = rng.gamma(np.array([tp, fp, fn], dtype=np.float64) + JEFFREYS, size=(b, 3))
+    sq = iou / tp if tp > 0 else sq_prior
+    return np.stack([sq * g[:, 0], g[:, 0], g[:, 1], g[:, 2]], axis=1)
+
+
+def containing_estimate(iv: Interval) -> Interval:
+    """``iv`` widened, where needed, to contain its estimate.
+
+    Used for the intervals of PQ and RQ whose mean has a few-segment class: the posterior of a class
+    without a TP lies above its estimate of 0 (the rate of its matches is drawn above 0), so a mean of
+    several such classes can have every draw above the estimate, for example on a handful of images.
+    """
+    if iv.estimate is None or iv.low is None or iv.high is None:
+        return iv
+    return Interval(iv.estimate, min(iv.low, iv.estimate), max(iv.high, iv.estimate))
+
+
+def few_segment_mask(total: np.ndarray) -> np.ndarray:
+    """``(C,)`` bool: the classes with 1 to ``FEW_SEGMENTS - 1`` GT segments, from one model's ``(4, C)``
+    summed iou, tp, fp, fn."""
+    gt = total[1] + total[3]
+    return (gt > 0) & (gt < FEW_SEGMENTS)
+
+
+def with_few_segment_draws(total: np.ndarray, sums: np.ndarray, categories: Sequence[Category],
+                           seed: int) -> np.ndarray:
+    """One model's resampled sums with each few-segment class's replaced by its :func:`few_segment_draws`.
+
+    Args:
+        total: ``(4, C)`` the model's sums (iou, tp, fp, fn) over the evaluated set.
+        sums: ``(B, 4, C)`` its resampled sums.
+        categories: the ``C`` categories.
+        seed: the bootstrap seed; a class draws from ``[seed, PQ_STREAM, FEW_STREAM, category id]``, so a
+            model's draws depend on its own statistics only.
+
+    Returns:
+        A ``(B, 4, C)`` copy (``sums`` itself without such a class).
+    """
+    few = few_segment_mask(total)
+    if not few.any():
+        return sums
+    out = sums.copy()
+    prior = pooled_sq(total[0], total[1])
+    for c in np.flatnonzero(few):
+        rng = np.random.default_rng([int(seed), PQ_STREAM, FEW_STREAM, int(categories[c].id)])
+        out[:, :, c] = few_segment_draws(*total[:, c], prior, sums.shape[0], rng)
+    return out
+
+
+def few_segment_pair_draws(a: tuple[np.ndarray, ...], b_: tuple[np.ndarray, ...], sq_prior: tuple[float, float],
+                           b: int, rng: np.random.Generator) -> np.ndarray:
+    """Paired :func:`few_segment_draws` of one class for two models on the same GT segments.
+
+    The GT segments of the class fall into four outcomes, matched by both
+    models, by the first only, by the second only, by neither, with counts
+    ``n11, n10, n01, n00``; per image the counts are not known beyond the
+    TP counts, so ``n11 = Σ_i min(TP_a,i, TP_b,i)`` (exact in images with one
+    segment of the class: the two models agree where they can). The false
+    positives likewise: ``f11 = Σ_i min(FP_a,i, FP_b,i)`` shared, ``f10``,
+    ``f01`` each model's own. Each of the seven counts gets its rate's
+    ``Gamma(count + 1/2)`` draw ``g``; model a has ``TP = g11 + g10``,
+    ``FN = g01 + g00``, ``FP = gf11 + gf10``, model b ``TP = g11 + g01``,
+    ``FN = g10 + g00``, ``FP = gf11 + gf01``: what the models share is drawn
+    once. Two models with the same TP, FP and FN in every image share one
+    draw of :func:`few_segment_draws`'s three rates (Δ from their SQs only),
+    as the image bootstrap gives a class on which they agree image by image
+    a Δ of its SQs only.
+
+    Args:
+        a, b_: each model's ``(iou, tp, fp, fn)`` of the class per image, ``(N,)`` each.
+        sq_prior: each model's SQ of a class without TP.
+        b: draws.
+        rng: the generator.
+
+    Returns:
+        ``(b, 2, 4)`` float64: per draw and model, iou, tp, fp, fn.
+    """
+    tpa, tpb, fpa, fpb = (np.asarray(x, dtype=np.float64) for x in (a[1], b_[1], a[2], b_[2]))
+    gt = np.asarray(a[1], dtype=np.float64) + np.asarray(a[3], dtype=np.float64)
+    if all(np.array_equal(x, y) for x, y in zip(a[1:], b_[1:])):
+        g = rng.gamma(np.array([tpa.sum(), fpa.sum(), gt.sum() - tpa.sum()]) + JEFFREYS, size=(b, 3))
+        parts = ((g[:, 0], g[:, 1], g[:, 2]), (g[:, 0], g[:, 1], g[:, 2]))
+    else:
+        n11 = float(np.minimum(tpa, tpb).sum())
+        n10, n01 = float(tpa.sum()) - n11, float(tpb.sum()) - n11
+        n00 = max(float(gt.sum()) - n11 - n10 - n01, 0.0)
+        f11 = float(np.minimum(fpa, fpb).sum())
+        counts = np.array([n11, n10, n01, n00, f11, float(fpa.sum()) - f11, float(fpb.sum()) - f11])
+        g = rng.gamma(counts + JEFFREYS, size=(b, 7))
+        parts = ((g[:, 0] + g[:, 1], g[:, 4] + g[:, 5], g[:, 2] + g[:, 3]),
+                 (g[:, 0] + g[:, 2], g[:, 4] + g[:, 6], g[:, 1] + g[:, 3]))
+    out = np.empty((b, 2, 4))
+    for j, (stats, (t, f, miss)) in enumerate(zip((a, b_), parts)):
+        tp_sum = float(np.sum(stats[1]))
+        sq = float(np.sum(stats[0])) / tp_sum if tp_sum > 0 else sq_prior[j]
+        out[:, j] = np.stack([sq * t, t, f, miss], axis=1)
+    return out
 
 
 def bootstrap_pq(
     images: Sequence[PQImageStats],
     *,
     settings: BootstrapSettings = BootstrapSettings(),
+    few_segment_term: bool = True,
 ) -> PQBootstrap:
     """Paired bootstrap of the PQ of one or more models over the same images.
+
+    Images are resampled (the same draws for every model) and each class's
+    sums re-summed, except for a class with 1 to ``FEW_SEGMENTS - 1`` GT
+    segments: in every resample its PQ and RQ are a draw from the posterior
+    of its TP / FP / FN rates (:func:`few_segment_draws`; in a Δ,
+    :func:`few_segment_pair_draws`, both models' draws together), so the
+    class is in every resample's mean and the interval shows the error of
+    its few segments. Its SQ, and every score of the other classes, are
+    those of the resampled images. A row without such a class gets exactly
+    the image bootstrap.
 
     Args:
         images: each model's per-image statistics
             (:attr:`~pss_bench.metrics.pq.PQResult.images`), the first is the
             reference; same categories and the same images in the same order.
         settings: resamples, level and seed.
+        few_segment_term: draw the few-segment classes from their posterior
+            (``tp + fn`` must then count GT segments, as PQ's statistics do;
+            PQ† and Parsing Covering keep other sums there and turn it off).
 
     Returns:
         A :class:`PQBootstrap`.
@@ -499,6 +656,18 @@ def bootstrap_pq(
     fill = {"pq": zero, "sq": zero, "rq": zero}
     boot = pq_scores(sums[:, :, 0], sums[:, :, 1], sums[:, :, 2], sums[:, :, 3], isthing,
                      keep=fp_only, fill=fill)  # (B, M, ...)
+    few_mask = (np.stack([few_segment_mask(t) for t in total]) if few_segment_term
+                else np.zeros_like(present))  # (M, C)
+    sq_prior = [pooled_sq(total[m, 0], total[m, 1]) for m in range(n_mod)]
+    if few_mask.any():
+        # Each class its own generator, seeded by its category id: a model's draws do not depend on the
+        # other models, so its intervals are those of a bootstrap of that model alone.
+        fsums = np.stack([with_few_segment_draws(total[m], sums[:, m], cats, settings.seed)
+                          for m in range(n_mod)], axis=1)
+        fboot = pq_scores(fsums[:, :, 0], fsums[:, :, 1], fsums[:, :, 2], fsums[:, :, 3], isthing,
+                          keep=fp_only, fill=fill)
+        # SQ keeps the image bootstrap: the posterior is about the rates (RQ), SQ of a class without TP is 0.
+        boot = {k: (v if k.endswith("/sq") else fboot[k]) for k, v in boot.items()}
 
     models = []
     for m in range(n_mod):
@@ -510,10 +679,18 @@ def bootstrap_pq(
         few = {r: tuple(cats[c].id for c in np.flatnonzero(present[m] & sel & (gt_segments > 0)
                                                             & (gt_segments < FEW_SEGMENTS)))
                for r, sel in (("All", np.ones(n_cls, bool)), ("Things", isthing), ("Stuff", ~isthing))}
+        if few_segment_term:
+            for r in PQ_ROWS:
+                if few[r]:
+                    rows[r] = {k: (v if k == "sq" else containing_estimate(v)) for k, v in rows[r].items()}
+            for c in np.flatnonzero(few_mask[m]):
+                per_class[cats[c].id] = containing_estimate(per_class[cats[c].id])
+        no_gt = {r: tuple(cats[c].id for c in np.flatnonzero(fp_only[m] & sel))
+                 for r, sel in (("All", np.ones(n_cls, bool)), ("Things", isthing), ("Stuff", ~isthing))}
         n_row = {r: int((present[m] & sel).sum())
                  for r, sel in (("All", np.ones(n_cls, bool)), ("Things", isthing), ("Stuff", ~isthing))}
         models.append(PQModelBootstrap(rows, per_class, few, n_row,
-                                       {cats[c].id: int(gt_segments[c]) for c in np.flatnonzero(present[m])}))
+                                       {cats[c].id: int(gt_segments[c]) for c in np.flatnonzero(present[m])}, no_gt))
     differences: list[PQComparison | None] = [None]
     for m in range(1, n_mod):
         # Δ over the classes both models have: a class one model alone has (a false positive of a class
@@ -526,6 +703,20 @@ def bootstrap_pq(
         bd = pq_scores(sums[:, pair[0], 0], sums[:, pair[0], 1], sums[:, pair[0], 2], sums[:, pair[0], 3], isthing,
                        classes=np.stack([both, both]), keep=fp_only[pair] & both,
                        fill={k: v[pair] for k, v in fill.items()})
+        few_pair = (few_mask[0] | few_mask[m]) & both
+        if few_pair.any():
+            psums = sums[:, pair[0]].copy()
+            for c in np.flatnonzero(few_pair):
+                rng_c = np.random.default_rng([int(settings.seed), PQ_STREAM, FEW_PAIR_STREAM, int(cats[c].id)])
+                psums[:, :, :, c] = few_segment_pair_draws(
+                    tuple(x[:, c] for x in (images[0].iou, images[0].tp, images[0].fp, images[0].fn)),
+                    tuple(x[:, c] for x in (images[m].iou, images[m].tp, images[m].fp, images[m].fn)),
+                    (sq_prior[0], sq_prior[m]), b, rng_c)
+            pboot = pq_scores(psums[:, :, 0], psums[:, :, 1], psums[:, :, 2], psums[:, :, 3], isthing,
+                              classes=np.stack([both, both]), keep=fp_only[pair] & both,
+                              fill={k: v[pair] for k, v in fill.items()})
+            bd = {k: (v if k.endswith("/sq") else pboot[k]) for k, v in bd.items()}
+        pair_class = bd["class_pq"]  # (B, 2, C)
         rows = {r: {s: difference(pd[f"{r}/{s}"][1] - pd[f"{r}/{s}"][0],
                                    bd[f"{r}/{s}"][:, 1] - bd[f"{r}/{s}"][:, 0], settings, n_img)
                     for s in ("pq", "sq", "rq")} for r in PQ_ROWS}
@@ -534,10 +725,11 @@ def bootstrap_pq(
         for c in range(n_cls):
             est = point["class_pq"][m, c] - point["class_pq"][0, c]
             if np.isfinite(est):
-                per_class[cats[c].id] = difference(est, boot["class_pq"][:, m, c] - boot["class_pq"][:, 0, c],
-                                                    settings, n_img)
+                deltas = (pair_class[:, 1, c] - pair_class[:, 0, c] if few_pair[c]
+                          else boot["class_pq"][:, m, c] - boot["class_pq"][:, 0, c])
+                per_class[cats[c].id] = difference(est, deltas, settings, n_img)
         differences.append(PQComparison(rows, per_class, left_out))
-    return PQBootstrap(settings, tuple(models), tuple(differences))
+    return PQBootstrap(settings, tuple(models), tuple(differences), bool(few_segment_term))
 
 
 # --------------------------------------------------------------------------- the further metrics
@@ -587,12 +779,15 @@ def bootstrap_variants(results: Sequence[PQResult], *, settings: BootstrapSettin
     if not results or results[0].variant_images is None or results[0].images is None:
         return {}
     per_model = [variant_image_stats(r.variant_images, r.images.image_ids) for r in results]
-    out = {key: bootstrap_pq([stats[key] for stats in per_model], settings=settings) for key in per_model[0]}
+    # PQ† keeps GT counts of stuff in tp (fp = fn = 0) and PC GT areas: no posterior of match rates there.
+    out = {key: bootstrap_pq([stats[key] for stats in per_model], settings=settings,
+                             few_segment_term=key not in ("pq_dagger", "pc")) for key in per_model[0]}
     if "pc" in out:
         # Parsing Covering's statistics carry GT areas where PQ's carry segment counts: no
         # few-segment flags or counts can be read from them.
         pc = out["pc"]
-        out["pc"] = replace(pc, models=tuple(replace(m, few_segments={}, gt_segments={}) for m in pc.models))
+        out["pc"] = replace(pc, models=tuple(replace(m, few_segments={}, gt_segments={}, no_gt={})
+                                             for m in pc.models))
     return out
 
 
@@ -613,7 +808,7 @@ def variant_bootstrap_dict(key: str, boot: PQBootstrap) -> dict:
         m["rows"] = keep(m["rows"])
         if key == "pc":
             m["classes"] = {"All": m["classes"]["All"]}
-            del m["few_segments"], m["gt_segments"]
+            del m["few_segments"], m["gt_segments"], m["no_gt"]
     for d in out["differences"]:
         if d is not None:
             d["rows"] = keep(d["rows"])

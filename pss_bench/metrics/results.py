@@ -257,11 +257,15 @@ class PQModelBootstrap:
             in the evaluation).
         few_segments: row -> the classes of its mean with at least one but
             fewer than :data:`~pss_bench.metrics.bootstrap.FEW_SEGMENTS` GT
-            segments: their PQ rests on a handful of segments, an error (and,
-            PQ being a ratio, a downward bias) that no bootstrap of these
-            images can show.
+            segments: their PQ rests on a handful of segments, an error that
+            no resampling of these images can show; with
+            :attr:`PQBootstrap.few_segment_term` their PQ and RQ are drawn from
+            a posterior of their rates in every resample instead.
         classes: row -> the number of classes in its mean.
         gt_segments: category id -> GT segments (TP + FN) of the evaluated set.
+        no_gt: row -> the classes of its mean with false positives but no GT
+            in the evaluated set: PQ 0 in the estimate and in every resample;
+            their PQ in a population that has their GT is not measured.
     """
 
     rows: dict[str, dict[str, Interval]]
@@ -269,13 +273,15 @@ class PQModelBootstrap:
     few_segments: dict[str, tuple[int, ...]] = field(default_factory=dict)
     classes: dict[str, int] = field(default_factory=dict)
     gt_segments: dict[int, int] = field(default_factory=dict)
+    no_gt: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"rows": {r: {k: v.to_dict() for k, v in d.items()} for r, d in self.rows.items()},
                 "per_class": {str(c): v.to_dict() for c, v in self.per_class.items()},
                 "few_segments": {r: list(v) for r, v in self.few_segments.items()},
                 "classes": dict(self.classes),
-                "gt_segments": {str(c): v for c, v in self.gt_segments.items()}}
+                "gt_segments": {str(c): v for c, v in self.gt_segments.items()},
+                "no_gt": {r: list(v) for r, v in self.no_gt.items()}}
 
 
 @dataclass(frozen=True)
@@ -302,14 +308,23 @@ class PQComparison:
 
 @dataclass(frozen=True)
 class PQBootstrap:
-    """PQ intervals of several models on the same images, with paired differences to the first."""
+    """PQ intervals of several models on the same images, with paired differences to the first.
+
+    Attributes:
+        few_segment_term: whether the classes of ``few_segments`` were drawn
+            from the posterior of their rates in every resample
+            (:func:`~pss_bench.metrics.bootstrap.few_segment_draws`); without
+            it their intervals are too narrow.
+    """
 
     settings: BootstrapSettings
     models: tuple[PQModelBootstrap, ...]
     differences: tuple[PQComparison | None, ...]
+    few_segment_term: bool = False
 
     def to_dict(self) -> dict:
-        return {"settings": self.settings.to_dict(), "models": [m.to_dict() for m in self.models],
+        return {"settings": self.settings.to_dict(), "few_segment_term": self.few_segment_term,
+                "models": [m.to_dict() for m in self.models],
                 "differences": [d.to_dict() if d is not None else None for d in self.differences]}
 
 

@@ -34,7 +34,10 @@ one run per group the image intervals are exactly
 draws, the same rules).
 
 PQ metrics are each run's own All / Things / Stuff means (a class with
-false positives only stays in every resample's means with 0, as there).
+false positives only stays in every resample's means with 0, and a class
+with few GT segments is drawn from its posterior, as there; a difference of
+groups then combines each run's own draws of such a class, where
+``bootstrap_pq`` draws the two models' outcomes together: wider).
 The Context Error and context precision are means over the classes that
 every run has queries for (and, unless ``all_classes``, that are
 informative: more than K others in every run).
@@ -54,7 +57,10 @@ from pss_bench.metrics.bootstrap import (
     difference,
     image_weights,
     interval,
+    containing_estimate,
+    few_segment_mask,
     pq_scores,
+    with_few_segment_draws,
 )
 from pss_bench.metrics.ce_resample import CEIndex, resample_class
 from pss_bench.metrics.pq import PQImageStats
@@ -165,8 +171,12 @@ def _f(x) -> float | None:
     return None if x is None or not np.isfinite(x) else float(x)
 
 
-def _pq_values(stats: PQImageStats, weights: np.ndarray) -> tuple[dict, dict]:
-    """``(point {metric: float}, resampled {metric: (B,)})`` of one run's PQ metrics."""
+def _pq_values(stats: PQImageStats, weights: np.ndarray, seed: int) -> tuple[dict, dict, set]:
+    """``(point {metric: float}, resampled {metric: (B,)}, metrics drawn with a few-segment class)`` of one run.
+
+    As :func:`~pss_bench.metrics.bootstrap.bootstrap_pq` resamples one model: a class with few GT segments
+    is drawn from its posterior (PQ and RQ; SQ keeps the image resamples).
+    """
     isthing = np.array([c.isthing for c in stats.categories], bool)
     arrays = [np.asarray(a, np.float64) for a in (stats.iou, stats.tp, stats.fp, stats.fn)]
     total = [a.sum(axis=0) for a in arrays]
@@ -174,10 +184,20 @@ def _pq_values(stats: PQImageStats, weights: np.ndarray) -> tuple[dict, dict]:
     present = total[1] + total[2] + total[3] > 0
     fp_only = present & (total[1] + total[3] == 0)
     zero = np.zeros_like(total[0])
-    boot = pq_scores(*(weights @ a for a in arrays), isthing, keep=np.broadcast_to(fp_only, (len(weights), len(zero))),
-                     fill={"pq": zero, "sq": zero, "rq": zero})
+    keep, fill = np.broadcast_to(fp_only, (len(weights), len(zero))), {"pq": zero, "sq": zero, "rq": zero}
+    sums = np.stack([weights @ a for a in arrays], axis=1)  # (B, 4, C)
+    boot = pq_scores(*sums.transpose(1, 0, 2), isthing, keep=keep, fill=fill)
+    drawn = with_few_segment_draws(np.stack(total), sums, stats.categories, seed)
+    few = few_segment_mask(np.stack(total))
+    flagged = set()
+    if drawn is not sums:
+        fboot = pq_scores(*drawn.transpose(1, 0, 2), isthing, keep=keep, fill=fill)
+        boot = {k: (v if k.endswith("/sq") else fboot[k]) for k, v in boot.items()}
+        rows = {"All": np.ones_like(isthing), "Things": isthing, "Stuff": ~isthing}
+        flagged = {m for m, key in PQ_METRICS.items()
+                   if not key.endswith("/sq") and (few & rows[key.split("/")[0]]).any()}
     return ({m: float(point[key]) for m, key in PQ_METRICS.items()},
-            {m: boot[key] for m, key in PQ_METRICS.items()})
+            {m: boot[key] for m, key in PQ_METRICS.items()}, flagged)
 
 
 def ce_means(indexes: Sequence[CEIndex], *, settings: BootstrapSettings = BootstrapSettings(),
@@ -269,10 +289,11 @@ def seed_study(groups: Mapping[str, Sequence[RunStats]], *, settings: BootstrapS
     points: list[dict] = [{} for _ in runs]
     boots: list[dict] = [{} for _ in runs]
     metrics: list[str] = []
+    few: list[set] = [set() for _ in runs]  # per run, the PQ metrics whose row has a few-segment class
     if with_pq:
         w = image_weights(n_img, b, np.random.default_rng([int(settings.seed), PQ_STREAM]))
         for i, r in enumerate(runs):
-            p, bt = _pq_values(r.pq, w)
+            p, bt, few[i] = _pq_values(r.pq, w, settings.seed)
             points[i].update(p)
             boots[i].update(bt)
         metrics += list(PQ_METRICS)
@@ -310,6 +331,8 @@ def seed_study(groups: Mapping[str, Sequence[RunStats]], *, settings: BootstrapS
             low[m], high[m] = _f(v.min()), _f(v.max())
             images[m] = interval(v.mean(), img_s[m], settings.level, n_img)
             two_level[m] = interval(v.mean(), two_s[m], settings.level, n_img)
+            if any(m in few[i] for i in idx):  # as bootstrap_pq: the interval contains the estimate
+                images[m], two_level[m] = containing_estimate(images[m]), containing_estimate(two_level[m])
         summaries.append(GroupSummary(name, tuple(r.label for r in rs), values, mean, sd, low, high, images,
                                       two_level))
         img_samples.append(img_s)

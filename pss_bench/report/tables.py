@@ -88,18 +88,35 @@ def pq_bootstrap_notes(pq, names: dict[int, str], model_names: Sequence[str] | N
     out = []
     few: dict[int, int] = {}
     rows: set[str] = set()
+    no_gt: set[int] = set()
+    no_gt_rows: set[str] = set()
     for m in pq.models:
         for r, ids in m.few_segments.items():
             if ids:
                 rows.add(r)
             for c in ids:
                 few[c] = m.gt_segments.get(c, 0)
+        for r, ids in m.no_gt.items():
+            if ids:
+                no_gt_rows.add(r)
+            no_gt.update(ids)
     if few:
         labels = ", ".join(PQ_ROW_LABELS[r] for r in ("All", "Things", "Stuff") if r in rows)
-        out.append(f"{labels}: the mean includes classes with fewer than {FEW_SEGMENTS} GT segments "
-                   f"({', '.join(f'{names.get(c, c)} {g}' for c, g in sorted(few.items()))}); their PQ is a "
-                   f"small-sample estimate (biased low, PQ being a ratio) whose error no bootstrap of these images "
-                   f"can show: the interval is too narrow")
+        head = (f"{labels}: the mean includes classes with fewer than {FEW_SEGMENTS} GT segments "
+                f"({', '.join(f'{names.get(c, c)} {g}' for c, g in sorted(few.items()))}); ")
+        if pq.few_segment_term:
+            out.append(head + "their PQ and RQ in each resample are drawn from the posterior of their TP, FP and FN "
+                       "rates (their SQ is not), so the interval carries the error of their few segments, which no "
+                       "resampling of these images shows")
+        else:
+            out.append(head + "their PQ is a small-sample estimate (biased low, PQ being a ratio) whose error no "
+                       "bootstrap of these images can show: the interval is too narrow")
+    if no_gt:
+        labels = ", ".join(PQ_ROW_LABELS[r] for r in ("All", "Things", "Stuff") if r in no_gt_rows)
+        out.append(f"{labels}: {', '.join(str(names.get(c, c)) for c in sorted(no_gt))} "
+                   f"{'has' if len(no_gt) == 1 else 'have'} false positives but no GT in these images: PQ 0 in the "
+                   f"estimate and in every resample (the official rule); a PQ on images with GT of "
+                   f"{'it' if len(no_gt) == 1 else 'them'} is not measured, and the interval does not include one")
     for j, d in enumerate(pq.differences):
         if d is not None and d.left_out:
             who = f"Δ of {model_names[j]}" if model_names else "Δ"
@@ -344,7 +361,11 @@ def verdict_lines(result: CompareResult) -> list[str]:
             comp = bs.pq.differences[j]
             for metric, r in (("PQ", "All"), ("PQ-Th", "Things"), ("PQ-St", "Stuff")):
                 few = bs.pq.models[0].few_segments.get(r) or bs.pq.models[j].few_segments.get(r)
-                caution = "; its mean includes classes with few GT segments: the interval is too narrow" if few else ""
+                caution = ""
+                if few:
+                    caution = ("; its mean includes classes with few GT segments, drawn from their posterior"
+                               if bs.pq.few_segment_term else
+                               "; its mean includes classes with few GT segments: the interval is too narrow")
                 line(i, bs.pq_models[0], f"Δ{metric}", comp.rows[r]["pq"], 100, 1, " points", "higher", caution)
     if bs.context_error is not None and len(bs.ce_models) > 1:
         for j, i in enumerate(bs.ce_models[1:], 1):

@@ -9,6 +9,9 @@ ratio of expected sums. Before issue 21 the class set changed across
 resamples (an FP-only class seen in a few images dropped out of the
 resamples that missed them and lifted the mean) and the paired Δ compared
 means over different classes: p < 0.05 in 10-11% of studies of two equal models.
+A class with one segment in a few images (``RARE``) has a PQ of 0 or its IoU
+whatever images a resample draws; its PQ is drawn from the posterior of its
+rates instead (the few-segment term), without which its rows covered 86-88%.
 bench/interval_coverage.py runs the same worlds with more studies.
 """
 
@@ -62,18 +65,24 @@ def _studies(spec, n, studies, b, seed):
     cov = {r: 0 for r in rows}
     sig = {r: 0 for r in rows}
     flagged = {r: 0 for r in rows}
+    seen = {r: [0, 0] for r in rows}  # studies whose row has every class's GT, and those covered
     for s in range(studies):
         m = _draw(spec, rng, n)
         res = bootstrap_pq([PQImageStats(cats, tuple(range(n)), *x) for x in m],
                            settings=BootstrapSettings(b, 0.95, s))
         present = (m[0][1] + m[0][2] + m[0][3]).sum(0) > 0
+        has_gt = (m[0][1] + m[0][3]).sum(0) > 0
         for r, sel in rows.items():
             iv = res.models[0].rows[r]["pq"]
-            cov[r] += iv.low <= truth[present & sel].mean() <= iv.high
+            hit = iv.low <= truth[present & sel].mean() <= iv.high
+            cov[r] += hit
             sig[r] += bool(res.differences[1].rows[r]["pq"].significant)
             flagged[r] += bool(getattr(res.models[0], "few_segments", {}).get(r))
+            if not (present & sel & ~has_gt).any():
+                seen[r][0] += 1
+                seen[r][1] += hit
     return ({r: v / studies for r, v in cov.items()}, {r: v / studies for r, v in sig.items()},
-            {r: v / studies for r, v in flagged.items()})
+            {r: v / studies for r, v in flagged.items()}, {r: (c / k if k else 1.0) for r, (k, c) in seen.items()})
 
 
 def test_fp_only_class_keeps_pq_intervals_and_paired_tests_honest():
@@ -81,7 +90,7 @@ def test_fp_only_class_keeps_pq_intervals_and_paired_tests_honest():
 
     (Before issue 21: p < 0.05 in 9.7% (PQ) and 11.3% (PQ-Th) of these studies.)
     """
-    cov, sig, _ = _studies(SPEC, 50, 300, 400, seed=3)
+    cov, sig, *_ = _studies(SPEC, 50, 300, 400, seed=3)
     for r in cov:
         assert cov[r] >= 0.91, (r, cov)
         assert sig[r] <= 0.07, (r, sig)
@@ -94,10 +103,39 @@ def test_small_sets_with_more_studies():
     At n = 20 the few-segment classes' downward bias shows: PQ-Th covers about 92% here.
     """
     for n, least in ((20, 0.91), (50, 0.925)):
-        cov, sig, _ = _studies(SPEC, n, 1000, 500, seed=n)
+        cov, sig, *_ = _studies(SPEC, n, 1000, 500, seed=n)
         for r in cov:
             assert cov[r] >= least, (n, r, cov)
             assert sig[r] <= 0.07, (n, r, sig)
+
+
+def test_rows_with_a_rare_class_cover():
+    """A class with one segment in 6% of images, 300 studies of 50 images, two equal models.
+
+    Coverage >= 90% overall and >= 94% in the studies whose row has the GT of every class it averages; p < 0.05
+    in <= 7% of studies, for PQ, PQ-Th, PQ-St. Without the few-segment term (the code before it, run on these
+    studies): PQ 86.3% and PQ-Th 82.3% overall, 91% and 89% where every class has GT (the rare class's PQ was 0
+    or its IoU in every resample that drew its image); with it 91.7%, 92.3%; 96%, 98%. What stays under 95%
+    overall are the studies in which a class shows up through false positives only (PQ 0; the rare class's true
+    PQ is 0.47): no study without its GT can measure it (docs/statistics.md).
+    """
+    cov, sig, _, seen = _studies(SPEC + [RARE], 50, 300, 400, seed=21)
+    for r in cov:
+        assert cov[r] >= 0.90, (r, cov)
+        assert seen[r] >= 0.94, (r, seen)
+        assert sig[r] <= 0.07, (r, sig)
+
+
+def test_rows_with_a_rare_class_cover_on_20_images():
+    """600 studies of 20 images: the rows whose classes all have GT in the study cover >= 95%, p < 0.05 in <= 7%.
+
+    Without the few-segment term: 93.4% (PQ, PQ-Th; overall 87.8%, 86.8%); with it 96.3%, 97.1% (overall
+    90.3%, 90.3%).
+    """
+    cov, sig, _, seen = _studies(SPEC + [RARE], 20, 600, 500, seed=22)
+    for r in cov:
+        assert seen[r] >= 0.95, (r, seen)
+        assert sig[r] <= 0.07, (r, sig)
 
 
 def test_a_mean_resting_on_a_rare_class_is_flagged():

@@ -132,7 +132,7 @@ def test_pq_dagger_and_pc_json_carry_only_their_fields(with_metrics):
         assert set(d["rows"]) == rows and all(set(r) == scores for r in d["rows"].values()), key
     pc = v["pc"]["models"][0]
     assert set(pc) == {"rows", "per_class", "classes"} and set(pc["classes"]) == {"All"}
-    assert set(v["pq_dagger"]["models"][0]) == {"rows", "per_class", "few_segments", "classes", "gt_segments"}
+    assert set(v["pq_dagger"]["models"][0]) == {"rows", "per_class", "few_segments", "classes", "gt_segments", "no_gt"}
     # PC's value is the evaluation's PC, under its own name
     assert v["pc"]["models"][1]["rows"]["All"]["pc"]["estimate"] == pytest.approx(
         out["models"][1]["pq"]["pc"]["All"]["pc"], abs=1e-12)
