@@ -56,6 +56,7 @@ from pss_bench.metrics.pq import (
 )
 from pss_bench.metrics.boundary import DEFAULT_DILATION_RATIO, dilation_pixels
 from pss_bench.metrics.variants import (
+    PackedVariantImages,
     VariantSettings,
     VariantStats,
     boundary_confusion_from_runs,
@@ -328,7 +329,10 @@ def evaluate_pq(
             progress(done, len(pairs))
     extra = None
     if evaluator.settings is not None:
-        extra = [VariantStats.from_array(evaluator.categories, evaluator.settings, r[1]) for r in per_image]
+        cats, settings = evaluator.categories, evaluator.settings
+        packed = (np.stack([r[1] for r in per_image]) if per_image
+                  else np.zeros((0, len(VariantStats.zeros(cats, settings).to_array()), len(cats))))
+        extra = PackedVariantImages(cats, settings, packed)
         per_image = [r[0] for r in per_image]
     # Summed in image order whatever order they arrived in: the same float sums every run.
     stats = PQStats(evaluator.categories)
@@ -338,10 +342,7 @@ def evaluate_pq(
     images = PQImageStats.from_images(evaluator.categories, [p.gt.image_id for p in pairs], per_image)
     result = dataclasses.replace(stats.compute(), images=images)
     if extra is not None:
-        total = VariantStats.zeros(evaluator.categories, evaluator.settings)
-        for e in extra:
-            total += e
-        result = dataclasses.replace(result, variants=total.compute(), variant_images=tuple(extra))
+        result = dataclasses.replace(result, variants=extra.total().compute(), variant_images=extra)
     for name in ("All", "Things", "Stuff"):
         if result.row(name) is None:
             log.warning("no %s class has a GT or predicted segment: the %s row is null", name.lower(), name)

@@ -16,7 +16,7 @@ re-export them under their old names.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
@@ -76,7 +76,9 @@ class PQResult:
     (for the bootstrap); it is not part of :meth:`to_dict`. ``variants``
     holds the metrics asked for besides PQ (Boundary PQ, PQ†, Parsing
     Covering, PQ by size), ``variant_images`` their per-image
-    :class:`~pss_bench.metrics.variants.VariantStats`.
+    :class:`~pss_bench.metrics.variants.VariantStats` (a
+    :class:`~pss_bench.metrics.variants.PackedVariantImages` from
+    :func:`~pss_bench.evaluation.pq.evaluate_pq`: a sequence of them, kept packed).
     """
 
     all: PQRow | None
@@ -86,7 +88,7 @@ class PQResult:
     categories: Mapping[int, Category]
     images: PQImageStats | None = field(default=None, compare=False, repr=False)
     variants: VariantResult | None = None
-    variant_images: tuple | None = field(default=None, compare=False, repr=False)
+    variant_images: Sequence | None = field(default=None, compare=False, repr=False)
 
     def row(self, name: str) -> PQRow | None:
         return {"All": self.all, "Things": self.things, "Stuff": self.stuff}[name]

@@ -465,6 +465,41 @@ def image_variant_stats(
 
 # --------------------------------------------------------------------------- per image, for the bootstrap
 
+
+class PackedVariantImages(Sequence):
+    """Per-image :class:`VariantStats` kept as one ``(n_images, K, C)`` array of their :meth:`~VariantStats.to_array`.
+
+    What :func:`~pss_bench.evaluation.pq.evaluate_pq` stores in
+    :attr:`~pss_bench.metrics.results.PQResult.variant_images`: an image's
+    :class:`VariantStats` is built when asked for (indexing, iterating), and
+    :meth:`total` and :func:`variant_image_stats` read the array directly
+    (500 COCO images: about 3 ms instead of about 40 ms for building them all).
+    """
+
+    def __init__(self, categories: Sequence[Category], settings: VariantSettings, packed: np.ndarray) -> None:
+        self.categories = tuple(categories)
+        self.settings = settings
+        self.packed = np.asarray(packed, dtype=np.float64)
+        if self.packed.ndim != 3 or self.packed.shape[2] != len(self.categories):
+            raise ValueError(f"packed statistics must be (images, rows, {len(self.categories)}), "
+                             f"found {self.packed.shape}")
+
+    def __len__(self) -> int:
+        return self.packed.shape[0]
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        return VariantStats.from_array(self.categories, self.settings, self.packed[i])
+
+    def total(self) -> VariantStats:
+        """The sum over the images, added one image after the other in their order (as ``+=`` of each would)."""
+        acc = np.zeros(self.packed.shape[1:])
+        for row in self.packed:
+            acc += row
+        return VariantStats.from_array(self.categories, self.settings, acc)
+
+
 #: The keys of :func:`variant_image_stats`, in report order.
 BOOTSTRAP_KEYS = {
     "boundary-pq": ("boundary_pq",),
@@ -501,8 +536,10 @@ def variant_image_stats(per_image: Sequence[VariantStats], image_ids: Sequence) 
     """
     from pss_bench.metrics.pq import PQImageStats
 
-    if not per_image:
+    if not len(per_image):
         return {}
+    if isinstance(per_image, PackedVariantImages):
+        return _packed_image_stats(per_image, tuple(image_ids))
     first = per_image[0]
     cats = first.categories
     ids = tuple(image_ids)
@@ -523,4 +560,38 @@ def variant_image_stats(per_image: Sequence[VariantStats], image_ids: Sequence) 
     if first.area is not None:
         for r, name in enumerate(AREA_NAMES):
             out[f"pq_area/{name}"] = stack([s.area[r] for s in per_image])
+    return out
+
+
+def _packed_image_stats(per_image: PackedVariantImages, ids: tuple) -> dict:
+    """:func:`variant_image_stats` from the packed array (the same arrays as from the images' VariantStats)."""
+    from pss_bench.metrics.pq import PQImageStats
+
+    a, cats, settings = per_image.packed, per_image.categories, per_image.settings
+    out: dict = {}
+    k = 0
+
+    def part(k: int) -> "PQImageStats":
+        counts = np.rint(a[:, k + 1: k + 4]).astype(np.int64)  # as PQStats.from_array
+        return PQImageStats(cats, ids, a[:, k].copy(), counts[:, 0], counts[:, 1], counts[:, 2])
+
+    if settings.wants("boundary-pq"):
+        out["boundary_pq"] = part(k)
+        k += 4
+    if settings.wants("pq-dagger"):
+        out["pq_dagger"] = part(k)
+        k += 4
+    area = []
+    if settings.wants("pq-area"):
+        for _ in AREA_NAMES:
+            area.append(part(k))
+            k += 4
+    if settings.wants("pc"):
+        zeros = np.zeros((a.shape[0], len(cats)), dtype=np.int64)
+        out["pc"] = PQImageStats(cats, ids, a[:, k].copy(), a[:, k + 1].copy(), zeros, zeros)
+        k += 2
+    for name, st in zip(AREA_NAMES, area):
+        out[f"pq_area/{name}"] = st
+    if k != a.shape[1]:
+        raise ValueError(f"{a.shape[1]} packed rows for {k} expected")
     return out

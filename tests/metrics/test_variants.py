@@ -469,3 +469,37 @@ def test_docs_worked_example():
     assert [pct(v.pq_area.small.per_class[c].pq) for c in (23, 26)] + [pct(v.pq_area.small.all.pq)] == [0.0, 56.6, 28.3]
     assert [pct(v.pq_area.medium.per_class[c].pq) for c in (23, 7, 26)] + [pct(v.pq_area.medium.all.pq)] == \
         [80.0, 91.3, 92.4, 87.9]
+
+
+def test_packed_per_image_statistics_equal_the_images_own():
+    """evaluate_pq keeps the per-image statistics packed: the same sums, items and bootstrap input as a tuple."""
+    from pss_bench.metrics.variants import PackedVariantImages, VariantSettings, VariantStats, parse_metrics, \
+        variant_image_stats
+
+    rng = np.random.default_rng(3)
+    cats = tuple(Category(i + 1, f"c{i}", i % 2 == 0) for i in range(5))
+    settings = VariantSettings(parse_metrics("all"), 0.02, True)
+    rows = len(VariantStats.zeros(cats, settings).to_array())
+    images = []
+    for _ in range(7):
+        a = rng.random((rows, len(cats)))
+        st = VariantStats.zeros(cats, settings).to_array()
+        # counts rows hold integers, as the evaluator's do; iou and covering rows floats
+        counts = np.ones(rows, bool)
+        counts[[0, 4, 8, 12, 16, rows - 2, rows - 1]] = False
+        st[:] = np.where(counts[:, None], np.floor(a * 9), a)
+        images.append(VariantStats.from_array(cats, settings, st))
+    packed = PackedVariantImages(cats, settings, np.stack([v.to_array() for v in images]))
+    total = VariantStats.zeros(cats, settings)
+    for v in images:
+        total += v
+    assert np.array_equal(packed.total().to_array(), total.to_array())  # bit for bit, in image order
+    assert len(packed) == 7 and np.array_equal(packed[3].to_array(), images[3].to_array())
+    assert [v.to_array().tolist() for v in packed[1:3]] == [v.to_array().tolist() for v in images[1:3]]
+    ids = list(range(7))
+    want, got = variant_image_stats(images, ids), variant_image_stats(packed, ids)
+    assert list(got) == list(want)
+    for key in want:
+        for f in ("iou", "tp", "fp", "fn"):
+            a, b = getattr(want[key], f), getattr(got[key], f)
+            assert a.dtype == b.dtype and np.array_equal(a, b), (key, f)
