@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -250,10 +249,7 @@ def main() -> int:
 
     start, end = (COCO_START, COCO_END) if coco else (MARK_START, MARK_END)
     what = "COCO-size frames (as bench/pq_speed.py --set coco)" if coco else "Cityscapes frames"
-    try:
-        machine = machine_info()
-    except Exception:  # noqa: BLE001  (an older environment)
-        machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    machine = machine_info()
     lines = [
         start,
         f"Profiled {time.strftime('%Y-%m-%d %H:%M')} on {machine}; PNG decoder {png_decoder_name()}; "

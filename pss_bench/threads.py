@@ -40,8 +40,7 @@ def gc_paused() -> Iterator[None]:
 
     For blocks that build many containers and no reference cycles, such as
     parsing a JSON file: every 700 new containers the collector runs, and its
-    older generations walk every object alive, freeing nothing here (about a
-    fifth of the time to load the two JSONs of 500 COCO images). Objects
+    older generations walk every object alive, freeing nothing here. Objects
     without cycles are freed by reference counting either way.
     """
     was_enabled = gc.isenabled()

@@ -132,15 +132,12 @@ def read_bytes(path: str | os.PathLike, where: str | None = None, error_cls: typ
     try:
         if max_bytes is not None and size > max_bytes:
             raise error_cls(_prefix(where, path) + f"{size} bytes, more than such a {what} can have")
-        chunks = []
-        want = size + 1  # one byte more: a file that grew since fstat is read to its end
-        while True:
-            chunk = os.read(fd, max(want, 1 << 16))
-            if not chunk:
-                break
+        # The size and one byte more in the first read: a file that grew since fstat is read to its end.
+        chunks, total = [], 0
+        while chunk := os.read(fd, max(size + 1 - total, 1 << 16)):
             chunks.append(chunk)
-            want = 1 << 16
-            if max_bytes is not None and sum(map(len, chunks)) > max_bytes:
+            total += len(chunk)
+            if max_bytes is not None and total > max_bytes:
                 raise error_cls(_prefix(where, path) + f"more than {max_bytes} bytes (it grew while read), "
                                 f"more than such a {what} can have")
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -473,7 +473,7 @@ class PackedVariantImages(Sequence):
     :attr:`~pss_bench.metrics.results.PQResult.variant_images`: an image's
     :class:`VariantStats` is built when asked for (indexing, iterating), and
     :meth:`total` and :func:`variant_image_stats` read the array directly
-    (500 COCO images: about 3 ms instead of about 40 ms for building them all).
+    instead of building one object per image.
     """
 
     def __init__(self, categories: Sequence[Category], settings: VariantSettings, packed: np.ndarray) -> None:
