@@ -22,7 +22,9 @@ Simulated studies with a known answer (bench/_coverage_worlds.py):
 resampling with fixed retrievals; PQ means over the classes of each resample;
 plain percentile), "after" this tree's; the PQ table also has the bootstrap of
 commit f4913b5 ("FP-only rule": FP-only classes kept at 0, expanded percentile,
-few-segment classes only flagged), the one before the few-segment posterior.
+few-segment classes only flagged), the one before the few-segment posterior,
+and that of commit 48943f2 ("GT classes": the posterior for classes with 1-9 GT
+segments only; a class without GT kept at PQ 0).
 Writes the tables into docs/statistics.md between the interval_coverage
 markers; with --skip-ce (--skip-pq) the Context Error (PQ) part already
 there is kept as it is.
@@ -56,6 +58,8 @@ MARK_START, MARK_END = "<!-- interval_coverage:start -->", "<!-- interval_covera
 OLD_COMMIT = "0648b9f"
 #: The PQ bootstrap before the few-segment posterior (FP-only classes at 0, few-segment classes only flagged).
 FP_RULE_COMMIT = "f4913b5"
+#: The PQ bootstrap with the posterior for classes with 1-9 GT segments only (a class without GT at PQ 0).
+FEW_GT_COMMIT = "48943f2"
 
 
 def old_bootstrap(commit: str = OLD_COMMIT):
@@ -72,10 +76,10 @@ def old_bootstrap(commit: str = OLD_COMMIT):
     return mod
 
 
-PQ_VERSIONS = ("before", "fp_rule", "after")
+PQ_VERSIONS = ("before", "fp_rule", "few_gt", "after")
 
 
-def pq_cells(world: PQWorld, n: int, studies: int, b: int, old, fp_rule, seed: int) -> dict:
+def pq_cells(world: PQWorld, n: int, studies: int, b: int, old, fp_rule, few_gt, seed: int) -> dict:
     rng = np.random.default_rng(seed)
     rows = ("All", "Things", "Stuff")
     res = {v: {r: {"cov": 0, "fp": 0, "flag": 0, "no_gt": 0, "cov_seen": 0, "width": 0.0} for r in rows}
@@ -84,7 +88,7 @@ def pq_cells(world: PQWorld, n: int, studies: int, b: int, old, fp_rule, seed: i
         m = world.draw(rng, n)
         a, bb = world.stats(m[0], n), world.stats(m[1], n)
         present = (m[0][1] + m[0][2] + m[0][3]).sum(0) > 0
-        for v, mod in (("before", old), ("fp_rule", fp_rule), ("after", None)):
+        for v, mod in (("before", old), ("fp_rule", fp_rule), ("few_gt", few_gt), ("after", None)):
             if mod is None:
                 out = bootstrap_pq([a, bb], settings=BootstrapSettings(b, 0.95, s))
             else:
@@ -191,24 +195,25 @@ def main() -> int:
     lines = []
     cmd = " ".join(["python bench/interval_coverage.py", *sys.argv[1:]])
     if not args.skip_pq:
-        fp_rule = old_bootstrap(FP_RULE_COMMIT)
+        fp_rule, few_gt = old_bootstrap(FP_RULE_COMMIT), old_bootstrap(FEW_GT_COMMIT)
         t_pq = time.perf_counter()
-        pq_lines = ["| world | n | row | studies | coverage before / FP-only rule / after | "
-                    "p<0.05 before / FP-only rule / after | mean width FP-only rule / after | "
+        pq_lines = ["| world | n | row | studies | coverage before / FP-only rule / GT classes / after | "
+                    "p<0.05 before / FP-only rule / GT classes / after | mean width FP-only rule / GT classes / after | "
                     "rows with a few-segment class | rows with a class without GT | coverage after, rows without one |",
                     "|---|---:|---|---:|---|---|---|---:|---:|---:|"]
         for name, rare in (("FP-only class", False), ("FP-only + rare class", True)):
             world = PQWorld(rare)
             for n in (20, 50, 250):
-                r = pq_cells(world, n, args.studies_pq, args.resamples, old, fp_rule, seed=n + 1000 * rare)
+                r = pq_cells(world, n, args.studies_pq, args.resamples, old, fp_rule, few_gt, seed=n + 1000 * rare)
                 for row in ("All", "Things", "Stuff"):
-                    bf, fr, af = (r[v][row] for v in PQ_VERSIONS)
+                    bf, fr, fg, af = (r[v][row] for v in PQ_VERSIONS)
                     s = args.studies_pq
                     seen = s - af["no_gt"]
                     pq_lines.append(
                         f"| {name} | {n} | PQ {row} | {s} | {pct(bf['cov'], s)} / {pct(fr['cov'], s)} / "
-                        f"{pct(af['cov'], s)} | {pct(bf['fp'], s)} / {pct(fr['fp'], s)} / {pct(af['fp'], s)} | "
-                        f"{100 * fr['width'] / s:.1f} / {100 * af['width'] / s:.1f} | {pct(af['flag'], s)} | "
+                        f"{pct(fg['cov'], s)} / {pct(af['cov'], s)} | {pct(bf['fp'], s)} / {pct(fr['fp'], s)} / "
+                        f"{pct(fg['fp'], s)} / {pct(af['fp'], s)} | {100 * fr['width'] / s:.1f} / "
+                        f"{100 * fg['width'] / s:.1f} / {100 * af['width'] / s:.1f} | {pct(af['flag'], s)} | "
                         f"{pct(af['no_gt'], s)} | {pct(af['cov_seen'], seen) if seen else '-'} |")
                 print("\n".join(pq_lines[-3:]), flush=True)
         lines += [f"PQ ({(time.perf_counter() - t_pq) / 60:.0f} min): `{cmd}`; widths in PQ points", "", *pq_lines]

@@ -17,8 +17,11 @@ the gallery they retrieve from, are not):
 * **PQ** (:func:`bootstrap_pq`): each resample draws ``n`` of the ``n``
   images, sums their per-class IoU, TP, FP, FN and recomputes PQ, SQ, RQ and
   the All / Things / Stuff means. A class with false positives only (no GT
-  in the evaluated set) stays in every resample's means with PQ 0; a class
-  with GT counts where drawn (the official rule). A class with 1 to
+  in the evaluated set) stays in every resample's means; its PQ is 0 in the
+  estimate, and the row's interval joins two answers the study cannot tell
+  apart: the class never occurs (PQ 0 in every resample) or it is rare and
+  the images missed it (its rates drawn from their posterior, its GT from
+  the prior). A class with GT counts where drawn (the official rule). A class with 1 to
   ``FEW_SEGMENTS - 1`` GT segments is not resampled with the images: its
   PQ and RQ are drawn, in every resample, from a posterior of its own
   TP / FP / FN rates given its counts (:func:`few_segment_draws`), since a
@@ -512,15 +515,25 @@ def containing_estimate(iv: Interval) -> Interval:
     return Interval(iv.estimate, min(iv.low, iv.estimate), max(iv.high, iv.estimate))
 
 
-def few_segment_mask(total: np.ndarray) -> np.ndarray:
+def union(a: Interval, b: Interval) -> Interval:
+    """The smallest interval holding both (``a``'s estimate): for an estimand a study cannot pin down,
+    the interval under each of the answers it cannot tell apart, joined."""
+    if None in (a.low, a.high):
+        return b
+    if None in (b.low, b.high):
+        return a
+    return Interval(a.estimate, min(a.low, b.low), max(a.high, b.high))
+
+
+def few_segment_mask(total: np.ndarray, *, no_gt: bool = False) -> np.ndarray:
     """``(C,)`` bool: the classes with 1 to ``FEW_SEGMENTS - 1`` GT segments, from one model's ``(4, C)``
-    summed iou, tp, fp, fn."""
+    summed iou, tp, fp, fn; with ``no_gt``, also those with false positives but no GT."""
     gt = total[1] + total[3]
-    return (gt > 0) & (gt < FEW_SEGMENTS)
+    return ((gt > 0) | (no_gt & (total[2] > 0))) & (gt < FEW_SEGMENTS)
 
 
 def with_few_segment_draws(total: np.ndarray, sums: np.ndarray, categories: Sequence[Category],
-                           seed: int) -> np.ndarray:
+                           seed: int, *, no_gt: bool = False) -> np.ndarray:
     """One model's resampled sums with each few-segment class's replaced by its :func:`few_segment_draws`.
 
     Args:
@@ -529,11 +542,13 @@ def with_few_segment_draws(total: np.ndarray, sums: np.ndarray, categories: Sequ
         categories: the ``C`` categories.
         seed: the bootstrap seed; a class draws from ``[seed, PQ_STREAM, FEW_STREAM, category id]``, so a
             model's draws depend on its own statistics only.
+        no_gt: draw the classes with false positives but no GT too (TP = FN = 0: their GT rate from
+            its ``Gamma(1/2)`` prior), as if they occurred, rarely, in the population.
 
     Returns:
         A ``(B, 4, C)`` copy (``sums`` itself without such a class).
     """
-    few = few_segment_mask(total)
+    few = few_segment_mask(total, no_gt=no_gt)
     if not few.any():
         return sums
     out = sums.copy()
@@ -668,6 +683,17 @@ def bootstrap_pq(
                           keep=fp_only, fill=fill)
         # SQ keeps the image bootstrap: the posterior is about the rates (RQ), SQ of a class without TP is 0.
         boot = {k: (v if k.endswith("/sq") else fboot[k]) for k, v in boot.items()}
+    # A class with false positives and no GT: PQ 0 in these images, but a study cannot tell a class that
+    # never occurs (population PQ 0) from a rare one its images missed (population PQ > 0). A row with such
+    # a class gets the union of both answers' intervals: the lower end with the class at 0 (above), the upper
+    # end with the class drawn as if it occurred (its TP and FN rates from the Gamma(1/2) prior).
+    boot_no_gt = None
+    if few_segment_term and fp_only.any():
+        gsums = np.stack([with_few_segment_draws(total[m], sums[:, m], cats, settings.seed, no_gt=True)
+                          for m in range(n_mod)], axis=1)
+        gboot = pq_scores(gsums[:, :, 0], gsums[:, :, 1], gsums[:, :, 2], gsums[:, :, 3], isthing,
+                          keep=fp_only, fill=fill)
+        boot_no_gt = {k: v for k, v in gboot.items() if not k.endswith("/sq")}
 
     models = []
     for m in range(n_mod):
@@ -679,14 +705,21 @@ def bootstrap_pq(
         few = {r: tuple(cats[c].id for c in np.flatnonzero(present[m] & sel & (gt_segments > 0)
                                                             & (gt_segments < FEW_SEGMENTS)))
                for r, sel in (("All", np.ones(n_cls, bool)), ("Things", isthing), ("Stuff", ~isthing))}
-        if few_segment_term:
-            for r in PQ_ROWS:
-                if few[r]:
-                    rows[r] = {k: (v if k == "sq" else containing_estimate(v)) for k, v in rows[r].items()}
-            for c in np.flatnonzero(few_mask[m]):
-                per_class[cats[c].id] = containing_estimate(per_class[cats[c].id])
         no_gt = {r: tuple(cats[c].id for c in np.flatnonzero(fp_only[m] & sel))
                  for r, sel in (("All", np.ones(n_cls, bool)), ("Things", isthing), ("Stuff", ~isthing))}
+        if few_segment_term:
+            for r in PQ_ROWS:
+                if no_gt[r]:
+                    rows[r] = {k: (v if k == "sq" else union(v, interval(
+                        point[f"{r}/{k}"][m], boot_no_gt[f"{r}/{k}"][:, m], settings.level, n_img)))
+                        for k, v in rows[r].items()}
+                if few[r] or no_gt[r]:
+                    rows[r] = {k: (v if k == "sq" else containing_estimate(v)) for k, v in rows[r].items()}
+            for c in np.flatnonzero(fp_only[m]):
+                per_class[cats[c].id] = union(per_class[cats[c].id], interval(
+                    point["class_pq"][m, c], boot_no_gt["class_pq"][:, m, c], settings.level, n_img))
+            for c in np.flatnonzero(few_mask[m] | fp_only[m]):
+                per_class[cats[c].id] = containing_estimate(per_class[cats[c].id])
         n_row = {r: int((present[m] & sel).sum())
                  for r, sel in (("All", np.ones(n_cls, bool)), ("Things", isthing), ("Stuff", ~isthing))}
         models.append(PQModelBootstrap(rows, per_class, few, n_row,

@@ -266,8 +266,12 @@ class PQModelBootstrap:
         classes: row -> the number of classes in its mean.
         gt_segments: category id -> GT segments (TP + FN) of the evaluated set.
         no_gt: row -> the classes of its mean with false positives but no GT
-            in the evaluated set: PQ 0 in the estimate and in every resample;
-            their PQ in a population that has their GT is not measured.
+            in the evaluated set: PQ 0 in the estimate; their PQ in a
+            population that has their GT is not measured. With
+            :attr:`PQBootstrap.few_segment_term` the row's PQ and RQ intervals
+            (and the class's own) join the interval with the class at 0 and
+            the one with its rates drawn from their posterior (its unseen GT
+            from the prior).
     """
 
     rows: dict[str, dict[str, Interval]]

@@ -58,6 +58,7 @@ from pss_bench.metrics.bootstrap import (
     image_weights,
     interval,
     containing_estimate,
+    union,
     few_segment_mask,
     pq_scores,
     with_few_segment_draws,
@@ -171,11 +172,14 @@ def _f(x) -> float | None:
     return None if x is None or not np.isfinite(x) else float(x)
 
 
-def _pq_values(stats: PQImageStats, weights: np.ndarray, seed: int) -> tuple[dict, dict, set]:
-    """``(point {metric: float}, resampled {metric: (B,)}, metrics drawn with a few-segment class)`` of one run.
+def _pq_values(stats: PQImageStats, weights: np.ndarray, seed: int) -> tuple[dict, dict, set, dict]:
+    """``(point {metric: float}, resampled {metric: (B,)}, metrics drawn with a few-segment class,
+    resampled with the classes without GT drawn too {metric: (B,)})`` of one run.
 
     As :func:`~pss_bench.metrics.bootstrap.bootstrap_pq` resamples one model: a class with few GT segments
-    is drawn from its posterior (PQ and RQ; SQ keeps the image resamples).
+    is drawn from its posterior (PQ and RQ; SQ keeps the image resamples); the last dict holds, for the
+    metrics whose row has a class with false positives but no GT, the resamples in which that class is
+    drawn as if it occurred (the upper end of the union interval).
     """
     isthing = np.array([c.isthing for c in stats.categories], bool)
     arrays = [np.asarray(a, np.float64) for a in (stats.iou, stats.tp, stats.fp, stats.fn)]
@@ -196,8 +200,16 @@ def _pq_values(stats: PQImageStats, weights: np.ndarray, seed: int) -> tuple[dic
         rows = {"All": np.ones_like(isthing), "Things": isthing, "Stuff": ~isthing}
         flagged = {m for m, key in PQ_METRICS.items()
                    if not key.endswith("/sq") and (few & rows[key.split("/")[0]]).any()}
+    alt = {}
+    if fp_only.any():
+        gdrawn = with_few_segment_draws(np.stack(total), sums, stats.categories, seed, no_gt=True)
+        gboot = pq_scores(*gdrawn.transpose(1, 0, 2), isthing, keep=keep, fill=fill)
+        rows = {"All": np.ones_like(isthing), "Things": isthing, "Stuff": ~isthing}
+        alt = {m: gboot[key] for m, key in PQ_METRICS.items()
+               if not key.endswith("/sq") and (fp_only & rows[key.split("/")[0]]).any()}
+        flagged |= set(alt)
     return ({m: float(point[key]) for m, key in PQ_METRICS.items()},
-            {m: boot[key] for m, key in PQ_METRICS.items()}, flagged)
+            {m: boot[key] for m, key in PQ_METRICS.items()}, flagged, alt)
 
 
 def ce_means(indexes: Sequence[CEIndex], *, settings: BootstrapSettings = BootstrapSettings(),
@@ -290,10 +302,11 @@ def seed_study(groups: Mapping[str, Sequence[RunStats]], *, settings: BootstrapS
     boots: list[dict] = [{} for _ in runs]
     metrics: list[str] = []
     few: list[set] = [set() for _ in runs]  # per run, the PQ metrics whose row has a few-segment class
+    alts: list[dict] = [{} for _ in runs]  # per run, resamples with the classes without GT drawn
     if with_pq:
         w = image_weights(n_img, b, np.random.default_rng([int(settings.seed), PQ_STREAM]))
         for i, r in enumerate(runs):
-            p, bt, few[i] = _pq_values(r.pq, w, settings.seed)
+            p, bt, few[i], alts[i] = _pq_values(r.pq, w, settings.seed)
             points[i].update(p)
             boots[i].update(bt)
         metrics += list(PQ_METRICS)
@@ -331,6 +344,13 @@ def seed_study(groups: Mapping[str, Sequence[RunStats]], *, settings: BootstrapS
             low[m], high[m] = _f(v.min()), _f(v.max())
             images[m] = interval(v.mean(), img_s[m], settings.level, n_img)
             two_level[m] = interval(v.mean(), two_s[m], settings.level, n_img)
+            if any(m in alts[i] for i in idx):  # as bootstrap_pq: the union with classes without GT drawn
+                alt = np.stack([alts[i].get(m, boots[i][m]) for i in idx], axis=1)
+                alt_img = alt.mean(axis=1)
+                alt_two = np.take_along_axis(alt_img[:, None] + spread * (alt - alt_img[:, None]), draws,
+                                             axis=1).mean(axis=1)
+                images[m] = union(images[m], interval(v.mean(), alt_img, settings.level, n_img))
+                two_level[m] = union(two_level[m], interval(v.mean(), alt_two, settings.level, n_img))
             if any(m in few[i] for i in idx):  # as bootstrap_pq: the interval contains the estimate
                 images[m], two_level[m] = containing_estimate(images[m]), containing_estimate(two_level[m])
         summaries.append(GroupSummary(name, tuple(r.label for r in rs), values, mean, sd, low, high, images,

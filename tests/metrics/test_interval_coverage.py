@@ -127,13 +127,17 @@ def test_rows_with_a_rare_class_cover():
 
 
 def test_rows_with_a_rare_class_cover_on_20_images():
-    """600 studies of 20 images: the rows whose classes all have GT in the study cover >= 95%, p < 0.05 in <= 7%.
+    """600 studies of 20 images: every row covers >= 95% overall and where its classes all have GT in the
+    study, p < 0.05 in <= 7%.
 
-    Without the few-segment term: 93.4% (PQ, PQ-Th; overall 87.8%, 86.8%); with it 96.3%, 97.1% (overall
-    90.3%, 90.3%).
+    Without the few-segment term: 93.4% (PQ, PQ-Th) where all have GT, overall 87.8%, 86.8%; with it for the
+    classes with GT only (48943f2) 96.3%, 97.1% and overall 90.3%, 90.3%: the misses were the studies in which
+    the rare class shows up through false positives only (PQ 0, truth 0.47), which the union interval of a
+    class without GT now covers.
     """
     cov, sig, _, seen = _studies(SPEC + [RARE], 20, 600, 500, seed=22)
     for r in cov:
+        assert cov[r] >= 0.95, (r, cov)
         assert seen[r] >= 0.95, (r, seen)
         assert sig[r] <= 0.07, (r, sig)
 
