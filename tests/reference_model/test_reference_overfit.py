@@ -52,6 +52,11 @@ from pss_bench.models.checkpoint import load_checkpoint
 from pss_bench.models.train import FINAL_NAME, evaluate, train
 
 SCALE = 4
+#: The shipped inference settings this test was measured with (the numbers above). On 2026-12-07 the shipped
+#: config's merge, seed and score thresholds were re-chosen for SynthStreets models trained 1,500 iterations on
+#: whole frames (val of seed 2, issue 20); an overfit model of 8 real frames is another regime, and a re-run
+#: with the new ones costs 52 min of CI, so the test keeps these until it is re-measured.
+MEASURED_INFERENCE = ("inference.merge_threshold=0.6", "inference.seed_threshold=0.3", "inference.thing_score_threshold=0.5")
 ITERATIONS = 1000
 MIN_CAP = 0.70  # the issue asks for a scale whose cap is at least 70
 RATIO = 0.80  # of the cap, PQ-Th on the training frames (issue 14; measured 0.84 with 2 threads, see above)
@@ -97,7 +102,7 @@ def overfit_setup(sample_data, gt_json, gt_dir, root, *overrides: str):
     cfg = load_config("synthstreets_tiny", [
         "data.dataset=cityscapes", f"data.crop_size=[{h},{w}]", "data.scale_range=[1.0,1.0]", "data.flip=false",
         f"train.iterations={ITERATIONS}", f"train.checkpoint_every={ITERATIONS}", "train.log_every=50",
-        "train.val_every=0", "inference.seed_nms_tolerance=0.03", *overrides,
+        "train.val_every=0", "inference.seed_nms_tolerance=0.03", *MEASURED_INFERENCE, *overrides,
     ])
     return cached, categories, cfg
 
