@@ -36,8 +36,11 @@ def test_pq_notes_name_few_segment_classes_and_classes_left_out_of_a_difference(
     assert notes[0].startswith("PQ, PQ-Th: the mean includes classes with fewer than 10 GT segments (bus 3)")
     assert "drawn from the posterior" in notes[0] and "too narrow" not in notes[0]
     assert notes[1].startswith("PQ, PQ-Th: train has false positives but no GT in these images: PQ 0")
+    assert "cannot tell whether it never occurs" in notes[1] and "the interval joins both" in notes[1]
     assert notes[2].startswith("Δ of b averages the classes both models have (without train")
     assert pq_bootstrap_notes(bootstrap_pq([a], settings=BootstrapSettings(50)), {}, None)[0].startswith("PQ, PQ-Th")
     # Without the few-segment term (PQ†, PC) the interval is said to be too narrow.
     plain = bootstrap_pq([a, b], settings=BootstrapSettings(50), few_segment_term=False)
-    assert "too narrow" in pq_bootstrap_notes(plain, {c.id: c.name for c in cats}, ["a", "b"])[0]
+    plain_notes = pq_bootstrap_notes(plain, {c.id: c.name for c in cats}, ["a", "b"])
+    assert "too narrow" in plain_notes[0]
+    assert "the interval does not include one" in plain_notes[1]
