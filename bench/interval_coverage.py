@@ -14,9 +14,11 @@ Simulated studies with a known answer (bench/_coverage_worlds.py):
   replacement, scores two equally good embeddings (hidden context label
   one-hot + box position + independent noise) with the study's own instances
   as the gallery, as ``compare`` does. Coverage: the interval of model A's mean
-  CE contains E[mean CE of a study of n frames] (the mean of the point
-  estimates of the cell's studies and ``--extra`` more). False positives: the
-  paired test of ΔCE says p < 0.05.
+  CE contains the study's truth, the mean over the classes of its mean of each
+  class's expected CE in a study of n frames (each class's CE averaged over the
+  cell's studies and ``--extra`` more whose mean has it), as the PQ truth is
+  the mean over the study's classes. False positives: the paired test of ΔCE
+  says p < 0.05.
 
 "before" is the bootstrap of commit 0648b9f (read from git: per-class query
 resampling with fixed retrievals; PQ means over the classes of each resample;
@@ -129,7 +131,7 @@ def ce_cells(pool: dict, n: int, k: int, studies: int, extra: int, b: int, old, 
     frames = int(pool["img"].max()) + 1
     cats = pool["categories"]
     points, ivs, fps = [], {"before": [], "after": []}, {"before": 0, "after": 0}
-    widths = {"before": [], "after": []}
+    class_sets, class_ce = [], []  # per study: the classes of its mean, and each class's CE
     t0 = time.perf_counter()
     for s in range(studies + extra):
         pick = np.sort(rng.choice(frames, n, replace=False))
@@ -139,11 +141,15 @@ def ce_cells(pool: dict, n: int, k: int, studies: int, extra: int, b: int, old, 
                               pool["dist"][rows], labels=pool["lab"][rows]) for _ in range(2)]
         if s >= studies:  # point estimate only
             out = bootstrap_context_error(idx[:1], settings=BootstrapSettings(1, 0.95, s))
-            points.append(out.models[0].mean["ce"].estimate)
+        else:
+            out = bootstrap_context_error(idx, settings=BootstrapSettings(b, 0.95, s))
+        a = out.models[0]
+        points.append(a.mean["ce"].estimate)
+        class_sets.append(a.classes)
+        class_ce.append({c: a.per_class[c]["ce"].estimate for c in a.classes})
+        if s >= studies:
             continue
-        out = bootstrap_context_error(idx, settings=BootstrapSettings(b, 0.95, s))
-        iv = out.models[0].mean["ce"]
-        points.append(iv.estimate)
+        iv = a.mean["ce"]
         ivs["after"].append((iv.low, iv.high))
         fps["after"] += bool(out.differences[1].ce.significant)
         tables = [_query_table(x) for x in idx]
@@ -151,11 +157,19 @@ def ce_cells(pool: dict, n: int, k: int, studies: int, extra: int, b: int, old, 
         iv = o.models[0].mean["ce"]
         ivs["before"].append((iv.low, iv.high))
         fps["before"] += bool(o.differences[1].ce.significant)
-    truth = float(np.mean(points))
-    out = {"truth": truth, "sd": float(np.std(points)), "seconds": time.perf_counter() - t0}
+    # The truth of a study, as for PQ: the mean over the classes of its mean (those with more than K other
+    # instances) of each class's expected CE in a study of n images, estimated over the studies (and the
+    # extra ones) whose mean has that class. (The mean of all point estimates mixes studies with different
+    # class sets, e.g. a class that has more than K instances in only some studies of 50 images.)
+    expect = {c: float(np.mean([d[c] for d in class_ce if c in d])) for d0 in class_ce for c in d0}
+    truth = np.array([np.mean([expect[c] for c in cs]) for cs in class_sets])
+    dev = np.array(points) - truth
+    out = {"truth": float(np.mean(truth)), "sd": float(np.std(dev)), "seconds": time.perf_counter() - t0,
+           "class_sets": len(set(class_sets))}
+    t = truth[:studies]
     for v in ("before", "after"):
         x = np.array(ivs[v])
-        out[v] = {"cov": int(np.sum((x[:, 0] <= truth) & (truth <= x[:, 1]))), "fp": fps[v],
+        out[v] = {"cov": int(np.sum((x[:, 0] <= t) & (t <= x[:, 1]))), "fp": fps[v],
                   "width": float(np.mean(x[:, 1] - x[:, 0]))}
     return out
 
@@ -234,9 +248,9 @@ def main() -> int:
             cache.parent.mkdir(parents=True, exist_ok=True)
             np.savez(cache, **{k: (np.array(v, dtype=object) if k == "categories" else v) for k, v in pool.items()})
         t_ce = time.perf_counter()
-        ce_lines = ["| Context Error | n | K | studies | coverage before | coverage after | p<0.05 before | "
-                    "p<0.05 after | width before / after / needed | seconds |",
-                    "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
+        ce_lines = ["| Context Error | n | K | studies | class sets | coverage before | coverage after | "
+                    "p<0.05 before | p<0.05 after | width before / after / needed | seconds |",
+                    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]
         for n in (50, 250):
             for k in (5, 20):
                 s = args.studies_ce if n == 50 else args.studies_ce_250
@@ -244,14 +258,17 @@ def main() -> int:
                     continue
                 r = ce_cells(pool, n, k, s, args.extra, args.resamples, old, seed=10 * n + k)
                 bf, af = r["before"], r["after"]
-                ce_lines.append(f"| mean CE, ΔCE | {n} | {k} | {s} | {pct(bf['cov'], s)} | {pct(af['cov'], s)} | "
+                ce_lines.append(f"| mean CE, ΔCE | {n} | {k} | {s} | {r['class_sets']} | {pct(bf['cov'], s)} | "
+                                f"{pct(af['cov'], s)} | "
                                 f"{pct(bf['fp'], s)} | {pct(af['fp'], s)} | {bf['width']:.3f} / "
                                 f"{af['width']:.3f} / {2 * 1.96 * r['sd']:.3f} | {r['seconds']:.0f} |")
                 print(ce_lines[-1], flush=True)
         lines += ["", f"Context Error ({(time.perf_counter() - t_ce) / 60:.0f} min): `{cmd}`; CE pool {args.pool} "
-                  f"SynthStreets frames, truth = mean of the point estimates of the cell's studies and {args.extra} "
-                  f"more; width = mean interval width, \"needed\" = 2 x 1.96 x the standard deviation of the point "
-                  f"estimates across those studies.", "", *ce_lines]
+                  f"SynthStreets frames; a study's truth = the mean over the classes of its mean of each class's expected "
+                  f"CE at n (the mean of that class's CE over the cell's studies and {args.extra} more that have it in "
+                  f"their mean); \"class sets\" = how many different sets of classes the studies' means had; width = "
+                  f"mean interval width, \"needed\" = 2 x 1.96 x the standard deviation of the point estimates' "
+                  f"deviations from their truths.", "", *ce_lines]
     elapsed = time.perf_counter() - t_start
     block = "\n".join([
         MARK_START,
