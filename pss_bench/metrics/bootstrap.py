@@ -21,8 +21,8 @@ the gallery they retrieve from, are not):
   estimate, and the row's interval joins two answers the study cannot tell
   apart: the class never occurs (PQ 0 in every resample) or it is rare and
   the images missed it (its rates drawn from their posterior, its GT from
-  the prior). A class with GT counts where drawn (the official rule). A class with 1 to
-  ``FEW_SEGMENTS - 1`` GT segments is not resampled with the images: its
+  the prior). A class with GT counts where drawn (the official rule). A
+  class with 1 to ``FEW_SEGMENTS - 1`` GT segments is not resampled with the images: its
   PQ and RQ are drawn, in every resample, from a posterior of its own
   TP / FP / FN rates given its counts (:func:`few_segment_draws`), since a
   class seen in one or two images has a PQ of 0 or its IoU whatever images

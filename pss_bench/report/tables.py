@@ -113,18 +113,17 @@ def pq_bootstrap_notes(pq, names: dict[int, str], model_names: Sequence[str] | N
                        "bootstrap of these images can show: the interval is too narrow")
     if no_gt:
         labels = ", ".join(PQ_ROW_LABELS[r] for r in ("All", "Things", "Stuff") if r in no_gt_rows)
-        it = "it" if len(no_gt) == 1 else "they"
+        one = len(no_gt) == 1
         body = (f"{labels}: {', '.join(str(names.get(c, c)) for c in sorted(no_gt))} "
-                f"{'has' if len(no_gt) == 1 else 'have'} false positives but no GT in these images: PQ 0 in the "
-                f"estimate (the official rule)")
+                f"{'has' if one else 'have'} false positives but no GT in these images: PQ 0 in the estimate "
+                f"(the official rule)")
         if pq.few_segment_term:
-            out.append(body + f"; these images cannot tell whether {it} never occur{'s' if it == 'it' else ''} "
-                       f"(PQ 0) or {'is' if it == 'it' else 'are'} rare and missed here (a PQ not measured): the "
-                       f"interval joins both, its upper end drawing {'its' if it == 'it' else 'their'} "
-                       f"unseen GT rate from a prior")
+            out.append(body + f"; these images cannot tell whether {'it never occurs' if one else 'they never occur'}"
+                       f" (PQ 0) or {'is' if one else 'are'} rare and missed here (a PQ not measured): the interval "
+                       f"joins both, its upper end drawing {'its' if one else 'their'} unseen GT rate from a prior")
         else:
-            out.append(body + f" and in every resample; a PQ on images with GT of "
-                       f"{'it' if len(no_gt) == 1 else 'them'} is not measured, and the interval does not include one")
+            out.append(body + f" and in every resample; a PQ on images with GT of {'it' if one else 'them'} is not "
+                       f"measured, and the interval does not include one")
     for j, d in enumerate(pq.differences):
         if d is not None and d.left_out:
             who = f"Δ of {model_names[j]}" if model_names else "Δ"
