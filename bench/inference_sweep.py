@@ -80,9 +80,7 @@ def main() -> int:
                                      coord_weight=cfg.kmeans.coord_weight,
                                      kmeans_pool=2 if cfg.model.output_stride == 2 else 1)
             ids, info = to_panoptic(res, cat_ids, sample.panoptic.shape)
-            s = sample.segments
-            m.update(sample.panoptic, [{"id": int(a), "category_id": int(b), "iscrowd": int(c)}
-                                       for a, b, c in zip(s.ids, s.category_ids, s.iscrowd)], ids.numpy(), info)
+            m.update(sample.panoptic, sample.segments, ids.numpy(), info)
         r = m.compute()
         rows.append((r.all.pq, r.things.pq, r.stuff.pq, setting))
         print(json.dumps({**setting, "PQ": round(100 * r.all.pq, 2), "PQ-Th": round(100 * r.things.pq, 2)}),

@@ -37,12 +37,6 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _gt_segments(sample) -> list[dict]:
-    s = sample.segments
-    return [{"id": int(a), "category_id": int(b), "iscrowd": int(c)}
-            for a, b, c in zip(s.ids, s.category_ids, s.iscrowd)]
-
-
 def _majority(labels: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """``(K,)`` the GT id holding most pixels of each label ``0..K-1`` (``labels`` and ``gt`` of one shape)."""
     k = int(labels.max()) + 1
@@ -105,7 +99,7 @@ def main() -> int:
                                      iterations=cfg.kmeans.iterations, coord_weight=cfg.kmeans.coord_weight,
                                      kmeans_pool=pool)
             ids, info = to_panoptic(res, cat_ids.tolist(), sample.panoptic.shape)
-            m.update(sample.panoptic, _gt_segments(sample), ids.numpy(), info)
+            m.update(sample.panoptic, sample.segments, ids.numpy(), info)
         return m.compute()
 
     def grouped(grid, classify: bool):
@@ -117,7 +111,6 @@ def main() -> int:
             full = upsample_labels(lab, sample.panoptic.shape).numpy()
             gt = sample.panoptic
             pred = _majority(full, gt)[full]
-            gsegs = _gt_segments(sample)
             if classify:
                 with torch.no_grad():
                     sums, _ = segment_sums(emb, lab, int(lab.max()) + 1)
@@ -128,8 +121,10 @@ def main() -> int:
                 psegs = [{"id": int(p), "category_id": int(p % 1000), "iscrowd": 0} for p in present]
             else:
                 present = set(np.unique(pred).tolist()) - {0}
-                psegs = [s for s in gsegs if s["id"] in present]
-            m.update(gt, gsegs, pred, psegs)
+                g = sample.segments
+                psegs = [{"id": int(i), "category_id": int(c), "iscrowd": int(cr)}
+                         for i, c, cr in zip(g.ids, g.category_ids, g.iscrowd) if int(i) in present]
+            m.update(gt, sample.segments, pred, psegs)
         return m.compute()
 
     rows = [("as shipped", shipped(False)), ("ideal seeds (GT centres)", shipped(True))]

@@ -58,10 +58,10 @@ from pss_bench.metrics.boundary import DEFAULT_DILATION_RATIO, dilation_pixels
 from pss_bench.metrics.variants import (
     PackedVariantImages,
     VariantSettings,
-    VariantStats,
     boundary_confusion_from_runs,
     boundary_runs,
     image_variant_stats,
+    packed_layout,
     parse_metrics,
 )
 from pss_bench.threads import WorkerDied, default_workers, fork_available, map_forked, map_ordered
@@ -331,7 +331,7 @@ def evaluate_pq(
     if evaluator.settings is not None:
         cats, settings = evaluator.categories, evaluator.settings
         packed = (np.stack([r[1] for r in per_image]) if per_image
-                  else np.zeros((0, len(VariantStats.zeros(cats, settings).to_array()), len(cats))))
+                  else np.zeros((0, sum(rows for _, rows in packed_layout(settings)), len(cats))))
         extra = PackedVariantImages(cats, settings, packed)
         per_image = [r[0] for r in per_image]
     # Summed in image order whatever order they arrived in: the same float sums every run.

@@ -541,57 +541,43 @@ def variant_image_stats(per_image: Sequence[VariantStats], image_ids: Sequence) 
     if isinstance(per_image, PackedVariantImages):
         return _packed_image_stats(per_image, tuple(image_ids))
     first = per_image[0]
-    cats = first.categories
-    ids = tuple(image_ids)
+    packed = np.stack([v.to_array() for v in per_image])  # one layout, one reader: :func:`_packed_image_stats`
+    return _packed_image_stats(PackedVariantImages(first.categories, first.settings, packed), tuple(image_ids))
 
-    def stack(parts: list[PQStats]) -> "PQImageStats":
-        return PQImageStats(cats, ids, np.stack([p.iou for p in parts]), np.stack([p.tp for p in parts]),
-                            np.stack([p.fp for p in parts]), np.stack([p.fn for p in parts]))
 
-    out: dict = {}
-    if first.boundary is not None:
-        out["boundary_pq"] = stack([s.boundary for s in per_image])
-    if first.dagger is not None:
-        out["pq_dagger"] = stack([s.dagger for s in per_image])
-    if first.pc_iou is not None:
-        zeros = np.zeros((len(per_image), len(cats)), dtype=np.int64)
-        out["pc"] = PQImageStats(cats, ids, np.stack([s.pc_iou for s in per_image]),
-                                 np.stack([s.pc_area for s in per_image]), zeros, zeros)
-    if first.area is not None:
-        for r, name in enumerate(AREA_NAMES):
-            out[f"pq_area/{name}"] = stack([s.area[r] for s in per_image])
-    return out
+def packed_layout(settings: VariantSettings) -> tuple[tuple[str, int], ...]:
+    """The blocks of :meth:`VariantStats.to_array`, in order: ``(bootstrap key, rows)``.
+
+    Boundary PQ, PQ† and each PQ-by-size range are 4 rows (iou, tp, fp, fn),
+    Parsing Covering 2 (its covering and area sums).
+    """
+    out = []
+    if settings.wants("boundary-pq"):
+        out.append(("boundary_pq", 4))
+    if settings.wants("pq-dagger"):
+        out.append(("pq_dagger", 4))
+    if settings.wants("pq-area"):
+        out += [(f"pq_area/{name}", 4) for name in AREA_NAMES]
+    if settings.wants("pc"):
+        out.append(("pc", 2))
+    return tuple(out)
 
 
 def _packed_image_stats(per_image: PackedVariantImages, ids: tuple) -> dict:
-    """:func:`variant_image_stats` from the packed array (the same arrays as from the images' VariantStats)."""
+    """:func:`variant_image_stats` from the packed array, in report order (PC before the size ranges)."""
     from pss_bench.metrics.pq import PQImageStats
 
-    a, cats, settings = per_image.packed, per_image.categories, per_image.settings
-    out: dict = {}
+    a, cats = per_image.packed, per_image.categories
+    blocks: dict = {}
     k = 0
-
-    def part(k: int) -> "PQImageStats":
-        counts = np.rint(a[:, k + 1: k + 4]).astype(np.int64)  # as PQStats.from_array
-        return PQImageStats(cats, ids, a[:, k].copy(), counts[:, 0], counts[:, 1], counts[:, 2])
-
-    if settings.wants("boundary-pq"):
-        out["boundary_pq"] = part(k)
-        k += 4
-    if settings.wants("pq-dagger"):
-        out["pq_dagger"] = part(k)
-        k += 4
-    area = []
-    if settings.wants("pq-area"):
-        for _ in AREA_NAMES:
-            area.append(part(k))
-            k += 4
-    if settings.wants("pc"):
-        zeros = np.zeros((a.shape[0], len(cats)), dtype=np.int64)
-        out["pc"] = PQImageStats(cats, ids, a[:, k].copy(), a[:, k + 1].copy(), zeros, zeros)
-        k += 2
-    for name, st in zip(AREA_NAMES, area):
-        out[f"pq_area/{name}"] = st
+    for key, rows in packed_layout(per_image.settings):
+        if rows == 4:
+            counts = np.rint(a[:, k + 1: k + 4]).astype(np.int64)  # as PQStats.from_array
+            blocks[key] = PQImageStats(cats, ids, a[:, k].copy(), counts[:, 0], counts[:, 1], counts[:, 2])
+        else:
+            zeros = np.zeros((a.shape[0], len(cats)), dtype=np.int64)
+            blocks[key] = PQImageStats(cats, ids, a[:, k].copy(), a[:, k + 1].copy(), zeros, zeros)
+        k += rows
     if k != a.shape[1]:
         raise ValueError(f"{a.shape[1]} packed rows for {k} expected")
-    return out
+    return {key: blocks[key] for key in sorted(blocks, key=lambda x: x.startswith("pq_area/"))}
