@@ -12,10 +12,19 @@ frame; then, on the same outputs:
    partitioning), each given the GT id holding most of its pixels: the best
    any classification and merging could do with these segments (``--grids``
    repeats it at other k-means grids);
-4. **classification on ideal groups**: the same majority-GT grouping, but each
-   segment's class from the learned classifier (a GT instance split between
-   two predicted classes becomes two segments): what the classifier alone
-   loses.
+4. **classification on ideal groups, each segment alone**: the same
+   majority-GT grouping, but each segment's class from the learned classifier
+   (a GT instance split between two predicted classes becomes two segments);
+5. **each group as a whole**: the classifier applied once per ideal group, to
+   its summed embedding: what the classifier loses when the grouping is right;
+6. **ideal grouping of the segments classified as things**: segments the
+   classifier calls stuff stay stuff (merged by class, as shipped), the
+   others are grouped by their GT instance and each group classified as a
+   whole among the thing classes: what the per-segment thing / stuff call
+   loses; the rest of the gap to "as shipped" is the merging's.
+
+Then each GT thing instance of the as-shipped output is sorted by what
+became of it (matched, merged into a larger segment, split, taken by stuff).
 
 Usage::
 
@@ -26,6 +35,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import json
 import sys
@@ -47,6 +57,53 @@ def _majority(labels: np.ndarray, gt: np.ndarray) -> np.ndarray:
     order = np.lexsort((c, seg))  # by segment, then count: the last write per segment is its largest
     best[seg[order]] = gid[order]
     return best
+
+
+OUTCOMES = (
+    "matched (IoU > 0.5, its class)",
+    "IoU > 0.5 with a segment of another class",
+    "merged: its best segment is over twice its size and holds most of it",
+    "split: no predicted segment holds half of it",
+    "its best overlap is a stuff segment",
+    "other (best segment holds most of it, IoU <= 0.5)",
+    "all VOID",
+)
+
+
+def _instance_outcomes(sample, pred: np.ndarray, info: list[dict], things: set[int]) -> collections.Counter:
+    """Each non-crowd GT thing instance of one frame sorted into one of :data:`OUTCOMES`."""
+    out: collections.Counter = collections.Counter()
+    gt = sample.panoptic
+    pred_cat = {int(d["id"]): int(d["category_id"]) for d in info}
+    pids, pareas = np.unique(pred, return_counts=True)
+    parea = dict(zip(pids.tolist(), pareas.tolist()))
+    for gid, cid, crowd in zip(sample.segments.ids, sample.segments.category_ids, sample.segments.iscrowd):
+        if crowd or int(cid) not in things:
+            continue
+        mask = gt == gid
+        area = int(mask.sum())
+        best = None  # (IoU, pred id, intersection)
+        for p, k in zip(*np.unique(pred[mask], return_counts=True)):
+            if p == 0:
+                continue
+            iou = k / (area + parea[int(p)] - k)
+            if best is None or iou > best[0]:
+                best = (iou, int(p), int(k))
+        if best is None:
+            out[OUTCOMES[6]] += 1
+            continue
+        iou, p, k = best
+        if pred_cat[p] not in things:
+            out[OUTCOMES[0] if iou > 0.5 and pred_cat[p] == cid else OUTCOMES[4]] += 1
+        elif iou > 0.5:
+            out[OUTCOMES[0] if pred_cat[p] == cid else OUTCOMES[1]] += 1
+        elif 2 * k <= area:
+            out[OUTCOMES[3]] += 1
+        elif parea[p] > 2 * area:
+            out[OUTCOMES[2]] += 1
+        else:
+            out[OUTCOMES[5]] += 1
+    return out
 
 
 def main() -> int:
@@ -80,6 +137,7 @@ def main() -> int:
     n = min(args.frames, len(ds))
     thing = torch.tensor([c.isthing for c in cats])
     cat_ids = np.array([c.id for c in cats])
+    things = {c.id for c in cats if c.isthing}
     pool = 2 if cfg.model.output_stride == 2 else 1
     frames = []
     with torch.no_grad():
@@ -92,6 +150,8 @@ def main() -> int:
             frames.append((out["embedding"][0].float(), seed, ideal_outputs(item, cats, cfg.model.output_stride)[2],
                            ds.inner.reader[i]))
 
+    outcomes: collections.Counter = collections.Counter()
+
     def shipped(ideal_seeds: bool):
         m = PanopticQuality(cats)
         for emb, seed, gt_seed, sample in frames:
@@ -100,9 +160,11 @@ def main() -> int:
                                      kmeans_pool=pool)
             ids, info = to_panoptic(res, cat_ids.tolist(), sample.panoptic.shape)
             m.update(sample.panoptic, sample.segments, ids.numpy(), info)
+            if not ideal_seeds:
+                outcomes.update(_instance_outcomes(sample, ids.numpy(), info, things))
         return m.compute()
 
-    def grouped(grid, classify: bool):
+    def grouped(grid, classify: str):
         m = PanopticQuality(cats)
         for emb, _, _, sample in frames:
             lab = oversegment(emb, None, grid, cfg.kmeans.iterations, cfg.kmeans.coord_weight, pool=pool)
@@ -114,7 +176,25 @@ def main() -> int:
             if classify:
                 with torch.no_grad():
                     sums, _ = segment_sums(emb, lab, int(lab.max()) + 1)
-                    cls = net.classifier(F.normalize(sums, dim=1)).argmax(1).numpy()
+                    own = net.classifier(F.normalize(sums, dim=1)).argmax(1)
+                    cls = own
+                    if classify != "segment":  # one class per group, from the group's summed embedding
+                        major = torch.from_numpy(_majority(full, gt))
+                        if classify == "group-things":  # segments classified as stuff stay stuff, by class
+                            major = torch.where(thing[own], major, -1 - own)
+                        gid = torch.unique(major, return_inverse=True)[1]
+                        gsum = torch.zeros(int(gid.max()) + 1, sums.shape[1]).index_add_(0, gid, sums)[gid]
+                        logits = net.classifier(F.normalize(gsum, dim=1))
+                        if classify == "group-things":  # thing groups keep a thing class
+                            logits = logits.masked_fill(~thing[None, :], float("-inf"))
+                            cls = torch.where(thing[own], logits.argmax(1), own)
+                        else:
+                            cls = logits.argmax(1)
+                        if classify == "group-things":
+                            seg_gt = _majority(full, gt)
+                            seg_gt = np.where(thing[own].numpy(), seg_gt, 10**6 + own.numpy())
+                            pred = seg_gt[full]
+                    cls = cls.numpy()
                 cid = cat_ids[cls][full]
                 pred = np.where(pred > 0, pred * 1000 + cid, 0)
                 present = np.unique(pred[pred > 0])
@@ -130,13 +210,22 @@ def main() -> int:
     rows = [("as shipped", shipped(False)), ("ideal seeds (GT centres)", shipped(True))]
     grids = [tuple(cfg.inference.grid)] + [tuple(int(x) for x in g.split("x")) for g in args.grids.split(",") if g]
     for g in grids:
-        rows.append((f"over-segmentation cap, grid {g[0]}x{g[1]}", grouped(g, False)))
-    rows.append((f"classification on ideal groups, grid {grids[0][0]}x{grids[0][1]}", grouped(grids[0], True)))
+        rows.append((f"over-segmentation cap, grid {g[0]}x{g[1]}", grouped(g, "")))
+    rows.append((f"classification on ideal groups, each segment alone, grid {grids[0][0]}x{grids[0][1]}",
+                 grouped(grids[0], "segment")))
+    rows.append((f"classification on ideal groups, each group as a whole, grid {grids[0][0]}x{grids[0][1]}",
+                 grouped(grids[0], "group")))
+    rows.append((f"ideal grouping of the segments classified as things, grid {grids[0][0]}x{grids[0][1]}",
+                 grouped(grids[0], "group-things")))
     print(f"{args.checkpoint}, {n} val frames of {args.data}, inference {json.dumps(dataclasses.asdict(cfg.inference))}"
           f" ({time.perf_counter() - t0:.0f} s)\n")
     print("| stage | PQ | PQ-Th | PQ-St |\n|---|---:|---:|---:|")
     for name, r in rows:
         print(f"| {name} | {100 * r.all.pq:.1f} | {100 * r.things.pq:.1f} | {100 * r.stuff.pq:.1f} |")
+    total = sum(outcomes.values())
+    print("\n| GT thing instance, as shipped | count | share |\n|---|---:|---:|")
+    for name in OUTCOMES:
+        print(f"| {name} | {outcomes[name]} | {100 * outcomes[name] / max(total, 1):.0f}% |")
     return 0
 
 

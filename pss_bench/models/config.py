@@ -64,6 +64,9 @@ class ModelConfig:
         output_stride: stride of the embedding map, 4 (the paper) or 2 (a
             light decoder fuses the stem's stride-2 features, which lifts the
             resolution cap of small frames; see ``docs/reference_model.md``).
+        coord_conv: PSS only: the embedding head also sees each pixel's
+            normalised (y, x) position (CoordConv, Liu et al. 2018), so that
+            look-alike neighbouring instances can get different embeddings.
     """
 
     arch: str = ""
@@ -76,6 +79,7 @@ class ModelConfig:
     classifier_hidden: int = 256
     num_classes: int = 0
     output_stride: int = 4
+    coord_conv: bool = False
 
 
 @dataclass

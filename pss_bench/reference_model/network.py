@@ -45,6 +45,15 @@ class StrideTwoDecoder(nn.Module):
         return up + self.out(self.conv(torch.cat([up, self.proj(stem)], dim=1)))
 
 
+def with_coords(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with two more channels: each cell's centre y and x, scaled to [-1, 1]."""
+    b, _, h, w = x.shape
+    ys = (torch.arange(h, device=x.device, dtype=x.dtype) + 0.5) * (2.0 / h) - 1.0
+    xs = (torch.arange(w, device=x.device, dtype=x.dtype) + 0.5) * (2.0 / w) - 1.0
+    grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"))
+    return torch.cat([x, grid.expand(b, 2, h, w)], dim=1)
+
+
 class SegmentClassifier(nn.Module):
     """Two 1x1 convs (= linear layers) on prototypes: ``(N, D) -> (N, C)`` logits."""
 
@@ -79,7 +88,8 @@ class PSSNet(nn.Module):
             raise ValueError(f"ModelConfig.output_stride must be 4 or 2, found {cfg.output_stride}")
         self.cfg = cfg
         self.backbone = ResNetFPN(cfg.backbone, cfg.norm, cfg.fpn_channels)
-        self.embed_head = PyramidHead(cfg.fpn_channels, cfg.head_channels, cfg.embed_dim, cfg.deformable)
+        self.embed_head = PyramidHead(cfg.fpn_channels + (2 if cfg.coord_conv else 0), cfg.head_channels,
+                                      cfg.embed_dim, cfg.deformable)
         self.decoder = (
             StrideTwoDecoder(cfg.embed_dim, self.backbone.stem_channels, cfg.head_channels) if cfg.output_stride == 2 else None
         )
@@ -92,7 +102,7 @@ class PSSNet(nn.Module):
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         h, w = images.shape[-2:]
         feats, stem = self.backbone(images, stem=True)
-        emb = self.embed_head(feats)
+        emb = self.embed_head([with_coords(f) for f in feats] if self.cfg.coord_conv else feats)
         seed = self.seed_head(feats).float()
         size = ((h + 3) // 4, (w + 3) // 4)
         if emb.shape[-2:] != size:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 from pss_bench.errors import PssBenchError
 from pss_bench.models.config import ConfigError, load_config, shipped_configs
 from pss_bench.models.backbone import PyramidHead, ResNetFPN
-from pss_bench.reference_model.network import SegmentClassifier
+from pss_bench.reference_model.network import SegmentClassifier, with_coords
 from pss_bench.models.checkpoint import (
     CheckpointError,
     load_checkpoint,
@@ -53,11 +54,13 @@ def _tiny_cfg():
     return cfg
 
 
-@pytest.mark.parametrize("deformable,stride", [(True, 4), (False, 4), (False, 2)])
-def test_model_shapes_and_gradients_of_every_part(deformable, stride):
+@pytest.mark.parametrize("deformable,stride,coord", [(True, 4, False), (False, 4, False), (False, 2, False),
+                                                     (False, 2, True)])
+def test_model_shapes_and_gradients_of_every_part(deformable, stride, coord):
     cfg = _tiny_cfg()
     cfg.model.deformable = deformable
     cfg.model.output_stride = stride
+    cfg.model.coord_conv = coord
     assert "pss" in list_models()
     net = create_model("pss", cfg.model)
     x = torch.randn(2, 3, 64, 96)
@@ -77,6 +80,22 @@ def test_model_shapes_and_gradients_of_every_part(deformable, stride):
         grads = [p.grad for p in mod.parameters() if p.requires_grad]
         assert grads and all(g is not None for g in grads), name
         assert sum(float(g.abs().sum()) for g in grads) > 0, name
+
+
+def test_coord_conv_gives_the_embedding_head_each_cell_position():
+    x = torch.zeros(2, 3, 4, 8)
+    y = with_coords(x)
+    assert y.shape == (2, 5, 4, 8) and torch.equal(y[:, :3], x)
+    assert torch.allclose(y[0, 3, :, 0], torch.tensor([-0.75, -0.25, 0.25, 0.75]))  # row centres in [-1, 1]
+    assert torch.allclose(y[1, 4, 0], torch.linspace(-0.875, 0.875, 8))  # column centres
+    cfg = _tiny_cfg()
+    net = create_model("pss", dataclasses.replace(cfg.model, coord_conv=True))
+    assert net.embed_head.convs[0].conv.in_channels == cfg.model.fpn_channels + 2
+    assert net.seed_head.convs[0].conv.in_channels == cfg.model.fpn_channels  # the embedding head only
+    # The positions reach the embedding: the first conv's weights on the two coordinate channels get a gradient.
+    net(torch.rand(1, 3, 64, 128))["embedding"][0, 0].sum().backward()
+    w_grad = net.embed_head.convs[0].conv.weight.grad
+    assert float(w_grad[:, -2:].abs().sum()) > 0
 
 
 def test_parts_standalone_shapes():
