@@ -111,6 +111,14 @@ class InferenceConfig:
             pixels are dropped to VOID.
         merge_adjacent: merge only thing segments that touch (4-neighbourhood
             at the embedding's resolution); False merges any pair, as the paper.
+        smooth_iterations: ours: before the classes of the over-segments are
+            taken, their class probabilities are averaged this many times
+            over each segment and its touching neighbours, weighted by area
+            and the von Mises-Fisher similarity ``exp(smooth_kappa * (cos - 1))``
+            of their prototypes (a segment's neighbours of like embedding
+            vote on its class, as SegSort's retrieval votes with
+            ``exp(kappa * cos)``); 0 classifies each segment alone (the paper).
+        smooth_kappa: the concentration of those weights.
     """
 
     grid: list[int] = field(default_factory=lambda: [8, 16])
@@ -124,6 +132,8 @@ class InferenceConfig:
     thing_score_threshold: float = 0.0
     min_area: int = 4
     merge_adjacent: bool = False
+    smooth_iterations: int = 0
+    smooth_kappa: float = 10.0
 
 
 # key -> (lower bound, whether the bound itself is allowed, upper bound or None); ints and floats alike.
@@ -137,7 +147,8 @@ RANGES: dict[str, tuple[float, bool, float | None]] = {
     "inference.grid": (1, True, MAX_GRID), "inference.split_k": (1, True, MAX_GRID),
     "inference.merge_threshold": (-1, True, 1), "inference.seed_nms_kernel": (1, True, 255),
     "inference.seed_nms_tolerance": (0, True, 1), "inference.thing_score_threshold": (0, True, 1),
-    "inference.min_area": (0, True, None),
+    "inference.min_area": (0, True, None), "inference.smooth_iterations": (0, True, 1000),
+    "inference.smooth_kappa": (0, True, None),
 }
 # Lists of a fixed length.
 LENGTHS = {"kmeans.grid": 2, "inference.grid": 2}

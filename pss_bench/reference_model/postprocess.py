@@ -5,7 +5,9 @@ Pipeline for one image (paper sec. 3.4), see :func:`panoptic_inference`:
 1. :func:`oversegment`: spherical k-means on the stride-4 embeddings (+ coordinates);
 2. :func:`dynamic_partition`: a segment whose approximate concentration
    ``||sum_i v_i|| / |R|`` is below ``T_S`` is re-split with ``k = 4``;
-3. classify every segment prototype with the segment classifier;
+3. classify every segment prototype with the segment classifier (with
+   ``smooth_iterations``: its probabilities first averaged over touching
+   segments of like embedding, :func:`smooth_probabilities`);
 4. :func:`merge_stuff`: the segments of one stuff class become one segment;
 5. :func:`merge_things`: merging of thing segments of the same class in
    order of prototype similarity; a pair merges only if one is the other's
@@ -274,6 +276,47 @@ def adjacency(labels: torch.Tensor, n: int) -> torch.Tensor:
     return adj | adj.t()
 
 
+def smooth_probabilities(
+    probs: torch.Tensor,
+    prototypes: torch.Tensor,
+    counts: torch.Tensor,
+    adjacent: torch.Tensor,
+    kappa: float,
+    iterations: int,
+) -> torch.Tensor:
+    """Class probabilities averaged over touching segments of like embedding.
+
+    Each round replaces a segment's probabilities by the mean over itself and
+    its neighbours, each weighted by its pixel count and by
+    ``exp(kappa * (cos(prototypes) - 1))``: a small segment whose neighbours
+    of similar embedding agree on a class takes it, while a neighbour of
+    another embedding (another object) has little say.
+
+    Args:
+        probs: ``(N, C)`` class probabilities.
+        prototypes: ``(N, D)`` unit-norm segment prototypes.
+        counts: ``(N,)`` pixel counts.
+        adjacent: ``(N, N)`` bool, which segments touch (:func:`adjacency`).
+        kappa: the concentration of the similarity weights.
+        iterations: rounds of averaging (0 returns ``probs``).
+
+    Returns:
+        ``(N, C)`` float32 probabilities (rows sum to 1).
+    """
+    n = probs.shape[0]
+    if iterations <= 0 or n == 0:
+        return probs
+    eye = torch.eye(n, dtype=torch.bool, device=probs.device)
+    sim = (prototypes.float() @ prototypes.float().t()).clamp(max=1.0)
+    weights = torch.where(adjacent | eye, torch.exp(kappa * (sim - 1.0)), torch.zeros((), device=probs.device))
+    weights = weights * counts.float()[None, :]
+    weights = weights / weights.sum(dim=1, keepdim=True)  # a segment always weighs itself: no row is 0
+    out = probs.float()
+    for _ in range(iterations):
+        out = weights @ out
+    return out
+
+
 def find_seeds(seed_map: torch.Tensor, threshold: float, kernel: int, tolerance: float = 0.0) -> torch.Tensor:
     """Peaks of the centre heatmap.
 
@@ -355,7 +398,14 @@ def panoptic_inference(
         return probs.max(dim=1)
 
     sums, counts = segment_sums(emb, labels, n)
-    _, classes = classify(sums)
+    if cfg.smooth_iterations > 0 and n > 1:
+        proto = F.normalize(sums, dim=1)
+        probs = torch.softmax(classifier(proto).float(), dim=1)
+        probs = smooth_probabilities(probs, proto, counts, adjacency(labels, n), cfg.smooth_kappa,
+                                     cfg.smooth_iterations)
+        classes = probs.argmax(dim=1)
+    else:
+        _, classes = classify(sums)
     isthing = thing_classes[classes]
     # Stuff: one segment per class.
     parent = merge_stuff(classes, isthing)

@@ -54,9 +54,11 @@ from pss_bench.models.train import FINAL_NAME, evaluate, train
 SCALE = 4
 #: The shipped inference settings this test was measured with (the numbers above). On 2026-12-07 the shipped
 #: config's merge, seed and score thresholds were re-chosen for SynthStreets models trained 1,500 iterations on
-#: whole frames (val of seed 2, issue 20); an overfit model of 8 real frames is another regime, and a re-run
-#: with the new ones costs 52 min of CI, so the test keeps these until it is re-measured.
-MEASURED_INFERENCE = ("inference.merge_threshold=0.6", "inference.seed_threshold=0.3", "inference.thing_score_threshold=0.5")
+#: whole frames (val of seed 2, issue 20), and on 2026-12-08 the neighbour smoothing added; an overfit model of
+#: 8 real frames is another regime, and a re-run with the new ones costs 52 min of CI, so the test keeps these
+#: until it is re-measured.
+MEASURED_INFERENCE = ("inference.merge_threshold=0.6", "inference.seed_threshold=0.3", "inference.thing_score_threshold=0.5",
+                      "inference.smooth_iterations=0")
 ITERATIONS = 1000
 MIN_CAP = 0.70  # the issue asks for a scale whose cap is at least 70
 RATIO = 0.80  # of the cap, PQ-Th on the training frames (issue 14; measured 0.84 with 2 threads, see above)
