@@ -48,9 +48,9 @@ class StrideTwoDecoder(nn.Module):
 def with_coords(x: torch.Tensor) -> torch.Tensor:
     """``x`` with two more channels: each cell's centre y and x, scaled to [-1, 1]."""
     b, _, h, w = x.shape
-    ys = (torch.arange(h, device=x.device, dtype=x.dtype) + 0.5) * (2.0 / h) - 1.0
-    xs = (torch.arange(w, device=x.device, dtype=x.dtype) + 0.5) * (2.0 / w) - 1.0
-    grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"))
+    ys = (torch.arange(h, device=x.device, dtype=torch.float32) + 0.5) * (2.0 / h) - 1.0
+    xs = (torch.arange(w, device=x.device, dtype=torch.float32) + 0.5) * (2.0 / w) - 1.0
+    grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij")).to(x.dtype)  # positions in float32, then x's dtype
     return torch.cat([x, grid.expand(b, 2, h, w)], dim=1)
 
 
