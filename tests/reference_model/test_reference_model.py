@@ -204,3 +204,9 @@ def test_new_settings_are_checked_where_configs_load():
         load_config("synthstreets_tiny", ["train.clip_grad_norm=-1"])
     with pytest.raises(ConfigError, match="train.classifier_lr_mult: must be greater than 0"):
         load_config("synthstreets_tiny", ["train.classifier_lr_mult=0"])
+    with pytest.raises(ConfigError, match="inference.smooth_iterations: must be at least 0"):
+        load_config("synthstreets_tiny", ["inference.smooth_iterations=-1"])
+    with pytest.raises(ConfigError, match="inference.smooth_kappa: must be at least 0"):
+        load_config("synthstreets_tiny", ["inference.smooth_kappa=-2"])
+    with pytest.raises(ConfigError, match="model.coord_conv: expected true/false"):
+        load_config("synthstreets_tiny", ["model.coord_conv=maybe"])
