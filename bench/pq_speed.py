@@ -372,6 +372,7 @@ def fixed_cost_note(two_pq: float, two_dec: float, limits: dict[str, tuple[float
     """What a run's fixed cost (a 2-frame run against decoding its 2 PNGs) leaves reachable of each decode limit.
 
     ``limits``: run name (``cold``, ``warm``) -> (its decode limit's time, the measured run's time).
+    The fixed cost is measured warm; a cold run pays the same imports, JSON checks and table.
     """
     fixed = two_pq - two_dec
     parts = []
