@@ -356,16 +356,18 @@ def table(rows: list[tuple[str, list[float]]], base: float | None, frames: int |
     return out
 
 
-def two_frame_subset(gt_json: Path, pred: Path, work: Path) -> tuple[Path, Path]:
-    """GT and prediction JSONs of the set's first 2 images (the PNG folders stay the set's)."""
+def two_frame_subset(gt_json: Path, pred: Path, work: Path) -> tuple[Path, Path, list[str]]:
+    """GT and prediction JSONs of the set's first 2 images (the PNG folders stay the set's), and their
+    prediction PNG names."""
     gt = json.loads(gt_json.read_text())
     pr = json.loads((pred / "panoptic.json").read_text())
     keep = {im["id"] for im in gt["images"][:2]}
     sub_gt, sub_pred = work / "two_gt.json", work / "two_pred.json"
     sub_gt.write_text(json.dumps(dict(gt, images=[im for im in gt["images"] if im["id"] in keep],
                                       annotations=[a for a in gt["annotations"] if a["image_id"] in keep])))
-    sub_pred.write_text(json.dumps(dict(pr, annotations=[a for a in pr["annotations"] if a["image_id"] in keep])))
-    return sub_gt, sub_pred
+    anns = [a for a in pr["annotations"] if a["image_id"] in keep]
+    sub_pred.write_text(json.dumps(dict(pr, annotations=anns)))
+    return sub_gt, sub_pred, [a["file_name"] for a in anns]
 
 
 def fixed_cost_note(two_pq: float, two_dec: float, limits: dict[str, tuple[float, float]]) -> str:
@@ -418,9 +420,8 @@ def main() -> int:
         pred_pngs = sorted(str(q) for q in (pred / "panoptic").glob("*.png"))
         (work / "decode_cold.txt").write_text("\n".join(gt_pngs + pred_pngs))
         (work / "decode_warm.txt").write_text("\n".join(pred_pngs))
-        sub_gt, sub_pred = two_frame_subset(gt_json, pred, work)
-        (work / "decode_two.txt").write_text("\n".join(str(pred / "panoptic" / a["file_name"])
-                                                      for a in json.loads(sub_pred.read_text())["annotations"]))
+        sub_gt, sub_pred, two_names = two_frame_subset(gt_json, pred, work)
+        (work / "decode_two.txt").write_text("\n".join(str(pred / "panoptic" / name) for name in two_names))
         cache = work / "cache"
         cs_out, cold_out, warm_out = work / "cs.json", work / "cold.json", work / "warm.json"
         pq_args = ["pq", str(pred), "--gt", str(gt_json), "--gt-dir", str(gt_dir)]

@@ -179,21 +179,19 @@ def main() -> int:
                     own = net.classifier(F.normalize(sums, dim=1)).argmax(1)
                     cls = own
                     if classify != "segment":  # one class per group, from the group's summed embedding
-                        major = torch.from_numpy(_majority(full, gt))
+                        seg_gt = _majority(full, gt)
+                        major = torch.from_numpy(seg_gt)
                         if classify == "group-things":  # segments classified as stuff stay stuff, by class
                             major = torch.where(thing[own], major, -1 - own)
                         gid = torch.unique(major, return_inverse=True)[1]
                         gsum = torch.zeros(int(gid.max()) + 1, sums.shape[1]).index_add_(0, gid, sums)[gid]
                         logits = net.classifier(F.normalize(gsum, dim=1))
-                        if classify == "group-things":  # thing groups keep a thing class
+                        if classify == "group-things":  # thing groups keep a thing class; stuff, one segment per class
                             logits = logits.masked_fill(~thing[None, :], float("-inf"))
                             cls = torch.where(thing[own], logits.argmax(1), own)
+                            pred = np.where(thing[own].numpy(), seg_gt, 10**6 + own.numpy())[full]
                         else:
                             cls = logits.argmax(1)
-                        if classify == "group-things":
-                            seg_gt = _majority(full, gt)
-                            seg_gt = np.where(thing[own].numpy(), seg_gt, 10**6 + own.numpy())
-                            pred = seg_gt[full]
                     cls = cls.numpy()
                 cid = cat_ids[cls][full]
                 pred = np.where(pred > 0, pred * 1000 + cid, 0)

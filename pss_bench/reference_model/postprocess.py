@@ -393,19 +393,13 @@ def panoptic_inference(
     n = int(labels.max()) + 1 if labels.numel() else 0
     thing_classes = thing_classes.to(emb.device)
 
-    def classify(sums):
-        probs = torch.softmax(classifier(F.normalize(sums, dim=1)).float(), dim=1)
-        return probs.max(dim=1)
-
     sums, counts = segment_sums(emb, labels, n)
+    proto = F.normalize(sums, dim=1)
+    probs = torch.softmax(classifier(proto).float(), dim=1)
     if cfg.smooth_iterations > 0 and n > 1:
-        proto = F.normalize(sums, dim=1)
-        probs = torch.softmax(classifier(proto).float(), dim=1)
         probs = smooth_probabilities(probs, proto, counts, adjacency(labels, n), cfg.smooth_kappa,
                                      cfg.smooth_iterations)
-        classes = probs.argmax(dim=1)
-    else:
-        _, classes = classify(sums)
+    classes = probs.max(dim=1).indices
     isthing = thing_classes[classes]
     # Stuff: one segment per class.
     parent = merge_stuff(classes, isthing)

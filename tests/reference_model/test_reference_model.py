@@ -195,18 +195,15 @@ def test_old_checkpoints_keep_their_mse_seed_head(tmp_path):
     assert load_config("synthstreets_tiny").loss.seed_loss == "focal"
 
 
-def test_new_settings_are_checked_where_configs_load():
-    with pytest.raises(ConfigError, match="model.output_stride: must be 4 or 2, found 3"):
-        load_config("synthstreets_tiny", ["model.output_stride=3"])
-    with pytest.raises(ConfigError, match="loss.seed_loss: must be 'focal' or 'mse'"):
-        load_config("synthstreets_tiny", ["loss.seed_loss=l1"])
-    with pytest.raises(ConfigError, match="train.clip_grad_norm: must be at least 0"):
-        load_config("synthstreets_tiny", ["train.clip_grad_norm=-1"])
-    with pytest.raises(ConfigError, match="train.classifier_lr_mult: must be greater than 0"):
-        load_config("synthstreets_tiny", ["train.classifier_lr_mult=0"])
-    with pytest.raises(ConfigError, match="inference.smooth_iterations: must be at least 0"):
-        load_config("synthstreets_tiny", ["inference.smooth_iterations=-1"])
-    with pytest.raises(ConfigError, match="inference.smooth_kappa: must be at least 0"):
-        load_config("synthstreets_tiny", ["inference.smooth_kappa=-2"])
-    with pytest.raises(ConfigError, match="model.coord_conv: expected true/false"):
-        load_config("synthstreets_tiny", ["model.coord_conv=maybe"])
+@pytest.mark.parametrize("override,message", [
+    ("model.output_stride=3", "model.output_stride: must be 4 or 2, found 3"),
+    ("loss.seed_loss=l1", "loss.seed_loss: must be 'focal' or 'mse'"),
+    ("train.clip_grad_norm=-1", "train.clip_grad_norm: must be at least 0"),
+    ("train.classifier_lr_mult=0", "train.classifier_lr_mult: must be greater than 0"),
+    ("inference.smooth_iterations=-1", "inference.smooth_iterations: must be at least 0"),
+    ("inference.smooth_kappa=-2", "inference.smooth_kappa: must be at least 0"),
+    ("model.coord_conv=maybe", "model.coord_conv: expected true/false"),
+])
+def test_new_settings_are_checked_where_configs_load(override, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("synthstreets_tiny", [override])
